@@ -1,0 +1,435 @@
+//! Obtaining a userfaultfd that lives in the *target's* mm.
+//!
+//! `userfaultfd()` binds the new fd to the calling process's mm, so it must run inside the
+//! target. One thread is borrowed with ptrace: seized, interrupted, pointed at an existing
+//! `syscall` instruction of its own (the vDSO's, found by reading, never writing, its memory),
+//! made to call `userfaultfd()`, then `close()` on its copy once `pidfd_getfd` has pulled a
+//! duplicate into the tracker. Other threads never stop. Between injected calls the thread is
+//! *parked* on registers it could safely resume from if the tracker died, and the exact
+//! original registers go back only at a stop inside `get_signal()`, so the kernel itself applies
+//! the restart rules of whatever blocking call the thread was interrupted in.
+
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+#[cfg(target_arch = "x86_64")]
+use x86_64 as arch;
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+
+use crate::exit::{permission, unsupported};
+use crate::sys::{self, abi};
+use crate::target::{Target, read_status};
+
+/// How long a thread may take to reach its ptrace stop before we give up on it.
+const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Syscalls that return `-EINTR` as soon as their thread is ptrace-stopped (signal(7)), so a
+/// thread inside one is borrowed only when no other is available, and its call is rewound.
+const EINTR_ON_STOP: &[i64] = &[
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_epoll_pwait2,
+    libc::SYS_semop,
+    libc::SYS_semtimedop,
+    libc::SYS_rt_sigtimedwait,
+];
+
+/// What a successful injection produced.
+pub struct Injection {
+    /// The tracker's duplicate of the target's userfaultfd.
+    pub uffd: OwnedFd,
+    /// The thread that ran the calls.
+    pub tid: i32,
+    /// How long that thread was stopped.
+    pub stopped: Duration,
+}
+
+/// A ptrace stop (or the end of the thread), decoded from a raw wait status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// `PTRACE_EVENT_STOP` from `PTRACE_INTERRUPT`.
+    Interrupt,
+    /// `PTRACE_EVENT_STOP` reporting a group stop (SIGSTOP and friends).
+    GroupStop,
+    /// Syscall entry or exit (`SIGTRAP | 0x80` with `PTRACE_O_TRACESYSGOOD`).
+    Syscall,
+    /// Another `PTRACE_EVENT_*` (exec, ...).
+    Event(i32),
+    /// Signal-delivery stop: the thread is about to receive this signal.
+    Signal(i32),
+    Exited,
+}
+
+fn decode(status: i32) -> Stop {
+    if !libc::WIFSTOPPED(status) {
+        return Stop::Exited;
+    }
+    let sig = libc::WSTOPSIG(status);
+    match status >> 16 {
+        abi::PTRACE_EVENT_STOP if sig == libc::SIGTRAP => Stop::Interrupt,
+        abi::PTRACE_EVENT_STOP => Stop::GroupStop,
+        0 if sig == libc::SIGTRAP | 0x80 => Stop::Syscall,
+        0 => Stop::Signal(sig),
+        event => Stop::Event(event),
+    }
+}
+
+fn ptrace(req: libc::c_uint, tid: i32, addr: usize, data: usize) -> io::Result<()> {
+    // SAFETY: only requests whose `data` is an integer (a signal, an option set) or a pointer
+    // to a live buffer of the size the request implies are passed through here.
+    let r = unsafe { libc::ptrace(req, tid, addr, data) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+fn resume(req: libc::c_uint, tid: i32, sig: i32) -> Result<()> {
+    ptrace(req, tid, 0, sig as usize).with_context(|| format!("resuming thread {tid}"))
+}
+
+/// Wait for the next stop of `tid`; with a deadline, give up when it passes.
+fn wait_stop(tid: i32, deadline: Option<Instant>) -> Result<Stop> {
+    loop {
+        let mut status = 0;
+        let flags = libc::__WALL | if deadline.is_some() { libc::WNOHANG } else { 0 };
+        // SAFETY: `status` is a valid out-pointer for the duration of the call.
+        let r = unsafe { libc::waitpid(tid, &mut status, flags) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e).with_context(|| format!("waiting for thread {tid}"));
+        }
+        if r == tid {
+            return Ok(decode(status));
+        }
+        match deadline {
+            Some(d) if Instant::now() >= d => {
+                bail!("thread {tid} did not stop within {STOP_TIMEOUT:?} (uninterruptible sleep?); try again")
+            }
+            _ => std::thread::sleep(Duration::from_micros(200)),
+        }
+    }
+}
+
+fn get_sigmask(tid: i32) -> Result<u64> {
+    let mut mask = 0u64;
+    ptrace(abi::PTRACE_GETSIGMASK, tid, size_of::<u64>(), &mut mask as *mut u64 as usize)
+        .with_context(|| format!("reading the signal mask of thread {tid}"))?;
+    Ok(mask)
+}
+
+fn set_sigmask(tid: i32, mask: u64) -> Result<()> {
+    ptrace(abi::PTRACE_SETSIGMASK, tid, size_of::<u64>(), &mask as *const u64 as usize)
+        .with_context(|| format!("setting the signal mask of thread {tid}"))
+}
+
+/// Blocks every catchable signal of the tracker while a target thread is borrowed, so a
+/// Ctrl-C cannot cut the hijack short; pending signals arrive when it drops.
+struct SignalsBlocked(SigSet);
+
+impl SignalsBlocked {
+    fn new() -> Result<Self> {
+        let mut old = SigSet::empty();
+        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), Some(&mut old))?;
+        Ok(SignalsBlocked(old))
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.0), None);
+    }
+}
+
+/// Find a `syscall` instruction in the target's executable memory by reading it:
+/// the vDSO first, then any other executable mapping (never `[vsyscall]`).
+fn find_syscall_site(target: &Target) -> Result<u64> {
+    let vmas = crate::maps::read_maps(target.pid).context("reading the target's mappings")?;
+    let mem = target.open_proc("mem")?;
+    let mut candidates: Vec<_> = vmas.iter().filter(|v| v.exec && v.read && v.name != "[vsyscall]").collect();
+    candidates.sort_by_key(|v| v.name != "[vdso]");
+    let mut buf = Vec::new();
+    for vma in candidates {
+        let len = vma.len().min(16 << 20) as usize;
+        buf.resize(len, 0);
+        let Ok(n) = sys::pread_full(mem.as_fd(), &mut buf, vma.start) else { continue };
+        if let Some(pos) = buf[..n].windows(2).position(|w| w == arch::SYSCALL_INSN) {
+            return Ok(vma.start + pos as u64);
+        }
+    }
+    bail!("no `syscall` instruction found in the executable memory of PID {}", target.pid)
+}
+
+/// Rank a thread for borrowing: lower is better. Running in user space beats blocked outside
+/// a syscall, which beats a restartable syscall; calls that turn a stop into EINTR come last.
+fn thread_rank(pid: i32, tid: i32) -> u8 {
+    let Ok(st) = read_status(&format!("/proc/{pid}/task/{tid}/status")) else { return 9 };
+    match st.state {
+        'Z' | 'X' => return 9,
+        'D' => return 5,
+        _ => {}
+    }
+    let Ok(sc) = fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")) else { return 2 };
+    let first = sc.split_whitespace().next().unwrap_or("");
+    match first {
+        "running" => 0,
+        "-1" => 1,
+        nr => match nr.parse::<i64>() {
+            Ok(nr) if EINTR_ON_STOP.contains(&nr) => 4,
+            _ => 2,
+        },
+    }
+}
+
+/// A thread in a ptrace stop whose registers are on loan.
+struct Borrowed {
+    tid: i32,
+    /// The registers handed back at the end (the original ones, or a rewound call).
+    restore: arch::Regs,
+    /// Registers safe to resume from between injected calls.
+    parked: arch::Regs,
+    mask: u64,
+    site: u64,
+    started: Instant,
+}
+
+impl Borrowed {
+    /// `tid` must be in a ptrace stop; its current registers are the ones to give back.
+    fn take(tid: i32, pid: i32, site: u64, started: Instant) -> Result<Self> {
+        let saved = arch::get_regs(tid).with_context(|| format!("reading the registers of thread {tid}"))?;
+        let mut restore = saved;
+        // A call that already returned -EINTR because of our stop is run again instead.
+        if let Some(nr) = arch::interrupted_syscall(&saved)
+            && arch::return_value(&saved) == -i64::from(libc::EINTR)
+            && EINTR_ON_STOP.contains(&(nr as i64))
+            && syscall_insn_before(pid, arch::ip(&saved))
+        {
+            restore = arch::rewound_regs(&saved);
+        }
+        let parked = arch::parked_regs(&restore);
+        let mask = get_sigmask(tid)?;
+        Ok(Borrowed { tid, restore, parked, mask, site, started })
+    }
+
+    /// Run one syscall in the thread and return its raw result (`-errno` on failure).
+    fn syscall(&self, nr: i64, args: [u64; 6]) -> Result<i64> {
+        let tid = self.tid;
+        set_sigmask(tid, !0)?;
+        arch::set_regs(tid, &arch::syscall_regs(&self.parked, self.site, nr, args))?;
+        resume(libc::PTRACE_SYSCALL, tid, 0)?;
+        self.wait_syscall_stop()?; // entry
+        resume(libc::PTRACE_SYSCALL, tid, 0)?;
+        self.wait_syscall_stop()?; // exit
+        let ret = arch::return_value(&arch::get_regs(tid)?);
+        arch::set_regs(tid, &self.parked)?;
+        set_sigmask(tid, self.mask)?;
+        Ok(ret)
+    }
+
+    fn wait_syscall_stop(&self) -> Result<()> {
+        loop {
+            match wait_stop(self.tid, None)? {
+                Stop::Syscall => return Ok(()),
+                // Only SIGSTOP-like signals get through the all-blocked mask: let them
+                // take effect; the group stop they cause is resumed by our next request.
+                Stop::Signal(sig) => resume(libc::PTRACE_SYSCALL, self.tid, sig)?,
+                Stop::GroupStop | Stop::Interrupt | Stop::Event(_) => resume(libc::PTRACE_SYSCALL, self.tid, 0)?,
+                Stop::Exited => bail!("the target thread {} exited during attach", self.tid),
+            }
+        }
+    }
+
+    /// Hand the thread back: stop it once more inside `get_signal()`, put the original
+    /// registers and mask back there, and detach. The kernel then restarts (or not) the
+    /// interrupted call exactly as it would after any signal.
+    fn give_back(self) -> Result<Duration> {
+        let tid = self.tid;
+        ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0).with_context(|| format!("interrupting thread {tid}"))?;
+        resume(libc::PTRACE_CONT, tid, 0)?;
+        loop {
+            let stop = wait_stop(tid, None)?;
+            let deliver = match stop {
+                Stop::Interrupt | Stop::GroupStop => 0,
+                // A signal that became deliverable once its mask came back: deliver it with
+                // the original registers in place, so its handler sees the true state.
+                Stop::Signal(sig) => sig,
+                Stop::Syscall | Stop::Event(_) => {
+                    resume(libc::PTRACE_CONT, tid, 0)?;
+                    continue;
+                }
+                Stop::Exited => bail!("the target thread {tid} exited during attach"),
+            };
+            arch::set_regs(tid, &self.restore)?;
+            set_sigmask(tid, self.mask)?;
+            ptrace(libc::PTRACE_DETACH, tid, 0, deliver as usize).with_context(|| format!("detaching from thread {tid}"))?;
+            return Ok(self.started.elapsed());
+        }
+    }
+}
+
+/// Whether the two bytes before `ip` in the target are a `syscall` instruction.
+fn syscall_insn_before(pid: i32, ip: u64) -> bool {
+    let Ok(mem) = fs::File::open(format!("/proc/{pid}/mem")) else { return false };
+    let mut b = [0u8; 2];
+    matches!(sys::pread_full(mem.as_fd(), &mut b, ip.wrapping_sub(2)), Ok(2)) && b == arch::SYSCALL_INSN
+}
+
+fn seize_error(target: &Target, tid: i32, e: io::Error) -> anyhow::Error {
+    if e.raw_os_error() == Some(libc::EPERM) {
+        if let Ok(Some((t, tracer))) = target.traced_thread() {
+            return anyhow!("thread {t} of PID {} is already traced by PID {tracer}: detach that debugger or tracer first", target.pid);
+        }
+        return permission(format!(
+            "not permitted to ptrace PID {}: run as the same user as the target (and the target must be dumpable), or grant CAP_SYS_PTRACE{}",
+            target.pid,
+            yama_hint()
+        ));
+    }
+    anyhow!("PTRACE_SEIZE of thread {tid} of PID {}: {e}", target.pid)
+}
+
+/// What Yama adds to a permission error, if it is active.
+pub fn yama_hint() -> String {
+    match fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope").map(|s| s.trim().to_string()) {
+        Ok(s) if s == "1" => "; Yama ptrace_scope=1 also allows only descendants: use `uffd-dirty track -- CMD`, or set kernel.yama.ptrace_scope=0".into(),
+        Ok(s) if s == "2" => "; Yama ptrace_scope=2 requires CAP_SYS_PTRACE".into(),
+        Ok(s) if s == "3" => "; Yama ptrace_scope=3 forbids ptrace entirely until reboot".into(),
+        _ => String::new(),
+    }
+}
+
+fn refuse_seccomp(target: &Target, tid: i32) -> Result<()> {
+    let st = read_status(&format!("/proc/{}/task/{tid}/status", target.pid)).unwrap_or_default();
+    match st.seccomp {
+        0 => Ok(()),
+        1 => bail!("PID {} runs in seccomp strict mode: calling userfaultfd() would kill it, so it cannot be tracked", target.pid),
+        _ => bail!(
+            "PID {} runs under a seccomp filter that might kill it for calling userfaultfd(); refusing to risk the target (run it without the filter, or allow userfaultfd in its profile)",
+            target.pid
+        ),
+    }
+}
+
+/// Make the borrowed thread create a userfaultfd, copy it into the tracker, and close the
+/// target's copy. The target's fd is closed whatever happens after it was created.
+fn create_and_take(b: &Borrowed, target: &Target) -> Result<OwnedFd> {
+    let flags = abi::O_CLOEXEC | abi::O_NONBLOCK | abi::UFFD_USER_MODE_ONLY;
+    let ret = b.syscall(abi::SYS_USERFAULTFD, [flags, 0, 0, 0, 0, 0])?;
+    if ret < 0 {
+        let err = io::Error::from_raw_os_error(-ret as i32);
+        return Err(match -ret as i32 {
+            libc::ENOSYS => unsupported("the kernel has no userfaultfd(2) (built without CONFIG_USERFAULTFD)"),
+            libc::EPERM => permission(format!(
+                "PID {} may not create a userfaultfd ({err}): an LSM or seccomp policy denies userfaultfd(2) to it",
+                target.pid
+            )),
+            libc::EINVAL => unsupported("userfaultfd(UFFD_USER_MODE_ONLY) is not supported: Linux 5.11 or newer is needed"),
+            _ => anyhow!("userfaultfd() inside PID {} failed: {err}", target.pid),
+        });
+    }
+    let fd_in_target = ret as i32;
+    let taken = sys::pidfd_getfd(target.pidfd.as_fd(), fd_in_target);
+    // Close the target's copy only if that slot still holds a userfaultfd: another thread
+    // may have closed and reused the number meanwhile.
+    let link = fs::read_link(format!("/proc/{}/fd/{fd_in_target}", target.pid)).ok();
+    if link.as_deref().and_then(|p| p.to_str()) == Some("anon_inode:[userfaultfd]") {
+        let c = b.syscall(abi::SYS_CLOSE, [fd_in_target as u64, 0, 0, 0, 0, 0])?;
+        if c != 0 {
+            eprintln!("uffd-dirty: warning: close({fd_in_target}) in PID {} returned {c}", target.pid);
+        }
+    }
+    let fd = taken.map_err(|e| {
+        if e.raw_os_error() == Some(libc::EPERM) {
+            permission(format!("pidfd_getfd on PID {} was denied: CAP_SYS_PTRACE or the same user is needed{}", target.pid, yama_hint()))
+        } else {
+            anyhow!("pidfd_getfd({fd_in_target}) from PID {}: {e}", target.pid)
+        }
+    })?;
+    let ours = fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)))?;
+    if ours.to_str() != Some("anon_inode:[userfaultfd]") {
+        bail!("fd {fd_in_target} taken from PID {} is {}, not a userfaultfd", target.pid, ours.display());
+    }
+    Ok(fd)
+}
+
+/// Attach to a running process: borrow its best-placed thread to create a userfaultfd.
+pub fn take_userfaultfd(target: &Target) -> Result<Injection> {
+    if let Some((tid, tracer)) = target.traced_thread()? {
+        bail!(
+            "thread {tid} of PID {} is already traced by PID {tracer}: detach that debugger or tracer first",
+            target.pid
+        );
+    }
+    let site = find_syscall_site(target)?;
+    let mut threads = target.threads()?;
+    threads.sort_by_key(|&t| thread_rank(target.pid, t));
+    let tid = *threads.first().ok_or_else(|| anyhow!("PID {} has no threads", target.pid))?;
+    refuse_seccomp(target, tid)?;
+
+    let _blocked = SignalsBlocked::new()?;
+    let started = Instant::now();
+    ptrace(libc::PTRACE_SEIZE, tid, 0, libc::PTRACE_O_TRACESYSGOOD as usize).map_err(|e| seize_error(target, tid, e))?;
+    ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0).with_context(|| format!("interrupting thread {tid}"))?;
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    loop {
+        match wait_stop(tid, Some(deadline))? {
+            Stop::Interrupt | Stop::GroupStop => break,
+            // A signal was on its way in: let it through; our interrupt is still pending.
+            Stop::Signal(sig) => resume(libc::PTRACE_CONT, tid, sig)?,
+            Stop::Syscall | Stop::Event(_) => resume(libc::PTRACE_CONT, tid, 0)?,
+            Stop::Exited => bail!("PID {} exited while being attached to", target.pid),
+        }
+    }
+    borrow_and_inject(tid, target, site, started)
+}
+
+fn borrow_and_inject(tid: i32, target: &Target, site: u64, started: Instant) -> Result<Injection> {
+    let borrowed = Borrowed::take(tid, target.pid, site, started)?;
+    let taken = create_and_take(&borrowed, target);
+    let stopped = borrowed.give_back()?;
+    Ok(Injection { uffd: taken?, tid, stopped })
+}
+
+/// Launch mode: `tid` is a child seized with `PTRACE_O_TRACEEXEC` and now in its exec event
+/// stop. Step it to the exit of `execve` (before the new image runs any instruction) and inject.
+pub fn take_userfaultfd_after_exec(target: &Target) -> Result<Injection> {
+    let tid = target.pid;
+    let _blocked = SignalsBlocked::new()?;
+    let started = Instant::now();
+    resume(libc::PTRACE_SYSCALL, tid, 0)?;
+    loop {
+        match wait_stop(tid, None)? {
+            Stop::Syscall => break,
+            Stop::Signal(sig) => resume(libc::PTRACE_SYSCALL, tid, sig)?,
+            Stop::Interrupt | Stop::GroupStop | Stop::Event(_) => resume(libc::PTRACE_SYSCALL, tid, 0)?,
+            Stop::Exited => bail!("the command exited before it could be attached to"),
+        }
+    }
+    refuse_seccomp(target, tid)?;
+    let site = find_syscall_site(target)?;
+    borrow_and_inject(tid, target, site, started)
+}
+
+/// Launch-mode helpers for `track -- CMD`: seize the child before it execs.
+pub fn seize_for_exec(pid: i32) -> Result<()> {
+    let opts = libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_TRACEEXEC;
+    ptrace(libc::PTRACE_SEIZE, pid, 0, opts as usize).with_context(|| format!("PTRACE_SEIZE of the launched command (PID {pid})"))
+}
+
+/// Wait for the seized child's exec event stop. `Ok(false)`: the child exited instead.
+pub fn wait_exec_stop(pid: i32) -> Result<bool> {
+    loop {
+        match wait_stop(pid, None)? {
+            Stop::Event(libc::PTRACE_EVENT_EXEC) => return Ok(true),
+            Stop::Exited => return Ok(false),
+            Stop::Signal(sig) => resume(libc::PTRACE_CONT, pid, sig)?,
+            _ => resume(libc::PTRACE_CONT, pid, 0)?,
+        }
+    }
+}

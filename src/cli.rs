@@ -1,0 +1,180 @@
+//! Command-line definitions. The doc comments here are the single source for `--help` and
+//! the man page.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::maps::Span;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "uffd-dirty",
+    version,
+    about = "Track which pages of a process's memory are written, and when",
+    long_about = "Track which pages of a running process's memory are written, and when.\n\n\
+uffd-dirty attaches to a process it does not control (or launches one), arms its writable memory \
+with userfaultfd asynchronous write-protection, and every interval harvests the pages written \
+since the previous harvest with the PAGEMAP_SCAN ioctl, re-protecting them atomically. The target \
+is not recompiled, preloaded or restarted. Needs Linux 6.7 or newer."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Track the dirty pages of a running process (--pid) or of a command it launches.
+    Track(TrackArgs),
+    /// Launch a small built-in writer and track it live: see what the tool does in seconds.
+    Demo(DemoArgs),
+    /// A workload that writes pages in bursts and logs exactly which (used by the tests).
+    #[command(hide = true)]
+    Writer(crate::workload::WriterArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// One line per delta for people.
+    Human,
+    /// NDJSON: one JSON object per line, for scripts.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Method {
+    /// userfaultfd async write-protect, harvested by PAGEMAP_SCAN with atomic re-protect.
+    PagemapScan,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Output {
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct TrackArgs {
+    /// Process to attach to. It is never signalled, and it is left exactly as it was on exit.
+    #[arg(short, long, value_name = "PID", required_unless_present = "command", conflicts_with = "command")]
+    pub pid: Option<i32>,
+
+    /// Time between harvests (e.g. 100ms, 1s, 2m).
+    #[arg(short, long, value_name = "DURATION", default_value = "1s", value_parser = parse_interval)]
+    pub interval: Duration,
+
+    /// Track only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable.
+    /// Default: every writable mapping of the target.
+    #[arg(short, long = "range", value_name = "START-END", value_parser = parse_range)]
+    pub ranges: Vec<Span>,
+
+    /// Stop after N deltas.
+    #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Stop after this long (e.g. 10s).
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_interval)]
+    pub duration: Option<Duration>,
+
+    /// How dirty pages are found.
+    #[arg(short, long, value_enum, default_value_t = Method::PagemapScan)]
+    pub method: Method,
+
+    #[command(flatten)]
+    pub output: Output,
+
+    /// Command to launch and track from its first instruction (after `--`).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Time between harvests.
+    #[arg(short, long, value_name = "DURATION", default_value = "250ms", value_parser = parse_interval)]
+    pub interval: Duration,
+
+    /// How long the demo runs.
+    #[arg(short, long, value_name = "DURATION", default_value = "5s", value_parser = parse_interval)]
+    pub duration: Duration,
+
+    /// Also keep the writer's exact log of written pages here.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub output: Output,
+}
+
+/// Parse a positive duration such as `100ms` or `1s`.
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 100ms, 1s, 2m)"))?;
+    if d < Duration::from_millis(1) {
+        return Err("must be at least 1ms".into());
+    }
+    Ok(d)
+}
+
+fn parse_addr(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|_| format!("`{s}` is not an address (hex with 0x, or decimal)"))
+}
+
+/// Parse `START-END`: END exclusive, both page-aligned, START < END.
+pub fn parse_range(s: &str) -> Result<Span, String> {
+    let (a, b) = s.split_once('-').ok_or_else(|| "expected START-END, e.g. 0x7f00a0000000-0x7f00b0000000".to_string())?;
+    let (start, end) = (parse_addr(a)?, parse_addr(b)?);
+    let page = crate::sys::page_size();
+    for (name, v) in [("START", start), ("END", end)] {
+        if v % page != 0 {
+            return Err(format!("{name} {v:#x} is not page-aligned (multiple of {page:#x})"));
+        }
+    }
+    if start >= end {
+        return Err(format!("START {start:#x} must be below END {end:#x} (END is exclusive)"));
+    }
+    if end > crate::sys::abi::TASK_SIZE {
+        return Err(format!("END {end:#x} is beyond the user address space"));
+    }
+    Ok(Span::new(start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ranges_parse_and_reject() {
+        assert_eq!(parse_range("0x1000-0x3000"), Ok(Span::new(0x1000, 0x3000)));
+        assert_eq!(parse_range("4096-8192"), Ok(Span::new(4096, 8192)));
+        assert!(parse_range("0x1001-0x3000").unwrap_err().contains("not page-aligned"));
+        assert!(parse_range("0x3000-0x1000").unwrap_err().contains("must be below"));
+        assert!(parse_range("0x1000").unwrap_err().contains("START-END"));
+        assert!(parse_range("zz-0x1000").unwrap_err().contains("not an address"));
+    }
+
+    #[test]
+    fn track_needs_exactly_one_target() {
+        assert!(Cli::try_parse_from(["uffd-dirty", "track"]).is_err());
+        assert!(Cli::try_parse_from(["uffd-dirty", "track", "--pid", "1", "--", "true"]).is_err());
+        let cli = Cli::try_parse_from(["uffd-dirty", "track", "--interval", "100ms", "--", "ls", "-l"]).unwrap();
+        let Command::Track(t) = cli.command else { panic!() };
+        assert_eq!((t.interval, t.command.len()), (Duration::from_millis(100), 2));
+        assert!(Cli::try_parse_from(["uffd-dirty", "track", "--pid", "1", "--interval", "0ms"]).is_err());
+        assert!(Cli::try_parse_from(["uffd-dirty", "track", "--pid", "1", "--count", "0"]).is_err());
+    }
+}

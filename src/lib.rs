@@ -1,0 +1,88 @@
+//! uffd-dirty: which pages of a process's memory were written, and when, from userfaultfd
+//! asynchronous write-protection and the `PAGEMAP_SCAN` ioctl.
+//!
+//! Module map: [`sys`] (kernel ABI and raw calls), [`target`] (the process, by pidfd),
+//! [`attach`] (creating a userfaultfd inside the target by ptrace), [`uffd`] (handshake and
+//! registration), [`maps`] (VMAs and what to track), [`scan`] (harvesting), [`track`] (the
+//! loop), [`output`] (records and formats), [`launch`] (`-- CMD`), [`cli`], [`exit`], and
+//! [`workload`] (a writer with ground truth, for the demo and the tests).
+
+pub mod attach;
+pub mod cli;
+pub mod exit;
+pub mod launch;
+pub mod maps;
+pub mod output;
+pub mod scan;
+pub mod sys;
+pub mod target;
+pub mod track;
+pub mod uffd;
+pub mod workload;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, Result};
+
+use cli::{Cli, Command, DemoArgs, Method, Output, TrackArgs};
+use exit::ExitCode;
+
+/// Stop flag set by SIGINT/SIGTERM; a second SIGINT exits at once with 130.
+fn stop_flag() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Order matters: the conditional exit must see the flag before this signal sets it.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&flag))?;
+        signal_hook::flag::register(sig, Arc::clone(&flag))?;
+    }
+    Ok(flag)
+}
+
+fn track(args: &TrackArgs) -> Result<ExitCode> {
+    let stop = stop_flag()?;
+    let outcome = track::run(args, &stop, track::emitter_for(args.output.format))?;
+    Ok(outcome.exit)
+}
+
+fn demo(args: &DemoArgs) -> Result<ExitCode> {
+    let exe = std::env::current_exe().context("locating the uffd-dirty executable")?;
+    let run_for = args.duration + args.interval * 2;
+    let mut writer: Vec<std::ffi::OsString> = vec![
+        exe.into(),
+        "writer".into(),
+        "--pages=16384".into(),
+        "--bursts=0".into(),
+        "--burst-pages=96".into(),
+        "--gap=10ms".into(),
+        "--pattern=wave".into(),
+        format!("--run-for={}ms", run_for.as_millis()).into(),
+    ];
+    if let Some(log) = &args.log {
+        writer.push("--log".into());
+        writer.push(log.into());
+    }
+    eprintln!("uffd-dirty demo: tracking a writer that sweeps a 64 MiB buffer, for {:?}", args.duration);
+    track(&TrackArgs {
+        pid: None,
+        interval: args.interval,
+        ranges: Vec::new(),
+        count: None,
+        duration: Some(args.duration),
+        method: Method::PagemapScan,
+        output: Output { format: args.output.format },
+        command: writer,
+    })
+}
+
+/// Run a parsed command line; `main` maps the result to the process exit code.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Track(args) => track(&args),
+        Command::Demo(args) => demo(&args),
+        Command::Writer(args) => {
+            let code = workload::run_writer(&args)?;
+            Ok(if code == 0 { ExitCode::Success } else { ExitCode::Command(code as u8) })
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The target's VMAs: reading `/proc/PID/maps`, naming what each mapping is, and choosing
+//! which parts the tracker arms.
+//!
+//! Parsed by hand rather than with `procfs`: it runs every interval, and all we need is one
+//! line split into six fields without allocating per field.
+
+use std::fmt;
+use std::fs;
+use std::io;
+
+/// One line of `/proc/PID/maps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vma {
+    pub start: u64,
+    pub end: u64,
+    pub read: bool,
+    pub write: bool,
+    pub exec: bool,
+    pub shared: bool,
+    pub offset: u64,
+    pub inode: u64,
+    /// The pathname column: a file, `[heap]`, `[stack]`, `/memfd:x (deleted)`, or empty.
+    pub name: String,
+}
+
+/// What a mapping is, as reported in the start and mapping records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmaKind {
+    Anon,
+    Heap,
+    Stack,
+    File,
+    Shmem,
+    Special,
+}
+
+impl VmaKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmaKind::Anon => "anon",
+            VmaKind::Heap => "heap",
+            VmaKind::Stack => "stack",
+            VmaKind::File => "file",
+            VmaKind::Shmem => "shmem",
+            VmaKind::Special => "special",
+        }
+    }
+}
+
+impl Vma {
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+
+    pub fn kind(&self) -> VmaKind {
+        let n = self.name.as_str();
+        if n == "[heap]" {
+            VmaKind::Heap
+        } else if n == "[stack]" || n.starts_with("[stack:") {
+            VmaKind::Stack
+        } else if n.starts_with('[') || n.starts_with("anon_inode:") {
+            // [vdso], [vvar], [vsyscall], [anon:name] handled below, driver mappings.
+            if n.starts_with("[anon:") || n.starts_with("[anon_shmem:") {
+                if self.shared { VmaKind::Shmem } else { VmaKind::Anon }
+            } else {
+                VmaKind::Special
+            }
+        } else if n.is_empty() {
+            VmaKind::Anon
+        } else if self.shared
+            && (n.starts_with("/memfd:") || n.starts_with("/dev/zero") || n.starts_with("/SYSV") || n.starts_with("/dev/shm/"))
+        {
+            VmaKind::Shmem
+        } else if n.starts_with("/memfd:") {
+            VmaKind::Shmem
+        } else {
+            VmaKind::File
+        }
+    }
+
+    /// The name shown to users: the pathname, or `[anon]` for nameless memory.
+    pub fn display_name(&self) -> &str {
+        if self.name.is_empty() { "[anon]" } else { &self.name }
+    }
+
+    /// A mapping the tracker arms by default: writable, not a kernel special page.
+    pub fn is_trackable_by_default(&self) -> bool {
+        self.write && self.kind() != VmaKind::Special
+    }
+}
+
+impl fmt::Display for Vma {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}-{:#x} {}", self.start, self.end, self.display_name())
+    }
+}
+
+/// Parse one maps line; `None` for a malformed line (never seen, but the kernel owns the format).
+pub fn parse_line(line: &str) -> Option<Vma> {
+    let mut fields = line.splitn(6, ' ');
+    let range = fields.next()?;
+    let perms = fields.next()?.as_bytes();
+    let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
+    let _dev = fields.next()?;
+    let inode = fields.next()?.parse().ok()?;
+    let name = fields.next().unwrap_or("").trim_start().to_string();
+    let (start, end) = range.split_once('-')?;
+    if perms.len() < 4 {
+        return None;
+    }
+    Some(Vma {
+        start: u64::from_str_radix(start, 16).ok()?,
+        end: u64::from_str_radix(end, 16).ok()?,
+        read: perms[0] == b'r',
+        write: perms[1] == b'w',
+        exec: perms[2] == b'x',
+        shared: perms[3] == b's',
+        offset,
+        inode,
+        name,
+    })
+}
+
+/// Read and parse `/proc/PID/maps`.
+pub fn read_maps(pid: i32) -> io::Result<Vec<Vma>> {
+    let text = fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    Ok(text.lines().filter_map(parse_line).collect())
+}
+
+/// A half-open address range `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Span {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl Span {
+    pub fn new(start: u64, end: u64) -> Self {
+        Span { start, end }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
+    pub fn intersect(&self, other: &Span) -> Option<Span> {
+        let s = Span::new(self.start.max(other.start), self.end.min(other.end));
+        (!s.is_empty()).then_some(s)
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}-{:#x}", self.start, self.end)
+    }
+}
+
+/// Sort and merge overlapping or touching spans.
+pub fn union(mut spans: Vec<Span>) -> Vec<Span> {
+    spans.sort();
+    let mut out: Vec<Span> = Vec::with_capacity(spans.len());
+    for s in spans.into_iter().filter(|s| !s.is_empty()) {
+        match out.last_mut() {
+            Some(last) if s.start <= last.end => last.end = last.end.max(s.end),
+            _ => out.push(s),
+        }
+    }
+    out
+}
+
+/// One piece of a VMA chosen for tracking (the VMA clipped to the user's scope).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selected {
+    pub span: Span,
+    pub vma: Vma,
+}
+
+/// The parts of `vmas` to arm: trackable VMAs, clipped to `scope` (already a sorted union).
+pub fn select(vmas: &[Vma], scope: &[Span]) -> Vec<Selected> {
+    let mut out = Vec::new();
+    for vma in vmas.iter().filter(|v| v.is_trackable_by_default()) {
+        let whole = Span::new(vma.start, vma.end);
+        for s in scope {
+            if let Some(part) = whole.intersect(s) {
+                out.push(Selected { span: part, vma: vma.clone() });
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_maps_lines() {
+        let v = parse_line("7f00a0000000-7f00b0000000 rw-p 00000000 00:00 0 ").unwrap();
+        assert_eq!((v.start, v.end, v.write, v.shared, v.kind()), (0x7f00a0000000, 0x7f00b0000000, true, false, VmaKind::Anon));
+        let v = parse_line("55d0c8a1e000-55d0c8a3f000 rw-p 00000000 00:00 0                          [heap]").unwrap();
+        assert_eq!((v.name.as_str(), v.kind()), ("[heap]", VmaKind::Heap));
+        let v = parse_line("7f1c2e000000-7f1c2e100000 rw-s 00000000 00:01 1234                       /memfd:buf (deleted)").unwrap();
+        assert_eq!(v.kind(), VmaKind::Shmem);
+        let v = parse_line("7ffd5c3f8000-7ffd5c3fc000 r--p 00000000 00:00 0                          [vvar]").unwrap();
+        assert!(!v.is_trackable_by_default());
+        let v = parse_line("7f1c2e000000-7f1c2e100000 rw-p 00001000 08:01 99 /usr/lib/x86_64-linux-gnu/libc.so.6").unwrap();
+        assert_eq!((v.kind(), v.offset, v.inode), (VmaKind::File, 0x1000, 99));
+        assert!(parse_line("garbage").is_none());
+    }
+
+    #[test]
+    fn union_merges_touching_and_overlapping() {
+        let u = union(vec![Span::new(5, 8), Span::new(0, 2), Span::new(2, 3), Span::new(6, 10), Span::new(4, 4)]);
+        assert_eq!(u, vec![Span::new(0, 3), Span::new(5, 10)]);
+    }
+
+    #[test]
+    fn select_clips_to_scope() {
+        let vmas = vec![
+            parse_line("1000-5000 rw-p 00000000 00:00 0").unwrap(),
+            parse_line("5000-6000 r--p 00000000 00:00 0").unwrap(),
+            parse_line("8000-9000 rw-p 00000000 00:00 0").unwrap(),
+        ];
+        let s = select(&vmas, &[Span::new(0x2000, 0x8800)]);
+        let spans: Vec<_> = s.iter().map(|s| s.span).collect();
+        assert_eq!(spans, vec![Span::new(0x2000, 0x5000), Span::new(0x8000, 0x8800)]);
+    }
+}
+
+/// `a \ b` for two sorted unions of spans.
+pub fn subtract(a: &[Span], b: &[Span]) -> Vec<Span> {
+    let mut out = Vec::new();
+    let mut j = 0;
+    for &s in a {
+        let mut cur = s.start;
+        while j < b.len() && b[j].end <= cur {
+            j += 1;
+        }
+        let mut k = j;
+        while k < b.len() && b[k].start < s.end {
+            if b[k].start > cur {
+                out.push(Span::new(cur, b[k].start));
+            }
+            cur = cur.max(b[k].end);
+            k += 1;
+        }
+        if cur < s.end {
+            out.push(Span::new(cur, s.end));
+        }
+    }
+    out
+}
+
+/// The VMA containing `addr`; `vmas` sorted by start.
+pub fn vma_at(vmas: &[Vma], addr: u64) -> Option<&Vma> {
+    let i = vmas.partition_point(|v| v.start <= addr);
+    i.checked_sub(1).map(|i| &vmas[i]).filter(|v| addr < v.end)
+}
+
+#[cfg(test)]
+mod subtract_tests {
+    use super::*;
+
+    #[test]
+    fn subtract_cuts_holes() {
+        let a = [Span::new(0, 10), Span::new(20, 30)];
+        let b = [Span::new(2, 4), Span::new(8, 22), Span::new(25, 26)];
+        assert_eq!(subtract(&a, &b), vec![Span::new(0, 2), Span::new(4, 8), Span::new(22, 25), Span::new(26, 30)]);
+        assert_eq!(subtract(&a, &[]), a.to_vec());
+        assert!(subtract(&a, &[Span::new(0, 40)]).is_empty());
+    }
+}

@@ -1,0 +1,146 @@
+//! What the tracker tells the world: the record types of the NDJSON contract and the
+//! emitters that print them (NDJSON for scripts, one line per delta for people).
+//!
+//! stdout carries data only; warnings go to stderr. Each emitter flushes once per record so
+//! a pipe reader sees every delta as soon as it is harvested.
+
+pub mod human;
+pub mod ndjson;
+
+use std::io;
+use std::time::SystemTime;
+
+use serde::{Serialize, Serializer};
+
+use crate::maps::{Span, Vma};
+
+/// Version of the NDJSON contract, carried by the start record.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// An address, serialized as a `0x`-prefixed lowercase hex string (64-bit values do not
+/// survive JSON numbers in many consumers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addr(pub u64);
+
+impl Serialize for Addr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{:#x}", self.0))
+    }
+}
+
+/// An RFC 3339 UTC timestamp with microseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Timestamp(pub SystemTime);
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_micros(self.0))
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrackedRange {
+    pub start: Addr,
+    pub end: Addr,
+    pub pages: u64,
+    pub mapping: String,
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedRange {
+    pub start: Addr,
+    pub end: Addr,
+    pub mapping: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DirtyRun {
+    pub start: Addr,
+    pub end: Addr,
+    pub pages: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Start {
+    pub version: u32,
+    pub pid: i32,
+    pub page_size: u64,
+    pub method: &'static str,
+    pub interval_ms: u64,
+    pub ranges: Vec<TrackedRange>,
+    pub skipped: Vec<SkippedRange>,
+    /// How the initial protection was applied (`pagemap-scan` or `writeprotect`).
+    pub arm_method: &'static str,
+    /// How long the attach took, from the first ptrace call to armed, and how long the
+    /// borrowed target thread was stopped.
+    pub attach_us: u64,
+    pub thread_stopped_us: u64,
+    pub time: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Mapping {
+    pub event: &'static str,
+    pub start: Addr,
+    pub end: Addr,
+    pub mapping: String,
+    pub kind: &'static str,
+    pub time: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Delta {
+    pub seq: u64,
+    pub time: Timestamp,
+    pub elapsed_ms: u64,
+    pub dirty_pages: u64,
+    pub ranges: Vec<DirtyRun>,
+    pub scan_us: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndReason {
+    Signal,
+    Count,
+    Duration,
+    TargetExited,
+    Error,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct End {
+    pub reason: EndReason,
+    pub deltas: u64,
+    pub dirty_pages_total: u64,
+    /// The launched command's exit status, when it exited (`-- CMD` mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub time: Timestamp,
+}
+
+/// All records, tagged with `"type"` in the NDJSON stream.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Record {
+    Start(Start),
+    Mapping(Mapping),
+    Delta(Delta),
+    End(End),
+}
+
+/// Dirty runs to records, with page counts.
+pub fn dirty_runs(runs: &[Span], page_size: u64) -> Vec<DirtyRun> {
+    runs.iter()
+        .map(|r| DirtyRun { start: Addr(r.start), end: Addr(r.end), pages: r.len() / page_size })
+        .collect()
+}
+
+/// Something that prints records. `vmas` gives human output the mapping names of a delta.
+pub trait Emitter {
+    fn emit(&mut self, record: &Record, vmas: &[Vma]) -> io::Result<()>;
+}

@@ -1,0 +1,189 @@
+//! Kernel ABI: every raw number and `#[repr(C)]` layout the tracker hands to Linux.
+//!
+//! Debian 12's headers predate `UFFD_FEATURE_WP_ASYNC` and `PAGEMAP_SCAN`, so the items are
+//! defined here, once, and a unit test holds them against `linux-raw-sys` (generated from the
+//! kernel's uapi headers). Nothing else in the crate spells a raw ABI number.
+
+// Syscall numbers (x86_64; pidfd_* are the same on every architecture).
+pub const SYS_CLOSE: i64 = 3;
+pub const SYS_USERFAULTFD: i64 = 323;
+pub const SYS_PIDFD_OPEN: i64 = 434;
+pub const SYS_PIDFD_GETFD: i64 = 438;
+
+// userfaultfd(2) flags.
+pub const UFFD_USER_MODE_ONLY: u64 = 1;
+pub const O_CLOEXEC: u64 = libc::O_CLOEXEC as u64;
+pub const O_NONBLOCK: u64 = libc::O_NONBLOCK as u64;
+
+// UFFDIO_API.
+pub const UFFD_API: u64 = 0xAA;
+pub const UFFD_FEATURE_PAGEFAULT_FLAG_WP: u64 = 1 << 0;
+pub const UFFD_FEATURE_WP_HUGETLBFS_SHMEM: u64 = 1 << 12;
+pub const UFFD_FEATURE_WP_UNPOPULATED: u64 = 1 << 13;
+pub const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
+
+// UFFDIO_REGISTER modes and the returned `ioctls` bit that says WRITEPROTECT is allowed.
+pub const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
+pub const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1 << 0;
+pub const UFFDIO_WRITEPROTECT_BIT: u64 = 1 << 0x06;
+
+// ioctl request numbers (`_IOWR(0xAA, nr, size)` etc.).
+pub const UFFDIO_API: u64 = 0xC018_AA3F;
+pub const UFFDIO_REGISTER: u64 = 0xC020_AA00;
+pub const UFFDIO_UNREGISTER: u64 = 0x8010_AA01;
+pub const UFFDIO_WRITEPROTECT: u64 = 0xC018_AA06;
+pub const PAGEMAP_SCAN: u64 = 0xC060_6610;
+
+// PAGEMAP_SCAN page categories and flags.
+pub const PAGE_IS_WPALLOWED: u64 = 1 << 0;
+pub const PAGE_IS_WRITTEN: u64 = 1 << 1;
+pub const PAGE_IS_FILE: u64 = 1 << 2;
+pub const PAGE_IS_PRESENT: u64 = 1 << 3;
+pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
+pub const PAGE_IS_PFNZERO: u64 = 1 << 5;
+pub const PAGE_IS_HUGE: u64 = 1 << 6;
+pub const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
+pub const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
+
+// /proc/PID/pagemap entry bits.
+pub const PM_SOFT_DIRTY: u64 = 1 << 55;
+pub const PM_UFFD_WP: u64 = 1 << 57;
+pub const PM_SWAP: u64 = 1 << 62;
+pub const PM_PRESENT: u64 = 1 << 63;
+
+// ptrace requests and options not (uniformly) exposed by nix.
+pub const PTRACE_EVENT_STOP: i32 = 128;
+pub const PTRACE_GETSIGMASK: u32 = 0x420a;
+pub const PTRACE_SETSIGMASK: u32 = 0x420b;
+
+/// x86_64 user address-space end (`TASK_SIZE_MAX` with 4-level paging): `[0, TASK_SIZE)` is
+/// the whole-process harvest span.
+pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+
+// Kernel-internal restart codes a thread stopped inside a syscall may hold in rax.
+pub const ERESTARTSYS: i64 = 512;
+pub const ERESTARTNOINTR: i64 = 513;
+pub const ERESTARTNOHAND: i64 = 514;
+pub const ERESTART_RESTARTBLOCK: i64 = 516;
+pub const SYS_RESTART_SYSCALL: u64 = 219;
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UffdioApi {
+    pub api: u64,
+    pub features: u64,
+    pub ioctls: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UffdioRange {
+    pub start: u64,
+    pub len: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UffdioRegister {
+    pub range: UffdioRange,
+    pub mode: u64,
+    pub ioctls: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UffdioWriteprotect {
+    pub range: UffdioRange,
+    pub mode: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PmScanArg {
+    pub size: u64,
+    pub flags: u64,
+    pub start: u64,
+    pub end: u64,
+    pub walk_end: u64,
+    pub vec: u64,
+    pub vec_len: u64,
+    pub max_pages: u64,
+    pub category_inverted: u64,
+    pub category_mask: u64,
+    pub category_anyof_mask: u64,
+    pub return_mask: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PageRegion {
+    pub start: u64,
+    pub end: u64,
+    pub categories: u64,
+}
+
+const _: () = assert!(size_of::<UffdioApi>() == 24);
+const _: () = assert!(size_of::<UffdioRange>() == 16);
+const _: () = assert!(size_of::<UffdioRegister>() == 32);
+const _: () = assert!(size_of::<UffdioWriteprotect>() == 24);
+const _: () = assert!(size_of::<PmScanArg>() == 96);
+const _: () = assert!(size_of::<PageRegion>() == 24);
+
+#[cfg(test)]
+mod tests {
+    //! Hold every number above against the kernel's uapi, as packaged by linux-raw-sys.
+    use super::*;
+    use linux_raw_sys::{general as g, ioctl as i};
+
+    #[test]
+    fn constants_match_kernel_uapi() {
+        assert_eq!(UFFD_USER_MODE_ONLY, u64::from(g::UFFD_USER_MODE_ONLY));
+        assert_eq!(UFFD_API, u64::from(g::UFFD_API));
+        assert_eq!(UFFD_FEATURE_PAGEFAULT_FLAG_WP, u64::from(g::UFFD_FEATURE_PAGEFAULT_FLAG_WP));
+        assert_eq!(UFFD_FEATURE_WP_HUGETLBFS_SHMEM, u64::from(g::UFFD_FEATURE_WP_HUGETLBFS_SHMEM));
+        assert_eq!(UFFD_FEATURE_WP_UNPOPULATED, u64::from(g::UFFD_FEATURE_WP_UNPOPULATED));
+        assert_eq!(UFFD_FEATURE_WP_ASYNC, u64::from(g::UFFD_FEATURE_WP_ASYNC));
+        assert_eq!(UFFDIO_REGISTER_MODE_WP, u64::from(g::UFFDIO_REGISTER_MODE_WP));
+        assert_eq!(UFFDIO_WRITEPROTECT_MODE_WP, u64::from(g::UFFDIO_WRITEPROTECT_MODE_WP));
+        assert_eq!(UFFDIO_WRITEPROTECT_BIT, 1u64 << g::_UFFDIO_WRITEPROTECT);
+        assert_eq!(PAGE_IS_WPALLOWED, u64::from(g::PAGE_IS_WPALLOWED));
+        assert_eq!(PAGE_IS_WRITTEN, u64::from(g::PAGE_IS_WRITTEN));
+        assert_eq!(PAGE_IS_FILE, u64::from(g::PAGE_IS_FILE));
+        assert_eq!(PAGE_IS_PRESENT, u64::from(g::PAGE_IS_PRESENT));
+        assert_eq!(PAGE_IS_SWAPPED, u64::from(g::PAGE_IS_SWAPPED));
+        assert_eq!(PAGE_IS_PFNZERO, u64::from(g::PAGE_IS_PFNZERO));
+        assert_eq!(PAGE_IS_HUGE, u64::from(g::PAGE_IS_HUGE));
+        assert_eq!(PM_SCAN_WP_MATCHING, u64::from(g::PM_SCAN_WP_MATCHING));
+        assert_eq!(PM_SCAN_CHECK_WPASYNC, u64::from(g::PM_SCAN_CHECK_WPASYNC));
+        assert_eq!(SYS_CLOSE, libc::SYS_close);
+        assert_eq!(SYS_USERFAULTFD, libc::SYS_userfaultfd);
+        assert_eq!(SYS_PIDFD_OPEN, libc::SYS_pidfd_open);
+        assert_eq!(SYS_PIDFD_GETFD, libc::SYS_pidfd_getfd);
+        assert_eq!(SYS_RESTART_SYSCALL, libc::SYS_restart_syscall as u64);
+        assert_eq!(PTRACE_GETSIGMASK, libc::PTRACE_GETSIGMASK as u32);
+        assert_eq!(PTRACE_SETSIGMASK, libc::PTRACE_SETSIGMASK as u32);
+        assert_eq!(PTRACE_EVENT_STOP, libc::PTRACE_EVENT_STOP);
+    }
+
+    #[test]
+    fn ioctl_numbers_match_kernel_uapi() {
+        assert_eq!(UFFDIO_API, u64::from(i::UFFDIO_API));
+        assert_eq!(UFFDIO_REGISTER, u64::from(i::UFFDIO_REGISTER));
+        assert_eq!(UFFDIO_UNREGISTER, u64::from(i::UFFDIO_UNREGISTER));
+        assert_eq!(UFFDIO_WRITEPROTECT, u64::from(i::UFFDIO_WRITEPROTECT));
+        // linux-raw-sys has no PAGEMAP_SCAN opcode: rebuild _IOWR('f', 16, pm_scan_arg).
+        let iowr = (3u64 << 30) | ((size_of::<g::pm_scan_arg>() as u64) << 16) | (u64::from(b'f') << 8) | 16;
+        assert_eq!(PAGEMAP_SCAN, iowr);
+    }
+
+    #[test]
+    fn layouts_match_kernel_uapi() {
+        assert_eq!(size_of::<PmScanArg>(), size_of::<g::pm_scan_arg>());
+        assert_eq!(size_of::<PageRegion>(), size_of::<g::page_region>());
+        assert_eq!(size_of::<UffdioApi>(), size_of::<g::uffdio_api>());
+        assert_eq!(size_of::<UffdioRegister>(), size_of::<g::uffdio_register>());
+        assert_eq!(size_of::<UffdioWriteprotect>(), size_of::<g::uffdio_writeprotect>());
+        assert_eq!(std::mem::offset_of!(PmScanArg, walk_end), std::mem::offset_of!(g::pm_scan_arg, walk_end));
+        assert_eq!(std::mem::offset_of!(PmScanArg, return_mask), std::mem::offset_of!(g::pm_scan_arg, return_mask));
+    }
+}

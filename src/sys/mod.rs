@@ -1,0 +1,133 @@
+//! Thin safe wrappers over the syscalls and ioctls the tracker uses, each returning
+//! `io::Result` with the errno intact. Raw numbers live in [`abi`].
+
+pub mod abi;
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use abi::*;
+
+fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+}
+
+fn cvt_ioctl(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+}
+
+/// `pidfd_open(pid, 0)`: a handle that can never refer to a recycled PID.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments; on success the kernel returns a new fd we own.
+    let fd = cvt(unsafe { libc::syscall(SYS_PIDFD_OPEN, pid, 0) })?;
+    // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `pidfd_getfd(pidfd, target_fd, 0)`: a duplicate of another process's fd in this process.
+pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, target_fd: i32) -> io::Result<OwnedFd> {
+    // SAFETY: integer arguments only; the returned fd is new and ours.
+    let fd = cvt(unsafe { libc::syscall(SYS_PIDFD_GETFD, pidfd.as_raw_fd(), target_fd, 0) })?;
+    // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `pidfd_send_signal(pidfd, 0)`: Ok while the process lives (signal 0 only checks).
+pub fn pidfd_alive(pidfd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: signal 0 with a null siginfo sends nothing; integer arguments only.
+    cvt(unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), 0, std::ptr::null::<u8>(), 0)
+    })
+    .map(drop)
+}
+
+/// A userfaultfd in the *calling* process's mm: only for probing what the kernel offers.
+pub fn userfaultfd_local() -> io::Result<OwnedFd> {
+    let flags = O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY;
+    // SAFETY: integer argument only; the returned fd is new and ours.
+    let fd = cvt(unsafe { libc::syscall(SYS_USERFAULTFD, flags) })?;
+    // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `UFFDIO_API`. Returns the handshake as the kernel filled it in (features = *available* set).
+pub fn uffdio_api(uffd: BorrowedFd<'_>, features: u64) -> io::Result<UffdioApi> {
+    let mut api = UffdioApi { api: UFFD_API, features, ioctls: 0 };
+    // SAFETY: `api` is a valid, exclusively borrowed uffdio_api for the duration of the call.
+    cvt_ioctl(unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_API as _, &mut api) })?;
+    Ok(api)
+}
+
+/// `UFFDIO_REGISTER` in write-protect mode; returns the `ioctls` the range supports.
+pub fn uffdio_register_wp(uffd: BorrowedFd<'_>, start: u64, len: u64) -> io::Result<u64> {
+    let mut reg =
+        UffdioRegister { range: UffdioRange { start, len }, mode: UFFDIO_REGISTER_MODE_WP, ioctls: 0 };
+    // SAFETY: `reg` is a valid, exclusively borrowed uffdio_register for the duration of the call.
+    cvt_ioctl(unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_REGISTER as _, &mut reg) })?;
+    Ok(reg.ioctls)
+}
+
+/// `UFFDIO_UNREGISTER`.
+pub fn uffdio_unregister(uffd: BorrowedFd<'_>, start: u64, len: u64) -> io::Result<()> {
+    let mut range = UffdioRange { start, len };
+    // SAFETY: `range` is a valid uffdio_range for the duration of the call.
+    cvt_ioctl(unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_UNREGISTER as _, &mut range) }).map(drop)
+}
+
+/// `UFFDIO_WRITEPROTECT`: protect (`wp = true`) or unprotect a registered range.
+pub fn uffdio_writeprotect(uffd: BorrowedFd<'_>, start: u64, len: u64, wp: bool) -> io::Result<()> {
+    let mode = if wp { UFFDIO_WRITEPROTECT_MODE_WP } else { 0 };
+    let mut arg = UffdioWriteprotect { range: UffdioRange { start, len }, mode };
+    // SAFETY: `arg` is a valid, exclusively borrowed uffdio_writeprotect for the duration of the call.
+    cvt_ioctl(unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_WRITEPROTECT as _, &mut arg) }).map(drop)
+}
+
+/// `PAGEMAP_SCAN` on a `/proc/PID/pagemap` fd. `arg.vec`/`arg.vec_len` must describe `vec`
+/// (the caller passes it so the borrow is checked here). Returns the number of regions written.
+pub fn pagemap_scan(
+    pagemap: BorrowedFd<'_>,
+    arg: &mut PmScanArg,
+    vec: &mut [PageRegion],
+) -> io::Result<usize> {
+    arg.size = size_of::<PmScanArg>() as u64;
+    arg.vec = if vec.is_empty() { 0 } else { vec.as_mut_ptr() as u64 };
+    arg.vec_len = vec.len() as u64;
+    // SAFETY: `arg` is a valid pm_scan_arg, and `vec`/`vec_len` describe a live, exclusively
+    // borrowed buffer of `page_region`s the kernel may fill up to `vec_len` entries.
+    let n = cvt_ioctl(unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN as _, arg as *mut PmScanArg) })?;
+    Ok(n as usize)
+}
+
+/// `pread` that fills `buf` completely unless EOF comes first; returns the bytes read.
+pub fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: the pointer/length pair describes the unfilled tail of `buf`.
+        let n = unsafe {
+            libc::pread(
+                fd.as_raw_fd(),
+                buf[done..].as_mut_ptr().cast(),
+                buf.len() - done,
+                (offset + done as u64) as libc::off_t,
+            )
+        };
+        match n {
+            0 => break,
+            n if n < 0 => {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            n => done += n as usize,
+        }
+    }
+    Ok(done)
+}
+
+/// The system page size.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u64 }
+}

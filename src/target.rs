@@ -1,0 +1,137 @@
+//! The tracked process: held by pidfd so a recycled PID is never mistaken for it, and checked
+//! up front so that refusals happen before anything touches it.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+use anyhow::{Context, Result};
+
+use crate::exit::usage;
+use crate::sys;
+
+/// `PF_KTHREAD` in the flags field of `/proc/PID/stat`.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+pub struct Target {
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+}
+
+/// The fields of `/proc/PID[/task/TID]/status` the tracker looks at.
+#[derive(Debug, Default, Clone)]
+pub struct Status {
+    pub name: String,
+    pub state: char,
+    pub tgid: i32,
+    pub tracer_pid: i32,
+    pub seccomp: u32,
+}
+
+pub fn read_status(path: &str) -> io::Result<Status> {
+    let text = fs::read_to_string(path)?;
+    let mut st = Status::default();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else { continue };
+        let value = value.trim();
+        match key {
+            "Name" => st.name = value.to_string(),
+            "State" => st.state = value.chars().next().unwrap_or('?'),
+            "Tgid" => st.tgid = value.parse().unwrap_or(0),
+            "TracerPid" => st.tracer_pid = value.parse().unwrap_or(0),
+            "Seccomp" => st.seccomp = value.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    Ok(st)
+}
+
+fn is_kernel_thread(pid: i32) -> io::Result<bool> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The comm field may hold spaces and parentheses: fields resume after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let flags: u64 = rest.split_whitespace().nth(6).and_then(|f| f.parse().ok()).unwrap_or(0);
+    Ok(flags & PF_KTHREAD != 0)
+}
+
+impl Target {
+    /// Open `pid` for tracking, refusing targets that cannot or must not be attached to.
+    pub fn open(pid: i32) -> Result<Target> {
+        if pid <= 0 {
+            return Err(usage(format!("invalid PID {pid}: expected a positive process ID")));
+        }
+        if pid as u32 == std::process::id() {
+            return Err(usage(format!("PID {pid} is uffd-dirty itself: a tracker cannot track its own memory")));
+        }
+        let pidfd = match sys::pidfd_open(pid) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                return Err(usage(format!("no process with PID {pid}: check the PID (ps -p {pid})")));
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) => {
+                let tgid = read_status(&format!("/proc/{pid}/status")).map(|s| s.tgid).unwrap_or(0);
+                return Err(usage(format!(
+                    "PID {pid} is a thread, not a process: pass its process ID{}",
+                    if tgid > 0 { format!(" ({tgid})") } else { String::new() }
+                )));
+            }
+            Err(e) => return Err(e).with_context(|| format!("pidfd_open({pid})")),
+        };
+        let target = Target { pid, pidfd };
+        let status = read_status(&target.proc_path("status")).with_context(|| format!("reading /proc/{pid}/status"))?;
+        if is_kernel_thread(pid).unwrap_or(false) {
+            return Err(usage(format!(
+                "PID {pid} ({}) is a kernel thread: it has no user memory to track",
+                status.name
+            )));
+        }
+        if status.state == 'Z' || status.state == 'X' {
+            return Err(usage(format!(
+                "PID {pid} ({}) is a zombie: it has exited and has no memory left to track",
+                status.name
+            )));
+        }
+        target.check_alive()?;
+        Ok(target)
+    }
+
+    pub fn proc_path(&self, name: &str) -> String {
+        format!("/proc/{}/{name}", self.pid)
+    }
+
+    /// Fails once the process has exited. Called after opening a `/proc/PID` file, it proves
+    /// the file belongs to the pidfd's process, not to a later one that reused the PID.
+    pub fn check_alive(&self) -> Result<()> {
+        sys::pidfd_alive(self.pidfd.as_fd()).with_context(|| format!("PID {} has exited", self.pid))
+    }
+
+    /// Open a `/proc/PID/<name>` file of this very process.
+    pub fn open_proc(&self, name: &str) -> Result<File> {
+        let path = self.proc_path(name);
+        let f = File::open(&path).with_context(|| format!("opening {path}"))?;
+        self.check_alive()?;
+        Ok(f)
+    }
+
+    /// The thread IDs of the process, leader first.
+    pub fn threads(&self) -> Result<Vec<i32>> {
+        let mut tids: Vec<i32> = fs::read_dir(self.proc_path("task"))
+            .with_context(|| format!("listing threads of PID {}", self.pid))?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        tids.sort_by_key(|&t| (t != self.pid, t));
+        Ok(tids)
+    }
+
+    /// A thread of the target already traced by someone else, with its tracer.
+    pub fn traced_thread(&self) -> Result<Option<(i32, i32)>> {
+        for tid in self.threads()? {
+            if let Ok(st) = read_status(&format!("/proc/{}/task/{tid}/status", self.pid)) {
+                if st.tracer_pid != 0 {
+                    return Ok(Some((tid, st.tracer_pid)));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
