@@ -60,7 +60,13 @@ pub struct Output {
 #[derive(Debug, Args)]
 pub struct TrackArgs {
     /// Process to attach to. It is never signalled, and it is left exactly as it was on exit.
-    #[arg(short, long, value_name = "PID", required_unless_present = "command", conflicts_with = "command")]
+    #[arg(
+        short,
+        long,
+        value_name = "PID",
+        required_unless_present = "command",
+        conflicts_with = "command"
+    )]
     pub pid: Option<i32>,
 
     /// Time between harvests (e.g. 100ms, 1s, 2m).
@@ -130,16 +136,22 @@ fn parse_addr(s: &str) -> Result<u64, String> {
 
 /// Parse `START-END`: END exclusive, both page-aligned, START < END.
 pub fn parse_range(s: &str) -> Result<Span, String> {
-    let (a, b) = s.split_once('-').ok_or_else(|| "expected START-END, e.g. 0x7f00a0000000-0x7f00b0000000".to_string())?;
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| "expected START-END, e.g. 0x7f00a0000000-0x7f00b0000000".to_string())?;
     let (start, end) = (parse_addr(a)?, parse_addr(b)?);
     let page = crate::sys::page_size();
     for (name, v) in [("START", start), ("END", end)] {
         if v % page != 0 {
-            return Err(format!("{name} {v:#x} is not page-aligned (multiple of {page:#x})"));
+            return Err(format!(
+                "{name} {v:#x} is not page-aligned (multiple of {page:#x})"
+            ));
         }
     }
     if start >= end {
-        return Err(format!("START {start:#x} must be below END {end:#x} (END is exclusive)"));
+        return Err(format!(
+            "START {start:#x} must be below END {end:#x} (END is exclusive)"
+        ));
     }
     if end > crate::sys::abi::TASK_SIZE {
         return Err(format!("END {end:#x} is beyond the user address space"));
@@ -161,20 +173,51 @@ mod tests {
     fn ranges_parse_and_reject() {
         assert_eq!(parse_range("0x1000-0x3000"), Ok(Span::new(0x1000, 0x3000)));
         assert_eq!(parse_range("4096-8192"), Ok(Span::new(4096, 8192)));
-        assert!(parse_range("0x1001-0x3000").unwrap_err().contains("not page-aligned"));
-        assert!(parse_range("0x3000-0x1000").unwrap_err().contains("must be below"));
+        assert!(
+            parse_range("0x1001-0x3000")
+                .unwrap_err()
+                .contains("not page-aligned")
+        );
+        assert!(
+            parse_range("0x3000-0x1000")
+                .unwrap_err()
+                .contains("must be below")
+        );
         assert!(parse_range("0x1000").unwrap_err().contains("START-END"));
-        assert!(parse_range("zz-0x1000").unwrap_err().contains("not an address"));
+        assert!(
+            parse_range("zz-0x1000")
+                .unwrap_err()
+                .contains("not an address")
+        );
     }
 
     #[test]
     fn track_needs_exactly_one_target() {
         assert!(Cli::try_parse_from(["uffd-dirty", "track"]).is_err());
         assert!(Cli::try_parse_from(["uffd-dirty", "track", "--pid", "1", "--", "true"]).is_err());
-        let cli = Cli::try_parse_from(["uffd-dirty", "track", "--interval", "100ms", "--", "ls", "-l"]).unwrap();
-        let Command::Track(t) = cli.command else { panic!() };
-        assert_eq!((t.interval, t.command.len()), (Duration::from_millis(100), 2));
-        assert!(Cli::try_parse_from(["uffd-dirty", "track", "--pid", "1", "--interval", "0ms"]).is_err());
-        assert!(Cli::try_parse_from(["uffd-dirty", "track", "--pid", "1", "--count", "0"]).is_err());
+        let cli = Cli::try_parse_from([
+            "uffd-dirty",
+            "track",
+            "--interval",
+            "100ms",
+            "--",
+            "ls",
+            "-l",
+        ])
+        .unwrap();
+        let Command::Track(t) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            (t.interval, t.command.len()),
+            (Duration::from_millis(100), 2)
+        );
+        assert!(
+            Cli::try_parse_from(["uffd-dirty", "track", "--pid", "1", "--interval", "0ms"])
+                .is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["uffd-dirty", "track", "--pid", "1", "--count", "0"]).is_err()
+        );
     }
 }

@@ -36,10 +36,16 @@ pub fn exit_status(status: i32) -> i32 {
 }
 
 pub fn spawn(argv: &[OsString]) -> Result<Launched> {
-    let command = argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ");
+    let command = argv
+        .iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
     let cargs: Vec<CString> = argv
         .iter()
-        .map(|a| CString::new(a.as_bytes()).map_err(|_| anyhow!("argument {a:?} contains a NUL byte")))
+        .map(|a| {
+            CString::new(a.as_bytes()).map_err(|_| anyhow!("argument {a:?} contains a NUL byte"))
+        })
         .collect::<Result<_>>()?;
     let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
     ptrs.push(std::ptr::null());
@@ -76,7 +82,11 @@ pub fn spawn(argv: &[OsString]) -> Result<Launched> {
             if !attach::wait_exec_stop(pid)? {
                 let mut buf = [0u8; 4];
                 let n = nix::unistd::read(&err_r, &mut buf).unwrap_or(0);
-                let err = if n == 4 { io::Error::from_raw_os_error(i32::from_ne_bytes(buf)) } else { io::Error::other("it exited") };
+                let err = if n == 4 {
+                    io::Error::from_raw_os_error(i32::from_ne_bytes(buf))
+                } else {
+                    io::Error::other("it exited")
+                };
                 return Err(anyhow!("cannot run `{}`: {err}", argv[0].to_string_lossy()));
             }
             let target = match Target::open(pid) {

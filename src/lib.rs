@@ -62,7 +62,10 @@ fn demo(args: &DemoArgs) -> Result<ExitCode> {
         writer.push("--log".into());
         writer.push(log.into());
     }
-    eprintln!("uffd-dirty demo: tracking a writer that sweeps a 64 MiB buffer, for {:?}", args.duration);
+    eprintln!(
+        "uffd-dirty demo: tracking a writer that sweeps a 64 MiB buffer, for {:?}",
+        args.duration
+    );
     track(&TrackArgs {
         pid: None,
         interval: args.interval,
@@ -70,7 +73,9 @@ fn demo(args: &DemoArgs) -> Result<ExitCode> {
         count: None,
         duration: Some(args.duration),
         method: Method::PagemapScan,
-        output: Output { format: args.output.format },
+        output: Output {
+            format: args.output.format,
+        },
         command: writer,
     })
 }
@@ -82,7 +87,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo(args) => demo(&args),
         Command::Writer(args) => {
             let code = workload::run_writer(&args)?;
-            Ok(if code == 0 { ExitCode::Success } else { ExitCode::Command(code as u8) })
+            Ok(if code == 0 {
+                ExitCode::Success
+            } else {
+                ExitCode::Command(code as u8)
+            })
         }
     }
 }

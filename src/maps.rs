@@ -65,17 +65,22 @@ impl Vma {
         } else if n.starts_with('[') || n.starts_with("anon_inode:") {
             // [vdso], [vvar], [vsyscall], [anon:name] handled below, driver mappings.
             if n.starts_with("[anon:") || n.starts_with("[anon_shmem:") {
-                if self.shared { VmaKind::Shmem } else { VmaKind::Anon }
+                if self.shared {
+                    VmaKind::Shmem
+                } else {
+                    VmaKind::Anon
+                }
             } else {
                 VmaKind::Special
             }
         } else if n.is_empty() {
             VmaKind::Anon
-        } else if self.shared
-            && (n.starts_with("/memfd:") || n.starts_with("/dev/zero") || n.starts_with("/SYSV") || n.starts_with("/dev/shm/"))
+        } else if n.starts_with("/memfd:")
+            || (self.shared
+                && (n.starts_with("/dev/zero")
+                    || n.starts_with("/SYSV")
+                    || n.starts_with("/dev/shm/")))
         {
-            VmaKind::Shmem
-        } else if n.starts_with("/memfd:") {
             VmaKind::Shmem
         } else {
             VmaKind::File
@@ -84,7 +89,11 @@ impl Vma {
 
     /// The name shown to users: the pathname, or `[anon]` for nameless memory.
     pub fn display_name(&self) -> &str {
-        if self.name.is_empty() { "[anon]" } else { &self.name }
+        if self.name.is_empty() {
+            "[anon]"
+        } else {
+            &self.name
+        }
     }
 
     /// A mapping the tracker arms by default: writable, not a kernel special page.
@@ -95,7 +104,13 @@ impl Vma {
 
 impl fmt::Display for Vma {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:#x}-{:#x} {}", self.start, self.end, self.display_name())
+        write!(
+            f,
+            "{:#x}-{:#x} {}",
+            self.start,
+            self.end,
+            self.display_name()
+        )
     }
 }
 
@@ -190,7 +205,10 @@ pub fn select(vmas: &[Vma], scope: &[Span]) -> Vec<Selected> {
         let whole = Span::new(vma.start, vma.end);
         for s in scope {
             if let Some(part) = whole.intersect(s) {
-                out.push(Selected { span: part, vma: vma.clone() });
+                out.push(Selected {
+                    span: part,
+                    vma: vma.clone(),
+                });
             }
         }
     }
@@ -204,21 +222,39 @@ mod tests {
     #[test]
     fn parses_maps_lines() {
         let v = parse_line("7f00a0000000-7f00b0000000 rw-p 00000000 00:00 0 ").unwrap();
-        assert_eq!((v.start, v.end, v.write, v.shared, v.kind()), (0x7f00a0000000, 0x7f00b0000000, true, false, VmaKind::Anon));
-        let v = parse_line("55d0c8a1e000-55d0c8a3f000 rw-p 00000000 00:00 0                          [heap]").unwrap();
+        assert_eq!(
+            (v.start, v.end, v.write, v.shared, v.kind()),
+            (0x7f00a0000000, 0x7f00b0000000, true, false, VmaKind::Anon)
+        );
+        let v = parse_line(
+            "55d0c8a1e000-55d0c8a3f000 rw-p 00000000 00:00 0                          [heap]",
+        )
+        .unwrap();
         assert_eq!((v.name.as_str(), v.kind()), ("[heap]", VmaKind::Heap));
         let v = parse_line("7f1c2e000000-7f1c2e100000 rw-s 00000000 00:01 1234                       /memfd:buf (deleted)").unwrap();
         assert_eq!(v.kind(), VmaKind::Shmem);
-        let v = parse_line("7ffd5c3f8000-7ffd5c3fc000 r--p 00000000 00:00 0                          [vvar]").unwrap();
+        let v = parse_line(
+            "7ffd5c3f8000-7ffd5c3fc000 r--p 00000000 00:00 0                          [vvar]",
+        )
+        .unwrap();
         assert!(!v.is_trackable_by_default());
-        let v = parse_line("7f1c2e000000-7f1c2e100000 rw-p 00001000 08:01 99 /usr/lib/x86_64-linux-gnu/libc.so.6").unwrap();
+        let v = parse_line(
+            "7f1c2e000000-7f1c2e100000 rw-p 00001000 08:01 99 /usr/lib/x86_64-linux-gnu/libc.so.6",
+        )
+        .unwrap();
         assert_eq!((v.kind(), v.offset, v.inode), (VmaKind::File, 0x1000, 99));
         assert!(parse_line("garbage").is_none());
     }
 
     #[test]
     fn union_merges_touching_and_overlapping() {
-        let u = union(vec![Span::new(5, 8), Span::new(0, 2), Span::new(2, 3), Span::new(6, 10), Span::new(4, 4)]);
+        let u = union(vec![
+            Span::new(5, 8),
+            Span::new(0, 2),
+            Span::new(2, 3),
+            Span::new(6, 10),
+            Span::new(4, 4),
+        ]);
         assert_eq!(u, vec![Span::new(0, 3), Span::new(5, 10)]);
     }
 
@@ -231,7 +267,10 @@ mod tests {
         ];
         let s = select(&vmas, &[Span::new(0x2000, 0x8800)]);
         let spans: Vec<_> = s.iter().map(|s| s.span).collect();
-        assert_eq!(spans, vec![Span::new(0x2000, 0x5000), Span::new(0x8000, 0x8800)]);
+        assert_eq!(
+            spans,
+            vec![Span::new(0x2000, 0x5000), Span::new(0x8000, 0x8800)]
+        );
     }
 }
 
@@ -273,7 +312,15 @@ mod subtract_tests {
     fn subtract_cuts_holes() {
         let a = [Span::new(0, 10), Span::new(20, 30)];
         let b = [Span::new(2, 4), Span::new(8, 22), Span::new(25, 26)];
-        assert_eq!(subtract(&a, &b), vec![Span::new(0, 2), Span::new(4, 8), Span::new(22, 25), Span::new(26, 30)]);
+        assert_eq!(
+            subtract(&a, &b),
+            vec![
+                Span::new(0, 2),
+                Span::new(4, 8),
+                Span::new(22, 25),
+                Span::new(26, 30)
+            ]
+        );
         assert_eq!(subtract(&a, &[]), a.to_vec());
         assert!(subtract(&a, &[Span::new(0, 40)]).is_empty());
     }

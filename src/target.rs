@@ -32,7 +32,9 @@ pub fn read_status(path: &str) -> io::Result<Status> {
     let text = fs::read_to_string(path)?;
     let mut st = Status::default();
     for line in text.lines() {
-        let Some((key, value)) = line.split_once(':') else { continue };
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
         let value = value.trim();
         match key {
             "Name" => st.name = value.to_string(),
@@ -50,7 +52,11 @@ fn is_kernel_thread(pid: i32) -> io::Result<bool> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The comm field may hold spaces and parentheses: fields resume after the last ')'.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let flags: u64 = rest.split_whitespace().nth(6).and_then(|f| f.parse().ok()).unwrap_or(0);
+    let flags: u64 = rest
+        .split_whitespace()
+        .nth(6)
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(0);
     Ok(flags & PF_KTHREAD != 0)
 }
 
@@ -58,27 +64,40 @@ impl Target {
     /// Open `pid` for tracking, refusing targets that cannot or must not be attached to.
     pub fn open(pid: i32) -> Result<Target> {
         if pid <= 0 {
-            return Err(usage(format!("invalid PID {pid}: expected a positive process ID")));
+            return Err(usage(format!(
+                "invalid PID {pid}: expected a positive process ID"
+            )));
         }
         if pid as u32 == std::process::id() {
-            return Err(usage(format!("PID {pid} is uffd-dirty itself: a tracker cannot track its own memory")));
+            return Err(usage(format!(
+                "PID {pid} is uffd-dirty itself: a tracker cannot track its own memory"
+            )));
         }
         let pidfd = match sys::pidfd_open(pid) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
-                return Err(usage(format!("no process with PID {pid}: check the PID (ps -p {pid})")));
+                return Err(usage(format!(
+                    "no process with PID {pid}: check the PID (ps -p {pid})"
+                )));
             }
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) => {
-                let tgid = read_status(&format!("/proc/{pid}/status")).map(|s| s.tgid).unwrap_or(0);
+                let tgid = read_status(&format!("/proc/{pid}/status"))
+                    .map(|s| s.tgid)
+                    .unwrap_or(0);
                 return Err(usage(format!(
                     "PID {pid} is a thread, not a process: pass its process ID{}",
-                    if tgid > 0 { format!(" ({tgid})") } else { String::new() }
+                    if tgid > 0 {
+                        format!(" ({tgid})")
+                    } else {
+                        String::new()
+                    }
                 )));
             }
             Err(e) => return Err(e).with_context(|| format!("pidfd_open({pid})")),
         };
         let target = Target { pid, pidfd };
-        let status = read_status(&target.proc_path("status")).with_context(|| format!("reading /proc/{pid}/status"))?;
+        let status = read_status(&target.proc_path("status"))
+            .with_context(|| format!("reading /proc/{pid}/status"))?;
         if is_kernel_thread(pid).unwrap_or(false) {
             return Err(usage(format!(
                 "PID {pid} ({}) is a kernel thread: it has no user memory to track",
@@ -126,10 +145,10 @@ impl Target {
     /// A thread of the target already traced by someone else, with its tracer.
     pub fn traced_thread(&self) -> Result<Option<(i32, i32)>> {
         for tid in self.threads()? {
-            if let Ok(st) = read_status(&format!("/proc/{}/task/{tid}/status", self.pid)) {
-                if st.tracer_pid != 0 {
-                    return Ok(Some((tid, st.tracer_pid)));
-                }
+            if let Ok(st) = read_status(&format!("/proc/{}/task/{tid}/status", self.pid))
+                && st.tracer_pid != 0
+            {
+                return Ok(Some((tid, st.tracer_pid)));
             }
         }
         Ok(None)

@@ -51,16 +51,25 @@ impl Registry {
     /// the kernel, so re-registering catches VMAs that were replaced in place (munmap + mmap
     /// of the same range looks identical in /proc/PID/maps). Contiguous pieces go in one call,
     /// which takes the target's mmap write lock once; a failing run is retried piece by piece.
-    fn refresh(&mut self, uffd: &Uffd, pid: i32, vmas: &[Vma], scope: &[Span]) -> io::Result<Vec<Skip>> {
+    fn refresh(
+        &mut self,
+        uffd: &Uffd,
+        pid: i32,
+        vmas: &[Vma],
+        scope: &[Span],
+    ) -> io::Result<Vec<Skip>> {
         let present: HashSet<VmaKey> = vmas.iter().map(key).collect();
         self.failed.retain(|k| present.contains(k));
-        let pieces: Vec<Selected> =
-            maps::select(vmas, scope).into_iter().filter(|p| !self.failed.contains(&key(&p.vma))).collect();
+        let pieces: Vec<Selected> = maps::select(vmas, scope)
+            .into_iter()
+            .filter(|p| !self.failed.contains(&key(&p.vma)))
+            .collect();
         let mut skipped = Vec::new();
         let mut registered = Vec::with_capacity(pieces.len());
         let mut run_start = 0;
         for i in 0..pieces.len() {
-            let last_of_run = i + 1 == pieces.len() || pieces[i + 1].span.start != pieces[i].span.end;
+            let last_of_run =
+                i + 1 == pieces.len() || pieces[i + 1].span.start != pieces[i].span.end;
             if !last_of_run {
                 continue;
             }
@@ -75,10 +84,15 @@ impl Registry {
                             Ok(()) => registered.push(p.clone()),
                             Err(e) if is_gone(&e) => return Err(e),
                             // Unmapped between listing and registering: it is simply gone.
-                            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !still_mapped(pid, &p.vma) => {}
+                            Err(e)
+                                if e.raw_os_error() == Some(libc::EINVAL)
+                                    && !still_mapped(pid, &p.vma) => {}
                             Err(e) => {
                                 self.failed.insert(key(&p.vma));
-                                skipped.push(Skip { piece: p.clone(), reason: uffd::register_failure_reason(&e) });
+                                skipped.push(Skip {
+                                    piece: p.clone(),
+                                    reason: uffd::register_failure_reason(&e),
+                                });
                             }
                         }
                     }
@@ -120,7 +134,11 @@ fn wait_until(deadline: Instant, target: &Target, stop: &AtomicBool) -> Wake {
             return Wake::Tick;
         }
         let slice = (deadline - now).min(WAIT_SLICE);
-        let mut pfd = libc::pollfd { fd: target.pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: target.pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd for the duration of the call.
         let r = unsafe { libc::poll(&mut pfd, 1, slice.as_millis().max(1) as libc::c_int) };
         if r > 0 && pfd.revents & libc::POLLIN != 0 {
@@ -148,7 +166,10 @@ impl Drop for Child {
     fn drop(&mut self) {
         if self.reap().is_none() {
             let status = launch::terminate(self.pid);
-            eprintln!("uffd-dirty: tracking ended first: terminated the command (PID {}, exit status {status})", self.pid);
+            eprintln!(
+                "uffd-dirty: tracking ended first: terminated the command (PID {}, exit status {status})",
+                self.pid
+            );
         }
     }
 }
@@ -198,7 +219,12 @@ fn skipped_ranges(skips: &[Skip]) -> Vec<output::SkippedRange> {
 
 fn warn_skipped(pid: i32, skips: &[Skip]) {
     for s in skips {
-        eprintln!("uffd-dirty: PID {pid}: not tracking {} {}: {}", s.piece.span, s.piece.vma.display_name(), s.reason);
+        eprintln!(
+            "uffd-dirty: PID {pid}: not tracking {} {}: {}",
+            s.piece.span,
+            s.piece.vma.display_name(),
+            s.reason
+        );
     }
 }
 
@@ -213,7 +239,10 @@ fn check_scope(target: &Target, ranges: &[Span], vmas: &[Vma]) -> Result<()> {
         }
     }
     if maps::select(vmas, &[Span::new(0, abi::TASK_SIZE)]).is_empty() {
-        return Err(usage(format!("PID {} has no writable mappings to track", target.pid)));
+        return Err(usage(format!(
+            "PID {} has no writable mappings to track",
+            target.pid
+        )));
     }
     Ok(())
 }
@@ -221,13 +250,20 @@ fn check_scope(target: &Target, ranges: &[Span], vmas: &[Vma]) -> Result<()> {
 pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> Result<Outcome> {
     let support = uffd::probe()?;
     support.require_async_wp()?;
-    let scope =
-        if args.ranges.is_empty() { vec![Span::new(0, abi::TASK_SIZE)] } else { maps::union(args.ranges.clone()) };
+    let scope = if args.ranges.is_empty() {
+        vec![Span::new(0, abi::TASK_SIZE)]
+    } else {
+        maps::union(args.ranges.clone())
+    };
 
     let (target, mut child) = match args.pid {
         Some(pid) => {
             let target = Target::open(pid)?;
-            check_scope(&target, &args.ranges, &maps::read_maps(pid).context("reading the target's mappings")?)?;
+            check_scope(
+                &target,
+                &args.ranges,
+                &maps::read_maps(pid).context("reading the target's mappings")?,
+            )?;
             (target, None)
         }
         None => {
@@ -269,7 +305,11 @@ pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> R
         interval_ms: args.interval.as_millis() as u64,
         ranges: tracked_ranges(&session.registry.pieces, session.page_size),
         skipped: skipped_ranges(&skipped),
-        arm_method: if support.pmd_hole_fix { "pagemap-scan" } else { "writeprotect" },
+        arm_method: if support.pmd_hole_fix {
+            "pagemap-scan"
+        } else {
+            "writeprotect"
+        },
         attach_us: attach_started.elapsed().as_micros() as u64,
         thread_stopped_us: injection.stopped.as_micros() as u64,
         time: Timestamp(SystemTime::now()),
@@ -279,7 +319,9 @@ pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> R
     drop(session);
     let outcome = outcome?;
     let exit = match child.as_mut().and_then(Child::reap) {
-        Some(status) if outcome.reason == EndReason::TargetExited => ExitCode::Command(status.clamp(0, 255) as u8),
+        Some(status) if outcome.reason == EndReason::TargetExited => {
+            ExitCode::Command(status.clamp(0, 255) as u8)
+        }
         _ => outcome.exit,
     };
     Ok(Outcome { exit, ..outcome })
@@ -289,14 +331,24 @@ impl Session<'_> {
     /// Register everything in scope, then write-protect it, never-touched pages included.
     fn arm(&mut self, support: &KernelSupport) -> Result<Vec<Skip>> {
         self.vmas = maps::read_maps(self.target.pid).context("reading the target's mappings")?;
-        let skipped = self.registry.refresh(&self.uffd, self.target.pid, &self.vmas, &self.scope).context("registering the target's memory")?;
+        let skipped = self
+            .registry
+            .refresh(&self.uffd, self.target.pid, &self.vmas, &self.scope)
+            .context("registering the target's memory")?;
         if self.registry.armed.is_empty() {
-            return Err(anyhow!("none of the selected memory of PID {} could be registered", self.target.pid));
+            return Err(anyhow!(
+                "none of the selected memory of PID {} could be registered",
+                self.target.pid
+            ));
         }
         for &span in &self.registry.armed {
             // PAGEMAP_SCAN protects about 7x faster, but marks empty page-table ranges only on
             // kernels with the PMD-hole fix; UFFDIO_WRITEPROTECT marks them everywhere.
-            let r = if support.pmd_hole_fix { self.scanner.protect(span) } else { self.uffd.writeprotect(span) };
+            let r = if support.pmd_hole_fix {
+                self.scanner.protect(span)
+            } else {
+                self.uffd.writeprotect(span)
+            };
             r.with_context(|| format!("write-protecting {span} of PID {}", self.target.pid))?;
         }
         Ok(skipped)
@@ -310,18 +362,32 @@ impl Session<'_> {
     fn refresh_mappings(&mut self) -> io::Result<()> {
         self.vmas = maps::read_maps(self.target.pid)?;
         let before = std::mem::take(&mut self.registry.armed);
-        let skipped = self.registry.refresh(&self.uffd, self.target.pid, &self.vmas, &self.scope)?;
+        let skipped =
+            self.registry
+                .refresh(&self.uffd, self.target.pid, &self.vmas, &self.scope)?;
         warn_skipped(self.target.pid, &skipped);
         let now = Timestamp(SystemTime::now());
         let added = maps::subtract(&self.registry.armed, &before);
         let removed = maps::subtract(&before, &self.registry.armed);
+        for &span in &added {
+            self.scanner.protect_unpopulated(span)?;
+        }
         for (event, spans) in [("added", added), ("removed", removed)] {
             for s in spans {
                 let (mapping, kind) = match maps::vma_at(&self.vmas, s.start) {
-                    Some(v) if event == "added" => (v.display_name().to_string(), v.kind().as_str()),
+                    Some(v) if event == "added" => {
+                        (v.display_name().to_string(), v.kind().as_str())
+                    }
                     _ => (String::new(), "unmapped"),
                 };
-                self.emit(Record::Mapping(output::Mapping { event, start: Addr(s.start), end: Addr(s.end), mapping, kind, time: now }))?;
+                self.emit(Record::Mapping(output::Mapping {
+                    event,
+                    start: Addr(s.start),
+                    end: Addr(s.end),
+                    mapping,
+                    kind,
+                    time: now,
+                }))?;
             }
         }
         Ok(())
@@ -330,7 +396,13 @@ impl Session<'_> {
     /// One harvest. `Ok(None)`: the target's memory is gone.
     fn harvest(&mut self, seq: u64, since: Instant) -> Result<Option<output::Delta>> {
         match self.refresh_mappings() {
-            Err(e) if is_gone(&e) || e.kind() == io::ErrorKind::NotFound || self.target.check_alive().is_err() => return Ok(None),
+            Err(e)
+                if is_gone(&e)
+                    || e.kind() == io::ErrorKind::NotFound
+                    || self.target.check_alive().is_err() =>
+            {
+                return Ok(None);
+            }
             r => r.context("refreshing the target's mappings")?,
         }
         let time = SystemTime::now();
@@ -373,7 +445,10 @@ impl Session<'_> {
             }
         };
         if !ok(self.emit(Record::Start(start)))? {
-            return Ok(Outcome { reason: EndReason::Signal, exit: ExitCode::Success });
+            return Ok(Outcome {
+                reason: EndReason::Signal,
+                exit: ExitCode::Success,
+            });
         }
         let reason = loop {
             let deadline = end_at.map_or(next, |e| next.min(e));
@@ -392,7 +467,10 @@ impl Session<'_> {
             seq += 1;
             total += delta.dirty_pages;
             if !ok(self.emit(Record::Delta(delta)))? {
-                return Ok(Outcome { reason: EndReason::Signal, exit: ExitCode::Success });
+                return Ok(Outcome {
+                    reason: EndReason::Signal,
+                    exit: ExitCode::Success,
+                });
             }
             if let Wake::Stop = wake {
                 break EndReason::Signal;
@@ -410,7 +488,11 @@ impl Session<'_> {
                 next = now + args.interval;
             }
         };
-        let exit_status = if reason == EndReason::TargetExited { child.as_mut().and_then(|c| c.reap()) } else { None };
+        let exit_status = if reason == EndReason::TargetExited {
+            child.as_mut().and_then(|c| c.reap())
+        } else {
+            None
+        };
         let end = output::End {
             reason,
             deltas: seq,
@@ -423,7 +505,10 @@ impl Session<'_> {
         if let Some(e) = error {
             return Err(anyhow!(e));
         }
-        Ok(Outcome { reason, exit: ExitCode::Success })
+        Ok(Outcome {
+            reason,
+            exit: ExitCode::Success,
+        })
     }
 }
 

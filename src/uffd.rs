@@ -58,7 +58,10 @@ impl KernelSupport {
 
 /// `uname -r`.
 pub fn kernel_release() -> String {
-    nix::sys::utsname::uname().map_or_else(|_| "unknown".into(), |u| u.release().to_string_lossy().into_owned())
+    nix::sys::utsname::uname().map_or_else(
+        |_| "unknown".into(),
+        |u| u.release().to_string_lossy().into_owned(),
+    )
 }
 
 /// Probe the kernel in the tracker's own process, before touching any target.
@@ -66,11 +69,14 @@ pub fn probe() -> Result<KernelSupport> {
     let fd = match sys::userfaultfd_local() {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
-            return Err(unsupported("this kernel has no userfaultfd(2) (built without CONFIG_USERFAULTFD)"));
+            return Err(unsupported(
+                "this kernel has no userfaultfd(2) (built without CONFIG_USERFAULTFD)",
+            ));
         }
         Err(e) => return Err(e).context("creating a probe userfaultfd"),
     };
-    let api = sys::uffdio_api(fd.as_fd(), 0).context("UFFDIO_API handshake on a probe userfaultfd")?;
+    let api =
+        sys::uffdio_api(fd.as_fd(), 0).context("UFFDIO_API handshake on a probe userfaultfd")?;
     drop(fd);
     let pagemap = File::open("/proc/self/pagemap").context("opening /proc/self/pagemap")?;
     let mut arg = abi::PmScanArg::default();
@@ -79,7 +85,11 @@ pub fn probe() -> Result<KernelSupport> {
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) => false,
         Err(e) => return Err(e).context("probing PAGEMAP_SCAN"),
     };
-    let mut support = KernelSupport { features: api.features, pagemap_scan, pmd_hole_fix: false };
+    let mut support = KernelSupport {
+        features: api.features,
+        pagemap_scan,
+        pmd_hole_fix: false,
+    };
     if support.wp_async() && pagemap_scan {
         support.pmd_hole_fix = probe_pmd_hole_fix(&pagemap).unwrap_or(false);
     }
@@ -91,7 +101,10 @@ pub fn probe() -> Result<KernelSupport> {
 fn probe_pmd_hole_fix(pagemap: &File) -> Result<bool> {
     const HUGE: u64 = 2 << 20;
     let uffd = sys::userfaultfd_local()?;
-    sys::uffdio_api(uffd.as_fd(), abi::UFFD_FEATURE_WP_ASYNC | abi::UFFD_FEATURE_WP_UNPOPULATED)?;
+    sys::uffdio_api(
+        uffd.as_fd(),
+        abi::UFFD_FEATURE_WP_ASYNC | abi::UFFD_FEATURE_WP_UNPOPULATED,
+    )?;
     let map = Mapping::anonymous(2 * HUGE)?;
     let start = (map.addr + HUGE - 1) & !(HUGE - 1);
     sys::uffdio_register_wp(uffd.as_fd(), start, HUGE)?;
@@ -131,7 +144,10 @@ impl Mapping {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(Mapping { addr: p as u64, len })
+        Ok(Mapping {
+            addr: p as u64,
+            len,
+        })
     }
 }
 
@@ -145,9 +161,14 @@ impl Drop for Mapping {
 /// Why a range could not be registered, in words for the start record and stderr.
 pub fn register_failure_reason(e: &io::Error) -> String {
     match e.raw_os_error() {
-        Some(libc::EINVAL) => "cannot be registered with userfaultfd (special or droppable mapping)".into(),
+        Some(libc::EINVAL) => {
+            "cannot be registered with userfaultfd (special or droppable mapping)".into()
+        }
         Some(libc::EPERM) => "shared mapping of a file opened read-only (no VM_MAYWRITE)".into(),
-        Some(libc::EBUSY) => "already registered by another userfaultfd (the program's own, or another tracker's)".into(),
+        Some(libc::EBUSY) => {
+            "already registered by another userfaultfd (the program's own, or another tracker's)"
+                .into()
+        }
         _ => format!("registration failed: {e}"),
     }
 }
@@ -160,8 +181,11 @@ pub struct Uffd {
 impl Uffd {
     /// Enable `WP_ASYNC | WP_UNPOPULATED` on a fresh userfaultfd.
     pub fn handshake(fd: OwnedFd) -> Result<Uffd> {
-        sys::uffdio_api(fd.as_fd(), abi::UFFD_FEATURE_WP_ASYNC | abi::UFFD_FEATURE_WP_UNPOPULATED)
-            .context("UFFDIO_API with WP_ASYNC | WP_UNPOPULATED")?;
+        sys::uffdio_api(
+            fd.as_fd(),
+            abi::UFFD_FEATURE_WP_ASYNC | abi::UFFD_FEATURE_WP_UNPOPULATED,
+        )
+        .context("UFFDIO_API with WP_ASYNC | WP_UNPOPULATED")?;
         Ok(Uffd { fd })
     }
 

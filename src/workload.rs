@@ -91,7 +91,9 @@ pub struct WriterArgs {
 }
 
 fn now_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 struct Region {
@@ -107,12 +109,22 @@ impl Region {
         let len = (pages * page) as usize;
         // SAFETY: a fresh private anonymous mapping aliases nothing.
         let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
         };
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(Region { base: p.cast(), len })
+        Ok(Region {
+            base: p.cast(),
+            len,
+        })
     }
 
     fn write(&self, offset: usize, value: u64) {
@@ -139,6 +151,9 @@ impl Rng {
     }
 }
 
+/// One thread's bursts, and its (page, value) writes in order.
+type ThreadResult = (Vec<Burst>, Vec<(u64, u64)>);
+
 struct Burst {
     thread: u64,
     start_ns: u64,
@@ -162,8 +177,14 @@ fn wait_for_go(args: &WriterArgs) -> (bool, Duration) {
             r < 0 && last_errno_is_eintr()
         }
         WaitMode::Nanosleep => {
-            let req = libc::timespec { tv_sec: args.sleep.as_secs() as _, tv_nsec: args.sleep.subsec_nanos() as _ };
-            let mut rem = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            let req = libc::timespec {
+                tv_sec: args.sleep.as_secs() as _,
+                tv_nsec: args.sleep.subsec_nanos() as _,
+            };
+            let mut rem = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
             // SAFETY: valid timespec pointers.
             let r = unsafe { libc::nanosleep(&req, &mut rem) };
             r < 0 && last_errno_is_eintr()
@@ -176,7 +197,10 @@ fn wait_for_go(args: &WriterArgs) -> (bool, Duration) {
                     // SAFETY: plain epoll calls on fds this thread creates; `ev` outlives them.
                     unsafe {
                         let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
-                        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 0 };
+                        let mut ev = libc::epoll_event {
+                            events: libc::EPOLLIN as u32,
+                            u64: 0,
+                        };
                         libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, 0, &mut ev);
                         let r = libc::epoll_wait(ep, &mut ev, 1, -1);
                         if r < 0 && last_errno_is_eintr() {
@@ -205,7 +229,10 @@ fn pick_pages(args: &WriterArgs, thread: u64, burst: u64, rng: &mut Rng) -> Vec<
         Pattern::Wave => {
             let window = args.burst_pages.min(owned);
             let base = (burst * window / 2) % owned;
-            (0..window).map(|i| (base + i) % owned).chain((0..2).map(|_| rng.next() % owned)).collect()
+            (0..window)
+                .map(|i| (base + i) % owned)
+                .chain((0..2).map(|_| rng.next() % owned))
+                .collect()
         }
     };
     for p in &mut pages {
@@ -217,7 +244,8 @@ fn pick_pages(args: &WriterArgs, thread: u64, burst: u64, rng: &mut Rng) -> Vec<
 }
 
 pub fn run_writer(args: &WriterArgs) -> Result<i32> {
-    if args.threads == 0 || args.threads > args.pages || args.pre_write + args.pre_read > args.pages {
+    if args.threads == 0 || args.threads > args.pages || args.pre_write + args.pre_read > args.pages
+    {
         bail!("--threads must be 1..=--pages and --pre-write + --pre-read at most --pages");
     }
     let page = crate::sys::page_size();
@@ -239,15 +267,19 @@ pub fn run_writer(args: &WriterArgs) -> Result<i32> {
 
     let (eintr, waited) = wait_for_go(args);
     let deadline = args.run_for.map(|d| Instant::now() + d);
-    let results: Vec<(Vec<Burst>, Vec<(u64, u64)>)> = std::thread::scope(|s| {
+    let results: Vec<ThreadResult> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..args.threads)
             .map(|t| {
                 let region = &region;
                 s.spawn(move || {
-                    let mut rng = Rng(args.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (t + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9) | 1);
+                    let mut rng = Rng(args.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                        ^ (t + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9)
+                        | 1);
                     let (mut bursts, mut last) = (Vec::new(), Vec::new());
                     let mut b = 0;
-                    while (args.bursts == 0 || b < args.bursts) && deadline.is_none_or(|d| Instant::now() < d) {
+                    while (args.bursts == 0 || b < args.bursts)
+                        && deadline.is_none_or(|d| Instant::now() < d)
+                    {
                         let pages = pick_pages(args, t, b, &mut rng);
                         let start_ns = now_ns();
                         for &p in &pages {
@@ -256,7 +288,12 @@ pub fn run_writer(args: &WriterArgs) -> Result<i32> {
                             last.push((p, v));
                         }
                         let end_ns = now_ns();
-                        bursts.push(Burst { thread: t, start_ns, end_ns, pages });
+                        bursts.push(Burst {
+                            thread: t,
+                            start_ns,
+                            end_ns,
+                            pages,
+                        });
                         b += 1;
                         std::thread::sleep(args.gap);
                     }
@@ -264,7 +301,10 @@ pub fn run_writer(args: &WriterArgs) -> Result<i32> {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("writer thread panicked")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("writer thread panicked"))
+            .collect()
     });
     std::thread::sleep(args.linger);
     for (_, last) in &results {
@@ -272,7 +312,9 @@ pub fn run_writer(args: &WriterArgs) -> Result<i32> {
             expected[p as usize] = v;
         }
     }
-    let corrupt = (0..args.pages).filter(|&p| region.read((p * page) as usize) != expected[p as usize]).count();
+    let corrupt = (0..args.pages)
+        .filter(|&p| region.read((p * page) as usize) != expected[p as usize])
+        .count();
 
     if args.hold {
         writeln!(stdout, "{}", json!({"type": "done"}))?;
@@ -281,12 +323,23 @@ pub fn run_writer(args: &WriterArgs) -> Result<i32> {
         let _ = io::stdin().read_to_end(&mut sink);
     }
     if let Some(path) = &args.log {
-        let mut log = BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?);
-        writeln!(log, "{}", json!({"type": "wait", "mode": format!("{:?}", args.wait).to_lowercase(), "eintr": eintr,
-            "waited_us": waited.as_micros() as u64, "corrupt_pages": corrupt}))?;
+        let mut log = BufWriter::new(
+            File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        writeln!(
+            log,
+            "{}",
+            json!({"type": "wait", "mode": format!("{:?}", args.wait).to_lowercase(), "eintr": eintr,
+            "waited_us": waited.as_micros() as u64, "corrupt_pages": corrupt,
+            "base": format!("{:#x}", region.base as u64), "pages": args.pages})
+        )?;
         for (bursts, _) in &results {
             for b in bursts {
-                writeln!(log, "{}", json!({"type": "burst", "thread": b.thread, "start_ns": b.start_ns, "end_ns": b.end_ns, "pages": b.pages}))?;
+                writeln!(
+                    log,
+                    "{}",
+                    json!({"type": "burst", "thread": b.thread, "start_ns": b.start_ns, "end_ns": b.end_ns, "pages": b.pages})
+                )?;
             }
         }
         log.flush()?;

@@ -56,7 +56,7 @@ enum Stop {
     /// `PTRACE_EVENT_STOP` from `PTRACE_INTERRUPT`.
     Interrupt,
     /// `PTRACE_EVENT_STOP` reporting a group stop (SIGSTOP and friends).
-    GroupStop,
+    Group,
     /// Syscall entry or exit (`SIGTRAP | 0x80` with `PTRACE_O_TRACESYSGOOD`).
     Syscall,
     /// Another `PTRACE_EVENT_*` (exec, ...).
@@ -73,7 +73,7 @@ fn decode(status: i32) -> Stop {
     let sig = libc::WSTOPSIG(status);
     match status >> 16 {
         abi::PTRACE_EVENT_STOP if sig == libc::SIGTRAP => Stop::Interrupt,
-        abi::PTRACE_EVENT_STOP => Stop::GroupStop,
+        abi::PTRACE_EVENT_STOP => Stop::Group,
         0 if sig == libc::SIGTRAP | 0x80 => Stop::Syscall,
         0 => Stop::Signal(sig),
         event => Stop::Event(event),
@@ -84,7 +84,11 @@ fn ptrace(req: libc::c_uint, tid: i32, addr: usize, data: usize) -> io::Result<(
     // SAFETY: only requests whose `data` is an integer (a signal, an option set) or a pointer
     // to a live buffer of the size the request implies are passed through here.
     let r = unsafe { libc::ptrace(req, tid, addr, data) };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 fn resume(req: libc::c_uint, tid: i32, sig: i32) -> Result<()> {
@@ -110,7 +114,9 @@ fn wait_stop(tid: i32, deadline: Option<Instant>) -> Result<Stop> {
         }
         match deadline {
             Some(d) if Instant::now() >= d => {
-                bail!("thread {tid} did not stop within {STOP_TIMEOUT:?} (uninterruptible sleep?); try again")
+                bail!(
+                    "thread {tid} did not stop within {STOP_TIMEOUT:?} (uninterruptible sleep?); try again"
+                )
             }
             _ => std::thread::sleep(Duration::from_micros(200)),
         }
@@ -119,14 +125,24 @@ fn wait_stop(tid: i32, deadline: Option<Instant>) -> Result<Stop> {
 
 fn get_sigmask(tid: i32) -> Result<u64> {
     let mut mask = 0u64;
-    ptrace(abi::PTRACE_GETSIGMASK, tid, size_of::<u64>(), &mut mask as *mut u64 as usize)
-        .with_context(|| format!("reading the signal mask of thread {tid}"))?;
+    ptrace(
+        abi::PTRACE_GETSIGMASK,
+        tid,
+        size_of::<u64>(),
+        &mut mask as *mut u64 as usize,
+    )
+    .with_context(|| format!("reading the signal mask of thread {tid}"))?;
     Ok(mask)
 }
 
 fn set_sigmask(tid: i32, mask: u64) -> Result<()> {
-    ptrace(abi::PTRACE_SETSIGMASK, tid, size_of::<u64>(), &mask as *const u64 as usize)
-        .with_context(|| format!("setting the signal mask of thread {tid}"))
+    ptrace(
+        abi::PTRACE_SETSIGMASK,
+        tid,
+        size_of::<u64>(),
+        &mask as *const u64 as usize,
+    )
+    .with_context(|| format!("setting the signal mask of thread {tid}"))
 }
 
 /// Blocks every catchable signal of the tracker while a target thread is borrowed, so a
@@ -152,30 +168,42 @@ impl Drop for SignalsBlocked {
 fn find_syscall_site(target: &Target) -> Result<u64> {
     let vmas = crate::maps::read_maps(target.pid).context("reading the target's mappings")?;
     let mem = target.open_proc("mem")?;
-    let mut candidates: Vec<_> = vmas.iter().filter(|v| v.exec && v.read && v.name != "[vsyscall]").collect();
+    let mut candidates: Vec<_> = vmas
+        .iter()
+        .filter(|v| v.exec && v.read && v.name != "[vsyscall]")
+        .collect();
     candidates.sort_by_key(|v| v.name != "[vdso]");
     let mut buf = Vec::new();
     for vma in candidates {
         let len = vma.len().min(16 << 20) as usize;
         buf.resize(len, 0);
-        let Ok(n) = sys::pread_full(mem.as_fd(), &mut buf, vma.start) else { continue };
+        let Ok(n) = sys::pread_full(mem.as_fd(), &mut buf, vma.start) else {
+            continue;
+        };
         if let Some(pos) = buf[..n].windows(2).position(|w| w == arch::SYSCALL_INSN) {
             return Ok(vma.start + pos as u64);
         }
     }
-    bail!("no `syscall` instruction found in the executable memory of PID {}", target.pid)
+    bail!(
+        "no `syscall` instruction found in the executable memory of PID {}",
+        target.pid
+    )
 }
 
 /// Rank a thread for borrowing: lower is better. Running in user space beats blocked outside
 /// a syscall, which beats a restartable syscall; calls that turn a stop into EINTR come last.
 fn thread_rank(pid: i32, tid: i32) -> u8 {
-    let Ok(st) = read_status(&format!("/proc/{pid}/task/{tid}/status")) else { return 9 };
+    let Ok(st) = read_status(&format!("/proc/{pid}/task/{tid}/status")) else {
+        return 9;
+    };
     match st.state {
         'Z' | 'X' => return 9,
         'D' => return 5,
         _ => {}
     }
-    let Ok(sc) = fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")) else { return 2 };
+    let Ok(sc) = fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")) else {
+        return 2;
+    };
     let first = sc.split_whitespace().next().unwrap_or("");
     match first {
         "running" => 0,
@@ -202,7 +230,8 @@ struct Borrowed {
 impl Borrowed {
     /// `tid` must be in a ptrace stop; its current registers are the ones to give back.
     fn take(tid: i32, pid: i32, site: u64, started: Instant) -> Result<Self> {
-        let saved = arch::get_regs(tid).with_context(|| format!("reading the registers of thread {tid}"))?;
+        let saved = arch::get_regs(tid)
+            .with_context(|| format!("reading the registers of thread {tid}"))?;
         let mut restore = saved;
         // A call that already returned -EINTR because of our stop is run again instead.
         if let Some(nr) = arch::interrupted_syscall(&saved)
@@ -214,7 +243,14 @@ impl Borrowed {
         }
         let parked = arch::parked_regs(&restore);
         let mask = get_sigmask(tid)?;
-        Ok(Borrowed { tid, restore, parked, mask, site, started })
+        Ok(Borrowed {
+            tid,
+            restore,
+            parked,
+            mask,
+            site,
+            started,
+        })
     }
 
     /// Run one syscall in the thread and return its raw result (`-errno` on failure).
@@ -239,7 +275,9 @@ impl Borrowed {
                 // Only SIGSTOP-like signals get through the all-blocked mask: let them
                 // take effect; the group stop they cause is resumed by our next request.
                 Stop::Signal(sig) => resume(libc::PTRACE_SYSCALL, self.tid, sig)?,
-                Stop::GroupStop | Stop::Interrupt | Stop::Event(_) => resume(libc::PTRACE_SYSCALL, self.tid, 0)?,
+                Stop::Group | Stop::Interrupt | Stop::Event(_) => {
+                    resume(libc::PTRACE_SYSCALL, self.tid, 0)?
+                }
                 Stop::Exited => bail!("the target thread {} exited during attach", self.tid),
             }
         }
@@ -250,12 +288,13 @@ impl Borrowed {
     /// interrupted call exactly as it would after any signal.
     fn give_back(self) -> Result<Duration> {
         let tid = self.tid;
-        ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0).with_context(|| format!("interrupting thread {tid}"))?;
+        ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0)
+            .with_context(|| format!("interrupting thread {tid}"))?;
         resume(libc::PTRACE_CONT, tid, 0)?;
         loop {
             let stop = wait_stop(tid, None)?;
             let deliver = match stop {
-                Stop::Interrupt | Stop::GroupStop => 0,
+                Stop::Interrupt | Stop::Group => 0,
                 // A signal that became deliverable once its mask came back: deliver it with
                 // the original registers in place, so its handler sees the true state.
                 Stop::Signal(sig) => sig,
@@ -267,7 +306,8 @@ impl Borrowed {
             };
             arch::set_regs(tid, &self.restore)?;
             set_sigmask(tid, self.mask)?;
-            ptrace(libc::PTRACE_DETACH, tid, 0, deliver as usize).with_context(|| format!("detaching from thread {tid}"))?;
+            ptrace(libc::PTRACE_DETACH, tid, 0, deliver as usize)
+                .with_context(|| format!("detaching from thread {tid}"))?;
             return Ok(self.started.elapsed());
         }
     }
@@ -275,15 +315,23 @@ impl Borrowed {
 
 /// Whether the two bytes before `ip` in the target are a `syscall` instruction.
 fn syscall_insn_before(pid: i32, ip: u64) -> bool {
-    let Ok(mem) = fs::File::open(format!("/proc/{pid}/mem")) else { return false };
+    let Ok(mem) = fs::File::open(format!("/proc/{pid}/mem")) else {
+        return false;
+    };
     let mut b = [0u8; 2];
-    matches!(sys::pread_full(mem.as_fd(), &mut b, ip.wrapping_sub(2)), Ok(2)) && b == arch::SYSCALL_INSN
+    matches!(
+        sys::pread_full(mem.as_fd(), &mut b, ip.wrapping_sub(2)),
+        Ok(2)
+    ) && b == arch::SYSCALL_INSN
 }
 
 fn seize_error(target: &Target, tid: i32, e: io::Error) -> anyhow::Error {
     if e.raw_os_error() == Some(libc::EPERM) {
         if let Ok(Some((t, tracer))) = target.traced_thread() {
-            return anyhow!("thread {t} of PID {} is already traced by PID {tracer}: detach that debugger or tracer first", target.pid);
+            return anyhow!(
+                "thread {t} of PID {} is already traced by PID {tracer}: detach that debugger or tracer first",
+                target.pid
+            );
         }
         return permission(format!(
             "not permitted to ptrace PID {}: run as the same user as the target (and the target must be dumpable), or grant CAP_SYS_PTRACE{}",
@@ -308,7 +356,10 @@ fn refuse_seccomp(target: &Target, tid: i32) -> Result<()> {
     let st = read_status(&format!("/proc/{}/task/{tid}/status", target.pid)).unwrap_or_default();
     match st.seccomp {
         0 => Ok(()),
-        1 => bail!("PID {} runs in seccomp strict mode: calling userfaultfd() would kill it, so it cannot be tracked", target.pid),
+        1 => bail!(
+            "PID {} runs in seccomp strict mode: calling userfaultfd() would kill it, so it cannot be tracked",
+            target.pid
+        ),
         _ => bail!(
             "PID {} runs under a seccomp filter that might kill it for calling userfaultfd(); refusing to risk the target (run it without the filter, or allow userfaultfd in its profile)",
             target.pid
@@ -324,12 +375,16 @@ fn create_and_take(b: &Borrowed, target: &Target) -> Result<OwnedFd> {
     if ret < 0 {
         let err = io::Error::from_raw_os_error(-ret as i32);
         return Err(match -ret as i32 {
-            libc::ENOSYS => unsupported("the kernel has no userfaultfd(2) (built without CONFIG_USERFAULTFD)"),
+            libc::ENOSYS => {
+                unsupported("the kernel has no userfaultfd(2) (built without CONFIG_USERFAULTFD)")
+            }
             libc::EPERM => permission(format!(
                 "PID {} may not create a userfaultfd ({err}): an LSM or seccomp policy denies userfaultfd(2) to it",
                 target.pid
             )),
-            libc::EINVAL => unsupported("userfaultfd(UFFD_USER_MODE_ONLY) is not supported: Linux 5.11 or newer is needed"),
+            libc::EINVAL => unsupported(
+                "userfaultfd(UFFD_USER_MODE_ONLY) is not supported: Linux 5.11 or newer is needed",
+            ),
             _ => anyhow!("userfaultfd() inside PID {} failed: {err}", target.pid),
         });
     }
@@ -341,19 +396,33 @@ fn create_and_take(b: &Borrowed, target: &Target) -> Result<OwnedFd> {
     if link.as_deref().and_then(|p| p.to_str()) == Some("anon_inode:[userfaultfd]") {
         let c = b.syscall(abi::SYS_CLOSE, [fd_in_target as u64, 0, 0, 0, 0, 0])?;
         if c != 0 {
-            eprintln!("uffd-dirty: warning: close({fd_in_target}) in PID {} returned {c}", target.pid);
+            eprintln!(
+                "uffd-dirty: warning: close({fd_in_target}) in PID {} returned {c}",
+                target.pid
+            );
         }
     }
     let fd = taken.map_err(|e| {
         if e.raw_os_error() == Some(libc::EPERM) {
-            permission(format!("pidfd_getfd on PID {} was denied: CAP_SYS_PTRACE or the same user is needed{}", target.pid, yama_hint()))
+            permission(format!(
+                "pidfd_getfd on PID {} was denied: CAP_SYS_PTRACE or the same user is needed{}",
+                target.pid,
+                yama_hint()
+            ))
         } else {
             anyhow!("pidfd_getfd({fd_in_target}) from PID {}: {e}", target.pid)
         }
     })?;
-    let ours = fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)))?;
+    let ours = fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd)
+    ))?;
     if ours.to_str() != Some("anon_inode:[userfaultfd]") {
-        bail!("fd {fd_in_target} taken from PID {} is {}, not a userfaultfd", target.pid, ours.display());
+        bail!(
+            "fd {fd_in_target} taken from PID {} is {}, not a userfaultfd",
+            target.pid,
+            ours.display()
+        );
     }
     Ok(fd)
 }
@@ -369,17 +438,26 @@ pub fn take_userfaultfd(target: &Target) -> Result<Injection> {
     let site = find_syscall_site(target)?;
     let mut threads = target.threads()?;
     threads.sort_by_key(|&t| thread_rank(target.pid, t));
-    let tid = *threads.first().ok_or_else(|| anyhow!("PID {} has no threads", target.pid))?;
+    let tid = *threads
+        .first()
+        .ok_or_else(|| anyhow!("PID {} has no threads", target.pid))?;
     refuse_seccomp(target, tid)?;
 
     let _blocked = SignalsBlocked::new()?;
     let started = Instant::now();
-    ptrace(libc::PTRACE_SEIZE, tid, 0, libc::PTRACE_O_TRACESYSGOOD as usize).map_err(|e| seize_error(target, tid, e))?;
-    ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0).with_context(|| format!("interrupting thread {tid}"))?;
+    ptrace(
+        libc::PTRACE_SEIZE,
+        tid,
+        0,
+        libc::PTRACE_O_TRACESYSGOOD as usize,
+    )
+    .map_err(|e| seize_error(target, tid, e))?;
+    ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0)
+        .with_context(|| format!("interrupting thread {tid}"))?;
     let deadline = Instant::now() + STOP_TIMEOUT;
     loop {
         match wait_stop(tid, Some(deadline))? {
-            Stop::Interrupt | Stop::GroupStop => break,
+            Stop::Interrupt | Stop::Group => break,
             // A signal was on its way in: let it through; our interrupt is still pending.
             Stop::Signal(sig) => resume(libc::PTRACE_CONT, tid, sig)?,
             Stop::Syscall | Stop::Event(_) => resume(libc::PTRACE_CONT, tid, 0)?,
@@ -393,7 +471,11 @@ fn borrow_and_inject(tid: i32, target: &Target, site: u64, started: Instant) -> 
     let borrowed = Borrowed::take(tid, target.pid, site, started)?;
     let taken = create_and_take(&borrowed, target);
     let stopped = borrowed.give_back()?;
-    Ok(Injection { uffd: taken?, tid, stopped })
+    Ok(Injection {
+        uffd: taken?,
+        tid,
+        stopped,
+    })
 }
 
 /// Launch mode: `tid` is a child seized with `PTRACE_O_TRACEEXEC` and now in its exec event
@@ -407,7 +489,7 @@ pub fn take_userfaultfd_after_exec(target: &Target) -> Result<Injection> {
         match wait_stop(tid, None)? {
             Stop::Syscall => break,
             Stop::Signal(sig) => resume(libc::PTRACE_SYSCALL, tid, sig)?,
-            Stop::Interrupt | Stop::GroupStop | Stop::Event(_) => resume(libc::PTRACE_SYSCALL, tid, 0)?,
+            Stop::Interrupt | Stop::Group | Stop::Event(_) => resume(libc::PTRACE_SYSCALL, tid, 0)?,
             Stop::Exited => bail!("the command exited before it could be attached to"),
         }
     }
@@ -419,7 +501,8 @@ pub fn take_userfaultfd_after_exec(target: &Target) -> Result<Injection> {
 /// Launch-mode helpers for `track -- CMD`: seize the child before it execs.
 pub fn seize_for_exec(pid: i32) -> Result<()> {
     let opts = libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_TRACEEXEC;
-    ptrace(libc::PTRACE_SEIZE, pid, 0, opts as usize).with_context(|| format!("PTRACE_SEIZE of the launched command (PID {pid})"))
+    ptrace(libc::PTRACE_SEIZE, pid, 0, opts as usize)
+        .with_context(|| format!("PTRACE_SEIZE of the launched command (PID {pid})"))
 }
 
 /// Wait for the seized child's exec event stop. `Ok(false)`: the child exited instead.

@@ -7,7 +7,9 @@
 
 use std::io;
 
-use crate::sys::abi::{ERESTART_RESTARTBLOCK, ERESTARTNOHAND, ERESTARTNOINTR, ERESTARTSYS, SYS_RESTART_SYSCALL};
+use crate::sys::abi::{
+    ERESTART_RESTARTBLOCK, ERESTARTNOHAND, ERESTARTNOINTR, ERESTARTSYS, SYS_RESTART_SYSCALL,
+};
 
 pub type Regs = libc::user_regs_struct;
 
@@ -22,13 +24,21 @@ pub fn get_regs(tid: i32) -> io::Result<Regs> {
     let mut regs: Regs = unsafe { std::mem::zeroed() };
     // SAFETY: PTRACE_GETREGS writes exactly one user_regs_struct to the pointer we pass.
     let r = unsafe { libc::ptrace(libc::PTRACE_GETREGS, tid, 0, &mut regs as *mut Regs) };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(regs) }
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(regs)
+    }
 }
 
 pub fn set_regs(tid: i32, regs: &Regs) -> io::Result<()> {
     // SAFETY: PTRACE_SETREGS reads exactly one user_regs_struct from the pointer we pass.
     let r = unsafe { libc::ptrace(libc::PTRACE_SETREGS, tid, 0, regs as *const Regs) };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// The syscall a stopped thread was inside (`orig_rax >= 0`), if any.
@@ -117,7 +127,15 @@ mod tests {
 
     #[test]
     fn injected_state_never_restarts() {
-        let s = syscall_regs(&in_syscall(35, -ERESTART_RESTARTBLOCK), 0x5000, 323, [1, 2, 3, 4, 5, 6]);
-        assert_eq!((s.rip, s.rax, s.orig_rax, s.rdi, s.r10, s.r9), (0x5000, 323, u64::MAX, 1, 4, 6));
+        let s = syscall_regs(
+            &in_syscall(35, -ERESTART_RESTARTBLOCK),
+            0x5000,
+            323,
+            [1, 2, 3, 4, 5, 6],
+        );
+        assert_eq!(
+            (s.rip, s.rax, s.orig_rax, s.rdi, s.r10, s.r9),
+            (0x5000, 323, u64::MAX, 1, 4, 6)
+        );
     }
 }

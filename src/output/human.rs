@@ -16,7 +16,10 @@ pub struct Human<W: Write> {
 
 impl<W: Write> Human<W> {
     pub fn new(out: W) -> Self {
-        Human { out, page_size: 4096 }
+        Human {
+            out,
+            page_size: 4096,
+        }
     }
 }
 
@@ -60,11 +63,24 @@ impl<W: Write> Emitter for Human<W> {
                     s.attach_us as f64 / 1000.0
                 )?;
                 for k in &s.skipped {
-                    writeln!(self.out, "  skipped {:#x}-{:#x} {}: {}", k.start.0, k.end.0, k.mapping, k.reason)?;
+                    writeln!(
+                        self.out,
+                        "  skipped {:#x}-{:#x} {}: {}",
+                        k.start.0, k.end.0, k.mapping, k.reason
+                    )?;
                 }
             }
             Record::Mapping(m) => {
-                writeln!(self.out, "{}  mapping {} {:#x}-{:#x} {} ({})", clock(m.time.0), m.event, m.start.0, m.end.0, m.mapping, m.kind)?;
+                writeln!(
+                    self.out,
+                    "{}  mapping {} {:#x}-{:#x} {} ({})",
+                    clock(m.time.0),
+                    m.event,
+                    m.start.0,
+                    m.end.0,
+                    m.mapping,
+                    m.kind
+                )?;
             }
             Record::Delta(d) => {
                 let mut per_mapping: HashMap<&str, u64> = HashMap::new();
@@ -73,7 +89,11 @@ impl<W: Write> Emitter for Human<W> {
                 }
                 let mut top: Vec<_> = per_mapping.into_iter().collect();
                 top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-                let top: Vec<String> = top.iter().take(TOP_MAPPINGS).map(|(n, p)| format!("{n} {p}")).collect();
+                let top: Vec<String> = top
+                    .iter()
+                    .take(TOP_MAPPINGS)
+                    .map(|(n, p)| format!("{n} {p}"))
+                    .collect();
                 writeln!(
                     self.out,
                     "{}  #{:<5} {:>8} pages {:>9.2} MiB  {}",
@@ -85,14 +105,20 @@ impl<W: Write> Emitter for Human<W> {
                 )?;
             }
             Record::End(e) => {
-                let reason = serde_json::to_value(e.reason).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+                let reason = serde_json::to_value(e.reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default();
                 writeln!(
                     self.out,
                     "stopped ({reason}) after {} deltas: {} page writes ({:.2} MiB){}",
                     e.deltas,
                     e.dirty_pages_total,
                     mib(e.dirty_pages_total, self.page_size),
-                    e.error.as_ref().map(|m| format!("; error: {m}")).unwrap_or_default()
+                    e.error
+                        .as_ref()
+                        .map(|m| format!("; error: {m}"))
+                        .unwrap_or_default()
                 )?;
             }
         }

@@ -136,7 +136,11 @@ pub enum Record {
 /// Dirty runs to records, with page counts.
 pub fn dirty_runs(runs: &[Span], page_size: u64) -> Vec<DirtyRun> {
     runs.iter()
-        .map(|r| DirtyRun { start: Addr(r.start), end: Addr(r.end), pages: r.len() / page_size })
+        .map(|r| DirtyRun {
+            start: Addr(r.start),
+            end: Addr(r.end),
+            pages: r.len() / page_size,
+        })
         .collect()
 }
 

@@ -23,7 +23,10 @@ pub struct PagemapScan {
 
 impl PagemapScan {
     pub fn new(pagemap: File) -> Self {
-        PagemapScan { pagemap, vec: vec![abi::PageRegion::default(); VEC_LEN] }
+        PagemapScan {
+            pagemap,
+            vec: vec![abi::PageRegion::default(); VEC_LEN],
+        }
     }
 
     /// Write-protect every page of the registered parts of `span`, never-touched ones
@@ -38,6 +41,33 @@ impl PagemapScan {
             ..Default::default()
         };
         sys::pagemap_scan(self.pagemap.as_fd(), &mut arg, &mut []).map(drop)
+    }
+
+    /// Arm a newly registered span without hiding what was written before it was registered:
+    /// protect only empty slots (neither present nor swapped), on the generic walk path (a
+    /// vector is passed, so the no-vector fast path that would protect everything is not
+    /// taken). Pages populated before arming stay unprotected, and the next harvest reports
+    /// them; a slot populated while this runs no longer matches and is reported the same way.
+    pub fn protect_unpopulated(&mut self, span: Span) -> io::Result<()> {
+        let populated = abi::PAGE_IS_PRESENT | abi::PAGE_IS_SWAPPED;
+        let mut cur = span.start;
+        while cur < span.end {
+            let mut arg = abi::PmScanArg {
+                start: cur,
+                end: span.end,
+                flags: abi::PM_SCAN_WP_MATCHING,
+                category_inverted: populated,
+                category_mask: populated,
+                return_mask: populated,
+                ..Default::default()
+            };
+            sys::pagemap_scan(self.pagemap.as_fd(), &mut arg, &mut self.vec)?;
+            if arg.walk_end <= cur {
+                break;
+            }
+            cur = arg.walk_end;
+        }
+        Ok(())
     }
 
     fn harvest_span(&mut self, span: Span, out: &mut Vec<Span>) -> io::Result<()> {

@@ -139,12 +139,25 @@ mod tests {
     fn constants_match_kernel_uapi() {
         assert_eq!(UFFD_USER_MODE_ONLY, u64::from(g::UFFD_USER_MODE_ONLY));
         assert_eq!(UFFD_API, u64::from(g::UFFD_API));
-        assert_eq!(UFFD_FEATURE_PAGEFAULT_FLAG_WP, u64::from(g::UFFD_FEATURE_PAGEFAULT_FLAG_WP));
-        assert_eq!(UFFD_FEATURE_WP_HUGETLBFS_SHMEM, u64::from(g::UFFD_FEATURE_WP_HUGETLBFS_SHMEM));
-        assert_eq!(UFFD_FEATURE_WP_UNPOPULATED, u64::from(g::UFFD_FEATURE_WP_UNPOPULATED));
+        assert_eq!(
+            UFFD_FEATURE_PAGEFAULT_FLAG_WP,
+            u64::from(g::UFFD_FEATURE_PAGEFAULT_FLAG_WP)
+        );
+        assert_eq!(
+            UFFD_FEATURE_WP_HUGETLBFS_SHMEM,
+            u64::from(g::UFFD_FEATURE_WP_HUGETLBFS_SHMEM)
+        );
+        assert_eq!(
+            UFFD_FEATURE_WP_UNPOPULATED,
+            u64::from(g::UFFD_FEATURE_WP_UNPOPULATED)
+        );
         assert_eq!(UFFD_FEATURE_WP_ASYNC, u64::from(g::UFFD_FEATURE_WP_ASYNC));
-        assert_eq!(UFFDIO_REGISTER_MODE_WP, u64::from(g::UFFDIO_REGISTER_MODE_WP));
-        assert_eq!(UFFDIO_WRITEPROTECT_MODE_WP, u64::from(g::UFFDIO_WRITEPROTECT_MODE_WP));
+        assert_eq!(
+            UFFDIO_REGISTER_MODE_WP,
+            u64::from(g::UFFDIO_REGISTER_MODE_WP)
+        );
+        // UFFDIO_WRITEPROTECT_MODE_WP (1 << 0) is an enum-less #define linux-raw-sys omits.
+        assert_eq!(UFFDIO_WRITEPROTECT_MODE_WP, 1);
         assert_eq!(UFFDIO_WRITEPROTECT_BIT, 1u64 << g::_UFFDIO_WRITEPROTECT);
         assert_eq!(PAGE_IS_WPALLOWED, u64::from(g::PAGE_IS_WPALLOWED));
         assert_eq!(PAGE_IS_WRITTEN, u64::from(g::PAGE_IS_WRITTEN));
@@ -160,8 +173,8 @@ mod tests {
         assert_eq!(SYS_PIDFD_OPEN, libc::SYS_pidfd_open);
         assert_eq!(SYS_PIDFD_GETFD, libc::SYS_pidfd_getfd);
         assert_eq!(SYS_RESTART_SYSCALL, libc::SYS_restart_syscall as u64);
-        assert_eq!(PTRACE_GETSIGMASK, libc::PTRACE_GETSIGMASK as u32);
-        assert_eq!(PTRACE_SETSIGMASK, libc::PTRACE_SETSIGMASK as u32);
+        assert_eq!(PTRACE_GETSIGMASK, libc::PTRACE_GETSIGMASK);
+        assert_eq!(PTRACE_SETSIGMASK, libc::PTRACE_SETSIGMASK);
         assert_eq!(PTRACE_EVENT_STOP, libc::PTRACE_EVENT_STOP);
     }
 
@@ -172,7 +185,10 @@ mod tests {
         assert_eq!(UFFDIO_UNREGISTER, u64::from(i::UFFDIO_UNREGISTER));
         assert_eq!(UFFDIO_WRITEPROTECT, u64::from(i::UFFDIO_WRITEPROTECT));
         // linux-raw-sys has no PAGEMAP_SCAN opcode: rebuild _IOWR('f', 16, pm_scan_arg).
-        let iowr = (3u64 << 30) | ((size_of::<g::pm_scan_arg>() as u64) << 16) | (u64::from(b'f') << 8) | 16;
+        let iowr = (3u64 << 30)
+            | ((size_of::<g::pm_scan_arg>() as u64) << 16)
+            | (u64::from(b'f') << 8)
+            | 16;
         assert_eq!(PAGEMAP_SCAN, iowr);
     }
 
@@ -182,8 +198,17 @@ mod tests {
         assert_eq!(size_of::<PageRegion>(), size_of::<g::page_region>());
         assert_eq!(size_of::<UffdioApi>(), size_of::<g::uffdio_api>());
         assert_eq!(size_of::<UffdioRegister>(), size_of::<g::uffdio_register>());
-        assert_eq!(size_of::<UffdioWriteprotect>(), size_of::<g::uffdio_writeprotect>());
-        assert_eq!(std::mem::offset_of!(PmScanArg, walk_end), std::mem::offset_of!(g::pm_scan_arg, walk_end));
-        assert_eq!(std::mem::offset_of!(PmScanArg, return_mask), std::mem::offset_of!(g::pm_scan_arg, return_mask));
+        assert_eq!(
+            size_of::<UffdioWriteprotect>(),
+            size_of::<g::uffdio_writeprotect>()
+        );
+        assert_eq!(
+            std::mem::offset_of!(PmScanArg, walk_end),
+            std::mem::offset_of!(g::pm_scan_arg, walk_end)
+        );
+        assert_eq!(
+            std::mem::offset_of!(PmScanArg, return_mask),
+            std::mem::offset_of!(g::pm_scan_arg, return_mask)
+        );
     }
 }

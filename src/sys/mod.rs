@@ -9,11 +9,19 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use abi::*;
 
 fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
-    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
 }
 
 fn cvt_ioctl(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
 }
 
 /// `pidfd_open(pid, 0)`: a handle that can never refer to a recycled PID.
@@ -36,7 +44,13 @@ pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, target_fd: i32) -> io::Result<OwnedFd>
 pub fn pidfd_alive(pidfd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: signal 0 with a null siginfo sends nothing; integer arguments only.
     cvt(unsafe {
-        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), 0, std::ptr::null::<u8>(), 0)
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0,
+            std::ptr::null::<u8>(),
+            0,
+        )
     })
     .map(drop)
 }
@@ -52,7 +66,11 @@ pub fn userfaultfd_local() -> io::Result<OwnedFd> {
 
 /// `UFFDIO_API`. Returns the handshake as the kernel filled it in (features = *available* set).
 pub fn uffdio_api(uffd: BorrowedFd<'_>, features: u64) -> io::Result<UffdioApi> {
-    let mut api = UffdioApi { api: UFFD_API, features, ioctls: 0 };
+    let mut api = UffdioApi {
+        api: UFFD_API,
+        features,
+        ioctls: 0,
+    };
     // SAFETY: `api` is a valid, exclusively borrowed uffdio_api for the duration of the call.
     cvt_ioctl(unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_API as _, &mut api) })?;
     Ok(api)
@@ -60,8 +78,11 @@ pub fn uffdio_api(uffd: BorrowedFd<'_>, features: u64) -> io::Result<UffdioApi> 
 
 /// `UFFDIO_REGISTER` in write-protect mode; returns the `ioctls` the range supports.
 pub fn uffdio_register_wp(uffd: BorrowedFd<'_>, start: u64, len: u64) -> io::Result<u64> {
-    let mut reg =
-        UffdioRegister { range: UffdioRange { start, len }, mode: UFFDIO_REGISTER_MODE_WP, ioctls: 0 };
+    let mut reg = UffdioRegister {
+        range: UffdioRange { start, len },
+        mode: UFFDIO_REGISTER_MODE_WP,
+        ioctls: 0,
+    };
     // SAFETY: `reg` is a valid, exclusively borrowed uffdio_register for the duration of the call.
     cvt_ioctl(unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_REGISTER as _, &mut reg) })?;
     Ok(reg.ioctls)
@@ -71,15 +92,20 @@ pub fn uffdio_register_wp(uffd: BorrowedFd<'_>, start: u64, len: u64) -> io::Res
 pub fn uffdio_unregister(uffd: BorrowedFd<'_>, start: u64, len: u64) -> io::Result<()> {
     let mut range = UffdioRange { start, len };
     // SAFETY: `range` is a valid uffdio_range for the duration of the call.
-    cvt_ioctl(unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_UNREGISTER as _, &mut range) }).map(drop)
+    cvt_ioctl(unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_UNREGISTER as _, &mut range) })
+        .map(drop)
 }
 
 /// `UFFDIO_WRITEPROTECT`: protect (`wp = true`) or unprotect a registered range.
 pub fn uffdio_writeprotect(uffd: BorrowedFd<'_>, start: u64, len: u64, wp: bool) -> io::Result<()> {
     let mode = if wp { UFFDIO_WRITEPROTECT_MODE_WP } else { 0 };
-    let mut arg = UffdioWriteprotect { range: UffdioRange { start, len }, mode };
+    let mut arg = UffdioWriteprotect {
+        range: UffdioRange { start, len },
+        mode,
+    };
     // SAFETY: `arg` is a valid, exclusively borrowed uffdio_writeprotect for the duration of the call.
-    cvt_ioctl(unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_WRITEPROTECT as _, &mut arg) }).map(drop)
+    cvt_ioctl(unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_WRITEPROTECT as _, &mut arg) })
+        .map(drop)
 }
 
 /// `PAGEMAP_SCAN` on a `/proc/PID/pagemap` fd. `arg.vec`/`arg.vec_len` must describe `vec`
@@ -90,11 +116,21 @@ pub fn pagemap_scan(
     vec: &mut [PageRegion],
 ) -> io::Result<usize> {
     arg.size = size_of::<PmScanArg>() as u64;
-    arg.vec = if vec.is_empty() { 0 } else { vec.as_mut_ptr() as u64 };
+    arg.vec = if vec.is_empty() {
+        0
+    } else {
+        vec.as_mut_ptr() as u64
+    };
     arg.vec_len = vec.len() as u64;
     // SAFETY: `arg` is a valid pm_scan_arg, and `vec`/`vec_len` describe a live, exclusively
     // borrowed buffer of `page_region`s the kernel may fill up to `vec_len` entries.
-    let n = cvt_ioctl(unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN as _, arg as *mut PmScanArg) })?;
+    let n = cvt_ioctl(unsafe {
+        libc::ioctl(
+            pagemap.as_raw_fd(),
+            PAGEMAP_SCAN as _,
+            arg as *mut PmScanArg,
+        )
+    })?;
     Ok(n as usize)
 }
 

@@ -1,0 +1,178 @@
+use std::process::{Command, Stdio};
+
+use crate::common::*;
+
+/// Run `uffd-dirty ARGS` and return (exit code, stderr), asserting a one-line error.
+fn fails(args: &[&str]) -> (i32, String) {
+    let out = uffd_dirty().args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(
+        out.stdout.is_empty(),
+        "{args:?} wrote to stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+fn one_line(stderr: &str) {
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
+    assert!(stderr.starts_with("uffd-dirty: "), "{stderr}");
+}
+
+/// A process that stays put while a test tries to attach, checked untouched afterwards.
+struct Victim(std::process::Child);
+
+impl Victim {
+    fn sleep() -> Victim {
+        Victim(
+            Command::new("sleep")
+                .arg("30")
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+    fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+    fn assert_untouched(&mut self) {
+        assert!(self.0.try_wait().unwrap().is_none(), "the target died");
+        assert!(
+            !has_userfaultfd(self.pid()),
+            "the target holds a userfaultfd"
+        );
+        let st = uffd_dirty::target::read_status(&format!("/proc/{}/status", self.pid())).unwrap();
+        assert_eq!(st.state, 'S', "the target is not sleeping as before");
+    }
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn nonexistent_pid() {
+    // PIDs above pid_max never exist.
+    let max: i64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let (code, err) = fails(&["track", "--pid", &(max + 1).to_string()]);
+    one_line(&err);
+    assert_eq!(code, 2);
+    assert!(err.contains("no process with PID"), "{err}");
+}
+
+#[test]
+fn kernel_thread() {
+    if !kernel_can_track() {
+        return;
+    }
+    let (code, err) = fails(&["track", "--pid", "2"]);
+    one_line(&err);
+    assert_eq!(code, 2);
+    assert!(err.contains("kernel thread"), "{err}");
+}
+
+#[test]
+fn zombie() {
+    if !kernel_can_track() {
+        return;
+    }
+    // `true` exits; its parent then execs into sleep, which never reaps it.
+    let mut sh = Command::new("sh")
+        .args(["-c", "true & echo $!; exec sleep 30"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(sh.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let zpid: i32 = line.trim().parse().unwrap();
+    assert!(wait_until(std::time::Duration::from_secs(5), || {
+        uffd_dirty::target::read_status(&format!("/proc/{zpid}/status"))
+            .is_ok_and(|s| s.state == 'Z')
+    }));
+    let (code, err) = fails(&["track", "--pid", &zpid.to_string()]);
+    one_line(&err);
+    assert_eq!(code, 2);
+    assert!(err.contains("zombie"), "{err}");
+    let _ = sh.kill();
+    let _ = sh.wait();
+}
+
+#[test]
+fn own_pid() {
+    let out = Command::new("sh")
+        .args(["-c", &format!("exec {BIN} track --pid $$")])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    one_line(&err);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(err.contains("uffd-dirty itself"), "{err}");
+}
+
+#[test]
+fn target_already_traced() {
+    if !kernel_can_track() {
+        return;
+    }
+    // This test thread becomes the victim's tracer.
+    let mut victim = Victim::sleep();
+    let pid = victim.pid();
+    // SAFETY: seizing our own child; no memory is passed.
+    let r = unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0, 0) };
+    assert_eq!(r, 0, "PTRACE_SEIZE: {}", std::io::Error::last_os_error());
+    let (code, err) = fails(&["track", "--pid", &pid.to_string()]);
+    one_line(&err);
+    assert_ne!(code, 0);
+    assert!(err.contains("already traced by PID"), "{err}");
+    assert!(!has_userfaultfd(pid));
+    // SAFETY: gettid has no preconditions.
+    assert_eq!(
+        tracer_pid(pid),
+        unsafe { libc::gettid() },
+        "our own trace must be intact"
+    );
+    victim.assert_untouched();
+}
+
+#[test]
+fn bad_ranges() {
+    if !kernel_can_track() {
+        return;
+    }
+    let mut victim = Victim::sleep();
+    let pid = victim.pid().to_string();
+    for (range, expect) in [
+        ("0x1001-0x3000", "not page-aligned"),
+        ("0x3000-0x1000", "must be below"),
+        ("nonsense", "START-END"),
+    ] {
+        let out = uffd_dirty()
+            .args(["track", "--pid", &pid, "--range", range])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{range}: {err}");
+        assert!(err.contains(expect), "{range}: {err}");
+    }
+    let (code, err) = fails(&["track", "--pid", &pid, "--range", "0x10000-0x20000"]);
+    one_line(&err);
+    assert_eq!(code, 2);
+    assert!(err.contains("holds no writable mapping"), "{err}");
+    victim.assert_untouched();
+}

@@ -1,0 +1,139 @@
+use crate::common::*;
+
+#[test]
+fn launched_command_is_tracked_from_its_first_instruction() {
+    if !kernel_can_track() {
+        return;
+    }
+    let dir = scratch();
+    let log = dir.path().join("writer.log");
+    let out = uffd_dirty()
+        .args([
+            "track",
+            "--format=json",
+            "--interval=20ms",
+            "--",
+            BIN,
+            "writer",
+            "--pages=512",
+            "--bursts=40",
+        ])
+        .args(["--burst-pages=12", "--gap=3ms", "--linger=120ms", "--log"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The command shares our stdout: drop the writer's own `ready` line.
+    let records: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["type"] != "ready")
+        .collect();
+    let end = records.last().unwrap();
+    assert_eq!(end["reason"], "target-exited");
+    assert_eq!(end["exit_status"], 0);
+    let truth = read_truth(&log);
+    let base = hex(&truth.wait["base"]);
+    let (start_ns, deltas) = deltas_in(&records, base, truth.wait["pages"].as_u64().unwrap());
+    let v = compare(&truth, start_ns, &deltas);
+    eprintln!(
+        "{} writes, {} reports, {} repeated",
+        v.writes, v.reports, v.repeated
+    );
+    assert!(v.lost.is_empty(), "LOST: {:?}", v.lost);
+    assert!(v.unexplained.is_empty(), "unexplained: {:?}", v.unexplained);
+}
+
+fn read_truth(log: &std::path::Path) -> Truth {
+    // Reuse the writer's log parser through a finished Writer-less path.
+    crate::common::truth_from_log(log)
+}
+
+#[test]
+fn exit_status_of_the_command_is_passed_on() {
+    if !kernel_can_track() {
+        return;
+    }
+    let out = uffd_dirty()
+        .args([
+            "track",
+            "--format=json",
+            "--interval=10ms",
+            "--",
+            "sh",
+            "-c",
+            "sleep 0.1; exit 7",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let end: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(
+        (end["reason"].as_str(), end["exit_status"].as_i64()),
+        (Some("target-exited"), Some(7))
+    );
+}
+
+#[test]
+fn command_outliving_tracking_is_terminated() {
+    if !kernel_can_track() {
+        return;
+    }
+    let out = uffd_dirty()
+        .args([
+            "track",
+            "--format=json",
+            "--interval=20ms",
+            "--count=3",
+            "--",
+            "sleep",
+            "30",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("terminated the command"),
+        "stderr: {stderr}"
+    );
+    let last = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    assert!(last.contains(r#""reason":"count""#), "{last}");
+}
+
+#[test]
+fn missing_command_is_a_clear_error() {
+    let out = uffd_dirty()
+        .args(["track", "--", "/nonexistent/program"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot run `/nonexistent/program`: No such file or directory"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,104 @@
+use std::time::Duration;
+
+use crate::common::*;
+use crate::ground_truth::run_against_writer;
+
+#[test]
+fn target_blocked_in_read_sees_no_eintr() {
+    if !kernel_can_track() {
+        return;
+    }
+    let run = run_against_writer(&["--wait=stdin", "--bursts=10"], &[], None, false);
+    assert_eq!(run.wait["eintr"], false);
+}
+
+#[test]
+fn target_in_nanosleep_keeps_its_sleep() {
+    if !kernel_can_track() {
+        return;
+    }
+    let run = run_against_writer(
+        &["--wait=nanosleep", "--sleep=700ms", "--bursts=10"],
+        &[],
+        None,
+        false,
+    );
+    assert_eq!(run.wait["eintr"], false);
+    let waited_ms = run.wait["waited_us"].as_u64().unwrap() as f64 / 1000.0;
+    eprintln!("nanosleep(700ms) took {waited_ms:.2} ms with an attach in the middle");
+    assert!(
+        (700.0..760.0).contains(&waited_ms),
+        "the sleep took {waited_ms} ms instead of 700"
+    );
+}
+
+#[test]
+fn epoll_thread_is_left_alone_and_free_thread_is_borrowed() {
+    if !kernel_can_track() {
+        return;
+    }
+    let run = run_against_writer(&["--wait=epoll", "--bursts=10"], &[], None, false);
+    assert_eq!(run.wait["eintr"], false, "epoll_wait returned EINTR");
+}
+
+#[test]
+fn target_survives_tracker_sigkill() {
+    if !kernel_can_track() {
+        return;
+    }
+    let dir = scratch();
+    let mut writer = Writer::spawn(
+        dir.path(),
+        &["--wait=stdin", "--hold", "--bursts=80", "--gap=5ms"],
+        None,
+    );
+    let pid = writer.pid.to_string();
+    let mut tracker = Tracker::spawn(&["--pid", &pid, "--interval", "20ms"], None);
+    writer.go();
+    tracker.wait_deltas(3);
+    tracker.signal(libc::SIGKILL);
+    let _ = tracker.finish();
+    writer.wait_done();
+    assert!(
+        !has_userfaultfd(writer.pid),
+        "the target holds a userfaultfd after the tracker died"
+    );
+    assert_eq!(tracer_pid(writer.pid), 0);
+    let wpid = writer.pid;
+    let (status, truth) = writer.finish();
+    assert!(
+        status.success(),
+        "writer {wpid} exit {status:?} after the tracker was killed: {}",
+        truth.wait
+    );
+}
+
+#[test]
+fn tracking_ends_cleanly_when_target_exits() {
+    if !kernel_can_track() {
+        return;
+    }
+    let dir = scratch();
+    let mut writer = Writer::spawn(
+        dir.path(),
+        &["--wait=stdin", "--bursts=20", "--gap=5ms"],
+        None,
+    );
+    let pid = writer.pid.to_string();
+    let tracker = Tracker::spawn(&["--pid", &pid, "--interval", "20ms"], None);
+    writer.go();
+    let (status, records) = tracker.finish();
+    assert!(status.success(), "tracker exit {status:?}");
+    let end = records.last().unwrap();
+    assert_eq!(end["type"], "end", "{end}");
+    assert_eq!(end["reason"], "target-exited");
+    assert!(
+        !end.as_object().unwrap().contains_key("exit_status"),
+        "--pid mode reports no exit status"
+    );
+    assert!(wait_until(Duration::from_secs(5), || writer
+        .child
+        .try_wait()
+        .unwrap()
+        .is_some()));
+}

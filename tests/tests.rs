@@ -1,0 +1,13 @@
+//! Integration tests: real kernel, real processes, ground truth. One binary, one module per area.
+
+// Helpers: the writer, the tracker, and the page-for-page comparison.
+#[allow(dead_code)]
+mod common;
+// Tracking a running process, held page for page against what it wrote.
+mod ground_truth;
+// What the target must not notice: blocking calls, sleeps, fds, tracer death.
+mod target_safety;
+// `track -- CMD`: launch mode and exit statuses.
+mod launch;
+// Refusals: bad PIDs, bad ranges, traced targets; each a one-line error, the target untouched.
+mod errors;
