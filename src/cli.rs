@@ -221,3 +221,84 @@ mod tests {
         );
     }
 }
+
+/// Extra man page sections (title, plain text; paragraphs separated by blank lines, lines
+/// starting with two spaces kept verbatim). Rendered into `man/` by the generated-files test.
+pub const MAN_SECTIONS: &[(&str, &str)] = &[
+    (
+        "EXAMPLES",
+        "Follow a running process every 100 ms and pretty-print the NDJSON stream:
+
+  uffd-dirty track --pid 4242 --interval 100ms --format json | jq .
+
+Track one address range for 50 intervals:
+
+  uffd-dirty track --pid 4242 --range 0x7f00a0000000-0x7f00b0000000 --count 50
+
+Launch a program and track it from its first instruction:
+
+  uffd-dirty track --interval 1s -- ./my-program --its-args
+
+Pages written per delta, one number per line:
+
+  uffd-dirty track --pid 4242 -f json | jq 'select(.type==\"delta\") | .dirty_pages'
+
+See it work in five seconds:
+
+  uffd-dirty demo",
+    ),
+    (
+        "OUTPUT FORMAT",
+        "With --format json, stdout carries NDJSON, one object per line, and nothing else. \
+Every record has a \"type\": \"start\" (once: version, pid, page_size, method, interval_ms, the tracked \
+ranges with their mapping name and kind, the skipped ranges with a reason, attach timings), \"delta\" \
+(once per interval, also when nothing was written: seq, time, elapsed_ms, dirty_pages, ranges, \
+scan_us), \"mapping\" (a tracked range appeared or went away: event added or removed) and \"end\" \
+(reason: signal, count, duration, target-exited or error; deltas, dirty_pages_total, and the \
+command's exit_status in launch mode).
+
+Addresses are 0x-prefixed lowercase hex strings; end addresses are exclusive; ranges are maximal \
+runs of dirty pages, sorted. A delta holds the pages written since the previous delta (the first: \
+since attach), and its time is the instant its harvest began. Pages written before attach are not \
+reported. A page whose write raced with a harvest can appear in two adjacent deltas. Memory mapped \
+after attach is reported with its populated pages dirty in the next delta, as they may have been \
+written before it was armed.",
+    ),
+    (
+        "EXIT STATUS",
+        "0: success, including a stop by SIGINT or SIGTERM, --count, --duration, the target's exit in \
+--pid mode, and a reader closing the pipe.
+
+1: runtime error.
+
+2: usage error: a bad option value, a range that holds no writable mapping, a PID that cannot be \
+a target.
+
+69: the kernel lacks a required feature (EX_UNAVAILABLE).
+
+77: no permission to attach to the target (EX_NOPERM).
+
+130: a second SIGINT stopped the tracker at once.
+
+In launch mode (-- CMD), when the command exits first, the exit status is the command's own (128+N \
+when a signal N killed it), as with time(1) and strace(1). A command that cannot be started is a runtime error (1).",
+    ),
+    (
+        "PERMISSIONS",
+        "Tracking needs what ptrace needs: the same user as a dumpable target, or CAP_SYS_PTRACE. \
+No other privilege is needed: the userfaultfd is created with UFFD_USER_MODE_ONLY, which \
+vm.unprivileged_userfaultfd does not restrict. Under Yama (kernel.yama.ptrace_scope=1) only \
+descendants may be traced without CAP_SYS_PTRACE, so use launch mode or set the sysctl to 0. \
+Targets under a seccomp filter are refused, since the filter might kill them for calling \
+userfaultfd(2).",
+    ),
+    (
+        "KERNEL",
+        "Linux 6.7 or newer with UFFD_FEATURE_WP_ASYNC, UFFD_FEATURE_WP_UNPOPULATED and the PAGEMAP_SCAN \
+ioctl. The target is never written to: the tracker borrows one thread for two system calls \
+(userfaultfd and close) run through an existing syscall instruction of the target, and restores its \
+registers exactly. Detaching closes the tracker's userfaultfd, which removes every protection; if \
+the tracker is killed, the kernel does the same.",
+    ),
+    ("SEE ALSO", "ptrace(2), userfaultfd(2), ioctl_userfaultfd(2), proc_pid_pagemap(5), strace(1)"),
+];

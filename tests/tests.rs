@@ -11,3 +11,5 @@ mod target_safety;
 mod launch;
 // Refusals: bad PIDs, bad ranges, traced targets; each a one-line error, the target untouched.
 mod errors;
+// man/ and completions/ against the clap definitions.
+mod generated;

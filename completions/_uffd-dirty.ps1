@@ -1,0 +1,108 @@
+
+using namespace System.Management.Automation
+using namespace System.Management.Automation.Language
+
+Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
+    param($wordToComplete, $commandAst, $cursorPosition)
+
+    $commandElements = $commandAst.CommandElements
+    $command = @(
+        'uffd-dirty'
+        for ($i = 1; $i -lt $commandElements.Count; $i++) {
+            $element = $commandElements[$i]
+            if ($element -isnot [StringConstantExpressionAst] -or
+                $element.StringConstantType -ne [StringConstantType]::BareWord -or
+                $element.Value.StartsWith('-') -or
+                $element.Value -eq $wordToComplete) {
+                break
+        }
+        $element.Value
+    }) -join ';'
+
+    $completions = @(switch ($command) {
+        'uffd-dirty' {
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('track', 'track', [CompletionResultType]::ParameterValue, 'Track the dirty pages of a running process (--pid) or of a command it launches')
+            [CompletionResult]::new('demo', 'demo', [CompletionResultType]::ParameterValue, 'Launch a small built-in writer and track it live: see what the tool does in seconds')
+            [CompletionResult]::new('writer', 'writer', [CompletionResultType]::ParameterValue, 'A workload that writes pages in bursts and logs exactly which (used by the tests)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'uffd-dirty;track' {
+            [CompletionResult]::new('-p', '-p', [CompletionResultType]::ParameterName, 'Process to attach to. It is never signalled, and it is left exactly as it was on exit')
+            [CompletionResult]::new('--pid', '--pid', [CompletionResultType]::ParameterName, 'Process to attach to. It is never signalled, and it is left exactly as it was on exit')
+            [CompletionResult]::new('-i', '-i', [CompletionResultType]::ParameterName, 'Time between harvests (e.g. 100ms, 1s, 2m)')
+            [CompletionResult]::new('--interval', '--interval', [CompletionResultType]::ParameterName, 'Time between harvests (e.g. 100ms, 1s, 2m)')
+            [CompletionResult]::new('-r', '-r', [CompletionResultType]::ParameterName, 'Track only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: every writable mapping of the target')
+            [CompletionResult]::new('--range', '--range', [CompletionResultType]::ParameterName, 'Track only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: every writable mapping of the target')
+            [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'Stop after N deltas')
+            [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Stop after N deltas')
+            [CompletionResult]::new('-d', '-d', [CompletionResultType]::ParameterName, 'Stop after this long (e.g. 10s)')
+            [CompletionResult]::new('--duration', '--duration', [CompletionResultType]::ParameterName, 'Stop after this long (e.g. 10s)')
+            [CompletionResult]::new('-m', '-m', [CompletionResultType]::ParameterName, 'How dirty pages are found')
+            [CompletionResult]::new('--method', '--method', [CompletionResultType]::ParameterName, 'How dirty pages are found')
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'uffd-dirty;demo' {
+            [CompletionResult]::new('-i', '-i', [CompletionResultType]::ParameterName, 'Time between harvests')
+            [CompletionResult]::new('--interval', '--interval', [CompletionResultType]::ParameterName, 'Time between harvests')
+            [CompletionResult]::new('-d', '-d', [CompletionResultType]::ParameterName, 'How long the demo runs')
+            [CompletionResult]::new('--duration', '--duration', [CompletionResultType]::ParameterName, 'How long the demo runs')
+            [CompletionResult]::new('--log', '--log', [CompletionResultType]::ParameterName, 'Also keep the writer''s exact log of written pages here')
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'uffd-dirty;writer' {
+            [CompletionResult]::new('--pages', '--pages', [CompletionResultType]::ParameterName, 'Pages in the region')
+            [CompletionResult]::new('--threads', '--threads', [CompletionResultType]::ParameterName, 'Writer threads; thread t owns the pages with index % threads == t')
+            [CompletionResult]::new('--bursts', '--bursts', [CompletionResultType]::ParameterName, 'Bursts per thread (0: until --run-for ends)')
+            [CompletionResult]::new('--burst-pages', '--burst-pages', [CompletionResultType]::ParameterName, 'Pages written per burst')
+            [CompletionResult]::new('--gap', '--gap', [CompletionResultType]::ParameterName, 'Pause between bursts')
+            [CompletionResult]::new('--run-for', '--run-for', [CompletionResultType]::ParameterName, 'Stop writing after this long')
+            [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'What to do before writing')
+            [CompletionResult]::new('--sleep', '--sleep', [CompletionResultType]::ParameterName, 'Sleep length for --wait nanosleep')
+            [CompletionResult]::new('--pre-write', '--pre-write', [CompletionResultType]::ParameterName, 'Pages [0, N) are written before waiting')
+            [CompletionResult]::new('--pre-read', '--pre-read', [CompletionResultType]::ParameterName, 'Pages [pre-write, pre-write + N) are only read before waiting (zero page)')
+            [CompletionResult]::new('--linger', '--linger', [CompletionResultType]::ParameterName, 'Pause after the last burst before exiting (or holding)')
+            [CompletionResult]::new('--pattern', '--pattern', [CompletionResultType]::ParameterName, 'pattern')
+            [CompletionResult]::new('--seed', '--seed', [CompletionResultType]::ParameterName, 'seed')
+            [CompletionResult]::new('--log', '--log', [CompletionResultType]::ParameterName, 'Write the ground-truth log (NDJSON) here')
+            [CompletionResult]::new('--hold', '--hold', [CompletionResultType]::ParameterName, 'After the last burst, print `done` and wait for stdin to close before exiting')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'uffd-dirty;help' {
+            [CompletionResult]::new('track', 'track', [CompletionResultType]::ParameterValue, 'Track the dirty pages of a running process (--pid) or of a command it launches')
+            [CompletionResult]::new('demo', 'demo', [CompletionResultType]::ParameterValue, 'Launch a small built-in writer and track it live: see what the tool does in seconds')
+            [CompletionResult]::new('writer', 'writer', [CompletionResultType]::ParameterValue, 'A workload that writes pages in bursts and logs exactly which (used by the tests)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'uffd-dirty;help;track' {
+            break
+        }
+        'uffd-dirty;help;demo' {
+            break
+        }
+        'uffd-dirty;help;writer' {
+            break
+        }
+        'uffd-dirty;help;help' {
+            break
+        }
+    })
+
+    $completions.Where{ $_.CompletionText -like "$wordToComplete*" } |
+        Sort-Object -Property ListItemText
+}

@@ -1,0 +1,94 @@
+
+use builtin;
+use str;
+
+set edit:completion:arg-completer[uffd-dirty] = {|@words|
+    fn spaces {|n|
+        builtin:repeat $n ' ' | str:join ''
+    }
+    fn cand {|text desc|
+        edit:complex-candidate $text &display=$text' '(spaces (- 14 (wcswidth $text)))$desc
+    }
+    var command = 'uffd-dirty'
+    for word $words[1..-1] {
+        if (str:has-prefix $word '-') {
+            break
+        }
+        set command = $command';'$word
+    }
+    var completions = [
+        &'uffd-dirty'= {
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand track 'Track the dirty pages of a running process (--pid) or of a command it launches'
+            cand demo 'Launch a small built-in writer and track it live: see what the tool does in seconds'
+            cand writer 'A workload that writes pages in bursts and logs exactly which (used by the tests)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'uffd-dirty;track'= {
+            cand -p 'Process to attach to. It is never signalled, and it is left exactly as it was on exit'
+            cand --pid 'Process to attach to. It is never signalled, and it is left exactly as it was on exit'
+            cand -i 'Time between harvests (e.g. 100ms, 1s, 2m)'
+            cand --interval 'Time between harvests (e.g. 100ms, 1s, 2m)'
+            cand -r 'Track only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: every writable mapping of the target'
+            cand --range 'Track only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: every writable mapping of the target'
+            cand -n 'Stop after N deltas'
+            cand --count 'Stop after N deltas'
+            cand -d 'Stop after this long (e.g. 10s)'
+            cand --duration 'Stop after this long (e.g. 10s)'
+            cand -m 'How dirty pages are found'
+            cand --method 'How dirty pages are found'
+            cand -f 'Output format'
+            cand --format 'Output format'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'uffd-dirty;demo'= {
+            cand -i 'Time between harvests'
+            cand --interval 'Time between harvests'
+            cand -d 'How long the demo runs'
+            cand --duration 'How long the demo runs'
+            cand --log 'Also keep the writer''s exact log of written pages here'
+            cand -f 'Output format'
+            cand --format 'Output format'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'uffd-dirty;writer'= {
+            cand --pages 'Pages in the region'
+            cand --threads 'Writer threads; thread t owns the pages with index % threads == t'
+            cand --bursts 'Bursts per thread (0: until --run-for ends)'
+            cand --burst-pages 'Pages written per burst'
+            cand --gap 'Pause between bursts'
+            cand --run-for 'Stop writing after this long'
+            cand --wait 'What to do before writing'
+            cand --sleep 'Sleep length for --wait nanosleep'
+            cand --pre-write 'Pages [0, N) are written before waiting'
+            cand --pre-read 'Pages [pre-write, pre-write + N) are only read before waiting (zero page)'
+            cand --linger 'Pause after the last burst before exiting (or holding)'
+            cand --pattern 'pattern'
+            cand --seed 'seed'
+            cand --log 'Write the ground-truth log (NDJSON) here'
+            cand --hold 'After the last burst, print `done` and wait for stdin to close before exiting'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'uffd-dirty;help'= {
+            cand track 'Track the dirty pages of a running process (--pid) or of a command it launches'
+            cand demo 'Launch a small built-in writer and track it live: see what the tool does in seconds'
+            cand writer 'A workload that writes pages in bursts and logs exactly which (used by the tests)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'uffd-dirty;help;track'= {
+        }
+        &'uffd-dirty;help;demo'= {
+        }
+        &'uffd-dirty;help;writer'= {
+        }
+        &'uffd-dirty;help;help'= {
+        }
+    ]
+    $completions[$command]
+}

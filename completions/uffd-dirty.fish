@@ -1,0 +1,71 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_uffd_dirty_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_uffd_dirty_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_uffd_dirty_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_uffd_dirty_using_subcommand
+    set -l cmd (__fish_uffd_dirty_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -s V -l version -d 'Print version'
+complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "track" -d 'Track the dirty pages of a running process (--pid) or of a command it launches'
+complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "demo" -d 'Launch a small built-in writer and track it live: see what the tool does in seconds'
+complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "writer" -d 'A workload that writes pages in bursts and logs exactly which (used by the tests)'
+complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s p -l pid -d 'Process to attach to. It is never signalled, and it is left exactly as it was on exit' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s i -l interval -d 'Time between harvests (e.g. 100ms, 1s, 2m)' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s r -l range -d 'Track only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: every writable mapping of the target' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s n -l count -d 'Stop after N deltas' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s d -l duration -d 'Stop after this long (e.g. 10s)' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s m -l method -d 'How dirty pages are found' -r -f -a "pagemap-scan\t'userfaultfd async write-protect, harvested by PAGEMAP_SCAN with atomic re-protect'"
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s f -l format -d 'Output format' -r -f -a "human\t'One line per delta for people'
+json\t'NDJSON: one JSON object per line, for scripts'"
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s i -l interval -d 'Time between harvests' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s d -l duration -d 'How long the demo runs' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -l log -d 'Also keep the writer\'s exact log of written pages here' -r -F
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s f -l format -d 'Output format' -r -f -a "human\t'One line per delta for people'
+json\t'NDJSON: one JSON object per line, for scripts'"
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l pages -d 'Pages in the region' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l threads -d 'Writer threads; thread t owns the pages with index % threads == t' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l bursts -d 'Bursts per thread (0: until --run-for ends)' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l burst-pages -d 'Pages written per burst' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l gap -d 'Pause between bursts' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l run-for -d 'Stop writing after this long' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l wait -d 'What to do before writing' -r -f -a "none\t'Start writing at once'
+stdin\t'Block in read(2) on stdin until a byte arrives'
+nanosleep\t'Sleep --sleep in one nanosleep(2) call, then start'
+epoll\t'One thread blocks in epoll_wait(2) on stdin while the main thread spins'"
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l sleep -d 'Sleep length for --wait nanosleep' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l pre-write -d 'Pages [0, N) are written before waiting' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l pre-read -d 'Pages [pre-write, pre-write + N) are only read before waiting (zero page)' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l linger -d 'Pause after the last burst before exiting (or holding)' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l pattern -r -f -a "random\t'Random pages'
+wave\t'A window sliding through the region, plus a few random pages (for the demo)'"
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l seed -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l log -d 'Write the ground-truth log (NDJSON) here' -r -F
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l hold -d 'After the last burst, print `done` and wait for stdin to close before exiting'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track demo writer help" -f -a "track" -d 'Track the dirty pages of a running process (--pid) or of a command it launches'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track demo writer help" -f -a "demo" -d 'Launch a small built-in writer and track it live: see what the tool does in seconds'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track demo writer help" -f -a "writer" -d 'A workload that writes pages in bursts and logs exactly which (used by the tests)'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track demo writer help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
