@@ -9,7 +9,11 @@ use uffd_dirty::cli::{Cli, MAN_SECTIONS};
 
 fn roff_escape(line: &str) -> String {
     let s = line.replace('\\', "\\e");
-    if s.starts_with('.') || s.starts_with('\'') { format!("\\&{s}") } else { s }
+    if s.starts_with('.') || s.starts_with('\'') {
+        format!("\\&{s}")
+    } else {
+        s
+    }
 }
 
 /// Plain text to roff: blank-line paragraphs, two-space-indented lines kept verbatim.
@@ -43,7 +47,10 @@ fn expected_files() -> Vec<(PathBuf, Vec<u8>)> {
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = format!("uffd-dirty-{}", sub.get_name());
         let static_name: &'static str = Box::leak(name.clone().into_boxed_str());
-        let sub = sub.clone().name(static_name).bin_name(name.replace('-', " "));
+        let sub = sub
+            .clone()
+            .name(static_name)
+            .bin_name(name.replace('-', " "));
         files.push((root.join(format!("man/{name}.1")), man_page(sub, true)));
     }
     for (shell, file) in [
@@ -72,5 +79,8 @@ fn man_pages_and_completions_match_the_cli() {
             stale.push(path.display().to_string());
         }
     }
-    assert!(stale.is_empty(), "generated files drifted from the CLI (run `UPDATE_GENERATED=1 cargo test`): {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "generated files drifted from the CLI (run `UPDATE_GENERATED=1 cargo test`): {stale:?}"
+    );
 }
