@@ -159,69 +159,6 @@ pub fn parse_range(s: &str) -> Result<Span, String> {
     Ok(Span::new(start, end))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory;
-
-    #[test]
-    fn verify_cli() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn ranges_parse_and_reject() {
-        assert_eq!(parse_range("0x1000-0x3000"), Ok(Span::new(0x1000, 0x3000)));
-        assert_eq!(parse_range("4096-8192"), Ok(Span::new(4096, 8192)));
-        assert!(
-            parse_range("0x1001-0x3000")
-                .unwrap_err()
-                .contains("not page-aligned")
-        );
-        assert!(
-            parse_range("0x3000-0x1000")
-                .unwrap_err()
-                .contains("must be below")
-        );
-        assert!(parse_range("0x1000").unwrap_err().contains("START-END"));
-        assert!(
-            parse_range("zz-0x1000")
-                .unwrap_err()
-                .contains("not an address")
-        );
-    }
-
-    #[test]
-    fn track_needs_exactly_one_target() {
-        assert!(Cli::try_parse_from(["uffd-dirty", "track"]).is_err());
-        assert!(Cli::try_parse_from(["uffd-dirty", "track", "--pid", "1", "--", "true"]).is_err());
-        let cli = Cli::try_parse_from([
-            "uffd-dirty",
-            "track",
-            "--interval",
-            "100ms",
-            "--",
-            "ls",
-            "-l",
-        ])
-        .unwrap();
-        let Command::Track(t) = cli.command else {
-            panic!()
-        };
-        assert_eq!(
-            (t.interval, t.command.len()),
-            (Duration::from_millis(100), 2)
-        );
-        assert!(
-            Cli::try_parse_from(["uffd-dirty", "track", "--pid", "1", "--interval", "0ms"])
-                .is_err()
-        );
-        assert!(
-            Cli::try_parse_from(["uffd-dirty", "track", "--pid", "1", "--count", "0"]).is_err()
-        );
-    }
-}
-
 /// Extra man page sections (title, plain text; paragraphs separated by blank lines, lines
 /// starting with two spaces kept verbatim). Rendered into `man/` by the generated-files test.
 pub const MAN_SECTIONS: &[(&str, &str)] = &[
@@ -302,3 +239,66 @@ the tracker is killed, the kernel does the same.",
     ),
     ("SEE ALSO", "ptrace(2), userfaultfd(2), ioctl_userfaultfd(2), proc_pid_pagemap(5), strace(1)"),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ranges_parse_and_reject() {
+        assert_eq!(parse_range("0x1000-0x3000"), Ok(Span::new(0x1000, 0x3000)));
+        assert_eq!(parse_range("4096-8192"), Ok(Span::new(4096, 8192)));
+        assert!(
+            parse_range("0x1001-0x3000")
+                .unwrap_err()
+                .contains("not page-aligned")
+        );
+        assert!(
+            parse_range("0x3000-0x1000")
+                .unwrap_err()
+                .contains("must be below")
+        );
+        assert!(parse_range("0x1000").unwrap_err().contains("START-END"));
+        assert!(
+            parse_range("zz-0x1000")
+                .unwrap_err()
+                .contains("not an address")
+        );
+    }
+
+    #[test]
+    fn track_needs_exactly_one_target() {
+        assert!(Cli::try_parse_from(["uffd-dirty", "track"]).is_err());
+        assert!(Cli::try_parse_from(["uffd-dirty", "track", "--pid", "1", "--", "true"]).is_err());
+        let cli = Cli::try_parse_from([
+            "uffd-dirty",
+            "track",
+            "--interval",
+            "100ms",
+            "--",
+            "ls",
+            "-l",
+        ])
+        .unwrap();
+        let Command::Track(t) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            (t.interval, t.command.len()),
+            (Duration::from_millis(100), 2)
+        );
+        assert!(
+            Cli::try_parse_from(["uffd-dirty", "track", "--pid", "1", "--interval", "0ms"])
+                .is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["uffd-dirty", "track", "--pid", "1", "--count", "0"]).is_err()
+        );
+    }
+}
