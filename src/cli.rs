@@ -50,6 +50,13 @@ pub enum Method {
     PagemapScan,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArmMethod {
+    Auto,
+    PagemapScan,
+    Writeprotect,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct Output {
     /// Output format.
@@ -92,6 +99,11 @@ pub struct TrackArgs {
 
     #[command(flatten)]
     pub output: Output,
+
+    /// How to apply the initial write-protection (auto: PAGEMAP_SCAN where the kernel has the
+    /// PMD-hole fix, else UFFDIO_WRITEPROTECT). For testing both paths on one kernel.
+    #[arg(long, value_enum, default_value_t = ArmMethod::Auto, hide = true)]
+    pub arm: ArmMethod,
 
     /// Command to launch and track from its first instruction (after `--`).
     #[arg(last = true, value_name = "CMD")]

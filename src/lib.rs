@@ -25,7 +25,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 
-use cli::{Cli, Command, DemoArgs, Method, Output, TrackArgs};
+use cli::{ArmMethod, Cli, Command, DemoArgs, Method, Output, TrackArgs};
 use exit::ExitCode;
 
 /// Stop flag set by SIGINT/SIGTERM; a second SIGINT exits at once with 130.
@@ -76,6 +76,7 @@ fn demo(args: &DemoArgs) -> Result<ExitCode> {
         output: Output {
             format: args.output.format,
         },
+        arm: ArmMethod::Auto,
         command: writer,
     })
 }

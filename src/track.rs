@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, anyhow};
 
 use crate::attach;
-use crate::cli::{Format, TrackArgs};
+use crate::cli::{ArmMethod, Format, TrackArgs};
 use crate::exit::{ExitCode, usage};
 use crate::launch;
 use crate::maps::{self, Selected, Span, Vma};
@@ -18,7 +18,7 @@ use crate::output::{self, Addr, Emitter, EndReason, Record, Timestamp};
 use crate::scan::{DirtySource, PagemapScan};
 use crate::sys::{self, abi};
 use crate::target::Target;
-use crate::uffd::{self, KernelSupport, Uffd};
+use crate::uffd::{self, Uffd};
 
 /// Longest single sleep while waiting for the next tick, so a stop request is seen promptly.
 const WAIT_SLICE: Duration = Duration::from_millis(50);
@@ -295,7 +295,12 @@ pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> R
         vmas: Vec::new(),
         runs: Vec::with_capacity(1024),
     };
-    let skipped = session.arm(&support)?;
+    let arm_with_scan = match args.arm {
+        ArmMethod::Auto => support.pmd_hole_fix,
+        ArmMethod::PagemapScan => true,
+        ArmMethod::Writeprotect => false,
+    };
+    let skipped = session.arm(arm_with_scan)?;
     warn_skipped(target.pid, &skipped);
     let start = output::Start {
         version: output::FORMAT_VERSION,
@@ -305,7 +310,7 @@ pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> R
         interval_ms: args.interval.as_millis() as u64,
         ranges: tracked_ranges(&session.registry.pieces, session.page_size),
         skipped: skipped_ranges(&skipped),
-        arm_method: if support.pmd_hole_fix {
+        arm_method: if arm_with_scan {
             "pagemap-scan"
         } else {
             "writeprotect"
@@ -329,7 +334,7 @@ pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> R
 
 impl Session<'_> {
     /// Register everything in scope, then write-protect it, never-touched pages included.
-    fn arm(&mut self, support: &KernelSupport) -> Result<Vec<Skip>> {
+    fn arm(&mut self, with_scan: bool) -> Result<Vec<Skip>> {
         self.vmas = maps::read_maps(self.target.pid).context("reading the target's mappings")?;
         let skipped = self
             .registry
@@ -344,7 +349,7 @@ impl Session<'_> {
         for &span in &self.registry.armed {
             // PAGEMAP_SCAN protects about 7x faster, but marks empty page-table ranges only on
             // kernels with the PMD-hole fix; UFFDIO_WRITEPROTECT marks them everywhere.
-            let r = if support.pmd_hole_fix {
+            let r = if with_scan {
                 self.scanner.protect(span)
             } else {
                 self.uffd.writeprotect(span)

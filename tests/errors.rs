@@ -88,9 +88,9 @@ fn zombie() {
     if !kernel_can_track() {
         return;
     }
-    // `true` exits; its parent then execs into sleep, which never reaps it.
+    // The short sleep exits after its parent has exec'ed into `sleep 30`, which never reaps it.
     let mut sh = Command::new("sh")
-        .args(["-c", "true & echo $!; exec sleep 30"])
+        .args(["-c", "sleep 0.2 & echo $!; exec sleep 30"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

@@ -201,3 +201,24 @@ fn unprivileged_user_tracks_own_process() {
         false,
     );
 }
+
+#[test]
+fn arming_with_uffdio_writeprotect_is_exact_too() {
+    if !kernel_can_track() {
+        return;
+    }
+    // The path kernels without the PMD-hole fix take.
+    let run = run_against_writer(
+        &[
+            "--pages=1024",
+            "--bursts=40",
+            "--burst-pages=16",
+            "--pre-write=200",
+            "--pre-read=100",
+        ],
+        &["--arm=writeprotect"],
+        None,
+        false,
+    );
+    assert_eq!(run.records[0]["arm_method"], "writeprotect");
+}

@@ -137,3 +137,68 @@ fn missing_command_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn duration_ends_tracking_with_human_output() {
+    if !kernel_can_track() {
+        return;
+    }
+    let t0 = std::time::Instant::now();
+    let out = uffd_dirty()
+        .args([
+            "track",
+            "--interval=50ms",
+            "--duration=300ms",
+            "--",
+            "sleep",
+            "30",
+        ])
+        .output()
+        .unwrap();
+    let took = t0.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("tracking PID "), "{text}");
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("stopped (duration) after "),
+        "{text}"
+    );
+    let deltas = lines.iter().filter(|l| l.contains(" pages ")).count();
+    assert!(
+        (5..=7).contains(&deltas),
+        "{deltas} delta lines in 300 ms at 50 ms:\n{text}"
+    );
+    assert!(took < std::time::Duration::from_secs(4), "took {took:?}");
+}
+
+#[test]
+fn closed_stdout_ends_tracking_cleanly() {
+    if !kernel_can_track() {
+        return;
+    }
+    // `| head -n 3`: the tracker must end promptly with status 0 and terminate its command.
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("{BIN} track -f json --interval=10ms -- sleep 30 | head -n 3; echo \"status=${{PIPESTATUS:-0}}\"")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 4, "{text}");
+    let out = std::process::Command::new("bash")
+        .args(["-c", &format!("{BIN} track -f json --interval=10ms -- sleep 30 | head -n 3 >/dev/null; echo ${{PIPESTATUS[0]}}")])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0",
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
