@@ -50,41 +50,33 @@ impl PagemapScan {
     /// them; a slot populated while this runs no longer matches and is reported the same way.
     pub fn protect_unpopulated(&mut self, span: Span) -> io::Result<()> {
         let populated = abi::PAGE_IS_PRESENT | abi::PAGE_IS_SWAPPED;
-        let mut cur = span.start;
-        while cur < span.end {
-            let mut arg = abi::PmScanArg {
-                start: cur,
-                end: span.end,
-                flags: abi::PM_SCAN_WP_MATCHING,
-                category_inverted: populated,
-                category_mask: populated,
-                return_mask: populated,
-                ..Default::default()
-            };
-            sys::pagemap_scan(self.pagemap.as_fd(), &mut arg, &mut self.vec)?;
-            if arg.walk_end <= cur {
-                break;
-            }
-            cur = arg.walk_end;
-        }
-        Ok(())
+        let query = abi::PmScanArg {
+            flags: abi::PM_SCAN_WP_MATCHING,
+            category_inverted: populated,
+            category_mask: populated,
+            return_mask: populated,
+            ..Default::default()
+        };
+        self.walk(span, query, |_| {})
     }
 
-    fn harvest_span(&mut self, span: Span, out: &mut Vec<Span>) -> io::Result<()> {
+    /// Run `query` over `span`, resuming at `walk_end` until the span is done, and hand each
+    /// batch of output regions to `sink`.
+    fn walk(
+        &mut self,
+        span: Span,
+        query: abi::PmScanArg,
+        mut sink: impl FnMut(&[abi::PageRegion]),
+    ) -> io::Result<()> {
         let mut cur = span.start;
         while cur < span.end {
             let mut arg = abi::PmScanArg {
                 start: cur,
                 end: span.end,
-                flags: abi::PM_SCAN_WP_MATCHING,
-                category_mask: abi::PAGE_IS_WRITTEN,
-                return_mask: abi::PAGE_IS_WRITTEN,
-                ..Default::default()
+                ..query
             };
             let n = sys::pagemap_scan(self.pagemap.as_fd(), &mut arg, &mut self.vec)?;
-            for r in &self.vec[..n] {
-                push_run(out, Span::new(r.start, r.end));
-            }
+            sink(&self.vec[..n]);
             if arg.walk_end <= cur {
                 // The kernel backed out without progress: a range edge splits a hugetlb page.
                 return Err(io::Error::other(format!(
@@ -103,8 +95,18 @@ impl DirtySource for PagemapScan {
     }
 
     fn harvest(&mut self, spans: &[Span], out: &mut Vec<Span>) -> io::Result<()> {
+        let query = abi::PmScanArg {
+            flags: abi::PM_SCAN_WP_MATCHING,
+            category_mask: abi::PAGE_IS_WRITTEN,
+            return_mask: abi::PAGE_IS_WRITTEN,
+            ..Default::default()
+        };
         for &span in spans {
-            self.harvest_span(span, out)?;
+            self.walk(span, query, |regions| {
+                for r in regions {
+                    push_run(out, Span::new(r.start, r.end));
+                }
+            })?;
         }
         Ok(())
     }
