@@ -173,7 +173,7 @@ _uffd__dirty() {
             return 0
             ;;
         uffd__subcmd__dirty__subcmd__track)
-            opts="-p -i -r -n -d -m -f -h --pid --interval --range --count --duration --method --format --arm --help"
+            opts="-p -i -r -n -d -m -f -h --pid --interval --range --count --duration --method --format --no-follow-exec --arm --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -43,6 +43,7 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand -f 'Output format'
             cand --format 'Output format'
             cand --arm 'How to apply the initial write-protection (auto: PAGEMAP_SCAN where the kernel has the PMD-hole fix, else UFFDIO_WRITEPROTECT). For testing both paths on one kernel'
+            cand --no-follow-exec 'End tracking (reason `exec`) when the target calls execve, instead of attaching to the new program and going on'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }

@@ -41,6 +41,7 @@ json\t'NDJSON: one JSON object per line, for scripts'"
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -l arm -d 'How to apply the initial write-protection (auto: PAGEMAP_SCAN where the kernel has the PMD-hole fix, else UFFDIO_WRITEPROTECT). For testing both paths on one kernel' -r -f -a "auto\t''
 pagemap-scan\t''
 writeprotect\t''"
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -l no-follow-exec -d 'End tracking (reason `exec`) when the target calls execve, instead of attaching to the new program and going on'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s i -l interval -d 'Time between harvests' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s d -l duration -d 'How long the demo runs' -r

@@ -100,6 +100,11 @@ pub struct TrackArgs {
     #[command(flatten)]
     pub output: Output,
 
+    /// End tracking (reason `exec`) when the target calls execve, instead of attaching to the
+    /// new program and going on.
+    #[arg(long)]
+    pub no_follow_exec: bool,
+
     /// How to apply the initial write-protection (auto: PAGEMAP_SCAN where the kernel has the
     /// PMD-hole fix, else UFFDIO_WRITEPROTECT). For testing both paths on one kernel.
     #[arg(long, value_enum, default_value_t = ArmMethod::Auto, hide = true)]

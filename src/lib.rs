@@ -77,6 +77,7 @@ fn demo(args: &DemoArgs) -> Result<ExitCode> {
             format: args.output.format,
         },
         arm: ArmMethod::Auto,
+        no_follow_exec: false,
         command: writer,
     })
 }

@@ -151,6 +151,8 @@ fn wait_until(deadline: Instant, target: &Target, stop: &AtomicBool) -> Wake {
 struct Child {
     pid: i32,
     status: Option<i32>,
+    /// Stopped under our ptrace: SIGTERM would wait for nothing, so it is killed outright.
+    traced: bool,
 }
 
 impl Child {
@@ -164,6 +166,10 @@ impl Child {
 
 impl Drop for Child {
     fn drop(&mut self) {
+        if self.traced {
+            launch::kill_and_reap(self.pid);
+            return;
+        }
         if self.reap().is_none() {
             let status = launch::terminate(self.pid);
             eprintln!(
@@ -180,16 +186,242 @@ pub struct Outcome {
     pub exit: ExitCode,
 }
 
-struct Session<'a> {
-    target: &'a Target,
+/// How freshly registered memory is write-protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arming {
+    /// Everything, by PAGEMAP_SCAN (kernels with the PMD-hole fix).
+    Scan,
+    /// Everything, by UFFDIO_WRITEPROTECT (marks empty page-table ranges on every kernel).
+    Writeprotect,
+    /// Only empty slots: what is already populated is reported by the next harvest. For
+    /// memory that may have been written before it was armed (a new image after exec).
+    Unpopulated,
+}
+
+impl Arming {
+    fn name(self) -> &'static str {
+        match self {
+            Arming::Scan => "pagemap-scan",
+            Arming::Writeprotect => "writeprotect",
+            Arming::Unpopulated => "unpopulated",
+        }
+    }
+}
+
+/// Why the target's memory went away.
+enum Gone {
+    Exited,
+    Exec,
+}
+
+/// Everything bound to one address space of the target; replaced when the target execs.
+struct Mm {
     uffd: Uffd,
     scanner: PagemapScan,
-    scope: Vec<Span>,
     registry: Registry,
-    emitter: Box<dyn Emitter + 'a>,
-    page_size: u64,
     vmas: Vec<Vma>,
     runs: Vec<Span>,
+}
+
+/// A fresh attachment to the target's current address space.
+struct Attachment {
+    mm: Mm,
+    skipped: Vec<Skip>,
+    attach_us: u64,
+    thread_stopped_us: u64,
+}
+
+/// Create a userfaultfd in the target, register everything in scope and arm it.
+fn attach_mm(target: &Target, scope: &[Span], at_exec: bool, arming: Arming) -> Result<Attachment> {
+    let started = Instant::now();
+    let injection = if at_exec {
+        attach::take_userfaultfd_after_exec(target)?
+    } else {
+        attach::take_userfaultfd(target)?
+    };
+    let uffd = Uffd::handshake(injection.uffd)?;
+    let pagemap = target.open_proc("pagemap")?;
+    let mut mm = Mm {
+        uffd,
+        scanner: PagemapScan::new(pagemap),
+        registry: Registry::default(),
+        vmas: Vec::new(),
+        runs: Vec::with_capacity(1024),
+    };
+    let skipped = mm
+        .arm(target, scope, arming)
+        .map_err(|e| match target.check_alive() {
+            Err(_) => anyhow!("PID {} exited while being attached to", target.pid),
+            Ok(()) => e,
+        })?;
+    warn_skipped(target.pid, &skipped);
+    Ok(Attachment {
+        mm,
+        skipped,
+        attach_us: started.elapsed().as_micros() as u64,
+        thread_stopped_us: injection.stopped.as_micros() as u64,
+    })
+}
+
+impl Mm {
+    /// Register everything in scope, then write-protect it.
+    fn arm(&mut self, target: &Target, scope: &[Span], arming: Arming) -> Result<Vec<Skip>> {
+        self.vmas = maps::read_maps(target.pid).context("reading the target's mappings")?;
+        let skipped = self
+            .registry
+            .refresh(&self.uffd, target.pid, &self.vmas, scope)
+            .context("registering the target's memory")?;
+        if self.registry.armed.is_empty() {
+            return Err(anyhow!(
+                "none of the selected memory of PID {} could be registered",
+                target.pid
+            ));
+        }
+        for &span in &self.registry.armed {
+            let r = match arming {
+                Arming::Scan => self.scanner.protect(span),
+                Arming::Unpopulated => self.scanner.protect_unpopulated(span),
+                // A VMA unmapped since it was registered leaves a hole: protect what is left.
+                Arming::Writeprotect => match self.uffd.writeprotect(span) {
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                        self.writeprotect_live(target, span)
+                    }
+                    r => r,
+                },
+            };
+            r.with_context(|| format!("write-protecting {span} of PID {}", target.pid))?;
+        }
+        Ok(skipped)
+    }
+
+    /// UFFDIO_WRITEPROTECT over the parts of `span` that are still mapped.
+    fn writeprotect_live(&self, target: &Target, span: Span) -> io::Result<()> {
+        let live = maps::union(
+            maps::read_maps(target.pid)?
+                .iter()
+                .map(|v| Span::new(v.start, v.end))
+                .collect(),
+        );
+        for part in live.iter().filter_map(|v| v.intersect(&span)) {
+            match self.uffd.writeprotect(part) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                r => r?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Pick up mappings created since the last harvest, arm them, and return the `mapping`
+    /// records for what appeared or went.
+    fn refresh_mappings(
+        &mut self,
+        target: &Target,
+        scope: &[Span],
+    ) -> io::Result<Vec<output::Mapping>> {
+        self.vmas = maps::read_maps(target.pid)?;
+        let before = std::mem::take(&mut self.registry.armed);
+        let skipped = self
+            .registry
+            .refresh(&self.uffd, target.pid, &self.vmas, scope)?;
+        warn_skipped(target.pid, &skipped);
+        let added = maps::subtract(&self.registry.armed, &before);
+        let removed = maps::subtract(&before, &self.registry.armed);
+        for &span in &added {
+            self.scanner.protect_unpopulated(span)?;
+        }
+        let time = Timestamp(SystemTime::now());
+        let mut events = Vec::with_capacity(added.len() + removed.len());
+        for (event, spans) in [("added", added), ("removed", removed)] {
+            for s in spans {
+                let (mapping, kind) = match maps::vma_at(&self.vmas, s.start) {
+                    Some(v) if event == "added" => {
+                        (v.display_name().to_string(), v.kind().as_str())
+                    }
+                    _ => (String::new(), "unmapped"),
+                };
+                events.push(output::Mapping {
+                    event,
+                    start: Addr(s.start),
+                    end: Addr(s.end),
+                    mapping,
+                    kind,
+                    time,
+                });
+            }
+        }
+        Ok(events)
+    }
+
+    /// Tell apart an exited target, an exec (our mm is gone, the process lives on), and a
+    /// real error.
+    fn gone(&self, target: &Target, e: &io::Error) -> Option<Gone> {
+        if target.check_alive().is_err() {
+            return Some(Gone::Exited);
+        }
+        let mm_may_be_gone = is_gone(e) || e.kind() == io::ErrorKind::NotFound;
+        (mm_may_be_gone && self.scanner.mm_is_gone()).then_some(Gone::Exec)
+    }
+
+    /// One harvest: mapping events and the delta, or why the memory is gone.
+    fn harvest(
+        &mut self,
+        target: &Target,
+        scope: &[Span],
+        seq: u64,
+        since: Instant,
+        page_size: u64,
+    ) -> Result<std::result::Result<(Vec<output::Mapping>, output::Delta), Gone>> {
+        let events = match self.refresh_mappings(target, scope) {
+            Ok(ev) => ev,
+            Err(e) => match self.gone(target, &e) {
+                Some(g) => return Ok(Err(g)),
+                None => return Err(e).context("refreshing the target's mappings"),
+            },
+        };
+        let time = SystemTime::now();
+        let t0 = Instant::now();
+        self.runs.clear();
+        if let Err(e) = self.scanner.harvest(scope, &mut self.runs) {
+            return match self.gone(target, &e) {
+                Some(g) => Ok(Err(g)),
+                None => {
+                    Err(e).with_context(|| format!("harvesting dirty pages of PID {}", target.pid))
+                }
+            };
+        }
+        let scan_us = t0.elapsed().as_micros() as u64;
+        let dirty_pages = self.runs.iter().map(|r| r.len()).sum::<u64>() / page_size;
+        let delta = output::Delta {
+            seq,
+            time: Timestamp(time),
+            elapsed_ms: since.elapsed().as_millis() as u64,
+            dirty_pages,
+            ranges: output::dirty_runs(&self.runs, page_size),
+            scan_us,
+        };
+        Ok(Ok((events, delta)))
+    }
+}
+
+/// The record stream. A reader that goes away (`| head`) is a clean end, not an error.
+struct Out<'a> {
+    emitter: Box<dyn Emitter + 'a>,
+    closed: bool,
+}
+
+impl Out<'_> {
+    fn emit(&mut self, record: Record, vmas: &[Vma]) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        match self.emitter.emit(&record, vmas) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            r => r.context("writing output"),
+        }
+    }
 }
 
 fn tracked_ranges(pieces: &[Selected], page_size: u64) -> Vec<output::TrackedRange> {
@@ -255,265 +487,199 @@ pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> R
     } else {
         maps::union(args.ranges.clone())
     };
+    let arming = match args.arm {
+        ArmMethod::Auto if support.pmd_hole_fix => Arming::Scan,
+        ArmMethod::Auto | ArmMethod::Writeprotect => Arming::Writeprotect,
+        ArmMethod::PagemapScan => Arming::Scan,
+    };
 
     let (target, mut child) = match args.pid {
         Some(pid) => {
             let target = Target::open(pid)?;
-            check_scope(
-                &target,
-                &args.ranges,
-                &maps::read_maps(pid).context("reading the target's mappings")?,
-            )?;
+            let vmas = maps::read_maps(pid).context("reading the target's mappings")?;
+            check_scope(&target, &args.ranges, &vmas)?;
             (target, None)
         }
         None => {
             let launched = launch::spawn(&args.command)?;
             let pid = launched.target.pid;
-            (launched.target, Some(Child { pid, status: None }))
+            // Until attached, the command is stopped under ptrace: on any error, kill it at once.
+            let mut child = Child {
+                pid,
+                status: None,
+                traced: true,
+            };
+            let vmas = maps::read_maps(pid).context("reading the command's mappings")?;
+            check_scope(&launched.target, &args.ranges, &vmas)?;
+            child.traced = false;
+            (launched.target, Some(child))
         }
     };
-    if child.is_some() {
-        check_scope(&target, &args.ranges, &maps::read_maps(target.pid)?)?;
+    if let Some(c) = child.as_mut() {
+        c.traced = true;
     }
-
-    let attach_started = Instant::now();
-    let injection = if child.is_some() {
-        attach::take_userfaultfd_after_exec(&target)?
-    } else {
-        attach::take_userfaultfd(&target)?
-    };
-    let uffd = Uffd::handshake(injection.uffd)?;
-    let pagemap = target.open_proc("pagemap")?;
-    let mut session = Session {
-        target: &target,
-        uffd,
-        scanner: PagemapScan::new(pagemap),
-        scope,
-        registry: Registry::default(),
-        emitter: out,
-        page_size: sys::page_size(),
-        vmas: Vec::new(),
-        runs: Vec::with_capacity(1024),
-    };
-    let arm_with_scan = match args.arm {
-        ArmMethod::Auto => support.pmd_hole_fix,
-        ArmMethod::PagemapScan => true,
-        ArmMethod::Writeprotect => false,
-    };
-    let skipped = session.arm(arm_with_scan)?;
-    warn_skipped(target.pid, &skipped);
+    let attachment = attach_mm(&target, &scope, child.is_some(), arming)?;
+    if let Some(c) = child.as_mut() {
+        c.traced = false;
+    }
+    let page_size = sys::page_size();
     let start = output::Start {
         version: output::FORMAT_VERSION,
         pid: target.pid,
-        page_size: session.page_size,
-        method: session.scanner.method(),
+        page_size,
+        method: attachment.mm.scanner.method(),
         interval_ms: args.interval.as_millis() as u64,
-        ranges: tracked_ranges(&session.registry.pieces, session.page_size),
-        skipped: skipped_ranges(&skipped),
-        arm_method: if arm_with_scan {
-            "pagemap-scan"
-        } else {
-            "writeprotect"
-        },
-        attach_us: attach_started.elapsed().as_micros() as u64,
-        thread_stopped_us: injection.stopped.as_micros() as u64,
+        ranges: tracked_ranges(&attachment.mm.registry.pieces, page_size),
+        skipped: skipped_ranges(&attachment.skipped),
+        arm_method: arming.name(),
+        attach_us: attachment.attach_us,
+        thread_stopped_us: attachment.thread_stopped_us,
         time: Timestamp(SystemTime::now()),
     };
-    let outcome = session.track(start, args, stop, child.as_mut());
-    // Closing our userfaultfd is the detach: the kernel drops every protection.
-    drop(session);
-    let outcome = outcome?;
-    let exit = match child.as_mut().and_then(Child::reap) {
-        Some(status) if outcome.reason == EndReason::TargetExited => {
-            ExitCode::Command(status.clamp(0, 255) as u8)
-        }
-        _ => outcome.exit,
+    let mut out = Out {
+        emitter: out,
+        closed: false,
     };
-    Ok(Outcome { exit, ..outcome })
+    out.emit(Record::Start(start), &attachment.mm.vmas)?;
+    let mut tracking = Tracking {
+        target: &target,
+        scope,
+        args,
+        page_size,
+        seq: 0,
+        total: 0,
+    };
+    let (reason, error) = tracking.follow(attachment, stop, &mut out)?;
+    let exit_status = match reason {
+        EndReason::TargetExited => child.as_mut().and_then(Child::reap),
+        _ => None,
+    };
+    let end = output::End {
+        reason,
+        deltas: tracking.seq,
+        dirty_pages_total: tracking.total,
+        exit_status,
+        error: error.clone(),
+        time: Timestamp(SystemTime::now()),
+    };
+    out.emit(Record::End(end), &[])?;
+    if let Some(e) = error {
+        return Err(anyhow!(e));
+    }
+    let exit = match exit_status {
+        Some(status) => ExitCode::Command(status.clamp(0, 255) as u8),
+        None => ExitCode::Success,
+    };
+    Ok(Outcome { reason, exit })
 }
 
-impl Session<'_> {
-    /// Register everything in scope, then write-protect it, never-touched pages included.
-    fn arm(&mut self, with_scan: bool) -> Result<Vec<Skip>> {
-        self.vmas = maps::read_maps(self.target.pid).context("reading the target's mappings")?;
-        let skipped = self
-            .registry
-            .refresh(&self.uffd, self.target.pid, &self.vmas, &self.scope)
-            .context("registering the target's memory")?;
-        if self.registry.armed.is_empty() {
-            return Err(anyhow!(
-                "none of the selected memory of PID {} could be registered",
-                self.target.pid
-            ));
-        }
-        for &span in &self.registry.armed {
-            // PAGEMAP_SCAN protects about 7x faster, but marks empty page-table ranges only on
-            // kernels with the PMD-hole fix; UFFDIO_WRITEPROTECT marks them everywhere.
-            let r = if with_scan {
-                self.scanner.protect(span)
-            } else {
-                self.uffd.writeprotect(span)
-            };
-            r.with_context(|| format!("write-protecting {span} of PID {}", self.target.pid))?;
-        }
-        Ok(skipped)
-    }
+/// The tracking loop's state, which lives across re-attaches after exec.
+struct Tracking<'a> {
+    target: &'a Target,
+    scope: Vec<Span>,
+    args: &'a TrackArgs,
+    page_size: u64,
+    seq: u64,
+    total: u64,
+}
 
-    fn emit(&mut self, record: Record) -> io::Result<()> {
-        self.emitter.emit(&record, &self.vmas)
-    }
-
-    /// Pick up mappings created since the last harvest and report what appeared or went.
-    fn refresh_mappings(&mut self) -> io::Result<()> {
-        self.vmas = maps::read_maps(self.target.pid)?;
-        let before = std::mem::take(&mut self.registry.armed);
-        let skipped =
-            self.registry
-                .refresh(&self.uffd, self.target.pid, &self.vmas, &self.scope)?;
-        warn_skipped(self.target.pid, &skipped);
-        let now = Timestamp(SystemTime::now());
-        let added = maps::subtract(&self.registry.armed, &before);
-        let removed = maps::subtract(&before, &self.registry.armed);
-        for &span in &added {
-            self.scanner.protect_unpopulated(span)?;
-        }
-        for (event, spans) in [("added", added), ("removed", removed)] {
-            for s in spans {
-                let (mapping, kind) = match maps::vma_at(&self.vmas, s.start) {
-                    Some(v) if event == "added" => {
-                        (v.display_name().to_string(), v.kind().as_str())
-                    }
-                    _ => (String::new(), "unmapped"),
-                };
-                self.emit(Record::Mapping(output::Mapping {
-                    event,
-                    start: Addr(s.start),
-                    end: Addr(s.end),
-                    mapping,
-                    kind,
-                    time: now,
-                }))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// One harvest. `Ok(None)`: the target's memory is gone.
-    fn harvest(&mut self, seq: u64, since: Instant) -> Result<Option<output::Delta>> {
-        match self.refresh_mappings() {
-            Err(e)
-                if is_gone(&e)
-                    || e.kind() == io::ErrorKind::NotFound
-                    || self.target.check_alive().is_err() =>
-            {
-                return Ok(None);
-            }
-            r => r.context("refreshing the target's mappings")?,
-        }
-        let time = SystemTime::now();
-        let t0 = Instant::now();
-        self.runs.clear();
-        match self.scanner.harvest(&self.scope, &mut self.runs) {
-            Err(e) if is_gone(&e) => return Ok(None),
-            r => r.with_context(|| format!("harvesting dirty pages of PID {}", self.target.pid))?,
-        }
-        let scan_us = t0.elapsed().as_micros() as u64;
-        let dirty_pages = self.runs.iter().map(|r| r.len()).sum::<u64>() / self.page_size;
-        Ok(Some(output::Delta {
-            seq,
-            time: Timestamp(time),
-            elapsed_ms: since.elapsed().as_millis() as u64,
-            dirty_pages,
-            ranges: output::dirty_runs(&self.runs, self.page_size),
-            scan_us,
-        }))
-    }
-
-    fn track(
+impl Tracking<'_> {
+    /// Harvest every interval until something ends tracking; after an exec, attach to the new
+    /// image (unless `--no-follow-exec`) and go on. Returns the end reason and error message.
+    fn follow(
         &mut self,
-        start: output::Start,
-        args: &TrackArgs,
+        first: Attachment,
         stop: &AtomicBool,
-        mut child: Option<&mut Child>,
-    ) -> Result<Outcome> {
+        out: &mut Out,
+    ) -> Result<(EndReason, Option<String>)> {
         let since = Instant::now();
-        let end_at = args.duration.map(|d| since + d);
-        let mut next = since + args.interval;
-        let (mut seq, mut total) = (0u64, 0u64);
-        let mut error = None;
-        let ok = |r: io::Result<()>| -> Result<bool> {
-            match r {
-                Ok(()) => Ok(true),
-                // The reader went away (`| head`): a clean, successful end.
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
-                Err(e) => Err(e).context("writing output"),
-            }
-        };
-        if !ok(self.emit(Record::Start(start)))? {
-            return Ok(Outcome {
-                reason: EndReason::Signal,
-                exit: ExitCode::Success,
-            });
-        }
-        let reason = loop {
+        let end_at = self.args.duration.map(|d| since + d);
+        let mut next = since + self.args.interval;
+        // Dropping an `Mm` closes its userfaultfd: the kernel drops every protection.
+        let mut mm = first.mm;
+        loop {
             let deadline = end_at.map_or(next, |e| next.min(e));
             let wake = wait_until(deadline, self.target, stop);
             if let Wake::TargetExited = wake {
-                break EndReason::TargetExited;
+                return Ok((EndReason::TargetExited, None));
             }
-            let delta = match self.harvest(seq + 1, since) {
-                Ok(Some(d)) => d,
-                Ok(None) => break EndReason::TargetExited,
-                Err(e) => {
-                    error = Some(format!("{e:#}"));
-                    break EndReason::Error;
+            match mm.harvest(
+                self.target,
+                &self.scope,
+                self.seq + 1,
+                since,
+                self.page_size,
+            ) {
+                Ok(Ok((events, delta))) => {
+                    for ev in events {
+                        out.emit(Record::Mapping(ev), &mm.vmas)?;
+                    }
+                    self.seq += 1;
+                    self.total += delta.dirty_pages;
+                    out.emit(Record::Delta(delta), &mm.vmas)?;
                 }
-            };
-            seq += 1;
-            total += delta.dirty_pages;
-            if !ok(self.emit(Record::Delta(delta)))? {
-                return Ok(Outcome {
-                    reason: EndReason::Signal,
-                    exit: ExitCode::Success,
-                });
+                Ok(Err(Gone::Exited)) => return Ok((EndReason::TargetExited, None)),
+                Ok(Err(Gone::Exec)) => {
+                    drop(mm);
+                    if self.args.no_follow_exec {
+                        return Ok((EndReason::Exec, None));
+                    }
+                    // Everything of the new image is new memory: what it populated before we
+                    // armed it is reported by the next harvest.
+                    match attach_mm(self.target, &self.scope, false, Arming::Unpopulated) {
+                        Ok(a) => {
+                            let exe = std::fs::read_link(self.target.proc_path("exe"))
+                                .map(|p| p.display().to_string())
+                                .unwrap_or_default();
+                            out.emit(
+                                Record::Exec(output::Exec {
+                                    pid: self.target.pid,
+                                    exe,
+                                    ranges: tracked_ranges(&a.mm.registry.pieces, self.page_size),
+                                    skipped: skipped_ranges(&a.skipped),
+                                    attach_us: a.attach_us,
+                                    thread_stopped_us: a.thread_stopped_us,
+                                    time: Timestamp(SystemTime::now()),
+                                }),
+                                &a.mm.vmas,
+                            )?;
+                            mm = a.mm;
+                            // Harvest the new image at once, then keep the cadence.
+                            continue;
+                        }
+                        Err(e) if self.target.check_alive().is_err() => {
+                            let _ = e;
+                            return Ok((EndReason::TargetExited, None));
+                        }
+                        Err(e) => {
+                            return Ok((
+                                EndReason::Exec,
+                                Some(format!("re-attaching after exec: {e:#}")),
+                            ));
+                        }
+                    }
+                }
+                Err(e) => return Ok((EndReason::Error, Some(format!("{e:#}")))),
+            }
+            if out.closed {
+                return Ok((EndReason::OutputClosed, None));
             }
             if let Wake::Stop = wake {
-                break EndReason::Signal;
+                return Ok((EndReason::Signal, None));
             }
-            if args.count.is_some_and(|n| seq >= n) {
-                break EndReason::Count;
+            if self.args.count.is_some_and(|n| self.seq >= n) {
+                return Ok((EndReason::Count, None));
             }
             if end_at.is_some_and(|e| Instant::now() >= e) {
-                break EndReason::Duration;
+                return Ok((EndReason::Duration, None));
             }
-            next += args.interval;
+            next += self.args.interval;
             let now = Instant::now();
             if next < now {
                 // Harvests fell behind: skip the missed ticks rather than burst to catch up.
-                next = now + args.interval;
+                next = now + self.args.interval;
             }
-        };
-        let exit_status = if reason == EndReason::TargetExited {
-            child.as_mut().and_then(|c| c.reap())
-        } else {
-            None
-        };
-        let end = output::End {
-            reason,
-            deltas: seq,
-            dirty_pages_total: total,
-            exit_status,
-            error: error.clone(),
-            time: Timestamp(SystemTime::now()),
-        };
-        ok(self.emit(Record::End(end)))?;
-        if let Some(e) = error {
-            return Err(anyhow!(e));
         }
-        Ok(Outcome {
-            reason,
-            exit: ExitCode::Success,
-        })
     }
 }
 

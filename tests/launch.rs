@@ -202,3 +202,72 @@ fn closed_stdout_ends_tracking_cleanly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Run `track -f json ARGS` to completion; the records, without the command's own lines.
+fn track_records(args: &[&str]) -> (std::process::ExitStatus, Vec<serde_json::Value>, String) {
+    let out = uffd_dirty()
+        .arg("track")
+        .arg("--format=json")
+        .args(args)
+        .output()
+        .unwrap();
+    let records = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["type"] != "ready")
+        .collect();
+    (
+        out.status,
+        records,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn exec_is_followed_into_the_new_program() {
+    if !kernel_can_track() {
+        return;
+    }
+    // Tracking starts in `sh`, which execs the writer: every write of the new image counts.
+    let dir = scratch();
+    let log = dir.path().join("writer.log");
+    let script = format!(
+        "sleep 0.1; exec {BIN} writer --pages=512 --bursts=40 --burst-pages=12 --gap=3ms --linger=120ms --log {}",
+        log.display()
+    );
+    let (status, records, stderr) = track_records(&["--interval=20ms", "--", "sh", "-c", &script]);
+    assert!(status.success(), "{status:?}: {stderr}");
+    let exec = records
+        .iter()
+        .find(|r| r["type"] == "exec")
+        .expect("an exec record");
+    assert!(
+        exec["exe"].as_str().unwrap().ends_with("uffd-dirty"),
+        "{exec}"
+    );
+    assert_eq!(records.last().unwrap()["reason"], "target-exited");
+    let truth = truth_from_log(&log);
+    let base = hex(&truth.wait["base"]);
+    let (start_ns, deltas) = deltas_in(&records, base, truth.wait["pages"].as_u64().unwrap());
+    let v = compare(&truth, start_ns, &deltas);
+    assert!(v.lost.is_empty(), "LOST after exec: {:?}", v.lost);
+    assert!(v.unexplained.is_empty(), "unexplained: {:?}", v.unexplained);
+}
+
+#[test]
+fn no_follow_exec_ends_with_reason_exec() {
+    if !kernel_can_track() {
+        return;
+    }
+    let (status, records, stderr) = track_records(&[
+        "--interval=20ms",
+        "--no-follow-exec",
+        "--",
+        "sh",
+        "-c",
+        "sleep 0.1; exec sleep 5",
+    ]);
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert_eq!(records.last().unwrap()["reason"], "exec", "{records:?}");
+}

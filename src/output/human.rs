@@ -104,6 +104,18 @@ impl<W: Write> Emitter for Human<W> {
                     top.join(", ")
                 )?;
             }
+            Record::Exec(x) => {
+                let pages: u64 = x.ranges.iter().map(|r| r.pages).sum();
+                writeln!(
+                    self.out,
+                    "{}  exec {}: re-attached in {:.1} ms, {} ranges, {} pages",
+                    clock(x.time.0),
+                    x.exe,
+                    x.attach_us as f64 / 1000.0,
+                    x.ranges.len(),
+                    pages
+                )?;
+            }
             Record::End(e) => {
                 let reason = serde_json::to_value(e.reason)
                     .ok()

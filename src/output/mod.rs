@@ -107,7 +107,23 @@ pub enum EndReason {
     Count,
     Duration,
     TargetExited,
+    /// The target exec'ed and `--no-follow-exec` was given, or re-attaching failed.
+    Exec,
     Error,
+    /// The reader closed stdout; never printed, since nothing can be.
+    OutputClosed,
+}
+
+/// The target exec'ed: tracking goes on in the new image, attached afresh.
+#[derive(Debug, Clone, Serialize)]
+pub struct Exec {
+    pub pid: i32,
+    pub exe: String,
+    pub ranges: Vec<TrackedRange>,
+    pub skipped: Vec<SkippedRange>,
+    pub attach_us: u64,
+    pub thread_stopped_us: u64,
+    pub time: Timestamp,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -130,6 +146,7 @@ pub enum Record {
     Start(Start),
     Mapping(Mapping),
     Delta(Delta),
+    Exec(Exec),
     End(End),
 }
 

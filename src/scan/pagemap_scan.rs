@@ -43,6 +43,14 @@ impl PagemapScan {
         sys::pagemap_scan(self.pagemap.as_fd(), &mut arg, &mut []).map(drop)
     }
 
+    /// Whether the address space this pagemap fd was opened on is gone (the process exec'ed
+    /// or exited): reading it then yields no bytes, where a live one gives an entry even for
+    /// an unmapped address. (PAGEMAP_SCAN on a dead mm just finds no VMAs and succeeds.)
+    pub fn mm_is_gone(&self) -> bool {
+        let mut entry = [0u8; 8];
+        matches!(sys::pread_full(self.pagemap.as_fd(), &mut entry, 0), Ok(0))
+    }
+
     /// Arm a newly registered span without hiding what was written before it was registered:
     /// protect only empty slots (neither present nor swapped), on the generic walk path (a
     /// vector is passed, so the no-vector fast path that would protect everything is not
