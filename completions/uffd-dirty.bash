@@ -278,7 +278,7 @@ _uffd__dirty() {
                     return 0
                     ;;
                 --wait)
-                    COMPREPLY=($(compgen -W "none stdin nanosleep epoll" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "none stdin nanosleep epoll epoll-only" -- "${cur}"))
                     return 0
                     ;;
                 --sleep)

@@ -58,7 +58,8 @@ complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l run-for
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l wait -d 'What to do before writing' -r -f -a "none\t'Start writing at once'
 stdin\t'Block in read(2) on stdin until a byte arrives'
 nanosleep\t'Sleep --sleep in one nanosleep(2) call, then start'
-epoll\t'One thread blocks in epoll_wait(2) on stdin while the main thread spins'"
+epoll\t'One thread blocks in epoll_wait(2) on stdin while the main thread spins'
+epoll-only\t'The only thread blocks in epoll_wait(2) with no timeout on stdin'"
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l sleep -d 'Sleep length for --wait nanosleep' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l pre-write -d 'Pages [0, N) are written before waiting' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l pre-read -d 'Pages [pre-write, pre-write + N) are only read before waiting (zero page)' -r

@@ -3,7 +3,7 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use anyhow::{Context, Result};
 
@@ -120,8 +120,26 @@ impl Target {
 
     /// Fails once the process has exited. Called after opening a `/proc/PID` file, it proves
     /// the file belongs to the pidfd's process, not to a later one that reused the PID.
+    /// A zombie counts as exited: its pidfd is readable, though signal 0 still reaches it.
     pub fn check_alive(&self) -> Result<()> {
-        sys::pidfd_alive(self.pidfd.as_fd()).with_context(|| format!("PID {} has exited", self.pid))
+        sys::pidfd_alive(self.pidfd.as_fd())
+            .with_context(|| format!("PID {} has exited", self.pid))?;
+        if self.has_exited() {
+            anyhow::bail!("PID {} has exited", self.pid);
+        }
+        Ok(())
+    }
+
+    /// Whether the process has exited (its pidfd polls readable), zombie or reaped.
+    pub fn has_exited(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no timeout.
+        let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+        r > 0 && pfd.revents & libc::POLLIN != 0
     }
 
     /// Open a `/proc/PID/<name>` file of this very process.

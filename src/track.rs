@@ -221,6 +221,8 @@ struct Mm {
     registry: Registry,
     vmas: Vec<Vma>,
     runs: Vec<Span>,
+    /// Pages of freshly armed memory that were populated when it was armed, for the next delta.
+    populated: Vec<Span>,
 }
 
 /// A fresh attachment to the target's current address space.
@@ -234,32 +236,39 @@ struct Attachment {
 /// Create a userfaultfd in the target, register everything in scope and arm it.
 fn attach_mm(target: &Target, scope: &[Span], at_exec: bool, arming: Arming) -> Result<Attachment> {
     let started = Instant::now();
-    let injection = if at_exec {
-        attach::take_userfaultfd_after_exec(target)?
+    let arm = |fd| -> Result<(Mm, Vec<Skip>)> {
+        let mut mm = Mm {
+            uffd: Uffd::handshake(fd)?,
+            scanner: PagemapScan::new(target.open_proc("pagemap")?),
+            registry: Registry::default(),
+            vmas: Vec::new(),
+            runs: Vec::with_capacity(1024),
+            populated: Vec::new(),
+        };
+        let skipped = mm
+            .arm(target, scope, arming)
+            .map_err(|e| match target.check_alive() {
+                Err(_) => anyhow!("PID {} exited while being attached to", target.pid),
+                Ok(()) => e,
+            })?;
+        Ok((mm, skipped))
+    };
+    // A launched command is armed before it runs at all; a running process keeps running
+    // (only one thread stops, for the injected calls) while it is armed.
+    let (mm, skipped, stopped) = if at_exec {
+        let inj = attach::take_userfaultfd_after_exec(target, arm)?;
+        (inj.value.0, inj.value.1, inj.stopped)
     } else {
-        attach::take_userfaultfd(target)?
+        let inj = attach::take_userfaultfd(target)?;
+        let (mm, skipped) = arm(inj.value)?;
+        (mm, skipped, inj.stopped)
     };
-    let uffd = Uffd::handshake(injection.uffd)?;
-    let pagemap = target.open_proc("pagemap")?;
-    let mut mm = Mm {
-        uffd,
-        scanner: PagemapScan::new(pagemap),
-        registry: Registry::default(),
-        vmas: Vec::new(),
-        runs: Vec::with_capacity(1024),
-    };
-    let skipped = mm
-        .arm(target, scope, arming)
-        .map_err(|e| match target.check_alive() {
-            Err(_) => anyhow!("PID {} exited while being attached to", target.pid),
-            Ok(()) => e,
-        })?;
     warn_skipped(target.pid, &skipped);
     Ok(Attachment {
         mm,
         skipped,
         attach_us: started.elapsed().as_micros() as u64,
-        thread_stopped_us: injection.stopped.as_micros() as u64,
+        thread_stopped_us: stopped.as_micros() as u64,
     })
 }
 
@@ -280,7 +289,7 @@ impl Mm {
         for &span in &self.registry.armed {
             let r = match arming {
                 Arming::Scan => self.scanner.protect(span),
-                Arming::Unpopulated => self.scanner.protect_unpopulated(span),
+                Arming::Unpopulated => self.scanner.protect_unpopulated(span, &mut self.populated),
                 // A VMA unmapped since it was registered leaves a hole: protect what is left.
                 Arming::Writeprotect => match self.uffd.writeprotect(span) {
                     Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
@@ -327,7 +336,8 @@ impl Mm {
         let added = maps::subtract(&self.registry.armed, &before);
         let removed = maps::subtract(&before, &self.registry.armed);
         for &span in &added {
-            self.scanner.protect_unpopulated(span)?;
+            self.scanner
+                .protect_unpopulated(span, &mut self.populated)?;
         }
         let time = Timestamp(SystemTime::now());
         let mut events = Vec::with_capacity(added.len() + removed.len());
@@ -390,6 +400,10 @@ impl Mm {
             };
         }
         let scan_us = t0.elapsed().as_micros() as u64;
+        if !self.populated.is_empty() {
+            self.runs.append(&mut self.populated);
+            self.runs = maps::union(std::mem::take(&mut self.runs));
+        }
         let dirty_pages = self.runs.iter().map(|r| r.len()).sum::<u64>() / page_size;
         let delta = output::Delta {
             seq,

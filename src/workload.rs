@@ -33,6 +33,8 @@ pub enum WaitMode {
     Nanosleep,
     /// One thread blocks in epoll_wait(2) on stdin while the main thread spins.
     Epoll,
+    /// The only thread blocks in epoll_wait(2) with no timeout on stdin.
+    EpollOnly,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -165,6 +167,25 @@ fn last_errno_is_eintr() -> bool {
     io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
 }
 
+/// Wait in epoll_wait(-1) for stdin, then consume the byte; whether EINTR came back.
+fn epoll_wait_stdin() -> bool {
+    // SAFETY: plain epoll calls on an fd created here; `ev` outlives them.
+    unsafe {
+        let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: 0,
+        };
+        libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, 0, &mut ev);
+        let r = libc::epoll_wait(ep, &mut ev, 1, -1);
+        let eintr = r < 0 && last_errno_is_eintr();
+        let mut b = [0u8; 1];
+        libc::read(0, b.as_mut_ptr().cast(), 1);
+        libc::close(ep);
+        eintr
+    }
+}
+
 /// Block as asked; returns (EINTR seen, how long the wait took).
 fn wait_for_go(args: &WriterArgs) -> (bool, Duration) {
     let t0 = Instant::now();
@@ -189,6 +210,7 @@ fn wait_for_go(args: &WriterArgs) -> (bool, Duration) {
             let r = unsafe { libc::nanosleep(&req, &mut rem) };
             r < 0 && last_errno_is_eintr()
         }
+        WaitMode::EpollOnly => epoll_wait_stdin(),
         WaitMode::Epoll => {
             let go = AtomicBool::new(false);
             let eintr = AtomicBool::new(false);

@@ -29,13 +29,22 @@ struct Victim(std::process::Child);
 
 impl Victim {
     fn sleep() -> Victim {
-        Victim(
+        let v = Victim(
             Command::new("sleep")
                 .arg("30")
                 .stdout(Stdio::null())
                 .spawn()
                 .unwrap(),
-        )
+        );
+        assert!(
+            wait_until(std::time::Duration::from_secs(5), || v.state() == 'S'),
+            "sleep never slept"
+        );
+        v
+    }
+    fn state(&self) -> char {
+        uffd_dirty::target::read_status(&format!("/proc/{}/status", self.pid()))
+            .map_or('?', |s| s.state)
     }
     fn pid(&self) -> i32 {
         self.0.id() as i32
@@ -46,8 +55,7 @@ impl Victim {
             !has_userfaultfd(self.pid()),
             "the target holds a userfaultfd"
         );
-        let st = uffd_dirty::target::read_status(&format!("/proc/{}/status", self.pid())).unwrap();
-        assert_eq!(st.state, 'S', "the target is not sleeping as before");
+        assert_eq!(self.state(), 'S', "the target is not sleeping as before");
     }
 }
 

@@ -44,7 +44,7 @@ pub fn run_against_writer(
     );
     if args
         .iter()
-        .any(|a| *a == "--wait=stdin" || *a == "--wait=epoll")
+        .any(|a| ["--wait=stdin", "--wait=epoll", "--wait=epoll-only"].contains(a))
     {
         writer.go();
     }

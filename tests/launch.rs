@@ -46,7 +46,14 @@ fn launched_command_is_tracked_from_its_first_instruction() {
         "{} writes, {} reports, {} repeated",
         v.writes, v.reports, v.repeated
     );
-    assert!(v.lost.is_empty(), "LOST: {:?}", v.lost);
+    if !v.lost.is_empty() {
+        let dump =
+            std::env::temp_dir().join(format!("uffd-dirty-lost-{}.ndjson", std::process::id()));
+        let text: String = records.iter().map(|r| format!("{r}\n")).collect();
+        std::fs::write(&dump, text).unwrap();
+        std::fs::copy(&log, dump.with_extension("log")).unwrap();
+        panic!("LOST: {:?} (records in {})", v.lost, dump.display());
+    }
     assert!(v.unexplained.is_empty(), "unexplained: {:?}", v.unexplained);
 }
 

@@ -42,6 +42,16 @@ fn epoll_thread_is_left_alone_and_free_thread_is_borrowed() {
 }
 
 #[test]
+fn lone_thread_in_untimed_epoll_wait_is_rewound_without_eintr() {
+    if !kernel_can_track() {
+        return;
+    }
+    // No other thread to borrow: epoll_wait(-1) returns EINTR at the stop, and is run again.
+    let run = run_against_writer(&["--wait=epoll-only", "--bursts=10"], &[], None, false);
+    assert_eq!(run.wait["eintr"], false, "epoll_wait returned EINTR");
+}
+
+#[test]
 fn target_survives_tracker_sigkill() {
     if !kernel_can_track() {
         return;

@@ -38,12 +38,18 @@ const EINTR_ON_STOP: &[i64] = &[
     libc::SYS_semop,
     libc::SYS_semtimedop,
     libc::SYS_rt_sigtimedwait,
+    libc::SYS_io_getevents,
+    abi::SYS_IO_PGETEVENTS,
+    libc::SYS_io_uring_enter,
 ];
 
-/// What a successful injection produced.
-pub struct Injection {
-    /// The tracker's duplicate of the target's userfaultfd.
-    pub uffd: OwnedFd,
+/// After this long waiting for a borrowed thread, say so on stderr (it may be frozen).
+const SLOW_STOP_WARNING: Duration = Duration::from_secs(3);
+
+/// What a successful injection produced: the caller's result from the userfaultfd.
+pub struct Injection<T> {
+    /// What the caller made of the tracker's duplicate of the target's userfaultfd.
+    pub value: T,
     /// The thread that ran the calls.
     pub tid: i32,
     /// How long that thread was stopped.
@@ -95,13 +101,16 @@ fn resume(req: libc::c_uint, tid: i32, sig: i32) -> Result<()> {
     ptrace(req, tid, 0, sig as usize).with_context(|| format!("resuming thread {tid}"))
 }
 
-/// Wait for the next stop of `tid`; with a deadline, give up when it passes.
+/// Wait for the next stop of `tid`; with a deadline, give up when it passes. Without one,
+/// wait as long as it takes (a borrowed thread must get its registers back), saying so on
+/// stderr if the thread seems frozen.
 fn wait_stop(tid: i32, deadline: Option<Instant>) -> Result<Stop> {
-    loop {
+    let started = Instant::now();
+    let mut warned = false;
+    for spins in 0u64.. {
         let mut status = 0;
-        let flags = libc::__WALL | if deadline.is_some() { libc::WNOHANG } else { 0 };
         // SAFETY: `status` is a valid out-pointer for the duration of the call.
-        let r = unsafe { libc::waitpid(tid, &mut status, flags) };
+        let r = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
         if r < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -112,15 +121,27 @@ fn wait_stop(tid: i32, deadline: Option<Instant>) -> Result<Stop> {
         if r == tid {
             return Ok(decode(status));
         }
-        match deadline {
-            Some(d) if Instant::now() >= d => {
-                bail!(
-                    "thread {tid} did not stop within {STOP_TIMEOUT:?} (uninterruptible sleep?); try again"
-                )
-            }
-            _ => std::thread::sleep(Duration::from_micros(200)),
+        if let Some(d) = deadline
+            && Instant::now() >= d
+        {
+            bail!(
+                "thread {tid} did not stop within {STOP_TIMEOUT:?} (uninterruptible sleep?); try again"
+            );
+        }
+        if deadline.is_none() && !warned && started.elapsed() > SLOW_STOP_WARNING {
+            warned = true;
+            eprintln!(
+                "uffd-dirty: still waiting for thread {tid}, which holds borrowed registers (is it frozen or stopped?); waiting on, so that it gets them back"
+            );
+        }
+        // A round trip usually takes microseconds: spin briefly before sleeping.
+        if spins < 2000 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_micros(200));
         }
     }
+    unreachable!()
 }
 
 fn get_sigmask(tid: i32) -> Result<u64> {
@@ -218,6 +239,9 @@ fn thread_rank(pid: i32, tid: i32) -> u8 {
 /// A thread in a ptrace stop whose registers are on loan.
 struct Borrowed {
     tid: i32,
+    pid: i32,
+    /// The registers as the thread stopped.
+    saved: arch::Regs,
     /// The registers handed back at the end (the original ones, or a rewound call).
     restore: arch::Regs,
     /// Registers safe to resume from between injected calls.
@@ -232,19 +256,37 @@ impl Borrowed {
     fn take(tid: i32, pid: i32, site: u64, started: Instant) -> Result<Self> {
         let saved = arch::get_regs(tid)
             .with_context(|| format!("reading the registers of thread {tid}"))?;
+        if !arch::is_64bit(&saved) {
+            bail!("thread {tid} of PID {pid} runs 32-bit code: only 64-bit targets can be tracked");
+        }
         let mut restore = saved;
-        // A call that already returned -EINTR because of our stop is run again instead.
-        if let Some(nr) = arch::interrupted_syscall(&saved)
-            && arch::return_value(&saved) == -i64::from(libc::EINTR)
-            && EINTR_ON_STOP.contains(&(nr as i64))
-            && syscall_insn_before(pid, arch::ip(&saved))
-        {
-            restore = arch::rewound_regs(&saved);
+        match arch::interrupted_syscall(&saved) {
+            // A call that returned -EINTR only because of our stop, and waits forever, is run
+            // again instead; a timed one keeps its EINTR (restarting it would lengthen it).
+            Some(nr)
+                if arch::return_value(&saved) == -i64::from(libc::EINTR)
+                    && EINTR_ON_STOP.contains(&(nr as i64))
+                    && arch::waits_forever(&saved, nr as i64)
+                    && syscall_insn_before(pid, arch::ip(&saved)) =>
+            {
+                restore = arch::rewound_regs(&saved);
+            }
+            Some(_) => {}
+            // Stopped in user space, perhaps inside an rseq critical section: running it
+            // elsewhere makes the kernel drop the section, so resume at its abort handler,
+            // as the kernel itself would after a preemption.
+            None => {
+                if let Some(abort_ip) = rseq_abort_ip(tid, pid, arch::ip(&saved)) {
+                    arch::set_ip(&mut restore, abort_ip);
+                }
+            }
         }
         let parked = arch::parked_regs(&restore);
         let mask = get_sigmask(tid)?;
         Ok(Borrowed {
             tid,
+            pid,
+            saved,
             restore,
             parked,
             mask,
@@ -272,9 +314,21 @@ impl Borrowed {
         loop {
             match wait_stop(self.tid, None)? {
                 Stop::Syscall => return Ok(()),
-                // Only SIGSTOP-like signals get through the all-blocked mask: let them
-                // take effect; the group stop they cause is resumed by our next request.
-                Stop::Signal(sig) => resume(libc::PTRACE_SYSCALL, self.tid, sig)?,
+                // Stop signals get through the all-blocked mask: let them take effect; the
+                // group stop they cause is resumed by our next request.
+                Stop::Signal(sig) if is_stop_signal(sig) => {
+                    resume(libc::PTRACE_SYSCALL, self.tid, sig)?
+                }
+                // Anything else is a fault of the borrowed state (SIGSEGV, SIGILL, SIGSYS...):
+                // it is the tracker's, never the target's. Drop it and give up.
+                Stop::Signal(sig) => {
+                    arch::set_regs(self.tid, &self.parked)?;
+                    set_sigmask(self.tid, self.mask)?;
+                    bail!(
+                        "the injected system call raised signal {sig} in thread {}; nothing was changed",
+                        self.tid
+                    )
+                }
                 Stop::Group | Stop::Interrupt | Stop::Event(_) => {
                     resume(libc::PTRACE_SYSCALL, self.tid, 0)?
                 }
@@ -304,13 +358,72 @@ impl Borrowed {
                 }
                 Stop::Exited => bail!("the target thread {tid} exited during attach"),
             };
-            arch::set_regs(tid, &self.restore)?;
+            // A rewound call must still return EINTR if a signal is about to be handled: the
+            // program may be waiting for exactly that to stop its loop.
+            let signal_coming = deliver != 0 || unblocked_signal_pending(self.pid, tid, self.mask);
+            let regs = if signal_coming {
+                &self.saved
+            } else {
+                &self.restore
+            };
+            arch::set_regs(tid, regs)?;
             set_sigmask(tid, self.mask)?;
             ptrace(libc::PTRACE_DETACH, tid, 0, deliver as usize)
                 .with_context(|| format!("detaching from thread {tid}"))?;
             return Ok(self.started.elapsed());
         }
     }
+}
+
+fn is_stop_signal(sig: i32) -> bool {
+    matches!(
+        sig,
+        libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+    )
+}
+
+/// Whether a signal not blocked by `mask` is pending for the thread or its process.
+fn unblocked_signal_pending(pid: i32, tid: i32, mask: u64) -> bool {
+    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")) else {
+        return false;
+    };
+    text.lines()
+        .filter_map(|l| {
+            l.strip_prefix("SigPnd:")
+                .or_else(|| l.strip_prefix("ShdPnd:"))
+        })
+        .filter_map(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .any(|pending| pending & !mask != 0)
+}
+
+fn read_u64(mem: &fs::File, addr: u64) -> Option<u64> {
+    let mut b = [0u8; 8];
+    matches!(sys::pread_full(mem.as_fd(), &mut b, addr), Ok(8)).then(|| u64::from_ne_bytes(b))
+}
+
+/// The abort handler to resume at, if the thread stopped inside an rseq critical section.
+fn rseq_abort_ip(tid: i32, pid: i32, ip: u64) -> Option<u64> {
+    let mut conf = abi::PtraceRseqConfiguration::default();
+    let size = size_of::<abi::PtraceRseqConfiguration>();
+    ptrace(
+        abi::PTRACE_GET_RSEQ_CONFIGURATION,
+        tid,
+        size,
+        &mut conf as *mut _ as usize,
+    )
+    .ok()?;
+    if conf.rseq_abi_pointer == 0 {
+        return None;
+    }
+    let mem = fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    let cs = read_u64(&mem, conf.rseq_abi_pointer + abi::RSEQ_CS_FIELD_OFFSET)?;
+    if cs == 0 {
+        return None;
+    }
+    let start = read_u64(&mem, cs + abi::RSEQ_CS_START_IP_OFFSET)?;
+    let len = read_u64(&mem, cs + abi::RSEQ_CS_POST_COMMIT_OFFSET)?;
+    let abort = read_u64(&mem, cs + abi::RSEQ_CS_ABORT_IP_OFFSET)?;
+    (ip >= start && ip - start < len).then_some(abort)
 }
 
 /// Whether the two bytes before `ip` in the target are a `syscall` instruction.
@@ -428,7 +541,7 @@ fn create_and_take(b: &Borrowed, target: &Target) -> Result<OwnedFd> {
 }
 
 /// Attach to a running process: borrow its best-placed thread to create a userfaultfd.
-pub fn take_userfaultfd(target: &Target) -> Result<Injection> {
+pub fn take_userfaultfd(target: &Target) -> Result<Injection<OwnedFd>> {
     if let Some((tid, tracer)) = target.traced_thread()? {
         bail!(
             "thread {tid} of PID {} is already traced by PID {tracer}: detach that debugger or tracer first",
@@ -464,23 +577,42 @@ pub fn take_userfaultfd(target: &Target) -> Result<Injection> {
             Stop::Exited => bail!("PID {} exited while being attached to", target.pid),
         }
     }
-    borrow_and_inject(tid, target, site, started)
+    borrow_and_inject(tid, target, site, started, Ok)
 }
 
-fn borrow_and_inject(tid: i32, target: &Target, site: u64, started: Instant) -> Result<Injection> {
-    let borrowed = Borrowed::take(tid, target.pid, site, started)?;
-    let taken = create_and_take(&borrowed, target);
+/// Inject, then run `while_stopped` on the userfaultfd before the thread is given back.
+fn borrow_and_inject<T>(
+    tid: i32,
+    target: &Target,
+    site: u64,
+    started: Instant,
+    while_stopped: impl FnOnce(OwnedFd) -> Result<T>,
+) -> Result<Injection<T>> {
+    let borrowed = match Borrowed::take(tid, target.pid, site, started) {
+        Ok(b) => b,
+        Err(e) => {
+            // Nothing was changed yet: let the thread go as it was.
+            let _ = ptrace(libc::PTRACE_DETACH, tid, 0, 0);
+            return Err(e);
+        }
+    };
+    let value = create_and_take(&borrowed, target).and_then(while_stopped);
     let stopped = borrowed.give_back()?;
     Ok(Injection {
-        uffd: taken?,
+        value: value?,
         tid,
         stopped,
     })
 }
 
 /// Launch mode: `tid` is a child seized with `PTRACE_O_TRACEEXEC` and now in its exec event
-/// stop. Step it to the exit of `execve` (before the new image runs any instruction) and inject.
-pub fn take_userfaultfd_after_exec(target: &Target) -> Result<Injection> {
+/// stop. Step it to the exit of `execve` (before the new image runs any instruction), inject,
+/// and run `arm` on the userfaultfd while the command, single-threaded after exec, is still
+/// stopped: it starts running only once fully tracked.
+pub fn take_userfaultfd_after_exec<T>(
+    target: &Target,
+    arm: impl FnOnce(OwnedFd) -> Result<T>,
+) -> Result<Injection<T>> {
     let tid = target.pid;
     let _blocked = SignalsBlocked::new()?;
     let started = Instant::now();
@@ -495,7 +627,7 @@ pub fn take_userfaultfd_after_exec(target: &Target) -> Result<Injection> {
     }
     refuse_seccomp(target, tid)?;
     let site = find_syscall_site(target)?;
-    borrow_and_inject(tid, target, site, started)
+    borrow_and_inject(tid, target, site, started, arm)
 }
 
 /// Launch-mode helpers for `track -- CMD`: seize the child before it execs.

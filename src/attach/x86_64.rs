@@ -8,7 +8,7 @@
 use std::io;
 
 use crate::sys::abi::{
-    ERESTART_RESTARTBLOCK, ERESTARTNOHAND, ERESTARTNOINTR, ERESTARTSYS, SYS_RESTART_SYSCALL,
+    self, ERESTART_RESTARTBLOCK, ERESTARTNOHAND, ERESTARTNOINTR, ERESTARTSYS, SYS_RESTART_SYSCALL,
 };
 
 pub type Regs = libc::user_regs_struct;
@@ -95,6 +95,30 @@ pub fn rewound_regs(saved: &Regs) -> Regs {
     r.rax = saved.orig_rax;
     r.rip -= SYSCALL_INSN.len() as u64;
     r
+}
+
+/// Whether the thread runs 64-bit code (`cs` of the 64-bit user segment). A compat-mode
+/// thread's `syscall` would run the i386 call with our number, so it is never borrowed.
+pub fn is_64bit(regs: &Regs) -> bool {
+    regs.cs == 0x33
+}
+
+/// For a call that returns `-EINTR` when its thread is ptrace-stopped: whether it waits with
+/// no timeout, so that running it again from the start changes nothing.
+pub fn waits_forever(regs: &Regs, nr: i64) -> bool {
+    match nr {
+        libc::SYS_epoll_wait | libc::SYS_epoll_pwait => (regs.r10 as i32) < 0,
+        libc::SYS_epoll_pwait2 | libc::SYS_semtimedop => regs.r10 == 0,
+        libc::SYS_semop => true,
+        libc::SYS_rt_sigtimedwait => regs.rdx == 0,
+        libc::SYS_io_getevents | abi::SYS_IO_PGETEVENTS => regs.r8 == 0,
+        _ => false,
+    }
+}
+
+/// Point the thread at `ip` (an rseq abort handler).
+pub fn set_ip(regs: &mut Regs, ip: u64) {
+    regs.rip = ip;
 }
 
 /// The instruction pointer, where a `syscall` instruction would be at `rip - 2`.

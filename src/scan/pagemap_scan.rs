@@ -51,21 +51,46 @@ impl PagemapScan {
         matches!(sys::pread_full(self.pagemap.as_fd(), &mut entry, 0), Ok(0))
     }
 
-    /// Arm a newly registered span without hiding what was written before it was registered:
-    /// protect only empty slots (neither present nor swapped), on the generic walk path (a
-    /// vector is passed, so the no-vector fast path that would protect everything is not
-    /// taken). Pages populated before arming stay unprotected, and the next harvest reports
-    /// them; a slot populated while this runs no longer matches and is reported the same way.
-    pub fn protect_unpopulated(&mut self, span: Span) -> io::Result<()> {
-        let populated = abi::PAGE_IS_PRESENT | abi::PAGE_IS_SWAPPED;
-        let query = abi::PmScanArg {
+    /// Arm a newly registered span without hiding what was written before it was registered,
+    /// appending to `populated` the pages that must be reported dirty for that reason.
+    ///
+    /// Only empty slots (neither present nor swapped) are protected, on the generic walk path
+    /// (a vector is passed, so the no-vector fast path that protects everything is not taken).
+    /// Pages populated before arming stay unprotected and the next harvest reports them. One
+    /// race remains in the kernel: an empty page-table range (a PMD hole) is armed with
+    /// `uffd_wp_range()` after the walk saw it empty, which also protects a page a concurrent
+    /// fault populated meanwhile. So every armed range is checked again afterwards, and what
+    /// is present in it now goes to `populated` (a page merely read in that instant is a
+    /// false positive). Only PRESENT is checked: an armed slot reads SWAPPED (markers are swap
+    /// entries), and a page written and swapped out within those microseconds is not a case
+    /// reclaim produces.
+    pub fn protect_unpopulated(&mut self, span: Span, populated: &mut Vec<Span>) -> io::Result<()> {
+        let filled = abi::PAGE_IS_PRESENT | abi::PAGE_IS_SWAPPED;
+        let arm = abi::PmScanArg {
             flags: abi::PM_SCAN_WP_MATCHING,
-            category_inverted: populated,
-            category_mask: populated,
-            return_mask: populated,
+            category_inverted: filled,
+            category_mask: filled,
+            // Empty slots read WRITTEN in uffd-wp VMAs: this reports every range armed.
+            return_mask: abi::PAGE_IS_WRITTEN,
             ..Default::default()
         };
-        self.walk(span, query, |_| {})
+        let mut armed: Vec<Span> = Vec::new();
+        self.walk(span, arm, |regions| {
+            armed.extend(regions.iter().map(|r| Span::new(r.start, r.end)))
+        })?;
+        let check = abi::PmScanArg {
+            category_mask: abi::PAGE_IS_PRESENT,
+            return_mask: abi::PAGE_IS_PRESENT,
+            ..Default::default()
+        };
+        for span in armed {
+            self.walk(span, check, |regions| {
+                for r in regions {
+                    push_run(populated, Span::new(r.start, r.end));
+                }
+            })?;
+        }
+        Ok(())
     }
 
     /// Run `query` over `span`, resuming at `walk_end` until the span is done, and hand each

@@ -9,6 +9,8 @@ pub const SYS_CLOSE: i64 = 3;
 pub const SYS_USERFAULTFD: i64 = 323;
 pub const SYS_PIDFD_OPEN: i64 = 434;
 pub const SYS_PIDFD_GETFD: i64 = 438;
+/// Not in the libc crate's x86_64 table.
+pub const SYS_IO_PGETEVENTS: i64 = 333;
 
 // userfaultfd(2) flags.
 pub const UFFD_USER_MODE_ONLY: u64 = 1;
@@ -55,6 +57,24 @@ pub const PM_PRESENT: u64 = 1 << 63;
 pub const PTRACE_EVENT_STOP: i32 = 128;
 pub const PTRACE_GETSIGMASK: u32 = 0x420a;
 pub const PTRACE_SETSIGMASK: u32 = 0x420b;
+pub const PTRACE_GET_RSEQ_CONFIGURATION: u32 = 0x420f;
+
+/// Offsets into the rseq ABI structs (`struct rseq`, `struct rseq_cs`, uapi linux/rseq.h).
+pub const RSEQ_CS_FIELD_OFFSET: u64 = 8;
+pub const RSEQ_CS_START_IP_OFFSET: u64 = 8;
+pub const RSEQ_CS_POST_COMMIT_OFFSET: u64 = 16;
+pub const RSEQ_CS_ABORT_IP_OFFSET: u64 = 24;
+
+/// `struct ptrace_rseq_configuration`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PtraceRseqConfiguration {
+    pub rseq_abi_pointer: u64,
+    pub rseq_abi_size: u32,
+    pub signature: u32,
+    pub flags: u32,
+    pub pad: u32,
+}
 
 /// x86_64 user address-space end (`TASK_SIZE_MAX` with 4-level paging): `[0, TASK_SIZE)` is
 /// the whole-process harvest span.
@@ -128,6 +148,7 @@ const _: () = assert!(size_of::<UffdioRegister>() == 32);
 const _: () = assert!(size_of::<UffdioWriteprotect>() == 24);
 const _: () = assert!(size_of::<PmScanArg>() == 96);
 const _: () = assert!(size_of::<PageRegion>() == 24);
+const _: () = assert!(size_of::<PtraceRseqConfiguration>() == 24);
 
 #[cfg(test)]
 mod tests {
@@ -172,10 +193,15 @@ mod tests {
         assert_eq!(SYS_USERFAULTFD, libc::SYS_userfaultfd);
         assert_eq!(SYS_PIDFD_OPEN, libc::SYS_pidfd_open);
         assert_eq!(SYS_PIDFD_GETFD, libc::SYS_pidfd_getfd);
+        assert_eq!(SYS_IO_PGETEVENTS, i64::from(g::__NR_io_pgetevents));
         assert_eq!(SYS_RESTART_SYSCALL, libc::SYS_restart_syscall as u64);
         assert_eq!(PTRACE_GETSIGMASK, libc::PTRACE_GETSIGMASK);
         assert_eq!(PTRACE_SETSIGMASK, libc::PTRACE_SETSIGMASK);
         assert_eq!(PTRACE_EVENT_STOP, libc::PTRACE_EVENT_STOP);
+        assert_eq!(
+            PTRACE_GET_RSEQ_CONFIGURATION,
+            linux_raw_sys::ptrace::PTRACE_GET_RSEQ_CONFIGURATION
+        );
     }
 
     #[test]
