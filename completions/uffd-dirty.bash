@@ -22,6 +22,9 @@ _uffd__dirty() {
             uffd__dirty,help)
                 cmd="uffd__dirty__subcmd__help"
                 ;;
+            uffd__dirty,scenario)
+                cmd="uffd__dirty__subcmd__scenario"
+                ;;
             uffd__dirty,track)
                 cmd="uffd__dirty__subcmd__track"
                 ;;
@@ -33,6 +36,9 @@ _uffd__dirty() {
                 ;;
             uffd__dirty__subcmd__help,help)
                 cmd="uffd__dirty__subcmd__help__subcmd__help"
+                ;;
+            uffd__dirty__subcmd__help,scenario)
+                cmd="uffd__dirty__subcmd__help__subcmd__scenario"
                 ;;
             uffd__dirty__subcmd__help,track)
                 cmd="uffd__dirty__subcmd__help__subcmd__track"
@@ -47,7 +53,7 @@ _uffd__dirty() {
 
     case "${cmd}" in
         uffd__dirty)
-            opts="-h -V --help --version track demo writer help"
+            opts="-h -V --help --version track demo writer scenario help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -103,7 +109,7 @@ _uffd__dirty() {
             return 0
             ;;
         uffd__subcmd__dirty__subcmd__help)
-            opts="track demo writer help"
+            opts="track demo writer scenario help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -144,6 +150,20 @@ _uffd__dirty() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        uffd__subcmd__dirty__subcmd__help__subcmd__scenario)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         uffd__subcmd__dirty__subcmd__help__subcmd__track)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -165,6 +185,36 @@ _uffd__dirty() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        uffd__subcmd__dirty__subcmd__scenario)
+            opts="-h --steps --seed --gap --log --help churn mremap dontneed thp shared brk fork"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --steps)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --seed)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gap)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

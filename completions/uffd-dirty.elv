@@ -25,6 +25,7 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand track 'Track the dirty pages of a running process (--pid) or of a command it launches'
             cand demo 'Launch a small built-in writer and track it live: see what the tool does in seconds'
             cand writer 'A workload that writes pages in bursts and logs exactly which (used by the tests)'
+            cand scenario 'Ground-truth scenarios of a changing address space (used by the tests)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'uffd-dirty;track'= {
@@ -77,10 +78,19 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
+        &'uffd-dirty;scenario'= {
+            cand --steps 'Rounds of the scenario after the go byte'
+            cand --seed 'seed'
+            cand --gap 'Pause between rounds'
+            cand --log 'Write the ground-truth log (NDJSON) here'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
         &'uffd-dirty;help'= {
             cand track 'Track the dirty pages of a running process (--pid) or of a command it launches'
             cand demo 'Launch a small built-in writer and track it live: see what the tool does in seconds'
             cand writer 'A workload that writes pages in bursts and logs exactly which (used by the tests)'
+            cand scenario 'Ground-truth scenarios of a changing address space (used by the tests)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'uffd-dirty;help;track'= {
@@ -88,6 +98,8 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
         &'uffd-dirty;help;demo'= {
         }
         &'uffd-dirty;help;writer'= {
+        }
+        &'uffd-dirty;help;scenario'= {
         }
         &'uffd-dirty;help;help'= {
         }

@@ -29,6 +29,7 @@ complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -s V -l version -d '
 complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "track" -d 'Track the dirty pages of a running process (--pid) or of a command it launches'
 complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "demo" -d 'Launch a small built-in writer and track it live: see what the tool does in seconds'
 complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "writer" -d 'A workload that writes pages in bursts and logs exactly which (used by the tests)'
+complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "scenario" -d 'Ground-truth scenarios of a changing address space (used by the tests)'
 complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s p -l pid -d 'Process to attach to. It is never signalled, and it is left exactly as it was on exit' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s i -l interval -d 'Time between harvests (e.g. 100ms, 1s, 2m)' -r
@@ -70,7 +71,13 @@ complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l seed -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l log -d 'Write the ground-truth log (NDJSON) here' -r -F
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l hold -d 'After the last burst, print `done` and wait for stdin to close before exiting'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track demo writer help" -f -a "track" -d 'Track the dirty pages of a running process (--pid) or of a command it launches'
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track demo writer help" -f -a "demo" -d 'Launch a small built-in writer and track it live: see what the tool does in seconds'
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track demo writer help" -f -a "writer" -d 'A workload that writes pages in bursts and logs exactly which (used by the tests)'
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track demo writer help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand scenario" -l steps -d 'Rounds of the scenario after the go byte' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand scenario" -l seed -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand scenario" -l gap -d 'Pause between rounds' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand scenario" -l log -d 'Write the ground-truth log (NDJSON) here' -r -F
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand scenario" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track demo writer scenario help" -f -a "track" -d 'Track the dirty pages of a running process (--pid) or of a command it launches'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track demo writer scenario help" -f -a "demo" -d 'Launch a small built-in writer and track it live: see what the tool does in seconds'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track demo writer scenario help" -f -a "writer" -d 'A workload that writes pages in bursts and logs exactly which (used by the tests)'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track demo writer scenario help" -f -a "scenario" -d 'Ground-truth scenarios of a changing address space (used by the tests)'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track demo writer scenario help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -34,6 +34,9 @@ pub enum Command {
     /// A workload that writes pages in bursts and logs exactly which (used by the tests).
     #[command(hide = true)]
     Writer(crate::workload::WriterArgs),
+    /// Ground-truth scenarios of a changing address space (used by the tests).
+    #[command(hide = true)]
+    Scenario(crate::workload::scenario::ScenarioArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -87,6 +87,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Track(args) => track(&args),
         Command::Demo(args) => demo(&args),
+        Command::Scenario(args) => {
+            workload::scenario::run_scenario(&args)?;
+            Ok(ExitCode::Success)
+        }
         Command::Writer(args) => {
             let code = workload::run_writer(&args)?;
             Ok(if code == 0 {

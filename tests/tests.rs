@@ -13,3 +13,5 @@ mod launch;
 mod errors;
 // man/ and completions/ against the clap definitions.
 mod generated;
+// A living address space: churn, mremap, zaps, THP, shared memory, brk, fork.
+mod living;

@@ -18,6 +18,8 @@ use serde_json::json;
 
 use crate::cli::parse_interval;
 
+pub mod scenario;
+
 /// Exit code when a blocking call returned EINTR (the attach disturbed the target).
 pub const EXIT_EINTR: i32 = 3;
 /// Exit code when memory did not hold what was written.
@@ -92,7 +94,7 @@ pub struct WriterArgs {
     pub log: Option<PathBuf>,
 }
 
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
@@ -142,10 +144,10 @@ impl Region {
     }
 }
 
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;

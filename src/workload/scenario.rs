@@ -1,0 +1,523 @@
+//! Ground-truth scenarios for a living address space: memory that is mapped, unmapped,
+//! moved, zapped, shared, grown and forked while it is written.
+//!
+//! Each scenario logs, with absolute page addresses, every page whose content it changed
+//! (a write, or a zap to zero) and every span it owns exclusively ("watch"), so a test can
+//! demand that each change is reported and judge the reports inside owned memory.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use serde_json::{Value, json};
+
+use super::{Rng, now_ns};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// mmap, write, munmap, mprotect and map-over-in-place, at random.
+    Churn,
+    /// Move a written region with mremap, then write after the move.
+    Mremap,
+    /// MADV_DONTNEED over written and never-written pages.
+    Dontneed,
+    /// MADV_HUGEPAGE memory written before and after attach, and a whole huge page zapped.
+    Thp,
+    /// memfd and MAP_SHARED|MAP_ANONYMOUS memory.
+    Shared,
+    /// Grow and shrink the heap with brk.
+    Brk,
+    /// fork: the child writes its copy (untracked), the parent writes its own.
+    Fork,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ScenarioArgs {
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+    /// Rounds of the scenario after the go byte.
+    #[arg(long, default_value_t = 200)]
+    pub steps: u64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Pause between rounds.
+    #[arg(long, default_value = "1ms", value_parser = crate::cli::parse_interval)]
+    pub gap: Duration,
+    /// Write the ground-truth log (NDJSON) here.
+    #[arg(long)]
+    pub log: PathBuf,
+}
+
+const PAGE: usize = 4096;
+const HUGE: usize = 2 << 20;
+
+/// The scenario's log, kept in memory (so logging never maps or writes watched memory
+/// during the run) and written at the end.
+struct Log {
+    lines: Vec<Value>,
+}
+
+impl Log {
+    fn watch(&mut self, start: usize, len: usize) {
+        self.lines
+            .push(json!({"type": "watch", "start": start, "end": start + len, "t": now_ns()}));
+    }
+    fn unwatch(&mut self, start: usize, len: usize) {
+        self.lines
+            .push(json!({"type": "unwatch", "start": start, "end": start + len, "t": now_ns()}));
+    }
+    /// Pages whose content changed between `t0` and now.
+    fn changed(&mut self, t0: u64, pages: Vec<usize>) {
+        if !pages.is_empty() {
+            self.lines
+                .push(json!({"type": "write", "t0": t0, "t1": now_ns(), "pages": pages}));
+        }
+    }
+    /// Pages whose content became zero between `t0` and now (zapped, or mapped over).
+    fn zeroed(&mut self, t0: u64, pages: Vec<usize>) {
+        if !pages.is_empty() {
+            self.lines.push(
+                json!({"type": "write", "zero": true, "t0": t0, "t1": now_ns(), "pages": pages}),
+            );
+        }
+    }
+    /// Pages holding data before attach (not changes the tracker must report).
+    fn before_attach(&mut self, pages: &[usize]) {
+        self.lines
+            .push(json!({"type": "write", "pre": true, "t0": 0, "t1": 0, "pages": pages}));
+    }
+}
+
+fn map(len: usize, prot: i32, flags: i32, fd: i32) -> io::Result<usize> {
+    // SAFETY: a new mapping at a kernel-chosen address aliases nothing of ours.
+    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd, 0) };
+    if p == libc::MAP_FAILED {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(p as usize)
+    }
+}
+
+fn anon(len: usize) -> io::Result<usize> {
+    map(
+        len,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        -1,
+    )
+}
+
+fn check(r: libc::c_int, what: &str) -> Result<()> {
+    if r != 0 {
+        bail!("{what}: {}", io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Write one byte to each page; returns them.
+fn write_pages(pages: &[usize], value: u8) -> Vec<usize> {
+    for &p in pages {
+        // SAFETY: every address passed here is a page of a live read-write mapping owned by
+        // the scenario.
+        unsafe { std::ptr::write_volatile(p as *mut u8, value) };
+    }
+    pages.to_vec()
+}
+
+fn some_pages(rng: &mut Rng, start: usize, npages: usize, count: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..count)
+        .map(|_| start + (rng.next() as usize % npages) * PAGE)
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+struct Region {
+    start: usize,
+    pages: usize,
+    /// Pages that hold data (written and not zapped since).
+    populated: Vec<usize>,
+}
+
+fn churn(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Result<()> {
+    let mut live: Vec<Region> = Vec::new();
+    for step in 0..args.steps {
+        let t0 = now_ns();
+        match rng.next() % 6 {
+            0 | 1 if live.len() < 24 => {
+                let pages = 1 + rng.next() as usize % 32;
+                let start = anon(pages * PAGE)?;
+                log.watch(start, pages * PAGE);
+                let w = write_pages(&some_pages(rng, start, pages, 1 + pages / 3), step as u8);
+                log.changed(t0, w.clone());
+                live.push(Region {
+                    start,
+                    pages,
+                    populated: w,
+                });
+            }
+            2 if !live.is_empty() => {
+                let r = live.swap_remove(rng.next() as usize % live.len());
+                log.unwatch(r.start, r.pages * PAGE);
+                // SAFETY: unmapping a region the scenario mapped and no longer uses.
+                check(
+                    unsafe { libc::munmap(r.start as *mut _, r.pages * PAGE) },
+                    "munmap",
+                )?;
+            }
+            3 if !live.is_empty() => {
+                // Split the VMA for a while: read-only middle, then read-write again.
+                let r = &live[rng.next() as usize % live.len()];
+                if r.pages >= 3 {
+                    let mid = r.start + PAGE;
+                    // SAFETY: mprotect of pages inside a live mapping of ours.
+                    check(
+                        unsafe { libc::mprotect(mid as *mut _, PAGE, libc::PROT_READ) },
+                        "mprotect",
+                    )?;
+                    // SAFETY: as above.
+                    check(
+                        unsafe {
+                            libc::mprotect(mid as *mut _, PAGE, libc::PROT_READ | libc::PROT_WRITE)
+                        },
+                        "mprotect",
+                    )?;
+                }
+            }
+            4 if !live.is_empty() => {
+                // Map over in place: the same range, a new (unregistered) VMA, zero content.
+                let i = rng.next() as usize % live.len();
+                let (start, pages) = (live[i].start, live[i].pages);
+                // SAFETY: MAP_FIXED over a mapping of ours that nothing references.
+                let p = unsafe {
+                    libc::mmap(
+                        start as *mut _,
+                        pages * PAGE,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                        -1,
+                        0,
+                    )
+                };
+                if p == libc::MAP_FAILED {
+                    bail!("mmap MAP_FIXED: {}", io::Error::last_os_error());
+                }
+                // The old data is gone: its pages changed (to zero).
+                let zapped = std::mem::take(&mut live[i].populated);
+                log.zeroed(t0, zapped);
+                let t0 = now_ns();
+                let w = write_pages(&some_pages(rng, start, pages, 2), step as u8);
+                log.changed(t0, w.clone());
+                live[i].populated = w;
+            }
+            _ => {
+                for r in &mut live {
+                    let w = write_pages(&some_pages(rng, r.start, r.pages, 2), step as u8);
+                    r.populated.extend_from_slice(&w);
+                    log.changed(t0, w);
+                }
+            }
+        }
+        std::thread::sleep(args.gap);
+    }
+    Ok(())
+}
+
+fn mremap_scenario(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Result<()> {
+    const PAGES: usize = 64;
+    // Two reservations: the region moves back and forth between them.
+    let mut at = [anon(PAGES * PAGE)?, anon(PAGES * PAGE)?];
+    log.watch(at[0], PAGES * PAGE);
+    log.watch(at[1], PAGES * PAGE);
+    let t0 = now_ns();
+    let mut populated = write_pages(&some_pages(rng, at[0], PAGES, 20), 1);
+    log.changed(t0, populated.clone());
+    for step in 0..args.steps {
+        let t0 = now_ns();
+        // SAFETY: moving our own mapping onto our own other reservation.
+        let p = unsafe {
+            libc::mremap(
+                at[0] as *mut _,
+                PAGES * PAGE,
+                PAGES * PAGE,
+                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                at[1] as *mut libc::c_void,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            bail!("mremap: {}", io::Error::last_os_error());
+        }
+        // Data appeared at the new place; the old place is unmapped: map it again.
+        let moved: Vec<usize> = populated.iter().map(|&a| a - at[0] + at[1]).collect();
+        let old = std::mem::take(&mut populated);
+        let fresh = map(
+            PAGES * PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+        )
+        .ok()
+        .filter(|&a| a == at[0]);
+        at.swap(0, 1);
+        if fresh.is_none() {
+            // The old range could not be reclaimed at the same address: use a new one.
+            at[1] = anon(PAGES * PAGE)?;
+            log.watch(at[1], PAGES * PAGE);
+        }
+        let w = write_pages(&some_pages(rng, at[0], PAGES, 4), step as u8);
+        populated = moved.clone();
+        populated.extend_from_slice(&w);
+        populated.sort_unstable();
+        populated.dedup();
+        // The data left its old place, which now reads zero (mapped afresh).
+        log.zeroed(t0, old);
+        let mut changed = moved;
+        changed.extend(w);
+        log.changed(t0, changed);
+        std::thread::sleep(args.gap * 5);
+    }
+    Ok(())
+}
+
+fn dontneed(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Result<()> {
+    const PAGES: usize = 256;
+    let start = anon(PAGES * PAGE)?;
+    log.watch(start, PAGES * PAGE);
+    let mut populated = vec![false; PAGES];
+    for step in 0..args.steps {
+        let t0 = now_ns();
+        let w = write_pages(&some_pages(rng, start, PAGES, 8), step as u8);
+        for &a in &w {
+            populated[(a - start) / PAGE] = true;
+        }
+        log.changed(t0, w);
+        if step % 3 == 2 {
+            // Zap a run that holds written and never-written pages: only the written ones
+            // change (to zero).
+            let first = rng.next() as usize % (PAGES - 32);
+            let t0 = now_ns();
+            // SAFETY: madvise on pages of our own mapping.
+            check(
+                unsafe {
+                    libc::madvise(
+                        (start + first * PAGE) as *mut _,
+                        32 * PAGE,
+                        libc::MADV_DONTNEED,
+                    )
+                },
+                "madvise",
+            )?;
+            let zapped: Vec<usize> = (first..first + 32)
+                .filter(|&i| populated[i])
+                .map(|i| start + i * PAGE)
+                .collect();
+            populated[first..first + 32].fill(false);
+            log.zeroed(t0, zapped);
+        }
+        std::thread::sleep(args.gap);
+    }
+    Ok(())
+}
+
+/// A 2 MiB-aligned `len` of anonymous memory.
+fn aligned_anon(len: usize) -> Result<usize> {
+    let raw = anon(len + HUGE)?;
+    let start = (raw + HUGE - 1) & !(HUGE - 1);
+    // SAFETY: trimming the unaligned head and tail of our own fresh mapping.
+    unsafe {
+        if start > raw {
+            libc::munmap(raw as *mut _, start - raw);
+        }
+        libc::munmap((start + len) as *mut _, raw + HUGE - start);
+    }
+    Ok(start)
+}
+
+fn thp_setup(rng: &mut Rng) -> Result<(usize, usize, Vec<usize>)> {
+    let len = 4 * HUGE;
+    let start = aligned_anon(len)?;
+    // SAFETY: madvise on our own mapping.
+    check(
+        unsafe { libc::madvise(start as *mut _, len, libc::MADV_HUGEPAGE) },
+        "madvise(MADV_HUGEPAGE)",
+    )?;
+    // Before attach: populate the first three huge pages (not logged: before attach).
+    let mut written = Vec::new();
+    for h in 0..3 {
+        written.extend(write_pages(&some_pages(rng, start + h * HUGE, 512, 1), 1));
+    }
+    Ok((start, len, written))
+}
+
+fn thp(
+    args: &ScenarioArgs,
+    rng: &mut Rng,
+    log: &mut Log,
+    (start, len, mut written): (usize, usize, Vec<usize>),
+) -> Result<()> {
+    log.watch(start, len);
+    log.before_attach(&written);
+    let pages = len / PAGE;
+    for step in 0..args.steps {
+        let t0 = now_ns();
+        let w = write_pages(&some_pages(rng, start, pages, 4), step as u8);
+        written.extend_from_slice(&w);
+        log.changed(t0, w);
+        if step == args.steps / 2 {
+            // Zap the whole first huge page: its page table may go, leaving a PMD hole.
+            let t0 = now_ns();
+            // SAFETY: madvise on our own mapping.
+            check(
+                unsafe { libc::madvise(start as *mut _, HUGE, libc::MADV_DONTNEED) },
+                "madvise",
+            )?;
+            // The pages that held data there are zero now: changed.
+            let (zapped, kept): (Vec<usize>, Vec<usize>) =
+                written.iter().partition(|&&a| a < start + HUGE);
+            written = kept;
+            log.zeroed(t0, zapped);
+        }
+        std::thread::sleep(args.gap);
+    }
+    Ok(())
+}
+
+fn shared(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Result<()> {
+    const PAGES: usize = 64;
+    let name = c"uffd-dirty-scenario";
+    // SAFETY: creating a memfd; the name is a valid C string.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        bail!("memfd_create: {}", io::Error::last_os_error());
+    }
+    // SAFETY: sizing our own memfd.
+    check(
+        unsafe { libc::ftruncate(fd, (PAGES * PAGE) as libc::off_t) },
+        "ftruncate",
+    )?;
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    let memfd = map(PAGES * PAGE, rw, libc::MAP_SHARED, fd)?;
+    let shanon = map(PAGES * PAGE, rw, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1)?;
+    log.watch(memfd, PAGES * PAGE);
+    log.watch(shanon, PAGES * PAGE);
+    for step in 0..args.steps {
+        let t0 = now_ns();
+        let mut w = write_pages(&some_pages(rng, memfd, PAGES, 3), step as u8);
+        w.extend(write_pages(&some_pages(rng, shanon, PAGES, 3), step as u8));
+        log.changed(t0, w);
+        std::thread::sleep(args.gap);
+    }
+    Ok(())
+}
+
+fn brk(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Result<()> {
+    const GROW: usize = 16;
+    // Grow only: the allocator may use brk too, and copes with a break moved up by someone
+    // else, but not with one pulled from under it.
+    let mut grown: Vec<(usize, usize)> = Vec::new();
+    for step in 0..args.steps {
+        if step % 10 == 0 {
+            // SAFETY: sbrk extends the heap by memory nothing else uses yet.
+            let p = unsafe { libc::sbrk((GROW * PAGE) as libc::intptr_t) } as usize;
+            if p == usize::MAX {
+                bail!("sbrk: {}", io::Error::last_os_error());
+            }
+            // Whole pages of the extension only (the old break may be mid-page).
+            let first = (p + PAGE - 1) & !(PAGE - 1);
+            let pages = (p + GROW * PAGE - first) / PAGE;
+            log.watch(first, pages * PAGE);
+            grown.push((first, pages));
+        }
+        let t0 = now_ns();
+        for &(start, pages) in &grown {
+            log.changed(
+                t0,
+                write_pages(&some_pages(rng, start, pages, 2), step as u8),
+            );
+        }
+        std::thread::sleep(args.gap);
+    }
+    Ok(())
+}
+
+fn fork_scenario(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Result<()> {
+    const PAGES: usize = 128;
+    let start = anon(PAGES * PAGE)?;
+    log.watch(start, PAGES * PAGE);
+    let t0 = now_ns();
+    log.changed(t0, write_pages(&some_pages(rng, start, PAGES, 32), 1));
+    // SAFETY: the child only writes to memory and calls _exit.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        bail!("fork: {}", io::Error::last_os_error());
+    }
+    if child == 0 {
+        for i in 0..PAGES {
+            // SAFETY: the child's own copy of the region.
+            unsafe { std::ptr::write_volatile((start + i * PAGE) as *mut u8, 0xcc) };
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        // SAFETY: leave without running the parent's destructors.
+        unsafe { libc::_exit(0) };
+    }
+    for step in 0..args.steps {
+        let t0 = now_ns();
+        log.changed(
+            t0,
+            write_pages(&some_pages(rng, start, PAGES, 3), step as u8),
+        );
+        std::thread::sleep(args.gap);
+    }
+    let mut status = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    Ok(())
+}
+
+pub fn run_scenario(args: &ScenarioArgs) -> Result<i32> {
+    let mut rng = Rng(args.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut log = Log {
+        lines: Vec::with_capacity(4096),
+    };
+    let thp_region = if args.scenario == Scenario::Thp {
+        Some(thp_setup(&mut rng)?)
+    } else {
+        None
+    };
+    let mut stdout = io::stdout().lock();
+    writeln!(
+        stdout,
+        "{}",
+        json!({"type": "ready", "pid": std::process::id()})
+    )?;
+    stdout.flush()?;
+    let mut go = [0u8; 1];
+    io::stdin()
+        .read_exact(&mut go)
+        .context("waiting for the go byte on stdin")?;
+    match args.scenario {
+        Scenario::Churn => churn(args, &mut rng, &mut log)?,
+        Scenario::Mremap => mremap_scenario(args, &mut rng, &mut log)?,
+        Scenario::Dontneed => dontneed(args, &mut rng, &mut log)?,
+        Scenario::Thp => thp(args, &mut rng, &mut log, thp_region.expect("set up above"))?,
+        Scenario::Shared => shared(args, &mut rng, &mut log)?,
+        Scenario::Brk => brk(args, &mut rng, &mut log)?,
+        Scenario::Fork => fork_scenario(args, &mut rng, &mut log)?,
+    }
+    writeln!(stdout, "{}", json!({"type": "done"}))?;
+    stdout.flush()?;
+    let mut rest = Vec::new();
+    let _ = io::stdin().read_to_end(&mut rest);
+    let mut out = BufWriter::new(
+        File::create(&args.log).with_context(|| format!("creating {}", args.log.display()))?,
+    );
+    for line in &log.lines {
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    Ok(0)
+}

@@ -1,0 +1,286 @@
+//! A living address space: scenarios that map, unmap, move, zap, share, grow and fork memory
+//! while writing it, held against their logs. No change may be lost; reports inside memory a
+//! scenario owns that no change explains are counted as false positives.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::process::Stdio;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+const SLACK_NS: u64 = 1_000_000;
+
+struct Change {
+    pages: Vec<u64>,
+    t0: u64,
+    t1: u64,
+    /// The content became zero (a zap, or a mapping made over it).
+    zero: bool,
+    /// Data already there at attach: state, not a change to report.
+    pre: bool,
+}
+
+struct Watch {
+    start: u64,
+    end: u64,
+    from: u64,
+    to: u64,
+}
+
+#[derive(Debug)]
+struct Outcome {
+    changes: usize,
+    lost: Vec<(u64, u64)>,
+    unexplained: usize,
+    reports: usize,
+}
+
+fn run(scenario: &str, steps: u32) -> Outcome {
+    let dir = scratch();
+    let log = dir.path().join("scenario.log");
+    let mut child = uffd_dirty()
+        .args(["scenario", scenario, "--steps", &steps.to_string(), "--log"])
+        .arg(&log)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    let pid = ready["pid"].to_string();
+    let mut tracker = Tracker::spawn(&["--pid", &pid, "--interval", "20ms"], None);
+    stdin.write_all(b"g").unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains("done"), "scenario said {line:?}");
+    tracker.wait_deltas(1);
+    tracker.signal(libc::SIGINT);
+    let (status, records) = tracker.finish();
+    assert!(status.success(), "tracker: {status:?}");
+    assert_eq!(records.last().unwrap()["reason"], "signal");
+    drop(stdin);
+    let st = child.wait().unwrap();
+    assert!(st.success(), "scenario {scenario} failed: {st:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    if let Some(d) = std::env::var_os("UFFD_DIRTY_KEEP") {
+        let d = std::path::PathBuf::from(d);
+        std::fs::write(d.join(format!("{scenario}.log")), &text).unwrap();
+        let recs: String = records.iter().map(|r| format!("{r}\n")).collect();
+        std::fs::write(d.join(format!("{scenario}.ndjson")), recs).unwrap();
+    }
+    judge(&text, &records)
+}
+
+fn judge(log: &str, records: &[Value]) -> Outcome {
+    let mut changes = Vec::new();
+    let mut watches: Vec<Watch> = Vec::new();
+    for l in log.lines() {
+        let v: Value = serde_json::from_str(l).unwrap();
+        match v["type"].as_str().unwrap() {
+            "write" => changes.push(Change {
+                pages: v["pages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.as_u64().unwrap())
+                    .collect(),
+                t0: v["t0"].as_u64().unwrap(),
+                t1: v["t1"].as_u64().unwrap(),
+                zero: v["zero"] == true,
+                pre: v["pre"] == true,
+            }),
+            "watch" => watches.push(Watch {
+                start: v["start"].as_u64().unwrap(),
+                end: v["end"].as_u64().unwrap(),
+                from: v["t"].as_u64().unwrap(),
+                to: u64::MAX,
+            }),
+            "unwatch" => {
+                let (s, e) = (v["start"].as_u64().unwrap(), v["end"].as_u64().unwrap());
+                if let Some(w) = watches
+                    .iter_mut()
+                    .rev()
+                    .find(|w| w.start == s && w.end == e && w.to == u64::MAX)
+                {
+                    w.to = v["t"].as_u64().unwrap();
+                }
+            }
+            t => panic!("unknown log record {t}"),
+        }
+    }
+    let start_ns = parse_ns(records[0]["time"].as_str().unwrap());
+    let deltas: Vec<(u64, u64, BTreeSet<u64>)> = records
+        .iter()
+        .filter(|r| r["type"] == "delta")
+        .map(|r| {
+            let mut pages = BTreeSet::new();
+            for run in r["ranges"].as_array().unwrap() {
+                pages.extend((hex(&run["start"])..hex(&run["end"])).step_by(4096));
+            }
+            (
+                parse_ns(r["time"].as_str().unwrap()),
+                r["scan_us"].as_u64().unwrap() * 1000,
+                pages,
+            )
+        })
+        .collect();
+    let harvest_end = |k: usize| deltas[k].0 + deltas[k].1 + SLACK_NS;
+    let mut out = Outcome {
+        changes: 0,
+        lost: Vec::new(),
+        unexplained: 0,
+        reports: 0,
+    };
+    // Per page, its changes in time order: (t0, t1, zero, pre).
+    let mut by_page: BTreeMap<u64, Vec<(u64, u64, bool, bool)>> = BTreeMap::new();
+    for c in &changes {
+        for &p in &c.pages {
+            by_page
+                .entry(p)
+                .or_default()
+                .push((c.t0, c.t1, c.zero, c.pre));
+        }
+    }
+    // An unmapping is a return to zero too (a later mapping there starts empty): a state
+    // change that is not itself a change to report.
+    for (&p, evs) in by_page.iter_mut() {
+        for w in watches
+            .iter()
+            .filter(|w| p >= w.start && p < w.end && w.to != u64::MAX)
+        {
+            evs.push((w.to, w.to, true, true));
+        }
+        evs.sort_unstable();
+    }
+    for (&p, evs) in &by_page {
+        for &(t0, t1, _, _) in evs.iter().filter(|e| !e.3) {
+            out.changes += 1;
+            // Reported by a harvest that ended after the change began, no later than the
+            // first harvest that began after it ended.
+            let last = deltas
+                .iter()
+                .position(|d| d.0 > t1 + SLACK_NS)
+                .unwrap_or(deltas.len() - 1);
+            if (0..=last).any(|k| harvest_end(k) >= t0 && deltas[k].2.contains(&p)) {
+                continue;
+            }
+            // Excused: the memory went away before that harvest (nothing left to report)...
+            let gone = watches.iter().any(|w| {
+                p >= w.start
+                    && p < w.end
+                    && w.to != u64::MAX
+                    && w.to + SLACK_NS >= t0
+                    && w.to <= harvest_end(last)
+            });
+            // ...or its content at that harvest is what it was at the previous one: zero then
+            // and zero again (written and zapped in between, or zapped while already zero).
+            let prev_start = deltas
+                .iter()
+                .rev()
+                .map(|d| d.0)
+                .find(|&t| t + SLACK_NS < t0)
+                .unwrap_or(start_ns);
+            let data_at = |t: u64| evs.iter().rev().find(|e| e.1 < t).is_some_and(|e| !e.2);
+            let was_data = data_at(prev_start);
+            let is_data = evs
+                .iter()
+                .rev()
+                .find(|e| e.0 <= deltas[last].0)
+                .is_some_and(|e| !e.2);
+            if gone || (!was_data && !is_data) {
+                continue;
+            }
+            out.lost.push((p, t0));
+        }
+    }
+    for (k, d) in deltas.iter().enumerate() {
+        let prev = if k == 0 { start_ns } else { deltas[k - 1].0 };
+        for &p in &d.2 {
+            let watched = watches.iter().any(|w| {
+                p >= w.start
+                    && p < w.end
+                    && w.from <= harvest_end(k)
+                    && w.to.saturating_add(SLACK_NS) >= prev
+            });
+            if !watched {
+                continue;
+            }
+            out.reports += 1;
+            let explained = by_page.get(&p).is_some_and(|ts| {
+                ts.iter()
+                    .any(|&(t0, t1, _, pre)| !pre && t0 <= harvest_end(k) && t1 + SLACK_NS >= prev)
+            });
+            if !explained {
+                out.unexplained += 1;
+            }
+        }
+    }
+    out
+}
+
+fn check(scenario: &str, steps: u32, max_false_positives: usize) {
+    if !kernel_can_track() {
+        return;
+    }
+    let o = run(scenario, steps);
+    eprintln!(
+        "{scenario}: {} changes, {} reports in owned memory, {} unexplained (false positives)",
+        o.changes, o.reports, o.unexplained
+    );
+    assert!(o.changes > 0, "the scenario changed nothing");
+    assert!(
+        o.lost.is_empty(),
+        "{scenario}: LOST {} changes: {:x?}",
+        o.lost.len(),
+        &o.lost[..o.lost.len().min(10)]
+    );
+    assert!(
+        o.unexplained <= max_false_positives,
+        "{scenario}: {} false positives, more than the {max_false_positives} explained",
+        o.unexplained
+    );
+}
+
+#[test]
+fn churn_of_mappings_loses_nothing() {
+    // False positives: a mapping replaced in place (MAP_FIXED over it) is reported whole once.
+    check("churn", 300, usize::MAX);
+}
+
+#[test]
+fn mremap_moved_memory_is_reported_and_tracked_after() {
+    // False positives: the moved range and the re-mapped source are reported whole.
+    check("mremap", 20, usize::MAX);
+}
+
+#[test]
+fn dontneed_zaps_are_reported() {
+    // False positives: zapped pages that were never written (their content stays zero).
+    check("dontneed", 60, 20 * 32);
+}
+
+#[test]
+fn thp_written_before_and_after_attach() {
+    // False positives: a zapped huge page is reported whole (512 pages).
+    check("thp", 80, 512);
+}
+
+#[test]
+fn memfd_and_shared_anonymous_memory() {
+    check("shared", 60, 0);
+}
+
+#[test]
+fn brk_growth_is_tracked() {
+    check("brk", 60, 0);
+}
+
+#[test]
+fn fork_child_writes_are_not_the_parents() {
+    check("fork", 60, 0);
+}
