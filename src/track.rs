@@ -39,6 +39,9 @@ struct Registry {
     pieces: Vec<Selected>,
     /// VMAs that failed to register, so each is tried and reported once.
     failed: HashSet<VmaKey>,
+    /// When the last full re-registration ran, and what it cost.
+    last_full: Option<Instant>,
+    full_cost: Duration,
 }
 
 struct Skip {
@@ -46,17 +49,25 @@ struct Skip {
     reason: String,
 }
 
+/// Full refreshes (read /proc/PID/maps, re-register every VMA under the target's mmap write
+/// lock) run at most as often as keeps them within 1/FULL_REFRESH_BUDGET of the time: with
+/// thousands of VMAs they cost milliseconds. Between them, the maps are read only when the
+/// target's total mapped size changed, and only new VMAs are registered.
+const FULL_REFRESH_BUDGET: u32 = 20;
+
 impl Registry {
-    /// Register every trackable VMA piece in `scope`. Already-registered VMAs are a no-op in
-    /// the kernel, so re-registering catches VMAs that were replaced in place (munmap + mmap
-    /// of the same range looks identical in /proc/PID/maps). Contiguous pieces go in one call,
-    /// which takes the target's mmap write lock once; a failing run is retried piece by piece.
+    /// Register the trackable VMA pieces in `scope` that are not registered yet, or, on a
+    /// full pass, all of them. Re-registering an already registered VMA is a no-op in the
+    /// kernel, and it is the only way to catch a VMA replaced in place (munmap + mmap of the
+    /// same range looks identical in /proc/PID/maps). Contiguous pieces go in one call; a
+    /// failing run is retried piece by piece.
     fn refresh(
         &mut self,
         uffd: &Uffd,
         pid: i32,
         vmas: &[Vma],
         scope: &[Span],
+        full: bool,
     ) -> io::Result<Vec<Skip>> {
         let present: HashSet<VmaKey> = vmas.iter().map(key).collect();
         self.failed.retain(|k| present.contains(k));
@@ -64,16 +75,21 @@ impl Registry {
             .into_iter()
             .filter(|p| !self.failed.contains(&key(&p.vma)))
             .collect();
+        let known: HashSet<(Span, VmaKey)> =
+            self.pieces.iter().map(|p| (p.span, key(&p.vma))).collect();
         let mut skipped = Vec::new();
         let mut registered = Vec::with_capacity(pieces.len());
+        let (fresh, mut todo): (Vec<Selected>, Vec<Selected>) = pieces
+            .into_iter()
+            .partition(|p| !full && known.contains(&(p.span, key(&p.vma))));
+        registered.extend(fresh);
         let mut run_start = 0;
-        for i in 0..pieces.len() {
-            let last_of_run =
-                i + 1 == pieces.len() || pieces[i + 1].span.start != pieces[i].span.end;
+        for i in 0..todo.len() {
+            let last_of_run = i + 1 == todo.len() || todo[i + 1].span.start != todo[i].span.end;
             if !last_of_run {
                 continue;
             }
-            let run = &pieces[run_start..=i];
+            let run = &todo[run_start..=i];
             let span = Span::new(run[0].span.start, run[run.len() - 1].span.end);
             match uffd.register(span) {
                 Ok(()) => registered.extend_from_slice(run),
@@ -100,9 +116,17 @@ impl Registry {
             }
             run_start = i + 1;
         }
+        todo.clear();
+        registered.sort_by_key(|p| p.span);
         self.armed = maps::union(registered.iter().map(|p| p.span).collect());
         self.pieces = registered;
         Ok(skipped)
+    }
+
+    /// Whether a full pass (re-read the maps, re-register everything) is due.
+    fn full_due(&self) -> bool {
+        self.last_full
+            .is_none_or(|t| t.elapsed() >= self.full_cost * FULL_REFRESH_BUDGET)
     }
 }
 
@@ -223,6 +247,8 @@ struct Mm {
     runs: Vec<Span>,
     /// Pages of freshly armed memory that were populated when it was armed, for the next delta.
     populated: Vec<Span>,
+    /// The target's total mapped size at the last maps read (`/proc/PID/statm`).
+    vm_size: u64,
 }
 
 /// A fresh attachment to the target's current address space.
@@ -244,6 +270,7 @@ fn attach_mm(target: &Target, scope: &[Span], at_exec: bool, arming: Arming) -> 
             vmas: Vec::new(),
             runs: Vec::with_capacity(1024),
             populated: Vec::new(),
+            vm_size: 0,
         };
         let skipped = mm
             .arm(target, scope, arming)
@@ -275,11 +302,15 @@ fn attach_mm(target: &Target, scope: &[Span], at_exec: bool, arming: Arming) -> 
 impl Mm {
     /// Register everything in scope, then write-protect it.
     fn arm(&mut self, target: &Target, scope: &[Span], arming: Arming) -> Result<Vec<Skip>> {
+        let started = Instant::now();
+        self.vm_size = maps::vm_size(target.pid).context("reading the target's size")?;
         self.vmas = maps::read_maps(target.pid).context("reading the target's mappings")?;
         let skipped = self
             .registry
-            .refresh(&self.uffd, target.pid, &self.vmas, scope)
+            .refresh(&self.uffd, target.pid, &self.vmas, scope, true)
             .context("registering the target's memory")?;
+        self.registry.last_full = Some(Instant::now());
+        self.registry.full_cost = started.elapsed();
         if self.registry.armed.is_empty() {
             return Err(anyhow!(
                 "none of the selected memory of PID {} could be registered",
@@ -327,11 +358,22 @@ impl Mm {
         target: &Target,
         scope: &[Span],
     ) -> io::Result<Vec<output::Mapping>> {
+        let started = Instant::now();
+        let full = self.registry.full_due();
+        let vm_size = maps::vm_size(target.pid)?;
+        if !full && vm_size == self.vm_size {
+            return Ok(Vec::new());
+        }
+        self.vm_size = vm_size;
         self.vmas = maps::read_maps(target.pid)?;
         let before = std::mem::take(&mut self.registry.armed);
         let skipped = self
             .registry
-            .refresh(&self.uffd, target.pid, &self.vmas, scope)?;
+            .refresh(&self.uffd, target.pid, &self.vmas, scope, full)?;
+        if full {
+            self.registry.last_full = Some(Instant::now());
+            self.registry.full_cost = started.elapsed();
+        }
         warn_skipped(target.pid, &skipped);
         let added = maps::subtract(&self.registry.armed, &before);
         let removed = maps::subtract(&before, &self.registry.armed);
