@@ -31,6 +31,7 @@ pub enum VmaKind {
     Stack,
     File,
     Shmem,
+    Hugetlb,
     Special,
 }
 
@@ -42,6 +43,7 @@ impl VmaKind {
             VmaKind::Stack => "stack",
             VmaKind::File => "file",
             VmaKind::Shmem => "shmem",
+            VmaKind::Hugetlb => "hugetlb",
             VmaKind::Special => "special",
         }
     }
@@ -75,6 +77,11 @@ impl Vma {
             }
         } else if n.is_empty() {
             VmaKind::Anon
+        } else if n.starts_with("/anon_hugepage")
+            || n.contains("/hugepages")
+            || n.starts_with("/dev/hugepages")
+        {
+            VmaKind::Hugetlb
         } else if n.starts_with("/memfd:")
             || (self.shared
                 && (n.starts_with("/dev/zero")

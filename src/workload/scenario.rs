@@ -32,6 +32,8 @@ pub enum Scenario {
     Brk,
     /// fork: the child writes its copy (untracked), the parent writes its own.
     Fork,
+    /// MAP_HUGETLB memory (needs vm.nr_hugepages).
+    Hugetlb,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -478,6 +480,23 @@ fn fork_scenario(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Result<()
     Ok(())
 }
 
+fn hugetlb(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Result<()> {
+    let len = 2 * HUGE;
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB;
+    let start = map(len, libc::PROT_READ | libc::PROT_WRITE, flags, -1)
+        .context("mmap(MAP_HUGETLB) of 4 MiB: set vm.nr_hugepages to at least 2")?;
+    log.watch(start, len);
+    for step in 0..args.steps {
+        let t0 = now_ns();
+        log.changed(
+            t0,
+            write_pages(&some_pages(rng, start, len / PAGE, 2), step as u8),
+        );
+        std::thread::sleep(args.gap);
+    }
+    Ok(())
+}
+
 pub fn run_scenario(args: &ScenarioArgs) -> Result<i32> {
     let mut rng = Rng(args.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut log = Log {
@@ -507,6 +526,7 @@ pub fn run_scenario(args: &ScenarioArgs) -> Result<i32> {
         Scenario::Shared => shared(args, &mut rng, &mut log)?,
         Scenario::Brk => brk(args, &mut rng, &mut log)?,
         Scenario::Fork => fork_scenario(args, &mut rng, &mut log)?,
+        Scenario::Hugetlb => hugetlb(args, &mut rng, &mut log)?,
     }
     writeln!(stdout, "{}", json!({"type": "done"}))?;
     stdout.flush()?;
