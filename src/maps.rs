@@ -153,16 +153,6 @@ pub fn read_maps(pid: i32) -> io::Result<Vec<Vma>> {
     Ok(text.lines().filter_map(parse_line).collect())
 }
 
-/// The process's total mapped size in pages (first field of `/proc/PID/statm`): a cheap
-/// signal that mappings came or went.
-pub fn vm_size(pid: i32) -> io::Result<u64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/statm"))?;
-    text.split_whitespace()
-        .next()
-        .and_then(|f| f.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable /proc/PID/statm"))
-}
-
 /// A half-open address range `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Span {

@@ -23,11 +23,12 @@ use crate::uffd::{self, Uffd};
 /// Longest single sleep while waiting for the next tick, so a stop request is seen promptly.
 const WAIT_SLICE: Duration = Duration::from_millis(50);
 
-/// A VMA's identity for remembering registration failures.
-type VmaKey = (u64, u64, u64, u64);
+/// A VMA as /proc/PID/maps shows it: range, file, offset and the permissions that decide
+/// whether it is tracked. Two VMAs with one key are told apart by the unarmed-memory query.
+type VmaKey = (u64, u64, u64, u64, bool, bool);
 
 fn key(v: &Vma) -> VmaKey {
-    (v.start, v.end, v.inode, v.offset)
+    (v.start, v.end, v.inode, v.offset, v.write, v.shared)
 }
 
 /// Which parts of the target are registered with our userfaultfd.
@@ -39,9 +40,6 @@ struct Registry {
     pieces: Vec<Selected>,
     /// VMAs that failed to register, so each is tried and reported once.
     failed: HashSet<VmaKey>,
-    /// When the last full re-registration ran, and what it cost.
-    last_full: Option<Instant>,
-    full_cost: Duration,
 }
 
 struct Skip {
@@ -49,25 +47,20 @@ struct Skip {
     reason: String,
 }
 
-/// Full refreshes (read /proc/PID/maps, re-register every VMA under the target's mmap write
-/// lock) run at most as often as keeps them within 1/FULL_REFRESH_BUDGET of the time: with
-/// thousands of VMAs they cost milliseconds. Between them, the maps are read only when the
-/// target's total mapped size changed, and only new VMAs are registered.
-const FULL_REFRESH_BUDGET: u32 = 20;
-
 impl Registry {
-    /// Register the trackable VMA pieces in `scope` that are not registered yet, or, on a
-    /// full pass, all of them. Re-registering an already registered VMA is a no-op in the
-    /// kernel, and it is the only way to catch a VMA replaced in place (munmap + mmap of the
-    /// same range looks identical in /proc/PID/maps). Contiguous pieces go in one call; a
-    /// failing run is retried piece by piece.
+    /// Register the trackable VMA pieces in `scope` that are new since the last refresh, and
+    /// those overlapping `stale` (VMAs replaced in place: munmap + mmap of the same range
+    /// looks identical in /proc/PID/maps, so the caller finds them with an unarmed-memory
+    /// query). Each REGISTER takes the target's mmap write lock, so known VMAs are not
+    /// registered again. Contiguous pieces go in one call; a failing run is retried piece by
+    /// piece.
     fn refresh(
         &mut self,
         uffd: &Uffd,
         pid: i32,
         vmas: &[Vma],
         scope: &[Span],
-        full: bool,
+        stale: &[Span],
     ) -> io::Result<Vec<Skip>> {
         let present: HashSet<VmaKey> = vmas.iter().map(key).collect();
         self.failed.retain(|k| present.contains(k));
@@ -79,9 +72,10 @@ impl Registry {
             self.pieces.iter().map(|p| (p.span, key(&p.vma))).collect();
         let mut skipped = Vec::new();
         let mut registered = Vec::with_capacity(pieces.len());
-        let (fresh, mut todo): (Vec<Selected>, Vec<Selected>) = pieces
-            .into_iter()
-            .partition(|p| !full && known.contains(&(p.span, key(&p.vma))));
+        let (fresh, mut todo): (Vec<Selected>, Vec<Selected>) = pieces.into_iter().partition(|p| {
+            known.contains(&(p.span, key(&p.vma)))
+                && !stale.iter().any(|s| s.intersect(&p.span).is_some())
+        });
         registered.extend(fresh);
         let mut run_start = 0;
         for i in 0..todo.len() {
@@ -121,12 +115,6 @@ impl Registry {
         self.armed = maps::union(registered.iter().map(|p| p.span).collect());
         self.pieces = registered;
         Ok(skipped)
-    }
-
-    /// Whether a full pass (re-read the maps, re-register everything) is due.
-    fn full_due(&self) -> bool {
-        self.last_full
-            .is_none_or(|t| t.elapsed() >= self.full_cost * FULL_REFRESH_BUDGET)
     }
 }
 
@@ -247,8 +235,6 @@ struct Mm {
     runs: Vec<Span>,
     /// Pages of freshly armed memory that were populated when it was armed, for the next delta.
     populated: Vec<Span>,
-    /// The target's total mapped size at the last maps read (`/proc/PID/statm`).
-    vm_size: u64,
 }
 
 /// A fresh attachment to the target's current address space.
@@ -270,7 +256,6 @@ fn attach_mm(target: &Target, scope: &[Span], at_exec: bool, arming: Arming) -> 
             vmas: Vec::new(),
             runs: Vec::with_capacity(1024),
             populated: Vec::new(),
-            vm_size: 0,
         };
         let skipped = mm
             .arm(target, scope, arming)
@@ -302,15 +287,11 @@ fn attach_mm(target: &Target, scope: &[Span], at_exec: bool, arming: Arming) -> 
 impl Mm {
     /// Register everything in scope, then write-protect it.
     fn arm(&mut self, target: &Target, scope: &[Span], arming: Arming) -> Result<Vec<Skip>> {
-        let started = Instant::now();
-        self.vm_size = maps::vm_size(target.pid).context("reading the target's size")?;
         self.vmas = maps::read_maps(target.pid).context("reading the target's mappings")?;
         let skipped = self
             .registry
-            .refresh(&self.uffd, target.pid, &self.vmas, scope, true)
+            .refresh(&self.uffd, target.pid, &self.vmas, scope, &[])
             .context("registering the target's memory")?;
-        self.registry.last_full = Some(Instant::now());
-        self.registry.full_cost = started.elapsed();
         if self.registry.armed.is_empty() {
             return Err(anyhow!(
                 "none of the selected memory of PID {} could be registered",
@@ -357,23 +338,17 @@ impl Mm {
         &mut self,
         target: &Target,
         scope: &[Span],
+        time: Timestamp,
     ) -> io::Result<Vec<output::Mapping>> {
-        let started = Instant::now();
-        let full = self.registry.full_due();
-        let vm_size = maps::vm_size(target.pid)?;
-        if !full && vm_size == self.vm_size {
-            return Ok(Vec::new());
-        }
-        self.vm_size = vm_size;
         self.vmas = maps::read_maps(target.pid)?;
+        // Memory we believe registered that is not (a VMA replaced in place): the kernel skips
+        // registered VMAs without walking them, so this costs little.
+        let mut stale = Vec::new();
+        self.scanner.unarmed(&self.registry.armed, &mut stale)?;
         let before = std::mem::take(&mut self.registry.armed);
         let skipped = self
             .registry
-            .refresh(&self.uffd, target.pid, &self.vmas, scope, full)?;
-        if full {
-            self.registry.last_full = Some(Instant::now());
-            self.registry.full_cost = started.elapsed();
-        }
+            .refresh(&self.uffd, target.pid, &self.vmas, scope, &stale)?;
         warn_skipped(target.pid, &skipped);
         let added = maps::subtract(&self.registry.armed, &before);
         let removed = maps::subtract(&before, &self.registry.armed);
@@ -381,7 +356,6 @@ impl Mm {
             self.scanner
                 .protect_unpopulated(span, &mut self.populated)?;
         }
-        let time = Timestamp(SystemTime::now());
         let mut events = Vec::with_capacity(added.len() + removed.len());
         for (event, spans) in [("added", added), ("removed", removed)] {
             for s in spans {
@@ -423,15 +397,17 @@ impl Mm {
         since: Instant,
         page_size: u64,
     ) -> Result<std::result::Result<(Vec<output::Mapping>, output::Delta), Gone>> {
-        let events = match self.refresh_mappings(target, scope) {
+        // The delta's instant is taken before the mapping refresh: a mapping replaced after
+        // this point may be seen only by the next harvest, and so may a page written after it.
+        let time = SystemTime::now();
+        let t0 = Instant::now();
+        let events = match self.refresh_mappings(target, scope, Timestamp(time)) {
             Ok(ev) => ev,
             Err(e) => match self.gone(target, &e) {
                 Some(g) => return Ok(Err(g)),
                 None => return Err(e).context("refreshing the target's mappings"),
             },
         };
-        let time = SystemTime::now();
-        let t0 = Instant::now();
         self.runs.clear();
         if let Err(e) = self.scanner.harvest(scope, &mut self.runs) {
             return match self.gone(target, &e) {

@@ -114,6 +114,17 @@ fn judge(log: &str, records: &[Value]) -> Outcome {
         }
     }
     let start_ns = parse_ns(records[0]["time"].as_str().unwrap());
+    let added: Vec<(u64, u64, u64)> = records
+        .iter()
+        .filter(|r| r["type"] == "mapping" && r["event"] == "added")
+        .map(|r| {
+            (
+                hex(&r["start"]),
+                hex(&r["end"]),
+                parse_ns(r["time"].as_str().unwrap()),
+            )
+        })
+        .collect();
     let deltas: Vec<(u64, u64, BTreeSet<u64>)> = records
         .iter()
         .filter(|r| r["type"] == "delta")
@@ -187,12 +198,26 @@ fn judge(log: &str, records: &[Value]) -> Outcome {
                 .unwrap_or(start_ns);
             let data_at = |t: u64| evs.iter().rev().find(|e| e.1 < t).is_some_and(|e| !e.2);
             let was_data = data_at(prev_start);
+            // The harvest may have seen the page in any state it held while it ran.
             let is_data = evs
                 .iter()
                 .rev()
                 .find(|e| e.0 <= deltas[last].0)
-                .is_some_and(|e| !e.2);
-            if gone || (!was_data && !is_data) {
+                .is_some_and(|e| !e.2)
+                && !evs
+                    .iter()
+                    .any(|e| e.2 && e.0 >= deltas[last].0 && e.0 <= harvest_end(last));
+            // ...or the tracker first saw its mapping at that harvest (a `mapping` record says
+            // "added"), with zero in it: a new mapping's empty pages are not reported.
+            let prev_delta = if last == 0 {
+                start_ns
+            } else {
+                deltas[last - 1].0
+            };
+            let announced = added
+                .iter()
+                .any(|&(s, e, t)| p >= s && p < e && t > prev_delta && t <= deltas[last].0);
+            if gone || (!was_data && !is_data) || (announced && !is_data) {
                 continue;
             }
             out.lost.push((p, t0));

@@ -97,6 +97,8 @@ pub struct Delta {
     pub elapsed_ms: u64,
     pub dirty_pages: u64,
     pub ranges: Vec<DirtyRun>,
+    /// How long the harvest took from `time`: mapping refresh and PAGEMAP_SCAN. A write in
+    /// that window may be in this delta or the next.
     pub scan_us: u64,
 }
 

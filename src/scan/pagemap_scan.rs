@@ -93,6 +93,38 @@ impl PagemapScan {
         Ok(())
     }
 
+    /// Append to `out` the parts of `spans` that are mapped but not armed with our
+    /// userfaultfd. The kernel skips wp-async VMAs without walking them (the VMA-level
+    /// WPALLOWED test), so only unarmed memory costs anything.
+    pub fn unarmed(&mut self, spans: &[Span], out: &mut Vec<Span>) -> io::Result<()> {
+        let (Some(first), Some(last)) = (spans.first(), spans.last()) else {
+            return Ok(());
+        };
+        let query = abi::PmScanArg {
+            category_mask: abi::PAGE_IS_WPALLOWED,
+            category_inverted: abi::PAGE_IS_WPALLOWED,
+            ..Default::default()
+        };
+        // One pass over the whole stretch (one ioctl per buffer-full, not one per span); what
+        // lies between the spans (unarmed by choice) is dropped when clipping to them.
+        let mut found = Vec::new();
+        self.walk(Span::new(first.start, last.end), query, |regions| {
+            found.extend(regions.iter().map(|r| Span::new(r.start, r.end)));
+        })?;
+        let mut j = 0;
+        for f in found {
+            while j < spans.len() && spans[j].end <= f.start {
+                j += 1;
+            }
+            for s in spans[j..].iter().take_while(|s| s.start < f.end) {
+                if let Some(part) = s.intersect(&f) {
+                    push_run(out, part);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Run `query` over `span`, resuming at `walk_end` until the span is done, and hand each
     /// batch of output regions to `sink`.
     fn walk(
