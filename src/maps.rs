@@ -305,6 +305,11 @@ pub fn subtract(a: &[Span], b: &[Span]) -> Vec<Span> {
     out
 }
 
+/// `a ∩ b` for two sorted unions of spans.
+pub fn intersect(a: &[Span], b: &[Span]) -> Vec<Span> {
+    subtract(a, &subtract(a, b))
+}
+
 /// The VMA containing `addr`; `vmas` sorted by start.
 pub fn vma_at(vmas: &[Vma], addr: u64) -> Option<&Vma> {
     let i = vmas.partition_point(|v| v.start <= addr);

@@ -227,6 +227,14 @@ enum Gone {
 }
 
 /// Everything bound to one address space of the target; replaced when the target execs.
+/// Pieces at least this large, and populated to less than 1/SPARSE_FILL of it, are tracked
+/// as sparse: only their populated pages are ever protected, because arming empty slots makes
+/// the kernel allocate page tables for all of it (1/512 of the size: 2 GiB for a 1 TiB
+/// reservation). Pages populated later are caught as present-but-unprotected, and pages that
+/// vanish (zapped) by comparing the populated set between harvests.
+const SPARSE_MIN: u64 = 1 << 30;
+const SPARSE_FILL: u64 = 8;
+
 struct Mm {
     uffd: Uffd,
     scanner: PagemapScan,
@@ -235,6 +243,9 @@ struct Mm {
     runs: Vec<Span>,
     /// Pages of freshly armed memory that were populated when it was armed, for the next delta.
     populated: Vec<Span>,
+    /// Sparse memory (see SPARSE_MIN), and its populated pages at the last harvest.
+    sparse: Vec<Span>,
+    sparse_populated: Vec<Span>,
 }
 
 /// A fresh attachment to the target's current address space.
@@ -256,6 +267,8 @@ fn attach_mm(target: &Target, scope: &[Span], at_exec: bool, arming: Arming) -> 
             vmas: Vec::new(),
             runs: Vec::with_capacity(1024),
             populated: Vec::new(),
+            sparse: Vec::new(),
+            sparse_populated: Vec::new(),
         };
         let skipped = mm
             .arm(target, scope, arming)
@@ -298,7 +311,19 @@ impl Mm {
                 target.pid
             ));
         }
-        for &span in &self.registry.armed {
+        let armed = self.registry.armed.clone();
+        self.classify_sparse(&armed)?;
+        let dense = maps::subtract(&armed, &self.sparse);
+        if arming != Arming::Unpopulated {
+            // Sparse memory: protect what exists, never the empty slots. (After an exec, with
+            // `Unpopulated`, nothing is protected: the next harvest reports what exists.)
+            let sparse = self.sparse.clone();
+            let mut ignored = Vec::new();
+            self.scanner.harvest_populated(&sparse, &mut ignored)?;
+            self.scanner
+                .populated(&sparse, &mut self.sparse_populated)?;
+        }
+        for &span in &dense {
             let r = match arming {
                 Arming::Scan => self.scanner.protect(span),
                 Arming::Unpopulated => self.scanner.protect_unpopulated(span, &mut self.populated),
@@ -313,6 +338,27 @@ impl Mm {
             r.with_context(|| format!("write-protecting {span} of PID {}", target.pid))?;
         }
         Ok(skipped)
+    }
+
+    /// Decide which of the newly armed `spans` are sparse (see SPARSE_MIN).
+    fn classify_sparse(&mut self, spans: &[Span]) -> io::Result<()> {
+        let big: Vec<Span> = self
+            .registry
+            .pieces
+            .iter()
+            .map(|p| p.span)
+            .filter(|s| s.len() >= SPARSE_MIN && spans.iter().any(|a| a.intersect(s).is_some()))
+            .collect();
+        for span in big {
+            let mut pop = Vec::new();
+            self.scanner.populated(&[span], &mut pop)?;
+            let filled: u64 = pop.iter().map(|r| r.len()).sum();
+            if filled * SPARSE_FILL < span.len() {
+                self.sparse.push(span);
+            }
+        }
+        self.sparse = maps::union(std::mem::take(&mut self.sparse));
+        Ok(())
     }
 
     /// UFFDIO_WRITEPROTECT over the parts of `span` that are still mapped.
@@ -352,7 +398,9 @@ impl Mm {
         warn_skipped(target.pid, &skipped);
         let added = maps::subtract(&self.registry.armed, &before);
         let removed = maps::subtract(&before, &self.registry.armed);
-        for &span in &added {
+        self.sparse = maps::intersect(&self.sparse, &self.registry.armed);
+        self.classify_sparse(&added)?;
+        for span in maps::subtract(&added, &self.sparse) {
             self.scanner
                 .protect_unpopulated(span, &mut self.populated)?;
         }
@@ -376,6 +424,25 @@ impl Mm {
             }
         }
         Ok(events)
+    }
+
+    /// The fast path over dense memory; over sparse memory, written pages that exist plus the
+    /// pages that vanished since the last harvest (zapped: their content is zero now).
+    fn harvest_all(&mut self, scope: &[Span]) -> io::Result<()> {
+        if self.sparse.is_empty() {
+            return self.scanner.harvest(scope, &mut self.runs);
+        }
+        let dense = maps::subtract(scope, &self.sparse);
+        self.scanner.harvest(&dense, &mut self.runs)?;
+        let sparse = maps::intersect(&self.sparse, scope);
+        let mut now = Vec::new();
+        self.scanner.populated(&sparse, &mut now)?;
+        self.scanner.harvest_populated(&sparse, &mut self.runs)?;
+        let before = maps::intersect(&self.sparse_populated, &sparse);
+        self.runs.extend(maps::subtract(&before, &now));
+        self.sparse_populated = now;
+        self.runs = maps::union(std::mem::take(&mut self.runs));
+        Ok(())
     }
 
     /// Tell apart an exited target, an exec (our mm is gone, the process lives on), and a
@@ -409,7 +476,7 @@ impl Mm {
             },
         };
         self.runs.clear();
-        if let Err(e) = self.scanner.harvest(scope, &mut self.runs) {
+        if let Err(e) = self.harvest_all(scope) {
             return match self.gone(target, &e) {
                 Some(g) => Ok(Err(g)),
                 None => {

@@ -93,6 +93,45 @@ impl PagemapScan {
         Ok(())
     }
 
+    /// Append to `out` the runs of populated (present or swapped) pages in `spans`.
+    pub fn populated(&mut self, spans: &[Span], out: &mut Vec<Span>) -> io::Result<()> {
+        let filled = abi::PAGE_IS_PRESENT | abi::PAGE_IS_SWAPPED;
+        let query = abi::PmScanArg {
+            category_anyof_mask: filled,
+            return_mask: filled,
+            ..Default::default()
+        };
+        for &span in spans {
+            self.walk(span, query, |regions| {
+                for r in regions {
+                    push_run(out, Span::new(r.start, r.end));
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The harvest for sparse memory: report and re-protect written pages that exist
+    /// (present or swapped), never touching empty slots, so no page table is allocated for
+    /// memory the target never used. (The fast path would arm every empty slot.)
+    pub fn harvest_populated(&mut self, spans: &[Span], out: &mut Vec<Span>) -> io::Result<()> {
+        let query = abi::PmScanArg {
+            flags: abi::PM_SCAN_WP_MATCHING,
+            category_mask: abi::PAGE_IS_WRITTEN,
+            category_anyof_mask: abi::PAGE_IS_PRESENT | abi::PAGE_IS_SWAPPED,
+            return_mask: abi::PAGE_IS_WRITTEN,
+            ..Default::default()
+        };
+        for &span in spans {
+            self.walk(span, query, |regions| {
+                for r in regions {
+                    push_run(out, Span::new(r.start, r.end));
+                }
+            })?;
+        }
+        Ok(())
+    }
+
     /// Append to `out` the parts of `spans` that are mapped but not armed with our
     /// userfaultfd. The kernel skips wp-async VMAs without walking them (the VMA-level
     /// WPALLOWED test), so only unarmed memory costs anything.

@@ -34,6 +34,8 @@ pub enum Scenario {
     Fork,
     /// MAP_HUGETLB memory (needs vm.nr_hugepages).
     Hugetlb,
+    /// A 1 TiB MAP_NORESERVE reservation, sparsely written, zapped and read.
+    Sparse,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -497,6 +499,70 @@ fn hugetlb(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Result<()> {
     Ok(())
 }
 
+/// The process's page-table memory, in KiB (`VmPTE` in /proc/self/status).
+fn vm_pte_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmPTE:")
+                    .map(|v| v.trim().trim_end_matches(" kB").trim().to_string())
+            })
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+const SPARSE_LEN: usize = 1 << 40;
+
+fn sparse_setup(rng: &mut Rng) -> Result<(usize, Vec<usize>)> {
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+    let start = map(SPARSE_LEN, libc::PROT_READ | libc::PROT_WRITE, flags, -1)
+        .context("mmap of a 1 TiB reservation")?;
+    let pre = write_pages(&some_pages(rng, start, SPARSE_LEN / PAGE, 64), 1);
+    Ok((start, pre))
+}
+
+fn sparse(
+    args: &ScenarioArgs,
+    rng: &mut Rng,
+    log: &mut Log,
+    (start, pre): (usize, Vec<usize>),
+    pte_before: u64,
+) -> Result<()> {
+    log.watch(start, SPARSE_LEN);
+    log.before_attach(&pre);
+    let mut written = pre;
+    for step in 0..args.steps {
+        let t0 = now_ns();
+        // New pages far apart, and pages written before.
+        let mut w = some_pages(rng, start, SPARSE_LEN / PAGE, 2);
+        w.push(written[rng.next() as usize % written.len()]);
+        let w = write_pages(&w, step as u8);
+        written.extend_from_slice(&w);
+        log.changed(t0, w);
+        if step % 5 == 4 {
+            let victim = written.swap_remove(rng.next() as usize % written.len());
+            let t0 = now_ns();
+            // SAFETY: madvise on a page of our own reservation.
+            check(
+                unsafe { libc::madvise(victim as *mut _, PAGE, libc::MADV_DONTNEED) },
+                "madvise",
+            )?;
+            written.retain(|&a| a != victim);
+            log.zeroed(t0, vec![victim]);
+            // A read of a never-written page maps the zero page: no change.
+            let r = some_pages(rng, start, SPARSE_LEN / PAGE, 1)[0];
+            // SAFETY: reading a page of our own reservation.
+            std::hint::black_box(unsafe { std::ptr::read_volatile(r as *const u8) });
+        }
+        std::thread::sleep(args.gap);
+    }
+    log.lines
+        .push(json!({"type": "vmpte", "before_kib": pte_before, "after_kib": vm_pte_kib()}));
+    Ok(())
+}
+
 pub fn run_scenario(args: &ScenarioArgs) -> Result<i32> {
     let mut rng = Rng(args.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut log = Log {
@@ -507,6 +573,12 @@ pub fn run_scenario(args: &ScenarioArgs) -> Result<i32> {
     } else {
         None
     };
+    let sparse_region = if args.scenario == Scenario::Sparse {
+        Some(sparse_setup(&mut rng)?)
+    } else {
+        None
+    };
+    let pte_before = vm_pte_kib();
     let mut stdout = io::stdout().lock();
     writeln!(
         stdout,
@@ -527,6 +599,13 @@ pub fn run_scenario(args: &ScenarioArgs) -> Result<i32> {
         Scenario::Brk => brk(args, &mut rng, &mut log)?,
         Scenario::Fork => fork_scenario(args, &mut rng, &mut log)?,
         Scenario::Hugetlb => hugetlb(args, &mut rng, &mut log)?,
+        Scenario::Sparse => sparse(
+            args,
+            &mut rng,
+            &mut log,
+            sparse_region.expect("set up above"),
+            pte_before,
+        )?,
     }
     writeln!(stdout, "{}", json!({"type": "done"}))?;
     stdout.flush()?;
