@@ -386,7 +386,7 @@ impl Mm {
         scope: &[Span],
         time: Timestamp,
     ) -> io::Result<Vec<output::Mapping>> {
-        self.vmas = maps::read_maps(target.pid)?;
+        let old_vmas = std::mem::replace(&mut self.vmas, maps::read_maps(target.pid)?);
         // Memory we believe registered that is not (a VMA replaced in place): the kernel skips
         // registered VMAs without walking them, so this costs little.
         let mut stale = Vec::new();
@@ -404,26 +404,7 @@ impl Mm {
             self.scanner
                 .protect_unpopulated(span, &mut self.populated)?;
         }
-        let mut events = Vec::with_capacity(added.len() + removed.len());
-        for (event, spans) in [("added", added), ("removed", removed)] {
-            for s in spans {
-                let (mapping, kind) = match maps::vma_at(&self.vmas, s.start) {
-                    Some(v) if event == "added" => {
-                        (v.display_name().to_string(), v.kind().as_str())
-                    }
-                    _ => (String::new(), "unmapped"),
-                };
-                events.push(output::Mapping {
-                    event,
-                    start: Addr(s.start),
-                    end: Addr(s.end),
-                    mapping,
-                    kind,
-                    time,
-                });
-            }
-        }
-        Ok(events)
+        Ok(mapping_events(&old_vmas, &self.vmas, added, removed, time))
     }
 
     /// The fast path over dense memory; over sparse memory, written pages that exist plus the
@@ -500,6 +481,57 @@ impl Mm {
         };
         Ok(Ok((events, delta)))
     }
+}
+
+/// `mapping` records for what appeared and went between two listings. A span that went and
+/// one that appeared with the same size and the same file offset (anonymous memory keeps its
+/// page offset when mremap moves it) are one move.
+fn mapping_events(
+    old: &[Vma],
+    new: &[Vma],
+    added: Vec<Span>,
+    mut removed: Vec<Span>,
+    time: Timestamp,
+) -> Vec<output::Mapping> {
+    let page_offset = |vmas: &[Vma], s: &Span| {
+        maps::vma_at(vmas, s.start).map(|v| (v.inode, v.offset + (s.start - v.start), s.len()))
+    };
+    let mut events = Vec::with_capacity(added.len() + removed.len());
+    for a in added {
+        let v = maps::vma_at(new, a.start);
+        let (mapping, kind) = v.map_or((String::new(), "unmapped"), |v| {
+            (v.display_name().to_string(), v.kind().as_str())
+        });
+        let here = page_offset(new, &a);
+        let from = removed
+            .iter()
+            .position(|r| here.is_some() && page_offset(old, r) == here)
+            .map(|i| removed.remove(i));
+        events.push(output::Mapping {
+            event: if from.is_some() { "moved" } else { "added" },
+            start: Addr(a.start),
+            end: Addr(a.end),
+            from: from.map(|r| Addr(r.start)),
+            mapping,
+            kind,
+            time,
+        });
+    }
+    for r in removed {
+        let (mapping, kind) = maps::vma_at(old, r.start).map_or((String::new(), "unmapped"), |v| {
+            (v.display_name().to_string(), v.kind().as_str())
+        });
+        events.push(output::Mapping {
+            event: "removed",
+            start: Addr(r.start),
+            end: Addr(r.end),
+            from: None,
+            mapping,
+            kind,
+            time,
+        });
+    }
+    events
 }
 
 /// The record stream. A reader that goes away (`| head`) is a clean end, not an error.
@@ -641,6 +673,7 @@ pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> R
     };
     out.emit(Record::Start(start), &attachment.mm.vmas)?;
     let mut tracking = Tracking {
+        fork_noted: false,
         target: &target,
         scope,
         args,
@@ -674,6 +707,8 @@ pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> R
 
 /// The tracking loop's state, which lives across re-attaches after exec.
 struct Tracking<'a> {
+    /// Whether the "a fork is not tracked" note was printed.
+    fork_noted: bool,
     target: &'a Target,
     scope: Vec<Span>,
     args: &'a TrackArgs,
@@ -683,6 +718,30 @@ struct Tracking<'a> {
 }
 
 impl Tracking<'_> {
+    /// Say once that children the target forked are not tracked (their memory is their own
+    /// mm; the kernel resets their VMAs' registration at fork).
+    fn note_fork(&mut self) {
+        if self.fork_noted {
+            return;
+        }
+        let Ok(tids) = self.target.threads() else {
+            return;
+        };
+        let child = tids.iter().find_map(|tid| {
+            let text =
+                std::fs::read_to_string(format!("/proc/{}/task/{tid}/children", self.target.pid))
+                    .ok()?;
+            text.split_whitespace().next().map(str::to_string)
+        });
+        if let Some(child) = child {
+            self.fork_noted = true;
+            eprintln!(
+                "uffd-dirty: PID {} forked PID {child}: children are not tracked (only PID {} is)",
+                self.target.pid, self.target.pid
+            );
+        }
+    }
+
     /// Harvest every interval until something ends tracking; after an exec, attach to the new
     /// image (unless `--no-follow-exec`) and go on. Returns the end reason and error message.
     fn follow(
@@ -715,6 +774,7 @@ impl Tracking<'_> {
                     }
                     self.seq += 1;
                     self.total += delta.dirty_pages;
+                    self.note_fork();
                     out.emit(Record::Delta(delta), &mm.vmas)?;
                 }
                 Ok(Err(Gone::Exited)) => return Ok((EndReason::TargetExited, None)),
@@ -788,5 +848,44 @@ pub fn emitter_for(format: Format) -> Box<dyn Emitter> {
     match format {
         Format::Json => Box::new(output::ndjson::Ndjson::new(stdout)),
         Format::Human => Box::new(output::human::Human::new(stdout)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vma(line: &str) -> Vma {
+        maps::parse_line(line).unwrap()
+    }
+
+    #[test]
+    fn a_move_is_paired_by_size_and_page_offset() {
+        let time = Timestamp(SystemTime::UNIX_EPOCH);
+        let old = [
+            vma("10000-14000 rw-p 00010000 00:00 0"),
+            vma("20000-24000 rw-p 00020000 00:00 0"),
+        ];
+        // mremap keeps the page offset: the first one moved to 0x50000; the second was
+        // replaced by a fresh mapping elsewhere (different offset).
+        let new = [
+            vma("50000-54000 rw-p 00010000 00:00 0"),
+            vma("60000-64000 rw-p 00060000 00:00 0"),
+        ];
+        let added = vec![Span::new(0x50000, 0x54000), Span::new(0x60000, 0x64000)];
+        let removed = vec![Span::new(0x10000, 0x14000), Span::new(0x20000, 0x24000)];
+        let ev = mapping_events(&old, &new, added, removed, time);
+        let summary: Vec<_> = ev
+            .iter()
+            .map(|e| (e.event, e.start.0, e.from.map(|f| f.0)))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("moved", 0x50000, Some(0x10000)),
+                ("added", 0x60000, None),
+                ("removed", 0x20000, None)
+            ]
+        );
     }
 }

@@ -278,3 +278,29 @@ fn no_follow_exec_ends_with_reason_exec() {
     assert!(status.success(), "{status:?}: {stderr}");
     assert_eq!(records.last().unwrap()["reason"], "exec", "{records:?}");
 }
+
+#[test]
+fn a_fork_in_the_target_is_noted_once() {
+    if !kernel_can_track() {
+        return;
+    }
+    let out = uffd_dirty()
+        .args([
+            "track",
+            "--format=json",
+            "--interval=20ms",
+            "--",
+            "sh",
+            "-c",
+            "sleep 0.2 & sleep 0.2 & wait",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("children are not tracked").count(),
+        1,
+        "{stderr}"
+    );
+}

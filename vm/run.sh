@@ -46,7 +46,7 @@ die_setup() { echo "$prog: $*" >&2; exit 125; }
 note() { echo "$prog: $*" >&2; }
 
 # ---------------------------------------------------------------- arguments
-kernel_series= bin= script= timeout_s=120 accel=tcg cpu= mem=1024 smp=2 extra_append=
+kernel_series='' bin='' script='' timeout_s=120 accel=tcg cpu='' mem=1024 smp=2 extra_append=''
 want_dmesg=0 want_console=0
 adds=()
 while [ $# -gt 0 ]; do
@@ -182,15 +182,24 @@ fetch_kernel() {  # $1 = package name, $2 = version; leaves $cache/kernels/NAME_
     if [ -z "$vmlinuz" ]; then rm -rf "$tmp"; note "$name has no /boot/vmlinuz-*"; return 1; fi
     mv "$vmlinuz" "$tmp/vmlinuz"
     ls "$tmp"/boot/config-* >/dev/null 2>&1 && mv "$tmp"/boot/config-* "$tmp/config"
-    rm -rf "$tmp/boot" "$dl"
+    rm -rf "${tmp:?}/boot" "$dl"
     echo "$name $ver" >"$tmp/package"
     rm -rf "$dir"; mv "$tmp" "$dir"
     # Drop older kernels of the same series (a newer one is in place now).
     local old
-    for old in "$cache"/kernels/linux-image-"$kernel_series".[0-9]*-amd64_*; do
+    [ -z "${UFFD_DIRTY_VM_KERNEL_PKG:-}" ] && for old in "$cache"/kernels/linux-image-"$kernel_series".[0-9]*-amd64_*; do
         [ -d "$old" ] && [ "$old" != "$dir" ] && rm -rf "$old"
     done
     return 0
+}
+
+get_candidates() {  # "VERSION NAME" lines, newest first
+    if [ -n "${UFFD_DIRTY_VM_KERNEL_PKG:-}" ]; then
+        apt-cache policy "$UFFD_DIRTY_VM_KERNEL_PKG" 2>/dev/null \
+            | awk -v n="$UFFD_DIRTY_VM_KERNEL_PKG" '/^  Candidate:/ && $2 != "(none)" { print $2, n }'
+    else
+        list_candidates
+    fi
 }
 
 resolve_kernel() {
@@ -208,18 +217,18 @@ resolve_kernel() {
             flock -u 9; return 0
         fi
     fi
-    local cands
-    if [ -n "${UFFD_DIRTY_VM_KERNEL_PKG:-}" ]; then
-        cands=$(apt-cache policy "$UFFD_DIRTY_VM_KERNEL_PKG" 2>/dev/null | awk -v n="$UFFD_DIRTY_VM_KERNEL_PKG" '/^  Candidate:/ && $2 != "(none)" {print $2, n}')
-        if [ -z "$cands" ]; then apt_update_once; cands=$(apt-cache policy "$UFFD_DIRTY_VM_KERNEL_PKG" 2>/dev/null | awk -v n="$UFFD_DIRTY_VM_KERNEL_PKG" '/^  Candidate:/ && $2 != "(none)" {print $2, n}'); fi
-    else
-        cands=$(list_candidates)
-        if [ -z "$cands" ]; then apt_update_once; cands=$(list_candidates); fi
-    fi
-    local v n
+    local cands v n
+    cands=$(get_candidates)
+    if [ -z "$cands" ]; then apt_update_once; cands=$(get_candidates); fi
     if [ -n "$cands" ]; then
-        # Newest first; fall back to an older one if a download fails (mirror lag).
+        read -r v n <<<"$cands"
+        if ! fetch_kernel "$n" "$v" && [ "$apt_updated" = 0 ]; then
+            # Perhaps stale apt lists (the mirror dropped that version): refresh once.
+            apt_update_once; cands=$(get_candidates)
+        fi
+        # Newest first; an older one if a download fails.
         while read -r v n; do
+            [ -n "$n" ] || continue
             if fetch_kernel "$n" "$v"; then
                 kernel_pkg="$n $v"; vmlinuz="$cache/kernels/${n}_${v}/vmlinuz"
                 # Memo only if apt's lists did not change meanwhile (apt-get update).
@@ -239,7 +248,7 @@ resolve_kernel() {
     fi
     die_setup "no Debian linux-image-$kernel_series.*-amd64 package could be resolved or downloaded (apt-cache search '$series_re')"
 }
-kernel_pkg= vmlinuz=
+kernel_pkg='' vmlinuz=''
 resolve_kernel
 
 # ---------------------------------------------------------------- initramfs

@@ -71,9 +71,13 @@ impl<W: Write> Emitter for Human<W> {
                 }
             }
             Record::Mapping(m) => {
+                let from = m
+                    .from
+                    .map(|f| format!(" from {:#x}", f.0))
+                    .unwrap_or_default();
                 writeln!(
                     self.out,
-                    "{}  mapping {} {:#x}-{:#x} {} ({})",
+                    "{}  mapping {} {:#x}-{:#x}{from} {} ({})",
                     clock(m.time.0),
                     m.event,
                     m.start.0,

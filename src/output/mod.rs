@@ -82,9 +82,12 @@ pub struct Start {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Mapping {
+    /// `added`, `removed`, or `moved` (then `from` is where it was).
     pub event: &'static str,
     pub start: Addr,
     pub end: Addr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<Addr>,
     pub mapping: String,
     pub kind: &'static str,
     pub time: Timestamp,

@@ -258,14 +258,19 @@ fn mremap_scenario(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Result<
         // Data appeared at the new place; the old place is unmapped: map it again.
         let moved: Vec<usize> = populated.iter().map(|&a| a - at[0] + at[1]).collect();
         let old = std::mem::take(&mut populated);
-        let fresh = map(
-            PAGES * PAGE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-            -1,
-        )
-        .ok()
-        .filter(|&a| a == at[0]);
+        // SAFETY: MAP_FIXED_NOREPLACE at the address the move just vacated: it fails rather
+        // than replace anything.
+        let p = unsafe {
+            libc::mmap(
+                at[0] as *mut libc::c_void,
+                PAGES * PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        let fresh = (p != libc::MAP_FAILED && p as usize == at[0]).then_some(at[0]);
         at.swap(0, 1);
         if fresh.is_none() {
             // The old range could not be reclaimed at the same address: use a new one.
