@@ -210,16 +210,21 @@ See it work in five seconds:
 Every record has a \"type\": \"start\" (once: version, pid, page_size, method, interval_ms, the tracked \
 ranges with their mapping name and kind, the skipped ranges with a reason, attach timings), \"delta\" \
 (once per interval, also when nothing was written: seq, time, elapsed_ms, dirty_pages, ranges, \
-scan_us), \"mapping\" (a tracked range appeared or went away: event added or removed) and \"end\" \
-(reason: signal, count, duration, target-exited or error; deltas, dirty_pages_total, and the \
-command's exit_status in launch mode).
+scan_us), \"mapping\" (a tracked range appeared, moved or went away: event added, moved with \
+from, or removed), \"exec\" (the target exec'ed and the tracker attached to the new program) and \
+\"end\" (reason: signal, count, duration, target-exited, exec or error; deltas, \
+dirty_pages_total, and the command's exit_status in launch mode).
 
 Addresses are 0x-prefixed lowercase hex strings; end addresses are exclusive; ranges are maximal \
 runs of dirty pages, sorted. A delta holds the pages written since the previous delta (the first: \
-since attach), and its time is the instant its harvest began. Pages written before attach are not \
-reported. A page whose write raced with a harvest can appear in two adjacent deltas. Memory mapped \
-after attach is reported with its populated pages dirty in the next delta, as they may have been \
-written before it was armed.",
+since attach); its time is the instant its harvest began and scan_us how long the harvest took: a \
+write during a harvest is in that delta or the next. Pages written before attach are not reported. \
+A page whose write raced with a harvest can appear in two adjacent deltas. Memory mapped after \
+attach is reported with its populated pages dirty in the next delta, as they may have been \
+written before it was armed; moved and replaced memory is reported dirty whole; zapped pages \
+(MADV_DONTNEED) are reported, since their content became zero. Writable reservations of 1 GiB \
+or more that are less than 1/8 populated are armed page by page as they fill, so that their page \
+tables are not allocated in full.",
     ),
     (
         "EXIT STATUS",
