@@ -624,6 +624,12 @@ pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> R
         ArmMethod::PagemapScan => Arming::Scan,
     };
 
+    if !support.pmd_hole_fix {
+        eprintln!(
+            "uffd-dirty: warning: this kernel ({}) lacks the 2026 PAGEMAP_SCAN fix for empty page-table ranges: a page table freed by a zap of a whole huge page (MADV_DONTNEED of 2 MiB) or by page-table reclaim reads as not written, so those zeroed pages are not reported",
+            uffd::kernel_release()
+        );
+    }
     let (target, mut child) = match args.pid {
         Some(pid) => {
             let target = Target::open(pid)?;

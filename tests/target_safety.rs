@@ -52,6 +52,26 @@ fn lone_thread_in_untimed_epoll_wait_is_rewound_without_eintr() {
 }
 
 #[test]
+fn borrowed_thread_exiting_right_after_attach() {
+    if !kernel_can_track() {
+        return;
+    }
+    // The spinning thread is the one borrowed (it runs; the main thread sleeps in read()),
+    // and it exits 300 ms later: tracking goes on through the other threads.
+    run_against_writer(
+        &[
+            "--wait=stdin",
+            "--spinner=300ms",
+            "--bursts=20",
+            "--threads=2",
+        ],
+        &[],
+        None,
+        false,
+    );
+}
+
+#[test]
 fn target_survives_tracker_sigkill() {
     if !kernel_can_track() {
         return;

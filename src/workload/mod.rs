@@ -82,6 +82,9 @@ pub struct WriterArgs {
     /// After the last burst, print `done` and wait for stdin to close before exiting.
     #[arg(long)]
     pub hold: bool,
+    /// Run a thread that spins (so it is the one a tracker borrows) for this long, then exits.
+    #[arg(long, value_parser = parse_interval)]
+    pub spinner: Option<Duration>,
     /// Pause after the last burst before exiting (or holding).
     #[arg(long, default_value = "1ms", value_parser = parse_interval)]
     pub linger: Duration,
@@ -289,7 +292,18 @@ pub fn run_writer(args: &WriterArgs) -> Result<i32> {
     writeln!(stdout, "{ready}")?;
     stdout.flush()?;
 
+    let spinner = args.spinner.map(|d| {
+        std::thread::spawn(move || {
+            let until = Instant::now() + d;
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        })
+    });
     let (eintr, waited) = wait_for_go(args);
+    if let Some(s) = spinner {
+        let _ = s.join();
+    }
     let deadline = args.run_for.map(|d| Instant::now() + d);
     let results: Vec<ThreadResult> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..args.threads)
