@@ -51,6 +51,12 @@ pub enum Format {
 pub enum Method {
     /// userfaultfd async write-protect, harvested by PAGEMAP_SCAN with atomic re-protect.
     PagemapScan,
+    /// The same arming, harvested by plain reads of /proc/PID/pagemap (bit 57 clear = written)
+    /// and re-protected with UFFDIO_WRITEPROTECT.
+    PagemapRead,
+    /// clear_refs soft-dirty (pagemap bit 55), no userfaultfd; the target is frozen while its
+    /// bits are read and cleared (see --no-freeze). Needs CONFIG_MEM_SOFT_DIRTY.
+    SoftDirty,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -102,6 +108,11 @@ pub struct TrackArgs {
 
     #[command(flatten)]
     pub output: Output,
+
+    /// With --method soft-dirty, do not stop the target while its bits are read and cleared:
+    /// no pause for it, but a write between the read and the clear is lost.
+    #[arg(long)]
+    pub no_freeze: bool,
 
     /// End tracking (reason `exec`) when the target calls execve, instead of attaching to the
     /// new program and going on.

@@ -78,6 +78,7 @@ fn demo(args: &DemoArgs) -> Result<ExitCode> {
         },
         arm: ArmMethod::Auto,
         no_follow_exec: false,
+        no_freeze: false,
         command: writer,
     })
 }

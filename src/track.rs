@@ -10,12 +10,12 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, anyhow};
 
 use crate::attach;
-use crate::cli::{ArmMethod, Format, TrackArgs};
+use crate::cli::{ArmMethod, Format, Method, TrackArgs};
 use crate::exit::{ExitCode, usage};
 use crate::launch;
 use crate::maps::{self, Selected, Span, Vma};
 use crate::output::{self, Addr, Emitter, EndReason, Record, Timestamp};
-use crate::scan::{DirtySource, PagemapScan};
+use crate::scan::{DirtySource, PagemapRead, PagemapScan, SoftDirty};
 use crate::sys::{self, abi};
 use crate::target::Target;
 use crate::uffd::{self, Uffd};
@@ -236,6 +236,8 @@ const SPARSE_MIN: u64 = 1 << 30;
 const SPARSE_FILL: u64 = 8;
 
 struct Mm {
+    /// Set for `--method pagemap-read`: harvest by plain pagemap reads.
+    reader: Option<PagemapRead>,
     uffd: Uffd,
     scanner: PagemapScan,
     registry: Registry,
@@ -250,17 +252,31 @@ struct Mm {
 
 /// A fresh attachment to the target's current address space.
 struct Attachment {
-    mm: Mm,
+    mm: Source,
+    /// What is tracked, for the start and exec records.
+    pieces: Vec<Selected>,
+    arm_method: &'static str,
     skipped: Vec<Skip>,
     attach_us: u64,
     thread_stopped_us: u64,
 }
 
 /// Create a userfaultfd in the target, register everything in scope and arm it.
-fn attach_mm(target: &Target, scope: &[Span], at_exec: bool, arming: Arming) -> Result<Attachment> {
+fn attach_mm(
+    target: &Target,
+    scope: &[Span],
+    at_exec: bool,
+    arming: Arming,
+    method: Method,
+) -> Result<Attachment> {
     let started = Instant::now();
     let arm = |fd| -> Result<(Mm, Vec<Skip>)> {
+        let reader = match method {
+            Method::PagemapRead => Some(PagemapRead::new(target.open_proc("pagemap")?)),
+            _ => None,
+        };
         let mut mm = Mm {
+            reader,
             uffd: Uffd::handshake(fd)?,
             scanner: PagemapScan::new(target.open_proc("pagemap")?),
             registry: Registry::default(),
@@ -290,7 +306,9 @@ fn attach_mm(target: &Target, scope: &[Span], at_exec: bool, arming: Arming) -> 
     };
     warn_skipped(target.pid, &skipped);
     Ok(Attachment {
-        mm,
+        pieces: mm.registry.pieces.clone(),
+        arm_method: arming.name(),
+        mm: Source::Uffd(Box::new(mm)),
         skipped,
         attach_us: started.elapsed().as_micros() as u64,
         thread_stopped_us: stopped.as_micros() as u64,
@@ -410,6 +428,9 @@ impl Mm {
     /// The fast path over dense memory; over sparse memory, written pages that exist plus the
     /// pages that vanished since the last harvest (zapped: their content is zero now).
     fn harvest_all(&mut self, scope: &[Span]) -> io::Result<()> {
+        if self.reader.is_some() {
+            return self.harvest_by_reads(scope);
+        }
         if self.sparse.is_empty() {
             return self.scanner.harvest(scope, &mut self.runs);
         }
@@ -423,6 +444,37 @@ impl Mm {
         self.runs.extend(maps::subtract(&before, &now));
         self.sparse_populated = now;
         self.runs = maps::union(std::mem::take(&mut self.runs));
+        Ok(())
+    }
+
+    /// `--method pagemap-read`: read the entries of the armed memory, then re-protect what was
+    /// read as written (see `scan::pagemap_read` for why nothing is lost).
+    fn harvest_by_reads(&mut self, scope: &[Span]) -> io::Result<()> {
+        let reader = self.reader.as_mut().expect("pagemap-read harvest");
+        let armed = maps::intersect(&self.registry.armed, scope);
+        let sparse = maps::intersect(&self.sparse, &armed);
+        for span in maps::subtract(&armed, &sparse) {
+            reader.scan(span, true, &mut self.runs, None)?;
+        }
+        let mut now = Vec::new();
+        for &span in &sparse {
+            reader.scan(span, false, &mut self.runs, Some(&mut now))?;
+        }
+        let written = maps::union(std::mem::take(&mut self.runs));
+        for &run in &written {
+            match self.uffd.writeprotect(run) {
+                // Unmapped or replaced since it was read: nothing left to protect.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                r => r?,
+            }
+        }
+        self.runs = written;
+        if !sparse.is_empty() {
+            let before = maps::intersect(&self.sparse_populated, &sparse);
+            self.runs.extend(maps::subtract(&before, &now));
+            self.sparse_populated = now;
+            self.runs = maps::union(std::mem::take(&mut self.runs));
+        }
         Ok(())
     }
 
@@ -534,6 +586,152 @@ fn mapping_events(
     events
 }
 
+/// Where deltas come from: the target's userfaultfd (pagemap-scan, pagemap-read), or its
+/// soft-dirty bits.
+enum Source {
+    Uffd(Box<Mm>),
+    Soft(SoftMm),
+}
+
+type Harvested = std::result::Result<(Vec<output::Mapping>, output::Delta), Gone>;
+
+impl Source {
+    fn vmas(&self) -> &[Vma] {
+        match self {
+            Source::Uffd(mm) => &mm.vmas,
+            Source::Soft(s) => &s.vmas,
+        }
+    }
+
+    fn harvest(
+        &mut self,
+        target: &Target,
+        scope: &[Span],
+        seq: u64,
+        since: Instant,
+        page_size: u64,
+    ) -> Result<Harvested> {
+        match self {
+            Source::Uffd(mm) => mm.harvest(target, scope, seq, since, page_size),
+            Source::Soft(s) => s.harvest(target, scope, seq, since, page_size),
+        }
+    }
+}
+
+/// `--method soft-dirty`: clear_refs and pagemap bit 55, no userfaultfd.
+struct SoftMm {
+    sd: SoftDirty,
+    vmas: Vec<Vma>,
+    tracked: Vec<Span>,
+    freeze: bool,
+}
+
+fn attach_soft(target: &Target, scope: &[Span], freeze: bool) -> Result<Attachment> {
+    let started = Instant::now();
+    let clear_refs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(target.proc_path("clear_refs"))
+        .with_context(|| format!("opening /proc/{}/clear_refs", target.pid))?;
+    target.check_alive()?;
+    let mut soft = SoftMm {
+        sd: SoftDirty::new(target.open_proc("pagemap")?, clear_refs),
+        vmas: maps::read_maps(target.pid).context("reading the target's mappings")?,
+        tracked: Vec::new(),
+        freeze,
+    };
+    let pieces = maps::select(&soft.vmas, scope);
+    soft.tracked = maps::union(pieces.iter().map(|p| p.span).collect());
+    let stopped = Instant::now();
+    {
+        let _frozen = freeze.then(|| attach::Frozen::new(target)).transpose()?;
+        soft.sd
+            .clear()
+            .with_context(|| format!("clearing the soft-dirty bits of PID {}", target.pid))?;
+    }
+    Ok(Attachment {
+        mm: Source::Soft(soft),
+        pieces,
+        arm_method: "clear-refs",
+        skipped: Vec::new(),
+        attach_us: started.elapsed().as_micros() as u64,
+        thread_stopped_us: if freeze {
+            stopped.elapsed().as_micros() as u64
+        } else {
+            0
+        },
+    })
+}
+
+impl SoftMm {
+    fn harvest(
+        &mut self,
+        target: &Target,
+        scope: &[Span],
+        seq: u64,
+        since: Instant,
+        page_size: u64,
+    ) -> Result<Harvested> {
+        let time = SystemTime::now();
+        let t0 = Instant::now();
+        let gone = |e: &io::Error| {
+            if target.check_alive().is_err() {
+                Some(Gone::Exited)
+            } else if e.raw_os_error() == Some(libc::ESRCH) || e.kind() == io::ErrorKind::NotFound {
+                Some(Gone::Exec)
+            } else {
+                None
+            }
+        };
+        let vmas = match maps::read_maps(target.pid) {
+            Ok(v) => v,
+            Err(e) => {
+                return gone(&e)
+                    .map(Err)
+                    .ok_or(e)
+                    .context("reading the target's mappings");
+            }
+        };
+        let tracked = maps::union(maps::select(&vmas, scope).iter().map(|p| p.span).collect());
+        let added = maps::subtract(&tracked, &self.tracked);
+        let removed = maps::subtract(&self.tracked, &tracked);
+        let events = mapping_events(&self.vmas, &vmas, added, removed, Timestamp(time));
+        self.vmas = vmas;
+        self.tracked = tracked;
+        // Read and clear with every thread stopped, or a write between them would be lost.
+        let mut runs = Vec::new();
+        let result = (|| -> io::Result<()> {
+            let _frozen = self
+                .freeze
+                .then(|| attach::Frozen::new(target))
+                .transpose()
+                .map_err(io::Error::other)?;
+            for &span in &self.tracked {
+                self.sd.dirty(span, &mut runs)?;
+            }
+            self.sd.clear()
+        })();
+        if let Err(e) = result {
+            return gone(&e)
+                .map(Err)
+                .ok_or(e)
+                .with_context(|| format!("reading soft-dirty bits of PID {}", target.pid));
+        }
+        let runs = maps::union(runs);
+        let dirty_pages = runs.iter().map(|r| r.len()).sum::<u64>() / page_size;
+        Ok(Ok((
+            events,
+            output::Delta {
+                seq,
+                time: Timestamp(time),
+                elapsed_ms: since.elapsed().as_millis() as u64,
+                dirty_pages,
+                ranges: output::dirty_runs(&runs, page_size),
+                scan_us: t0.elapsed().as_micros() as u64,
+            },
+        )))
+    }
+}
+
 /// The record stream. A reader that goes away (`| head`) is a clean end, not an error.
 struct Out<'a> {
     emitter: Box<dyn Emitter + 'a>,
@@ -610,9 +808,27 @@ fn check_scope(target: &Target, ranges: &[Span], vmas: &[Vma]) -> Result<()> {
     Ok(())
 }
 
+/// The `method` field of the start record.
+fn method_name(m: Method) -> &'static str {
+    match m {
+        Method::PagemapScan => "pagemap-scan",
+        Method::PagemapRead => "pagemap-read",
+        Method::SoftDirty => "soft-dirty",
+    }
+}
+
 pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> Result<Outcome> {
     let support = uffd::probe()?;
-    support.require_async_wp()?;
+    if args.method == Method::SoftDirty {
+        if !crate::scan::soft_dirty::works().context("probing soft-dirty")? {
+            return Err(crate::exit::unsupported(format!(
+                "this kernel ({}) has no working soft-dirty tracking (built without CONFIG_MEM_SOFT_DIRTY, or not x86_64/ppc64le/s390x): use --method pagemap-scan",
+                uffd::kernel_release()
+            )));
+        }
+    } else {
+        support.require_async_wp()?;
+    }
     let scope = if args.ranges.is_empty() {
         vec![Span::new(0, abi::TASK_SIZE)]
     } else {
@@ -624,7 +840,7 @@ pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> R
         ArmMethod::PagemapScan => Arming::Scan,
     };
 
-    if !support.pmd_hole_fix {
+    if args.method != Method::SoftDirty && !support.pmd_hole_fix {
         eprintln!(
             "uffd-dirty: warning: this kernel ({}) lacks the 2026 PAGEMAP_SCAN fix for empty page-table ranges: a page table freed by a zap of a whole huge page (MADV_DONTNEED of 2 MiB) or by page-table reclaim reads as not written, so those zeroed pages are not reported",
             uffd::kernel_release()
@@ -655,7 +871,23 @@ pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> R
     if let Some(c) = child.as_mut() {
         c.traced = true;
     }
-    let attachment = attach_mm(&target, &scope, child.is_some(), arming)?;
+    let attachment = match args.method {
+        Method::SoftDirty => {
+            if child.is_some() {
+                // Launch mode: the command sits at its exec stop; let it go first (its memory
+                // is all new and reads dirty anyway).
+                attach::release_after_exec(target.pid)?;
+            }
+            if args.no_freeze {
+                eprintln!(
+                    "uffd-dirty: warning: --no-freeze: soft-dirty bits are read and cleared while PID {} runs, so a write between the two is lost",
+                    target.pid
+                );
+            }
+            attach_soft(&target, &scope, !args.no_freeze)?
+        }
+        m => attach_mm(&target, &scope, child.is_some(), arming, m)?,
+    };
     if let Some(c) = child.as_mut() {
         c.traced = false;
     }
@@ -664,11 +896,11 @@ pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> R
         version: output::FORMAT_VERSION,
         pid: target.pid,
         page_size,
-        method: attachment.mm.scanner.method(),
+        method: method_name(args.method),
         interval_ms: args.interval.as_millis() as u64,
-        ranges: tracked_ranges(&attachment.mm.registry.pieces, page_size),
+        ranges: tracked_ranges(&attachment.pieces, page_size),
         skipped: skipped_ranges(&attachment.skipped),
-        arm_method: arming.name(),
+        arm_method: attachment.arm_method,
         attach_us: attachment.attach_us,
         thread_stopped_us: attachment.thread_stopped_us,
         time: Timestamp(SystemTime::now()),
@@ -677,7 +909,7 @@ pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> R
         emitter: out,
         closed: false,
     };
-    out.emit(Record::Start(start), &attachment.mm.vmas)?;
+    out.emit(Record::Start(start), attachment.mm.vmas())?;
     let mut tracking = Tracking {
         fork_noted: false,
         target: &target,
@@ -776,12 +1008,12 @@ impl Tracking<'_> {
             ) {
                 Ok(Ok((events, delta))) => {
                     for ev in events {
-                        out.emit(Record::Mapping(ev), &mm.vmas)?;
+                        out.emit(Record::Mapping(ev), mm.vmas())?;
                     }
                     self.seq += 1;
                     self.total += delta.dirty_pages;
                     self.note_fork();
-                    out.emit(Record::Delta(delta), &mm.vmas)?;
+                    out.emit(Record::Delta(delta), mm.vmas())?;
                 }
                 Ok(Err(Gone::Exited)) => return Ok((EndReason::TargetExited, None)),
                 Ok(Err(Gone::Exec)) => {
@@ -791,7 +1023,13 @@ impl Tracking<'_> {
                     }
                     // Everything of the new image is new memory: what it populated before we
                     // armed it is reported by the next harvest.
-                    match attach_mm(self.target, &self.scope, false, Arming::Unpopulated) {
+                    let again = match self.args.method {
+                        Method::SoftDirty => {
+                            attach_soft(self.target, &self.scope, !self.args.no_freeze)
+                        }
+                        m => attach_mm(self.target, &self.scope, false, Arming::Unpopulated, m),
+                    };
+                    match again {
                         Ok(a) => {
                             let exe = std::fs::read_link(self.target.proc_path("exe"))
                                 .map(|p| p.display().to_string())
@@ -800,13 +1038,13 @@ impl Tracking<'_> {
                                 Record::Exec(output::Exec {
                                     pid: self.target.pid,
                                     exe,
-                                    ranges: tracked_ranges(&a.mm.registry.pieces, self.page_size),
+                                    ranges: tracked_ranges(&a.pieces, self.page_size),
                                     skipped: skipped_ranges(&a.skipped),
                                     attach_us: a.attach_us,
                                     thread_stopped_us: a.thread_stopped_us,
                                     time: Timestamp(SystemTime::now()),
                                 }),
-                                &a.mm.vmas,
+                                a.mm.vmas(),
                             )?;
                             mm = a.mm;
                             // Harvest the new image at once, then keep the cadence.

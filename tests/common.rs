@@ -165,8 +165,14 @@ pub struct Truth {
 
 /// Parse a writer's ground-truth log.
 pub fn truth_from_log(path: &Path) -> Truth {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    truth_from_text(
+        &std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display())),
+    )
+}
+
+/// Parse a writer's ground-truth log from its text.
+pub fn truth_from_text(text: &str) -> Truth {
     let mut writes = Vec::new();
     let mut wait = Value::Null;
     for line in text.lines() {

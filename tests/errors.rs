@@ -184,3 +184,22 @@ fn bad_ranges() {
     assert!(err.contains("holds no writable mapping"), "{err}");
     victim.assert_untouched();
 }
+
+#[test]
+fn soft_dirty_without_kernel_support_is_a_clear_error() {
+    if uffd_dirty::scan::soft_dirty::works().unwrap_or(false) {
+        eprintln!("SKIPPED: this kernel has soft-dirty (the VM lane tests the method itself)");
+        return;
+    }
+    let mut victim = Victim::sleep();
+    let (code, err) = fails(&[
+        "track",
+        "--method=soft-dirty",
+        "--pid",
+        &victim.pid().to_string(),
+    ]);
+    one_line(&err);
+    assert_eq!(code, 69);
+    assert!(err.contains("CONFIG_MEM_SOFT_DIRTY"), "{err}");
+    victim.assert_untouched();
+}

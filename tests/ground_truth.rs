@@ -222,3 +222,24 @@ fn arming_with_uffdio_writeprotect_is_exact_too() {
     );
     assert_eq!(run.records[0]["arm_method"], "writeprotect");
 }
+
+#[test]
+fn pagemap_read_method_is_exact_too() {
+    if !kernel_can_track() {
+        return;
+    }
+    let run = run_against_writer(
+        &[
+            "--pages=1024",
+            "--threads=4",
+            "--bursts=40",
+            "--burst-pages=16",
+            "--pre-write=100",
+            "--pre-read=100",
+        ],
+        &["--method=pagemap-read"],
+        None,
+        false,
+    );
+    assert_eq!(run.records[0]["method"], "pagemap-read");
+}

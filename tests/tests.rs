@@ -15,3 +15,5 @@ mod errors;
 mod generated;
 // A living address space: churn, mremap, zaps, THP, shared memory, brk, fork.
 mod living;
+// Stock Debian kernels under QEMU: soft-dirty and a kernel without async write-protect.
+mod vm;

@@ -648,3 +648,69 @@ pub fn wait_exec_stop(pid: i32) -> Result<bool> {
         }
     }
 }
+
+/// Every thread of the target held in a ptrace interrupt stop, so that a read and a clear of
+/// its soft-dirty bits see no write in between. Registers are never touched: on drop each
+/// thread is detached at its stop inside `get_signal()` and goes on exactly as it would after
+/// any signal (a call that returns EINTR on a ptrace stop, epoll_wait & co., returns EINTR).
+pub struct Frozen {
+    tids: Vec<i32>,
+    _blocked: SignalsBlocked,
+}
+
+impl Frozen {
+    /// Stop every thread, listing them again until no new one appears.
+    pub fn new(target: &Target) -> Result<Frozen> {
+        let mut frozen = Frozen {
+            tids: Vec::new(),
+            _blocked: SignalsBlocked::new()?,
+        };
+        loop {
+            let fresh: Vec<i32> = target
+                .threads()?
+                .into_iter()
+                .filter(|t| !frozen.tids.contains(t))
+                .collect();
+            if fresh.is_empty() {
+                return Ok(frozen);
+            }
+            for tid in fresh {
+                match ptrace(libc::PTRACE_SEIZE, tid, 0, 0) {
+                    Ok(()) => {}
+                    // The thread exited meanwhile.
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue,
+                    Err(e) => return Err(seize_error(target, tid, e)),
+                }
+                frozen.tids.push(tid);
+                ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0)
+                    .with_context(|| format!("interrupting thread {tid}"))?;
+                let deadline = Instant::now() + STOP_TIMEOUT;
+                loop {
+                    match wait_stop(tid, Some(deadline))? {
+                        Stop::Interrupt | Stop::Group => break,
+                        Stop::Signal(sig) => resume(libc::PTRACE_CONT, tid, sig)?,
+                        Stop::Syscall | Stop::Event(_) => resume(libc::PTRACE_CONT, tid, 0)?,
+                        Stop::Exited => {
+                            frozen.tids.retain(|&t| t != tid);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for &tid in &self.tids {
+            let _ = ptrace(libc::PTRACE_DETACH, tid, 0, 0);
+        }
+    }
+}
+
+/// Launch mode without injection (soft-dirty): let a command held at its exec event stop run.
+pub fn release_after_exec(pid: i32) -> Result<()> {
+    ptrace(libc::PTRACE_DETACH, pid, 0, 0)
+        .with_context(|| format!("releasing the command (PID {pid})"))
+}

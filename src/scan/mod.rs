@@ -3,13 +3,17 @@
 //! One trait, [`DirtySource`], so that other methods (plain pagemap reads, soft-dirty) can sit
 //! behind the same tracking loop.
 
+pub mod pagemap_read;
 pub mod pagemap_scan;
+pub mod soft_dirty;
 
 use std::io;
 
 use crate::maps::Span;
 
+pub use pagemap_read::PagemapRead;
 pub use pagemap_scan::PagemapScan;
+pub use soft_dirty::SoftDirty;
 
 pub trait DirtySource {
     /// The `method` name reported in the start record.
