@@ -26,7 +26,9 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('track', 'track', [CompletionResultType]::ParameterValue, 'Track the dirty pages of a running process (--pid) or of a command it launches')
+            [CompletionResult]::new('compare', 'compare', [CompletionResultType]::ParameterValue, 'Run uffd-wp and soft-dirty tracking on the same target at once, and compare them')
             [CompletionResult]::new('demo', 'demo', [CompletionResultType]::ParameterValue, 'Launch a small built-in writer and track it live: see what the tool does in seconds')
+            [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Report what this machine''s kernel offers for dirty-page tracking, and what to fix')
             [CompletionResult]::new('writer', 'writer', [CompletionResultType]::ParameterValue, 'A workload that writes pages in bursts and logs exactly which (used by the tests)')
             [CompletionResult]::new('scenario', 'scenario', [CompletionResultType]::ParameterValue, 'Ground-truth scenarios of a changing address space (used by the tests)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -48,7 +50,25 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Output format')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
             [CompletionResult]::new('--arm', '--arm', [CompletionResultType]::ParameterName, 'How to apply the initial write-protection (auto: PAGEMAP_SCAN where the kernel has the PMD-hole fix, else UFFDIO_WRITEPROTECT). For testing both paths on one kernel')
+            [CompletionResult]::new('--no-freeze', '--no-freeze', [CompletionResultType]::ParameterName, 'With --method soft-dirty, do not stop the target while its bits are read and cleared: no pause for it, but a write between the read and the clear is lost')
             [CompletionResult]::new('--no-follow-exec', '--no-follow-exec', [CompletionResultType]::ParameterName, 'End tracking (reason `exec`) when the target calls execve, instead of attaching to the new program and going on')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'uffd-dirty;compare' {
+            [CompletionResult]::new('-p', '-p', [CompletionResultType]::ParameterName, 'Process to attach to (never signalled; left as it was)')
+            [CompletionResult]::new('--pid', '--pid', [CompletionResultType]::ParameterName, 'Process to attach to (never signalled; left as it was)')
+            [CompletionResult]::new('-i', '-i', [CompletionResultType]::ParameterName, 'Time between harvests')
+            [CompletionResult]::new('--interval', '--interval', [CompletionResultType]::ParameterName, 'Time between harvests')
+            [CompletionResult]::new('-r', '-r', [CompletionResultType]::ParameterName, 'Compare only START-END (repeatable; as for `track`)')
+            [CompletionResult]::new('--range', '--range', [CompletionResultType]::ParameterName, 'Compare only START-END (repeatable; as for `track`)')
+            [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'Stop after N intervals')
+            [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Stop after N intervals')
+            [CompletionResult]::new('-d', '-d', [CompletionResultType]::ParameterName, 'Stop after this long')
+            [CompletionResult]::new('--duration', '--duration', [CompletionResultType]::ParameterName, 'Stop after this long')
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break
@@ -59,6 +79,13 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             [CompletionResult]::new('-d', '-d', [CompletionResultType]::ParameterName, 'How long the demo runs')
             [CompletionResult]::new('--duration', '--duration', [CompletionResultType]::ParameterName, 'How long the demo runs')
             [CompletionResult]::new('--log', '--log', [CompletionResultType]::ParameterName, 'Also keep the writer''s exact log of written pages here')
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'uffd-dirty;check' {
             [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Output format')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
@@ -76,6 +103,7 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             [CompletionResult]::new('--sleep', '--sleep', [CompletionResultType]::ParameterName, 'Sleep length for --wait nanosleep')
             [CompletionResult]::new('--pre-write', '--pre-write', [CompletionResultType]::ParameterName, 'Pages [0, N) are written before waiting')
             [CompletionResult]::new('--pre-read', '--pre-read', [CompletionResultType]::ParameterName, 'Pages [pre-write, pre-write + N) are only read before waiting (zero page)')
+            [CompletionResult]::new('--spinner', '--spinner', [CompletionResultType]::ParameterName, 'Run a thread that spins (so it is the one a tracker borrows) for this long, then exits')
             [CompletionResult]::new('--linger', '--linger', [CompletionResultType]::ParameterName, 'Pause after the last burst before exiting (or holding)')
             [CompletionResult]::new('--pattern', '--pattern', [CompletionResultType]::ParameterName, 'pattern')
             [CompletionResult]::new('--seed', '--seed', [CompletionResultType]::ParameterName, 'seed')
@@ -96,7 +124,9 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
         }
         'uffd-dirty;help' {
             [CompletionResult]::new('track', 'track', [CompletionResultType]::ParameterValue, 'Track the dirty pages of a running process (--pid) or of a command it launches')
+            [CompletionResult]::new('compare', 'compare', [CompletionResultType]::ParameterValue, 'Run uffd-wp and soft-dirty tracking on the same target at once, and compare them')
             [CompletionResult]::new('demo', 'demo', [CompletionResultType]::ParameterValue, 'Launch a small built-in writer and track it live: see what the tool does in seconds')
+            [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Report what this machine''s kernel offers for dirty-page tracking, and what to fix')
             [CompletionResult]::new('writer', 'writer', [CompletionResultType]::ParameterValue, 'A workload that writes pages in bursts and logs exactly which (used by the tests)')
             [CompletionResult]::new('scenario', 'scenario', [CompletionResultType]::ParameterValue, 'Ground-truth scenarios of a changing address space (used by the tests)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -105,7 +135,13 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
         'uffd-dirty;help;track' {
             break
         }
+        'uffd-dirty;help;compare' {
+            break
+        }
         'uffd-dirty;help;demo' {
+            break
+        }
+        'uffd-dirty;help;check' {
             break
         }
         'uffd-dirty;help;writer' {

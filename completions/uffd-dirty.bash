@@ -16,6 +16,12 @@ _uffd__dirty() {
             ",$1")
                 cmd="uffd__dirty"
                 ;;
+            uffd__dirty,check)
+                cmd="uffd__dirty__subcmd__check"
+                ;;
+            uffd__dirty,compare)
+                cmd="uffd__dirty__subcmd__compare"
+                ;;
             uffd__dirty,demo)
                 cmd="uffd__dirty__subcmd__demo"
                 ;;
@@ -30,6 +36,12 @@ _uffd__dirty() {
                 ;;
             uffd__dirty,writer)
                 cmd="uffd__dirty__subcmd__writer"
+                ;;
+            uffd__dirty__subcmd__help,check)
+                cmd="uffd__dirty__subcmd__help__subcmd__check"
+                ;;
+            uffd__dirty__subcmd__help,compare)
+                cmd="uffd__dirty__subcmd__help__subcmd__compare"
                 ;;
             uffd__dirty__subcmd__help,demo)
                 cmd="uffd__dirty__subcmd__help__subcmd__demo"
@@ -53,12 +65,96 @@ _uffd__dirty() {
 
     case "${cmd}" in
         uffd__dirty)
-            opts="-h -V --help --version track demo writer scenario help"
+            opts="-h -V --help --version track compare demo check writer scenario help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        uffd__subcmd__dirty__subcmd__check)
+            opts="-f -h --format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        uffd__subcmd__dirty__subcmd__compare)
+            opts="-p -i -r -n -d -f -h --pid --interval --range --count --duration --format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --pid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -i)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --range)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -r)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --count)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --duration)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -d)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -109,8 +205,36 @@ _uffd__dirty() {
             return 0
             ;;
         uffd__subcmd__dirty__subcmd__help)
-            opts="track demo writer scenario help"
+            opts="track compare demo check writer scenario help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        uffd__subcmd__dirty__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        uffd__subcmd__dirty__subcmd__help__subcmd__compare)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -223,7 +347,7 @@ _uffd__dirty() {
             return 0
             ;;
         uffd__subcmd__dirty__subcmd__track)
-            opts="-p -i -r -n -d -m -f -h --pid --interval --range --count --duration --method --format --no-follow-exec --arm --help"
+            opts="-p -i -r -n -d -m -f -h --pid --interval --range --count --duration --method --format --no-freeze --no-follow-exec --arm --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -270,11 +394,11 @@ _uffd__dirty() {
                     return 0
                     ;;
                 --method)
-                    COMPREPLY=($(compgen -W "pagemap-scan" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "pagemap-scan pagemap-read soft-dirty" -- "${cur}"))
                     return 0
                     ;;
                 -m)
-                    COMPREPLY=($(compgen -W "pagemap-scan" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "pagemap-scan pagemap-read soft-dirty" -- "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -297,7 +421,7 @@ _uffd__dirty() {
             return 0
             ;;
         uffd__subcmd__dirty__subcmd__writer)
-            opts="-h --pages --threads --bursts --burst-pages --gap --run-for --wait --sleep --pre-write --pre-read --hold --linger --pattern --seed --log --help"
+            opts="-h --pages --threads --bursts --burst-pages --gap --run-for --wait --sleep --pre-write --pre-read --hold --spinner --linger --pattern --seed --log --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -340,6 +464,10 @@ _uffd__dirty() {
                     return 0
                     ;;
                 --pre-read)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --spinner)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -23,7 +23,9 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
             cand track 'Track the dirty pages of a running process (--pid) or of a command it launches'
+            cand compare 'Run uffd-wp and soft-dirty tracking on the same target at once, and compare them'
             cand demo 'Launch a small built-in writer and track it live: see what the tool does in seconds'
+            cand check 'Report what this machine''s kernel offers for dirty-page tracking, and what to fix'
             cand writer 'A workload that writes pages in bursts and logs exactly which (used by the tests)'
             cand scenario 'Ground-truth scenarios of a changing address space (used by the tests)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -44,7 +46,24 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand -f 'Output format'
             cand --format 'Output format'
             cand --arm 'How to apply the initial write-protection (auto: PAGEMAP_SCAN where the kernel has the PMD-hole fix, else UFFDIO_WRITEPROTECT). For testing both paths on one kernel'
+            cand --no-freeze 'With --method soft-dirty, do not stop the target while its bits are read and cleared: no pause for it, but a write between the read and the clear is lost'
             cand --no-follow-exec 'End tracking (reason `exec`) when the target calls execve, instead of attaching to the new program and going on'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'uffd-dirty;compare'= {
+            cand -p 'Process to attach to (never signalled; left as it was)'
+            cand --pid 'Process to attach to (never signalled; left as it was)'
+            cand -i 'Time between harvests'
+            cand --interval 'Time between harvests'
+            cand -r 'Compare only START-END (repeatable; as for `track`)'
+            cand --range 'Compare only START-END (repeatable; as for `track`)'
+            cand -n 'Stop after N intervals'
+            cand --count 'Stop after N intervals'
+            cand -d 'Stop after this long'
+            cand --duration 'Stop after this long'
+            cand -f 'Output format'
+            cand --format 'Output format'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
@@ -54,6 +73,12 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand -d 'How long the demo runs'
             cand --duration 'How long the demo runs'
             cand --log 'Also keep the writer''s exact log of written pages here'
+            cand -f 'Output format'
+            cand --format 'Output format'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'uffd-dirty;check'= {
             cand -f 'Output format'
             cand --format 'Output format'
             cand -h 'Print help (see more with ''--help'')'
@@ -70,6 +95,7 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand --sleep 'Sleep length for --wait nanosleep'
             cand --pre-write 'Pages [0, N) are written before waiting'
             cand --pre-read 'Pages [pre-write, pre-write + N) are only read before waiting (zero page)'
+            cand --spinner 'Run a thread that spins (so it is the one a tracker borrows) for this long, then exits'
             cand --linger 'Pause after the last burst before exiting (or holding)'
             cand --pattern 'pattern'
             cand --seed 'seed'
@@ -88,14 +114,20 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
         }
         &'uffd-dirty;help'= {
             cand track 'Track the dirty pages of a running process (--pid) or of a command it launches'
+            cand compare 'Run uffd-wp and soft-dirty tracking on the same target at once, and compare them'
             cand demo 'Launch a small built-in writer and track it live: see what the tool does in seconds'
+            cand check 'Report what this machine''s kernel offers for dirty-page tracking, and what to fix'
             cand writer 'A workload that writes pages in bursts and logs exactly which (used by the tests)'
             cand scenario 'Ground-truth scenarios of a changing address space (used by the tests)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'uffd-dirty;help;track'= {
         }
+        &'uffd-dirty;help;compare'= {
+        }
         &'uffd-dirty;help;demo'= {
+        }
+        &'uffd-dirty;help;check'= {
         }
         &'uffd-dirty;help;writer'= {
         }

@@ -27,7 +27,9 @@ end
 complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -s V -l version -d 'Print version'
 complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "track" -d 'Track the dirty pages of a running process (--pid) or of a command it launches'
+complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "compare" -d 'Run uffd-wp and soft-dirty tracking on the same target at once, and compare them'
 complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "demo" -d 'Launch a small built-in writer and track it live: see what the tool does in seconds'
+complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "check" -d 'Report what this machine\'s kernel offers for dirty-page tracking, and what to fix'
 complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "writer" -d 'A workload that writes pages in bursts and logs exactly which (used by the tests)'
 complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "scenario" -d 'Ground-truth scenarios of a changing address space (used by the tests)'
 complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -36,20 +38,34 @@ complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s i -l int
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s r -l range -d 'Track only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: every writable mapping of the target' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s n -l count -d 'Stop after N deltas' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s d -l duration -d 'Stop after this long (e.g. 10s)' -r
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s m -l method -d 'How dirty pages are found' -r -f -a "pagemap-scan\t'userfaultfd async write-protect, harvested by PAGEMAP_SCAN with atomic re-protect'"
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s m -l method -d 'How dirty pages are found' -r -f -a "pagemap-scan\t'userfaultfd async write-protect, harvested by PAGEMAP_SCAN with atomic re-protect'
+pagemap-read\t'The same arming, harvested by plain reads of /proc/PID/pagemap (bit 57 clear = written) and re-protected with UFFDIO_WRITEPROTECT'
+soft-dirty\t'clear_refs soft-dirty (pagemap bit 55), no userfaultfd; the target is frozen while its bits are read and cleared (see --no-freeze). Needs CONFIG_MEM_SOFT_DIRTY'"
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s f -l format -d 'Output format' -r -f -a "human\t'One line per delta for people'
 json\t'NDJSON: one JSON object per line, for scripts'"
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -l arm -d 'How to apply the initial write-protection (auto: PAGEMAP_SCAN where the kernel has the PMD-hole fix, else UFFDIO_WRITEPROTECT). For testing both paths on one kernel' -r -f -a "auto\t''
 pagemap-scan\t''
 writeprotect\t''"
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -l no-freeze -d 'With --method soft-dirty, do not stop the target while its bits are read and cleared: no pause for it, but a write between the read and the clear is lost'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -l no-follow-exec -d 'End tracking (reason `exec`) when the target calls execve, instead of attaching to the new program and going on'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s p -l pid -d 'Process to attach to (never signalled; left as it was)' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s i -l interval -d 'Time between harvests' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s r -l range -d 'Compare only START-END (repeatable; as for `track`)' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s n -l count -d 'Stop after N intervals' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s d -l duration -d 'Stop after this long' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s f -l format -d 'Output format' -r -f -a "human\t'One line per delta for people'
+json\t'NDJSON: one JSON object per line, for scripts'"
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s i -l interval -d 'Time between harvests' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s d -l duration -d 'How long the demo runs' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -l log -d 'Also keep the writer\'s exact log of written pages here' -r -F
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s f -l format -d 'Output format' -r -f -a "human\t'One line per delta for people'
 json\t'NDJSON: one JSON object per line, for scripts'"
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand check" -s f -l format -d 'Output format' -r -f -a "human\t'One line per delta for people'
+json\t'NDJSON: one JSON object per line, for scripts'"
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l pages -d 'Pages in the region' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l threads -d 'Writer threads; thread t owns the pages with index % threads == t' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l bursts -d 'Bursts per thread (0: until --run-for ends)' -r
@@ -64,6 +80,7 @@ epoll-only\t'The only thread blocks in epoll_wait(2) with no timeout on stdin'"
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l sleep -d 'Sleep length for --wait nanosleep' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l pre-write -d 'Pages [0, N) are written before waiting' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l pre-read -d 'Pages [pre-write, pre-write + N) are only read before waiting (zero page)' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l spinner -d 'Run a thread that spins (so it is the one a tracker borrows) for this long, then exits' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l linger -d 'Pause after the last burst before exiting (or holding)' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l pattern -r -f -a "random\t'Random pages'
 wave\t'A window sliding through the region, plus a few random pages (for the demo)'"
@@ -76,8 +93,10 @@ complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand scenario" -l seed 
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand scenario" -l gap -d 'Pause between rounds' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand scenario" -l log -d 'Write the ground-truth log (NDJSON) here' -r -F
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand scenario" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track demo writer scenario help" -f -a "track" -d 'Track the dirty pages of a running process (--pid) or of a command it launches'
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track demo writer scenario help" -f -a "demo" -d 'Launch a small built-in writer and track it live: see what the tool does in seconds'
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track demo writer scenario help" -f -a "writer" -d 'A workload that writes pages in bursts and logs exactly which (used by the tests)'
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track demo writer scenario help" -f -a "scenario" -d 'Ground-truth scenarios of a changing address space (used by the tests)'
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track demo writer scenario help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track compare demo check writer scenario help" -f -a "track" -d 'Track the dirty pages of a running process (--pid) or of a command it launches'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track compare demo check writer scenario help" -f -a "compare" -d 'Run uffd-wp and soft-dirty tracking on the same target at once, and compare them'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track compare demo check writer scenario help" -f -a "demo" -d 'Launch a small built-in writer and track it live: see what the tool does in seconds'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track compare demo check writer scenario help" -f -a "check" -d 'Report what this machine\'s kernel offers for dirty-page tracking, and what to fix'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track compare demo check writer scenario help" -f -a "writer" -d 'A workload that writes pages in bursts and logs exactly which (used by the tests)'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track compare demo check writer scenario help" -f -a "scenario" -d 'Ground-truth scenarios of a changing address space (used by the tests)'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track compare demo check writer scenario help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -29,8 +29,12 @@ pub struct Cli {
 pub enum Command {
     /// Track the dirty pages of a running process (--pid) or of a command it launches.
     Track(TrackArgs),
+    /// Run uffd-wp and soft-dirty tracking on the same target at once, and compare them.
+    Compare(CompareArgs),
     /// Launch a small built-in writer and track it live: see what the tool does in seconds.
     Demo(DemoArgs),
+    /// Report what this machine's kernel offers for dirty-page tracking, and what to fix.
+    Check(CheckArgs),
     /// A workload that writes pages in bursts and logs exactly which (used by the tests).
     #[command(hide = true)]
     Writer(crate::workload::WriterArgs),
@@ -130,6 +134,42 @@ pub struct TrackArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Process to attach to (never signalled; left as it was).
+    #[arg(
+        short,
+        long,
+        value_name = "PID",
+        required_unless_present = "command",
+        conflicts_with = "command"
+    )]
+    pub pid: Option<i32>,
+
+    /// Time between harvests.
+    #[arg(short, long, value_name = "DURATION", default_value = "1s", value_parser = parse_interval)]
+    pub interval: Duration,
+
+    /// Compare only START-END (repeatable; as for `track`).
+    #[arg(short, long = "range", value_name = "START-END", value_parser = parse_range)]
+    pub ranges: Vec<Span>,
+
+    /// Stop after N intervals.
+    #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Stop after this long.
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_interval)]
+    pub duration: Option<Duration>,
+
+    #[command(flatten)]
+    pub output: Output,
+
+    /// Command to launch and compare on (after `--`).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Time between harvests.
     #[arg(short, long, value_name = "DURATION", default_value = "250ms", value_parser = parse_interval)]
@@ -143,6 +183,12 @@ pub struct DemoArgs {
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
 
+    #[command(flatten)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
     #[command(flatten)]
     pub output: Output,
 }
@@ -210,6 +256,10 @@ Launch a program and track it from its first instruction:
 Pages written per delta, one number per line:
 
   uffd-dirty track --pid 4242 -f json | jq 'select(.type==\"delta\") | .dirty_pages'
+
+Check what this machine's kernel offers, and what to fix:
+
+  uffd-dirty check
 
 See it work in five seconds:
 

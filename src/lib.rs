@@ -8,7 +8,9 @@
 //! [`workload`] (a writer with ground truth, for the demo and the tests).
 
 pub mod attach;
+pub mod check;
 pub mod cli;
+pub mod compare;
 pub mod exit;
 pub mod launch;
 pub mod maps;
@@ -88,6 +90,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Track(args) => track(&args),
         Command::Demo(args) => demo(&args),
+        Command::Compare(args) => compare::run(&args, &*stop_flag()?),
+        Command::Check(args) => check::run(args.output.format),
         Command::Scenario(args) => {
             workload::scenario::run_scenario(&args)?;
             Ok(ExitCode::Success)

@@ -2,6 +2,7 @@
 //! harvest, and emit one delta; stop on a signal, a count, a duration or the target's exit.
 
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,7 +43,7 @@ struct Registry {
     failed: HashSet<VmaKey>,
 }
 
-struct Skip {
+pub(crate) struct Skip {
     piece: Selected,
     reason: String,
 }
@@ -129,14 +130,14 @@ fn is_gone(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ESRCH | libc::ENOMEM))
 }
 
-enum Wake {
+pub(crate) enum Wake {
     Tick,
     Stop,
     TargetExited,
 }
 
 /// Sleep until `deadline`, waking early for a stop request or the target's exit.
-fn wait_until(deadline: Instant, target: &Target, stop: &AtomicBool) -> Wake {
+pub(crate) fn wait_until(deadline: Instant, target: &Target, stop: &AtomicBool) -> Wake {
     loop {
         if stop.load(Ordering::Relaxed) {
             return Wake::Stop;
@@ -160,15 +161,15 @@ fn wait_until(deadline: Instant, target: &Target, stop: &AtomicBool) -> Wake {
 }
 
 /// Terminates a launched command that outlives tracking, whatever way `run` leaves.
-struct Child {
+pub(crate) struct Child {
     pid: i32,
     status: Option<i32>,
     /// Stopped under our ptrace: SIGTERM would wait for nothing, so it is killed outright.
-    traced: bool,
+    pub(crate) traced: bool,
 }
 
 impl Child {
-    fn reap(&mut self) -> Option<i32> {
+    pub(crate) fn reap(&mut self) -> Option<i32> {
         if self.status.is_none() {
             self.status = launch::try_reap(self.pid);
         }
@@ -200,7 +201,7 @@ pub struct Outcome {
 
 /// How freshly registered memory is write-protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Arming {
+pub(crate) enum Arming {
     /// Everything, by PAGEMAP_SCAN (kernels with the PMD-hole fix).
     Scan,
     /// Everything, by UFFDIO_WRITEPROTECT (marks empty page-table ranges on every kernel).
@@ -221,7 +222,7 @@ impl Arming {
 }
 
 /// Why the target's memory went away.
-enum Gone {
+pub(crate) enum Gone {
     Exited,
     Exec,
 }
@@ -235,7 +236,7 @@ enum Gone {
 const SPARSE_MIN: u64 = 1 << 30;
 const SPARSE_FILL: u64 = 8;
 
-struct Mm {
+pub(crate) struct Mm {
     /// Set for `--method pagemap-read`: harvest by plain pagemap reads.
     reader: Option<PagemapRead>,
     uffd: Uffd,
@@ -251,8 +252,8 @@ struct Mm {
 }
 
 /// A fresh attachment to the target's current address space.
-struct Attachment {
-    mm: Source,
+pub(crate) struct Attachment {
+    pub(crate) mm: Source,
     /// What is tracked, for the start and exec records.
     pieces: Vec<Selected>,
     arm_method: &'static str,
@@ -262,7 +263,7 @@ struct Attachment {
 }
 
 /// Create a userfaultfd in the target, register everything in scope and arm it.
-fn attach_mm(
+pub(crate) fn attach_mm(
     target: &Target,
     scope: &[Span],
     at_exec: bool,
@@ -588,12 +589,12 @@ fn mapping_events(
 
 /// Where deltas come from: the target's userfaultfd (pagemap-scan, pagemap-read), or its
 /// soft-dirty bits.
-enum Source {
+pub(crate) enum Source {
     Uffd(Box<Mm>),
     Soft(SoftMm),
 }
 
-type Harvested = std::result::Result<(Vec<output::Mapping>, output::Delta), Gone>;
+pub(crate) type Harvested = std::result::Result<(Vec<output::Mapping>, output::Delta), Gone>;
 
 impl Source {
     fn vmas(&self) -> &[Vma] {
@@ -603,7 +604,7 @@ impl Source {
         }
     }
 
-    fn harvest(
+    pub(crate) fn harvest(
         &mut self,
         target: &Target,
         scope: &[Span],
@@ -619,14 +620,17 @@ impl Source {
 }
 
 /// `--method soft-dirty`: clear_refs and pagemap bit 55, no userfaultfd.
-struct SoftMm {
+pub(crate) struct SoftMm {
     sd: SoftDirty,
     vmas: Vec<Vma>,
     tracked: Vec<Span>,
-    freeze: bool,
+    /// Stop the target around read + clear (off when the caller already did).
+    pub(crate) freeze: bool,
+    /// How long the last clear_refs took (it holds the target's mmap write lock).
+    pub(crate) last_clear_us: u64,
 }
 
-fn attach_soft(target: &Target, scope: &[Span], freeze: bool) -> Result<Attachment> {
+pub(crate) fn attach_soft(target: &Target, scope: &[Span], freeze: bool) -> Result<Attachment> {
     let started = Instant::now();
     let clear_refs = std::fs::OpenOptions::new()
         .write(true)
@@ -638,6 +642,7 @@ fn attach_soft(target: &Target, scope: &[Span], freeze: bool) -> Result<Attachme
         vmas: maps::read_maps(target.pid).context("reading the target's mappings")?,
         tracked: Vec::new(),
         freeze,
+        last_clear_us: 0,
     };
     let pieces = maps::select(&soft.vmas, scope);
     soft.tracked = maps::union(pieces.iter().map(|p| p.span).collect());
@@ -708,7 +713,10 @@ impl SoftMm {
             for &span in &self.tracked {
                 self.sd.dirty(span, &mut runs)?;
             }
-            self.sd.clear()
+            let t = Instant::now();
+            self.sd.clear()?;
+            self.last_clear_us = t.elapsed().as_micros() as u64;
+            Ok(())
         })();
         if let Err(e) = result {
             return gone(&e)
@@ -733,7 +741,7 @@ impl SoftMm {
 }
 
 /// The record stream. A reader that goes away (`| head`) is a clean end, not an error.
-struct Out<'a> {
+pub(crate) struct Out<'a> {
     emitter: Box<dyn Emitter + 'a>,
     closed: bool,
 }
@@ -753,7 +761,7 @@ impl Out<'_> {
     }
 }
 
-fn tracked_ranges(pieces: &[Selected], page_size: u64) -> Vec<output::TrackedRange> {
+pub(crate) fn tracked_ranges(pieces: &[Selected], page_size: u64) -> Vec<output::TrackedRange> {
     pieces
         .iter()
         .map(|p| output::TrackedRange {
@@ -766,7 +774,7 @@ fn tracked_ranges(pieces: &[Selected], page_size: u64) -> Vec<output::TrackedRan
         .collect()
 }
 
-fn skipped_ranges(skips: &[Skip]) -> Vec<output::SkippedRange> {
+pub(crate) fn skipped_ranges(skips: &[Skip]) -> Vec<output::SkippedRange> {
     skips
         .iter()
         .map(|s| output::SkippedRange {
@@ -808,8 +816,37 @@ fn check_scope(target: &Target, ranges: &[Span], vmas: &[Vma]) -> Result<()> {
     Ok(())
 }
 
+/// The target: a running process, or a launched command held at its exec (still traced: on
+/// any error before it is attached, it is killed). `--range` values are checked against its
+/// mappings before anything touches it.
+pub(crate) fn open_target(
+    pid: Option<i32>,
+    command: &[OsString],
+    ranges: &[Span],
+) -> Result<(Target, Option<Child>)> {
+    match pid {
+        Some(pid) => {
+            let target = Target::open(pid)?;
+            let vmas = maps::read_maps(pid).context("reading the target's mappings")?;
+            check_scope(&target, ranges, &vmas)?;
+            Ok((target, None))
+        }
+        None => {
+            let launched = launch::spawn(command)?;
+            let child = Child {
+                pid: launched.target.pid,
+                status: None,
+                traced: true,
+            };
+            let vmas = maps::read_maps(child.pid).context("reading the command's mappings")?;
+            check_scope(&launched.target, ranges, &vmas)?;
+            Ok((launched.target, Some(child)))
+        }
+    }
+}
+
 /// The `method` field of the start record.
-fn method_name(m: Method) -> &'static str {
+pub(crate) fn method_name(m: Method) -> &'static str {
     match m {
         Method::PagemapScan => "pagemap-scan",
         Method::PagemapRead => "pagemap-read",
@@ -846,31 +883,7 @@ pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> R
             uffd::kernel_release()
         );
     }
-    let (target, mut child) = match args.pid {
-        Some(pid) => {
-            let target = Target::open(pid)?;
-            let vmas = maps::read_maps(pid).context("reading the target's mappings")?;
-            check_scope(&target, &args.ranges, &vmas)?;
-            (target, None)
-        }
-        None => {
-            let launched = launch::spawn(&args.command)?;
-            let pid = launched.target.pid;
-            // Until attached, the command is stopped under ptrace: on any error, kill it at once.
-            let mut child = Child {
-                pid,
-                status: None,
-                traced: true,
-            };
-            let vmas = maps::read_maps(pid).context("reading the command's mappings")?;
-            check_scope(&launched.target, &args.ranges, &vmas)?;
-            child.traced = false;
-            (launched.target, Some(child))
-        }
-    };
-    if let Some(c) = child.as_mut() {
-        c.traced = true;
-    }
+    let (target, mut child) = open_target(args.pid, &args.command, &args.ranges)?;
     let attachment = match args.method {
         Method::SoftDirty => {
             if child.is_some() {

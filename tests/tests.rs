@@ -17,3 +17,5 @@ mod generated;
 mod living;
 // Stock Debian kernels under QEMU: soft-dirty and a kernel without async write-protect.
 mod vm;
+// `uffd-dirty check` against this machine.
+mod check;

@@ -139,7 +139,11 @@ fn judge(kernel: &str, method: &str, run: &Run) -> Verdict {
         run.writer_status, 0,
         "{kernel} {method}: the writer noticed something (3: EINTR, 4: memory changed)"
     );
-    assert_eq!(run.records[0]["method"], method);
+    assert_eq!(
+        run.records[0]["method"], method,
+        "{kernel} {method}: {}",
+        run.stderr
+    );
     assert_eq!(run.records.last().unwrap()["reason"], "signal");
     let truth = truth_from_text(&run.log);
     let base = hex(&truth.wait["base"]);
@@ -160,12 +164,71 @@ fn judge(kernel: &str, method: &str, run: &Run) -> Verdict {
     v
 }
 
+/// A `compare` run seen from one side: its start, and one delta per interval holding what
+/// that side reported (`both` plus its own `only_*` pages).
+fn compare_side(run: &Run, only: &str) -> Run {
+    let mut records = vec![run.records[0].clone()];
+    for r in run.records.iter().filter(|r| r["type"] == "compare") {
+        let ranges: Vec<Value> = r["both_ranges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(r[only].as_array().unwrap())
+            .cloned()
+            .collect();
+        let pages: u64 = ranges.iter().map(|x| x["pages"].as_u64().unwrap()).sum();
+        records.push(
+            serde_json::json!({"type": "delta", "time": r["time"], "scan_us": r["stopped_us"],
+            "dirty_pages": pages, "ranges": ranges}),
+        );
+    }
+    let total = run.records.last().unwrap();
+    assert_eq!(total["type"], "compare-total");
+    records.push(serde_json::json!({"type": "end", "reason": total["reason"]}));
+    Run {
+        track_status: run.track_status,
+        writer_status: run.writer_status,
+        stderr: run.stderr.clone(),
+        records,
+        log: run.log.clone(),
+    }
+}
+
 #[test]
 fn debian_6_12_every_method_against_ground_truth() {
     if skip() {
         return;
     }
-    let runs = run_methods("6.12", &["pagemap-scan", "pagemap-read", "soft-dirty"]);
+    let runs = run_methods(
+        "6.12",
+        &["pagemap-scan", "pagemap-read", "soft-dirty", "compare"],
+    );
+    // compare: both mechanisms at once, each side held against the truth.
+    let cmp = &runs["compare"];
+    assert_eq!(cmp.records[0]["type"], "compare-start", "{}", cmp.stderr);
+    for (side, only) in [
+        ("compare/uffd-wp", "only_uffd_ranges"),
+        ("compare/soft-dirty", "only_soft_dirty_ranges"),
+    ] {
+        let run = compare_side(cmp, only);
+        assert_eq!(run.track_status, 0, "{side}: {}", run.stderr);
+        let truth = truth_from_text(&run.log);
+        let base = hex(&truth.wait["base"]);
+        let (start_ns, deltas) =
+            deltas_in(&run.records, base, truth.wait["pages"].as_u64().unwrap());
+        let v = compare(&truth, start_ns, &deltas);
+        eprintln!(
+            "6.12 {side}: {} writes, {} reports, {} unexplained",
+            v.writes,
+            v.reports,
+            v.unexplained.len()
+        );
+        assert!(
+            v.lost.is_empty(),
+            "6.12 {side}: LOST {:?}",
+            &v.lost[..v.lost.len().min(10)]
+        );
+    }
     for method in ["pagemap-scan", "pagemap-read"] {
         let v = judge("6.12", method, &runs[method]);
         assert!(

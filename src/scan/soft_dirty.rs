@@ -58,48 +58,12 @@ impl SoftDirty {
 
     /// Clear every soft-dirty bit of the process (`clear_refs` value 4).
     pub fn clear(&mut self) -> io::Result<()> {
-        self.clear_refs.write_all(b"4")
+        self.clear_refs.write_all(abi::CLEAR_REFS_SOFT_DIRTY)
     }
 }
 
-/// Whether soft-dirty really works here, by round trip in our own memory: writing to
-/// clear_refs succeeds silently on kernels built without CONFIG_MEM_SOFT_DIRTY.
+/// Whether soft-dirty really works here, by round trip (see `check::soft_dirty_round_trip`):
+/// writing to clear_refs succeeds silently on kernels built without CONFIG_MEM_SOFT_DIRTY.
 pub fn works() -> io::Result<bool> {
-    let page = sys::page_size() as usize;
-    // SAFETY: a fresh private anonymous page nothing else refers to, unmapped below.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            page,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    let result = (|| {
-        let pagemap = File::open("/proc/self/pagemap")?;
-        let mut clear_refs = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/proc/self/clear_refs")?;
-        let entry = |pm: &File| -> io::Result<u64> {
-            let mut b = [0u8; 8];
-            sys::pread_full(pm.as_fd(), &mut b, p as u64 / page as u64 * 8)?;
-            Ok(u64::from_ne_bytes(b))
-        };
-        // SAFETY: writing our own fresh page.
-        unsafe { std::ptr::write_volatile(p as *mut u8, 1) };
-        clear_refs.write_all(b"4")?;
-        let cleared = entry(&pagemap)? & abi::PM_SOFT_DIRTY == 0;
-        // SAFETY: as above.
-        unsafe { std::ptr::write_volatile(p as *mut u8, 2) };
-        let dirtied = entry(&pagemap)? & abi::PM_SOFT_DIRTY != 0;
-        Ok(cleared && dirtied)
-    })();
-    // SAFETY: unmapping the page mapped above.
-    unsafe { libc::munmap(p, page) };
-    result
+    crate::check::soft_dirty_round_trip()
 }

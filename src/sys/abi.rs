@@ -44,6 +44,10 @@ pub const PAGE_IS_PRESENT: u64 = 1 << 3;
 pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
 pub const PAGE_IS_PFNZERO: u64 = 1 << 5;
 pub const PAGE_IS_HUGE: u64 = 1 << 6;
+/// Added after 6.7 (which rejects it): probe before use.
+pub const PAGE_IS_SOFT_DIRTY: u64 = 1 << 7;
+/// 6.15: guard regions (`MADV_GUARD_INSTALL`).
+pub const PAGE_IS_GUARD: u64 = 1 << 8;
 pub const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
 pub const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
 
@@ -52,6 +56,12 @@ pub const PM_SOFT_DIRTY: u64 = 1 << 55;
 pub const PM_UFFD_WP: u64 = 1 << 57;
 pub const PM_SWAP: u64 = 1 << 62;
 pub const PM_PRESENT: u64 = 1 << 63;
+
+/// What to write to `/proc/PID/clear_refs` to clear the soft-dirty bits of the whole mm.
+pub const CLEAR_REFS_SOFT_DIRTY: &[u8] = b"4";
+
+/// The capability bit (in `CapEff` of `/proc/PID/status`) that overrides ptrace checks.
+pub const CAP_SYS_PTRACE: u32 = 19;
 
 // ptrace requests and options not (uniformly) exposed by nix.
 pub const PTRACE_EVENT_STOP: i32 = 128;
@@ -187,6 +197,9 @@ mod tests {
         assert_eq!(PAGE_IS_SWAPPED, u64::from(g::PAGE_IS_SWAPPED));
         assert_eq!(PAGE_IS_PFNZERO, u64::from(g::PAGE_IS_PFNZERO));
         assert_eq!(PAGE_IS_HUGE, u64::from(g::PAGE_IS_HUGE));
+        assert_eq!(PAGE_IS_SOFT_DIRTY, u64::from(g::PAGE_IS_SOFT_DIRTY));
+        assert_eq!(PAGE_IS_GUARD, u64::from(g::PAGE_IS_GUARD));
+        assert_eq!(CAP_SYS_PTRACE, g::CAP_SYS_PTRACE);
         assert_eq!(PM_SCAN_WP_MATCHING, u64::from(g::PM_SCAN_WP_MATCHING));
         assert_eq!(PM_SCAN_CHECK_WPASYNC, u64::from(g::PM_SCAN_CHECK_WPASYNC));
         assert_eq!(SYS_CLOSE, libc::SYS_close);

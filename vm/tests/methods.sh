@@ -13,11 +13,16 @@ for method in "$@"; do
     writer=$!
     exec 3> "$dir/go"
     while ! grep -q ready "$dir/writer.out" 2>/dev/null; do sleep 0.05; done
-    /bin/uffd-dirty track --pid "$writer" --method "$method" --format json --interval 30ms \
-        > "$dir/track.json" 2> "$dir/track.err" &
+    if [ "$method" = compare ]; then
+        /bin/uffd-dirty compare --pid "$writer" --format json --interval 30ms \
+            > "$dir/track.json" 2> "$dir/track.err" &
+    else
+        /bin/uffd-dirty track --pid "$writer" --method "$method" --format json --interval 30ms \
+            > "$dir/track.json" 2> "$dir/track.err" &
+    fi
     tracker=$!
     n=0
-    while ! grep -q '"type":"start"' "$dir/track.json" 2>/dev/null; do
+    while ! grep -q '"type":"\(compare-\)\{0,1\}start"' "$dir/track.json" 2>/dev/null; do
         sleep 0.05
         n=$((n + 1))
         if [ $n -gt 200 ] || ! kill -0 $tracker 2>/dev/null; then break; fi

@@ -1,0 +1,318 @@
+//! `uffd-dirty compare`: uffd-wp async tracking and soft-dirty on the same target at the same
+//! time (they are independent kernel mechanisms). Every interval the target is frozen once,
+//! both are harvested in that window, so both see exactly the same writes, and the pages
+//! each one reported are split into "both", "only uffd-wp" and "only soft-dirty", with what
+//! each harvest cost.
+
+use std::io::{self, Write};
+use std::sync::atomic::AtomicBool;
+use std::time::{Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::attach::Frozen;
+use crate::cli::{CompareArgs, Format, Method};
+use crate::exit::{ExitCode, unsupported};
+use crate::maps::{self, Span};
+use crate::output::{DirtyRun, Timestamp, dirty_runs};
+use crate::sys::{self, abi};
+use crate::track::{self, Arming, Gone, Source, Wake};
+use crate::uffd;
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Costs {
+    /// Wall time of the uffd-wp harvest (PAGEMAP_SCAN get + re-protect).
+    pub uffd_us: u64,
+    /// Wall time of the soft-dirty harvest (pagemap reads + clear_refs).
+    pub soft_dirty_us: u64,
+    /// Of which clear_refs, which holds the target's mmap write lock.
+    pub clear_refs_us: u64,
+    /// How long the target was stopped for both.
+    pub stopped_us: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Interval {
+    pub seq: u64,
+    pub time: Timestamp,
+    pub both: u64,
+    pub only_uffd: u64,
+    pub only_soft_dirty: u64,
+    #[serde(flatten)]
+    pub costs: Costs,
+    pub only_uffd_ranges: Vec<DirtyRun>,
+    pub only_soft_dirty_ranges: Vec<DirtyRun>,
+    pub both_ranges: Vec<DirtyRun>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Total {
+    pub pid: i32,
+    pub intervals: u64,
+    pub both: u64,
+    pub only_uffd: u64,
+    pub only_soft_dirty: u64,
+    #[serde(flatten)]
+    pub costs: Costs,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Begin {
+    pub pid: i32,
+    pub page_size: u64,
+    pub interval_ms: u64,
+    pub time: Timestamp,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+enum Record<'a> {
+    CompareStart(&'a Begin),
+    Compare(&'a Interval),
+    CompareTotal(&'a Total),
+}
+
+fn pages(runs: &[Span], page_size: u64) -> u64 {
+    runs.iter().map(|r| r.len()).sum::<u64>() / page_size
+}
+
+fn print_row(
+    out: &mut impl Write,
+    label: &str,
+    both: u64,
+    ou: u64,
+    os: u64,
+    c: &Costs,
+) -> io::Result<()> {
+    writeln!(
+        out,
+        "{label:>8} {both:>10} {ou:>10} {os:>12} {:>10.2} {:>12.2} {:>10.2} {:>10.2}",
+        c.uffd_us as f64 / 1000.0,
+        c.soft_dirty_us as f64 / 1000.0,
+        c.clear_refs_us as f64 / 1000.0,
+        c.stopped_us as f64 / 1000.0
+    )
+}
+
+pub fn run(args: &CompareArgs, stop: &AtomicBool) -> Result<ExitCode> {
+    let support = uffd::probe()?;
+    support.require_async_wp()?;
+    if !crate::scan::soft_dirty::works().context("probing soft-dirty")? {
+        return Err(unsupported(format!(
+            "this kernel ({}) has no working soft-dirty tracking (built without CONFIG_MEM_SOFT_DIRTY): nothing to compare with; `uffd-dirty check` tells what the kernel has",
+            uffd::kernel_release()
+        )));
+    }
+    let scope = if args.ranges.is_empty() {
+        vec![Span::new(0, abi::TASK_SIZE)]
+    } else {
+        maps::union(args.ranges.clone())
+    };
+    let arming = if support.pmd_hole_fix {
+        Arming::Scan
+    } else {
+        Arming::Writeprotect
+    };
+    let (target, mut child) = track::open_target(args.pid, &args.command, &args.ranges)?;
+    let mut uffd_side = track::attach_mm(
+        &target,
+        &scope,
+        child.is_some(),
+        arming,
+        Method::PagemapScan,
+    )?
+    .mm;
+    // The command (if launched) runs from here on: soft-dirty needs no injection.
+    let mut soft_side = track::attach_soft(&target, &scope, true)?.mm;
+    if let Some(c) = child.as_mut() {
+        c.traced = false;
+    }
+    if let Source::Soft(s) = &mut soft_side {
+        // Both are harvested under one freeze, taken here.
+        s.freeze = false;
+    }
+    let page_size = sys::page_size();
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let begin = Begin {
+        pid: target.pid,
+        page_size,
+        interval_ms: args.interval.as_millis() as u64,
+        time: Timestamp(SystemTime::now()),
+    };
+    if args.output.format == Format::Json {
+        serde_json::to_writer(&mut out, &Record::CompareStart(&begin))?;
+        writeln!(out)?;
+        out.flush()?;
+    }
+    if args.output.format == Format::Human {
+        writeln!(
+            out,
+            "comparing uffd-wp (pagemap-scan) with soft-dirty on PID {}, every {:?}; pages, then ms",
+            target.pid, args.interval
+        )?;
+        writeln!(
+            out,
+            "{:>8} {:>10} {:>10} {:>12} {:>10} {:>12} {:>10} {:>10}",
+            "interval",
+            "both",
+            "only-uffd",
+            "only-softdty",
+            "uffd-ms",
+            "softdirty-ms",
+            "clear-ms",
+            "stopped-ms"
+        )?;
+        out.flush()?;
+    }
+    let since = Instant::now();
+    let end_at = args.duration.map(|d| since + d);
+    let mut next = since + args.interval;
+    let mut total = Total {
+        pid: target.pid,
+        intervals: 0,
+        both: 0,
+        only_uffd: 0,
+        only_soft_dirty: 0,
+        costs: Costs::default(),
+        reason: "signal",
+    };
+    let reason = loop {
+        let deadline = end_at.map_or(next, |e| next.min(e));
+        let wake = track::wait_until(deadline, &target, stop);
+        if let Wake::TargetExited = wake {
+            break "target-exited";
+        }
+        let time = SystemTime::now();
+        let t0 = Instant::now();
+        let frozen = Frozen::new(&target);
+        let frozen = match frozen {
+            Ok(f) => f,
+            Err(_) if target.check_alive().is_err() => break "target-exited",
+            Err(e) => return Err(e),
+        };
+        let seq = total.intervals + 1;
+        let ta = Instant::now();
+        let a = uffd_side.harvest(&target, &scope, seq, since, page_size)?;
+        let uffd_us = ta.elapsed().as_micros() as u64;
+        let tb = Instant::now();
+        let b = soft_side.harvest(&target, &scope, seq, since, page_size)?;
+        let soft_dirty_us = tb.elapsed().as_micros() as u64;
+        drop(frozen);
+        let stopped_us = t0.elapsed().as_micros() as u64;
+        let (a, b) = match (a, b) {
+            (Ok((_, a)), Ok((_, b))) => (a, b),
+            (Err(Gone::Exec), _) | (_, Err(Gone::Exec)) => break "exec",
+            _ => break "target-exited",
+        };
+        let spans = |d: &crate::output::Delta| -> Vec<Span> {
+            d.ranges
+                .iter()
+                .map(|r| Span::new(r.start.0, r.end.0))
+                .collect()
+        };
+        let (a, b) = (spans(&a), spans(&b));
+        let both = maps::intersect(&a, &b);
+        let only_uffd = maps::subtract(&a, &b);
+        let only_soft = maps::subtract(&b, &a);
+        let clear_refs_us = match &soft_side {
+            Source::Soft(s) => s.last_clear_us,
+            Source::Uffd(_) => 0,
+        };
+        let interval = Interval {
+            seq,
+            time: Timestamp(time),
+            both: pages(&both, page_size),
+            only_uffd: pages(&only_uffd, page_size),
+            only_soft_dirty: pages(&only_soft, page_size),
+            costs: Costs {
+                uffd_us,
+                soft_dirty_us,
+                clear_refs_us,
+                stopped_us,
+            },
+            only_uffd_ranges: dirty_runs(&only_uffd, page_size),
+            only_soft_dirty_ranges: dirty_runs(&only_soft, page_size),
+            both_ranges: dirty_runs(&both, page_size),
+        };
+        total.intervals = seq;
+        total.both += interval.both;
+        total.only_uffd += interval.only_uffd;
+        total.only_soft_dirty += interval.only_soft_dirty;
+        total.costs.uffd_us += uffd_us;
+        total.costs.soft_dirty_us += soft_dirty_us;
+        total.costs.clear_refs_us += clear_refs_us;
+        total.costs.stopped_us += stopped_us;
+        let written = match args.output.format {
+            Format::Json => serde_json::to_writer(&mut out, &Record::Compare(&interval))
+                .map_err(io::Error::from)
+                .and_then(|()| writeln!(out)),
+            Format::Human => print_row(
+                &mut out,
+                &seq.to_string(),
+                interval.both,
+                interval.only_uffd,
+                interval.only_soft_dirty,
+                &interval.costs,
+            ),
+        };
+        match written.and_then(|()| out.flush()) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::Success),
+            r => r?,
+        }
+        if let Wake::Stop = wake {
+            break "signal";
+        }
+        if args.count.is_some_and(|n| seq >= n) {
+            break "count";
+        }
+        if end_at.is_some_and(|e| Instant::now() >= e) {
+            break "duration";
+        }
+        next += args.interval;
+        if next < Instant::now() {
+            next = Instant::now() + args.interval;
+        }
+    };
+    total.reason = reason;
+    let r = match args.output.format {
+        Format::Json => serde_json::to_writer(&mut out, &Record::CompareTotal(&total))
+            .map_err(io::Error::from)
+            .and_then(|()| writeln!(out)),
+        Format::Human => {
+            let mean = |v: u64| v.checked_div(total.intervals).unwrap_or(0);
+            let c = Costs {
+                uffd_us: mean(total.costs.uffd_us),
+                soft_dirty_us: mean(total.costs.soft_dirty_us),
+                clear_refs_us: mean(total.costs.clear_refs_us),
+                stopped_us: mean(total.costs.stopped_us),
+            };
+            print_row(
+                &mut out,
+                "total",
+                total.both,
+                total.only_uffd,
+                total.only_soft_dirty,
+                &c,
+            )
+            .and_then(|()| {
+                writeln!(
+                    out,
+                    "(costs in the total row are means per interval; ended: {reason})"
+                )
+            })
+        }
+    };
+    match r.and_then(|()| out.flush()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+        r => r?,
+    }
+    drop(uffd_side);
+    let status = child.as_mut().and_then(|c| c.reap());
+    Ok(match status {
+        Some(s) if reason == "target-exited" => ExitCode::Command(s.clamp(0, 255) as u8),
+        _ => ExitCode::Success,
+    })
+}
