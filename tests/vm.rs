@@ -61,8 +61,15 @@ struct Run {
     log: String,
 }
 
-/// Boot `kernel` and run vm/tests/methods.sh for `methods`; the runs by method.
-fn run_methods(kernel: &str, methods: &[&str]) -> BTreeMap<String, Run> {
+/// What one boot produced: `uffd-dirty check` (JSON and exit status) and the runs by method.
+struct Boot {
+    check: Value,
+    check_status: i32,
+    runs: BTreeMap<String, Run>,
+}
+
+/// Boot `kernel` and run vm/tests/methods.sh for `methods`.
+fn run_methods(kernel: &str, methods: &[&str]) -> Boot {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let bin = static_binary();
     let dir = scratch();
@@ -85,9 +92,20 @@ fn run_methods(kernel: &str, methods: &[&str]) -> BTreeMap<String, Run> {
         "vm/run.sh exited {code}\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     let mut runs = BTreeMap::new();
+    let mut check = Value::Null;
+    let mut check_status = -1;
     let mut section = String::new();
     let mut cur: Option<(String, Run)> = None;
     for line in stdout.lines() {
+        if let Some(json) = line.strip_prefix("check-json: ") {
+            check =
+                serde_json::from_str(json).unwrap_or_else(|e| panic!("check said {json:?}: {e}"));
+            continue;
+        }
+        if let Some(code) = line.strip_prefix("check-status: ") {
+            check_status = code.trim().parse().unwrap();
+            continue;
+        }
         if let Some(rest) = line.strip_prefix("=== ") {
             let words: Vec<&str> = rest.split_whitespace().collect();
             match words.as_slice() {
@@ -125,7 +143,11 @@ fn run_methods(kernel: &str, methods: &[&str]) -> BTreeMap<String, Run> {
         runs.insert(name, run);
     }
     eprintln!("{kernel}: {}", stdout.lines().next().unwrap_or(""));
-    runs
+    Boot {
+        check,
+        check_status,
+        runs,
+    }
 }
 
 /// Hold a run against its writer's log: no lost write, ever; false positives counted.
@@ -199,10 +221,19 @@ fn debian_6_12_every_method_against_ground_truth() {
     if skip() {
         return;
     }
-    let runs = run_methods(
+    let boot = run_methods(
         "6.12",
         &["pagemap-scan", "pagemap-read", "soft-dirty", "compare"],
     );
+    assert_eq!(boot.check_status, 0, "check on 6.12: {}", boot.check);
+    assert_eq!(
+        (
+            boot.check["track_possible"].as_bool(),
+            boot.check["soft_dirty"].as_bool()
+        ),
+        (Some(true), Some(true))
+    );
+    let runs = boot.runs;
     // compare: both mechanisms at once, each side held against the truth.
     let cmp = &runs["compare"];
     assert_eq!(cmp.records[0]["type"], "compare-start", "{}", cmp.stderr);
@@ -247,7 +278,30 @@ fn debian_6_1_lacks_async_wp_but_soft_dirty_works() {
     if skip() {
         return;
     }
-    let runs = run_methods("6.1", &["pagemap-scan", "soft-dirty"]);
+    let boot = run_methods("6.1", &["pagemap-scan", "soft-dirty"]);
+    // check names exactly what is missing, and says soft-dirty works.
+    assert_eq!(boot.check_status, 69, "check on 6.1: {}", boot.check);
+    assert_eq!(
+        (
+            boot.check["track_possible"].as_bool(),
+            boot.check["soft_dirty"].as_bool()
+        ),
+        (Some(false), Some(true))
+    );
+    let missing: Vec<&str> = boot.check["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["status"] == "missing")
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    for name in ["WP_ASYNC", "WP_UNPOPULATED", "PAGEMAP_SCAN"] {
+        assert!(
+            missing.contains(&name),
+            "check on 6.1 does not report {name} missing: {missing:?}"
+        );
+    }
+    let runs = boot.runs;
     let scan = &runs["pagemap-scan"];
     assert_eq!(scan.track_status, 69, "6.1 pagemap-scan: {}", scan.stderr);
     assert!(

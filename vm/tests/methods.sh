@@ -3,6 +3,9 @@
 # host-side test (tests/vm.rs) holds them against each other page for page.
 # Usage inside the VM: sh /test.sh METHOD...
 echo "uname -r: $(uname -r)"
+echo "check-json: $(/bin/uffd-dirty check --format json 2>/dev/null)"
+/bin/uffd-dirty check > /dev/null 2>&1
+echo "check-status: $?"
 status=0
 for method in "$@"; do
     dir=/tmp/$method
