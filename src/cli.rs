@@ -261,6 +261,10 @@ Check what this machine's kernel offers, and what to fix:
 
   uffd-dirty check
 
+Compare uffd-wp with soft-dirty on the same process, ten intervals:
+
+  uffd-dirty compare --pid 4242 --count 10
+
 See it work in five seconds:
 
   uffd-dirty demo",
@@ -314,6 +318,15 @@ vm.unprivileged_userfaultfd does not restrict. Under Yama (kernel.yama.ptrace_sc
 descendants may be traced without CAP_SYS_PTRACE, so use launch mode or set the sysctl to 0. \
 Targets under a seccomp filter are refused, since the filter might kill them for calling \
 userfaultfd(2).",
+    ),
+    (
+        "METHODS",
+        "pagemap-scan (default): one PAGEMAP_SCAN pass per interval reports written pages and \
+re-protects them atomically. pagemap-read: the same arming, harvested by reading \
+/proc/PID/pagemap (bit 57 clear = written) and re-protecting what was read as written with \
+UFFDIO_WRITEPROTECT. soft-dirty: clear_refs and bit 55, no userfaultfd; every thread of the \
+target is stopped while its bits are read and cleared, unless --no-freeze (then a write in \
+that window can be lost). uffd-dirty check reports which methods this kernel supports.",
     ),
     (
         "KERNEL",
