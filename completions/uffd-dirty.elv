@@ -45,7 +45,10 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand --method 'How dirty pages are found'
             cand -f 'Output format'
             cand --format 'Output format'
+            cand -o 'Write the output to FILE (created 0600; a symbolic link is refused) instead of stdout'
+            cand --output 'Write the output to FILE (created 0600; a symbolic link is refused) instead of stdout'
             cand --arm 'How to apply the initial write-protection (auto: PAGEMAP_SCAN where the kernel has the PMD-hole fix, else UFFDIO_WRITEPROTECT). For testing both paths on one kernel'
+            cand --json-bitmap 'Add each delta''s dirty-page bitmap per tracked range to the JSON delta (`"bitmap"`)'
             cand --no-freeze 'With --method soft-dirty, do not stop the target while its bits are read and cleared: no pause for it, but a write between the read and the clear is lost'
             cand --no-follow-exec 'End tracking (reason `exec`) when the target calls execve, instead of attaching to the new program and going on'
             cand -h 'Print help (see more with ''--help'')'
@@ -64,6 +67,8 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand --duration 'Stop after this long'
             cand -f 'Output format'
             cand --format 'Output format'
+            cand -o 'Write the output to FILE (created 0600; a symbolic link is refused) instead of stdout'
+            cand --output 'Write the output to FILE (created 0600; a symbolic link is refused) instead of stdout'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
@@ -75,12 +80,16 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand --log 'Also keep the writer''s exact log of written pages here'
             cand -f 'Output format'
             cand --format 'Output format'
+            cand -o 'Write the output to FILE (created 0600; a symbolic link is refused) instead of stdout'
+            cand --output 'Write the output to FILE (created 0600; a symbolic link is refused) instead of stdout'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
         &'uffd-dirty;check'= {
             cand -f 'Output format'
             cand --format 'Output format'
+            cand -o 'Write the output to FILE (created 0600; a symbolic link is refused) instead of stdout'
+            cand --output 'Write the output to FILE (created 0600; a symbolic link is refused) instead of stdout'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }

@@ -42,10 +42,13 @@ complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s m -l met
 pagemap-read\t'The same arming, harvested by plain reads of /proc/PID/pagemap (bit 57 clear = written) and re-protected with UFFDIO_WRITEPROTECT'
 soft-dirty\t'clear_refs soft-dirty (pagemap bit 55), no userfaultfd; the target is frozen while its bits are read and cleared (see --no-freeze). Needs CONFIG_MEM_SOFT_DIRTY'"
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s f -l format -d 'Output format' -r -f -a "human\t'One line per delta for people'
-json\t'NDJSON: one JSON object per line, for scripts'"
+json\t'NDJSON: one JSON object per line, for scripts'
+bitmap\t'`SEQ START END HEX` per tracked range per delta: the dirty-page bitmap, bit i = page START + i*page_size, least significant bit first in each byte (track only)'"
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s o -l output -d 'Write the output to FILE (created 0600; a symbolic link is refused) instead of stdout' -r -F
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -l arm -d 'How to apply the initial write-protection (auto: PAGEMAP_SCAN where the kernel has the PMD-hole fix, else UFFDIO_WRITEPROTECT). For testing both paths on one kernel' -r -f -a "auto\t''
 pagemap-scan\t''
 writeprotect\t''"
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -l json-bitmap -d 'Add each delta\'s dirty-page bitmap per tracked range to the JSON delta (`"bitmap"`)'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -l no-freeze -d 'With --method soft-dirty, do not stop the target while its bits are read and cleared: no pause for it, but a write between the read and the clear is lost'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -l no-follow-exec -d 'End tracking (reason `exec`) when the target calls execve, instead of attaching to the new program and going on'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -55,16 +58,22 @@ complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s r -l r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s n -l count -d 'Stop after N intervals' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s d -l duration -d 'Stop after this long' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s f -l format -d 'Output format' -r -f -a "human\t'One line per delta for people'
-json\t'NDJSON: one JSON object per line, for scripts'"
+json\t'NDJSON: one JSON object per line, for scripts'
+bitmap\t'`SEQ START END HEX` per tracked range per delta: the dirty-page bitmap, bit i = page START + i*page_size, least significant bit first in each byte (track only)'"
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s o -l output -d 'Write the output to FILE (created 0600; a symbolic link is refused) instead of stdout' -r -F
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s i -l interval -d 'Time between harvests' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s d -l duration -d 'How long the demo runs' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -l log -d 'Also keep the writer\'s exact log of written pages here' -r -F
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s f -l format -d 'Output format' -r -f -a "human\t'One line per delta for people'
-json\t'NDJSON: one JSON object per line, for scripts'"
+json\t'NDJSON: one JSON object per line, for scripts'
+bitmap\t'`SEQ START END HEX` per tracked range per delta: the dirty-page bitmap, bit i = page START + i*page_size, least significant bit first in each byte (track only)'"
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s o -l output -d 'Write the output to FILE (created 0600; a symbolic link is refused) instead of stdout' -r -F
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand check" -s f -l format -d 'Output format' -r -f -a "human\t'One line per delta for people'
-json\t'NDJSON: one JSON object per line, for scripts'"
+json\t'NDJSON: one JSON object per line, for scripts'
+bitmap\t'`SEQ START END HEX` per tracked range per delta: the dirty-page bitmap, bit i = page START + i*page_size, least significant bit first in each byte (track only)'"
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand check" -s o -l output -d 'Write the output to FILE (created 0600; a symbolic link is refused) instead of stdout' -r -F
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l pages -d 'Pages in the region' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l threads -d 'Writer threads; thread t owns the pages with index % threads == t' -r

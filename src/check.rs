@@ -7,7 +7,7 @@
 //! Nothing here touches another process.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, IsTerminal, Write};
+use std::io::{self, IsTerminal, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
@@ -111,9 +111,22 @@ pub struct Report {
 }
 
 /// Print the report for this machine; exit 0 when `track` can work, 69 when it cannot.
-pub fn run(format: Format) -> Result<ExitCode> {
+pub fn run(output: &crate::cli::Output) -> Result<ExitCode> {
+    if output.format == Format::Bitmap {
+        return Err(crate::exit::usage(
+            "--format bitmap applies to `track` only: use human or json",
+        ));
+    }
     let report = report();
-    match print(&report, format) {
+    let mut sink = crate::output::open_sink(output.output.as_deref()).with_context(|| {
+        format!(
+            "opening {}",
+            output.output.as_deref().unwrap_or("-".as_ref()).display()
+        )
+    })?;
+    match print(&report, output.format, &mut sink, output.output.is_none())
+        .and_then(|()| sink.flush())
+    {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
         other => other.context("writing the report to stdout")?,
     }
@@ -208,15 +221,16 @@ pub fn report() -> Report {
     }
 }
 
-fn print(report: &Report, format: Format) -> io::Result<()> {
-    let mut out = BufWriter::new(io::stdout().lock());
+fn print(report: &Report, format: Format, out: &mut dyn Write, to_stdout: bool) -> io::Result<()> {
     match format {
         Format::Json => {
-            serde_json::to_writer(&mut out, report)?;
+            serde_json::to_writer(&mut *out, report)?;
             writeln!(out)?;
         }
-        Format::Human => {
-            let colour = io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        Format::Human | Format::Bitmap => {
+            // Colour only for a terminal on stdout, never into a file.
+            let colour =
+                to_stdout && io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
             let name_width = report.items.iter().map(|i| i.name.len()).max().unwrap_or(0);
             for item in &report.items {
                 let word = item.status.word();

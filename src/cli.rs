@@ -49,6 +49,9 @@ pub enum Format {
     Human,
     /// NDJSON: one JSON object per line, for scripts.
     Json,
+    /// `SEQ START END HEX` per tracked range per delta: the dirty-page bitmap, bit i = page
+    /// START + i*page_size, least significant bit first in each byte (track only).
+    Bitmap,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -75,6 +78,10 @@ pub struct Output {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+
+    /// Write the output to FILE (created 0600; a symbolic link is refused) instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +119,10 @@ pub struct TrackArgs {
 
     #[command(flatten)]
     pub output: Output,
+
+    /// Add each delta's dirty-page bitmap per tracked range to the JSON delta (`"bitmap"`).
+    #[arg(long)]
+    pub json_bitmap: bool,
 
     /// With --method soft-dirty, do not stop the target while its bits are read and cleared:
     /// no pause for it, but a write between the read and the clear is lost.

@@ -97,6 +97,11 @@ fn print_row(
 }
 
 pub fn run(args: &CompareArgs, stop: &AtomicBool) -> Result<ExitCode> {
+    if args.output.format == Format::Bitmap {
+        return Err(crate::exit::usage(
+            "--format bitmap applies to `track` only: use human or json",
+        ));
+    }
     let support = uffd::probe()?;
     support.require_async_wp()?;
     if !crate::scan::soft_dirty::works().context("probing soft-dirty")? {
@@ -134,8 +139,16 @@ pub fn run(args: &CompareArgs, stop: &AtomicBool) -> Result<ExitCode> {
         s.freeze = false;
     }
     let page_size = sys::page_size();
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
+    let mut out = crate::output::open_sink(args.output.output.as_deref()).with_context(|| {
+        format!(
+            "opening {}",
+            args.output
+                .output
+                .as_deref()
+                .unwrap_or("-".as_ref())
+                .display()
+        )
+    })?;
     let begin = Begin {
         pid: target.pid,
         page_size,
@@ -249,7 +262,7 @@ pub fn run(args: &CompareArgs, stop: &AtomicBool) -> Result<ExitCode> {
             Format::Json => serde_json::to_writer(&mut out, &Record::Compare(&interval))
                 .map_err(io::Error::from)
                 .and_then(|()| writeln!(out)),
-            Format::Human => print_row(
+            Format::Human | Format::Bitmap => print_row(
                 &mut out,
                 &seq.to_string(),
                 interval.both,
@@ -281,7 +294,7 @@ pub fn run(args: &CompareArgs, stop: &AtomicBool) -> Result<ExitCode> {
         Format::Json => serde_json::to_writer(&mut out, &Record::CompareTotal(&total))
             .map_err(io::Error::from)
             .and_then(|()| writeln!(out)),
-        Format::Human => {
+        Format::Human | Format::Bitmap => {
             let mean = |v: u64| v.checked_div(total.intervals).unwrap_or(0);
             let c = Costs {
                 uffd_us: mean(total.costs.uffd_us),

@@ -27,7 +27,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 
-use cli::{ArmMethod, Cli, Command, DemoArgs, Method, Output, TrackArgs};
+use cli::{ArmMethod, Cli, Command, DemoArgs, Method, TrackArgs};
 use exit::ExitCode;
 
 /// Stop flag set by SIGINT/SIGTERM; a second SIGINT exits at once with 130.
@@ -43,7 +43,17 @@ fn stop_flag() -> Result<Arc<AtomicBool>> {
 
 fn track(args: &TrackArgs) -> Result<ExitCode> {
     let stop = stop_flag()?;
-    let outcome = track::run(args, &stop, track::emitter_for(args.output.format))?;
+    let sink = output::open_sink(args.output.output.as_deref()).with_context(|| {
+        format!(
+            "opening {}",
+            args.output
+                .output
+                .as_deref()
+                .unwrap_or("-".as_ref())
+                .display()
+        )
+    })?;
+    let outcome = track::run(args, &stop, track::emitter_for(args.output.format, sink))?;
     Ok(outcome.exit)
 }
 
@@ -75,9 +85,8 @@ fn demo(args: &DemoArgs) -> Result<ExitCode> {
         count: None,
         duration: Some(args.duration),
         method: Method::PagemapScan,
-        output: Output {
-            format: args.output.format,
-        },
+        output: args.output.clone(),
+        json_bitmap: false,
         arm: ArmMethod::Auto,
         no_follow_exec: false,
         no_freeze: false,
@@ -91,7 +100,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Track(args) => track(&args),
         Command::Demo(args) => demo(&args),
         Command::Compare(args) => compare::run(&args, &*stop_flag()?),
-        Command::Check(args) => check::run(args.output.format),
+        Command::Check(args) => check::run(&args.output),
         Command::Scenario(args) => {
             workload::scenario::run_scenario(&args)?;
             Ok(ExitCode::Success)

@@ -110,6 +110,16 @@ impl Target {
                 status.name
             )));
         }
+        // Reading its maps needs the same ptrace access as attaching: fail early and clearly.
+        if let Err(e) = File::open(target.proc_path("maps"))
+            && matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM))
+        {
+            return Err(crate::exit::permission(format!(
+                "not permitted to trace PID {pid} ({}): run as the same user as the target (and the target must be dumpable), or grant CAP_SYS_PTRACE{}",
+                status.name,
+                crate::attach::yama_hint()
+            )));
+        }
         target.check_alive()?;
         Ok(target)
     }
@@ -122,8 +132,13 @@ impl Target {
     /// the file belongs to the pidfd's process, not to a later one that reused the PID.
     /// A zombie counts as exited: its pidfd is readable, though signal 0 still reaches it.
     pub fn check_alive(&self) -> Result<()> {
-        sys::pidfd_alive(self.pidfd.as_fd())
-            .with_context(|| format!("PID {} has exited", self.pid))?;
+        // Signal 0 needs kill permission: EPERM still proves the process exists.
+        match sys::pidfd_alive(self.pidfd.as_fd()) {
+            Err(e) if e.raw_os_error() != Some(libc::EPERM) => {
+                return Err(e).with_context(|| format!("PID {} has exited", self.pid));
+            }
+            _ => {}
+        }
         if self.has_exited() {
             anyhow::bail!("PID {} has exited", self.pid);
         }

@@ -531,6 +531,15 @@ impl Mm {
             dirty_pages,
             ranges: output::dirty_runs(&self.runs, page_size),
             scan_us,
+            bitmap: None,
+            // Memory that stopped being tracked (made read-only) stays registered until it is
+            // unmapped, and its writes are reported: it counts as tracked for the bitmaps.
+            tracked: maps::union(
+                maps::intersect(&self.registry.armed, scope)
+                    .into_iter()
+                    .chain(self.runs.iter().copied())
+                    .collect(),
+            ),
         };
         Ok(Ok((events, delta)))
     }
@@ -735,6 +744,8 @@ impl SoftMm {
                 dirty_pages,
                 ranges: output::dirty_runs(&runs, page_size),
                 scan_us: t0.elapsed().as_micros() as u64,
+                bitmap: None,
+                tracked: self.tracked.clone(),
             },
         )))
     }
@@ -1019,7 +1030,19 @@ impl Tracking<'_> {
                 since,
                 self.page_size,
             ) {
-                Ok(Ok((events, delta))) => {
+                Ok(Ok((events, mut delta))) => {
+                    if self.args.json_bitmap {
+                        let dirty: Vec<Span> = delta
+                            .ranges
+                            .iter()
+                            .map(|r| Span::new(r.start.0, r.end.0))
+                            .collect();
+                        delta.bitmap = Some(output::bitmap::bitmaps(
+                            &delta.tracked,
+                            &dirty,
+                            self.page_size,
+                        ));
+                    }
                     for ev in events {
                         out.emit(Record::Mapping(ev), mm.vmas())?;
                     }
@@ -1100,11 +1123,11 @@ impl Tracking<'_> {
 }
 
 /// The emitter for a format, writing to stdout.
-pub fn emitter_for(format: Format) -> Box<dyn Emitter> {
-    let stdout = io::BufWriter::new(io::stdout());
+pub fn emitter_for(format: Format, sink: Box<dyn io::Write>) -> Box<dyn Emitter> {
     match format {
-        Format::Json => Box::new(output::ndjson::Ndjson::new(stdout)),
-        Format::Human => Box::new(output::human::Human::new(stdout)),
+        Format::Json => Box::new(output::ndjson::Ndjson::new(sink)),
+        Format::Human => Box::new(output::human::Human::new(sink)),
+        Format::Bitmap => Box::new(output::bitmap::Bitmap::new(sink)),
     }
 }
 

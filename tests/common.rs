@@ -410,3 +410,25 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// Validate one NDJSON record against docs/ndjson.schema.json, panicking with the errors.
+pub fn assert_schema(record: &Value) {
+    static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    let validator = SCHEMA.get_or_init(|| {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/ndjson.schema.json"
+        ))
+        .unwrap();
+        jsonschema::validator_for(&serde_json::from_str(&text).unwrap())
+            .expect("docs/ndjson.schema.json is a valid schema")
+    });
+    let errors: Vec<String> = validator
+        .iter_errors(record)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "record does not match docs/ndjson.schema.json: {errors:?}\n{record}"
+    );
+}

@@ -19,3 +19,5 @@ mod living;
 mod vm;
 // `uffd-dirty check` against this machine.
 mod check;
+// Output contracts: the schema, bitmaps, --output, exit codes.
+mod output;

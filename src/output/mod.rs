@@ -4,6 +4,7 @@
 //! stdout carries data only; warnings go to stderr. Each emitter flushes once per record so
 //! a pipe reader sees every delta as soon as it is harvested.
 
+pub mod bitmap;
 pub mod human;
 pub mod ndjson;
 
@@ -103,6 +104,12 @@ pub struct Delta {
     /// How long the harvest took from `time`: mapping refresh and PAGEMAP_SCAN. A write in
     /// that window may be in this delta or the next.
     pub scan_us: u64,
+    /// Per tracked range, its dirty-page bitmap (`--json-bitmap`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bitmap: Option<Vec<bitmap::RangeBitmap>>,
+    /// The tracked ranges at this harvest (for bitmaps; not part of the JSON record).
+    #[serde(skip)]
+    pub tracked: Vec<Span>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -164,6 +171,36 @@ pub fn dirty_runs(runs: &[Span], page_size: u64) -> Vec<DirtyRun> {
             pages: r.len() / page_size,
         })
         .collect()
+}
+
+/// Where records go: stdout, or `--output FILE`, created 0600. An existing symlink is
+/// refused (O_NOFOLLOW), so the stream cannot be redirected into a file the user did not
+/// name; an existing regular file is truncated.
+pub fn open_sink(path: Option<&std::path::Path>) -> io::Result<Box<dyn io::Write>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match path {
+        None => Ok(Box::new(io::BufWriter::new(io::stdout()))),
+        Some(p) => {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(p)
+                .map_err(|e| {
+                    if e.raw_os_error() == Some(libc::ELOOP) {
+                        io::Error::new(
+                            e.kind(),
+                            format!("{} is a symbolic link: name the file itself", p.display()),
+                        )
+                    } else {
+                        e
+                    }
+                })?;
+            Ok(Box::new(io::BufWriter::new(f)))
+        }
+    }
 }
 
 /// Something that prints records. `vmas` gives human output the mapping names of a delta.
