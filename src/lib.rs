@@ -53,7 +53,11 @@ fn track(args: &TrackArgs) -> Result<ExitCode> {
                 .display()
         )
     })?;
-    let outcome = track::run(args, &stop, track::emitter_for(args.output.format, sink))?;
+    let outcome = track::run(
+        args,
+        &stop,
+        track::emitter_for(args.output.format, sink, args.output.output.is_none()),
+    )?;
     Ok(outcome.exit)
 }
 

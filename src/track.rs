@@ -1123,10 +1123,15 @@ impl Tracking<'_> {
 }
 
 /// The emitter for a format, writing to stdout.
-pub fn emitter_for(format: Format, sink: Box<dyn io::Write>) -> Box<dyn Emitter> {
+/// `to_terminal`: the sink is stdout (not `--output`), so people may be reading it.
+pub fn emitter_for(
+    format: Format,
+    sink: Box<dyn io::Write>,
+    to_terminal: bool,
+) -> Box<dyn Emitter> {
     match format {
         Format::Json => Box::new(output::ndjson::Ndjson::new(sink)),
-        Format::Human => Box::new(output::human::Human::new(sink)),
+        Format::Human => Box::new(output::human::Human::new(sink, to_terminal)),
         Format::Bitmap => Box::new(output::bitmap::Bitmap::new(sink)),
     }
 }

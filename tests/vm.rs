@@ -132,9 +132,12 @@ fn run_methods(kernel: &str, methods: &[&str]) -> Boot {
         };
         match section.as_str() {
             "track-stderr" => run.stderr += &format!("{line}\n"),
-            "records" => run
-                .records
-                .push(serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"))),
+            "records" => {
+                let record: Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+                assert_schema(&record);
+                run.records.push(record);
+            }
             "log" => run.log += &format!("{line}\n"),
             _ => {}
         }

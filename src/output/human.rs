@@ -1,35 +1,93 @@
-//! The default for people: a header, one line per delta (time, dirty pages, MiB, the mappings
-//! that took most writes), and a closing line.
+//! The default for people: a header, one line per delta (time, dirty pages, MiB, MiB/s, the
+//! mappings that took most writes), and at the end a table per mapping: its size, pages
+//! written at least once, total page-writes and peak rate. Bold headers only on a terminal
+//! with NO_COLOR unset.
 
-use std::collections::HashMap;
-use std::io::{self, Write};
+use std::collections::{BTreeMap, HashSet};
+use std::io::{self, IsTerminal, Write};
 
 use super::{Emitter, Record};
 use crate::maps::Vma;
 
 const TOP_MAPPINGS: usize = 3;
 
+/// What one mapping (by name) took over the run.
+#[derive(Default)]
+struct MappingStats {
+    size_pages: u64,
+    pages_written: HashSet<u64>,
+    page_writes: u64,
+    peak_pages_per_s: f64,
+}
+
 pub struct Human<W: Write> {
     out: W,
     page_size: u64,
+    interval_s: f64,
+    styled: bool,
+    stats: BTreeMap<String, MappingStats>,
+    last_elapsed_ms: u64,
 }
 
 impl<W: Write> Human<W> {
-    pub fn new(out: W) -> Self {
+    /// `to_terminal`: whether `out` is the user's terminal (then styling is allowed).
+    pub fn new(out: W, to_terminal: bool) -> Self {
+        let styled =
+            to_terminal && io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         Human {
             out,
             page_size: 4096,
+            interval_s: 1.0,
+            styled,
+            stats: BTreeMap::new(),
+            last_elapsed_ms: 0,
         }
+    }
+
+    fn bold(&self, s: &str) -> String {
+        if self.styled {
+            format!("\x1b[1m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+
+    fn summary(&mut self) -> io::Result<()> {
+        if self.stats.is_empty() {
+            return Ok(());
+        }
+        let header = format!(
+            "{:<32} {:>10} {:>14} {:>12} {:>12}",
+            "mapping", "size MiB", "pages written", "page-writes", "peak MiB/s"
+        );
+        writeln!(self.out, "{}", self.bold(&header))?;
+        let mut rows: Vec<_> = self.stats.iter().collect();
+        rows.sort_by(|a, b| b.1.page_writes.cmp(&a.1.page_writes).then(a.0.cmp(b.0)));
+        for (name, s) in rows {
+            writeln!(
+                self.out,
+                "{:<32} {:>10.2} {:>14} {:>12} {:>12.2}",
+                truncate(name, 32),
+                mib(s.size_pages, self.page_size),
+                s.pages_written.len(),
+                s.page_writes,
+                s.peak_pages_per_s * self.page_size as f64 / (1024.0 * 1024.0)
+            )?;
+        }
+        Ok(())
     }
 }
 
-/// The mapping name for `addr`; `vmas` is sorted by start.
-fn mapping_of(vmas: &[Vma], addr: u64) -> &str {
-    let i = vmas.partition_point(|v| v.start <= addr);
-    match i.checked_sub(1).map(|i| &vmas[i]) {
-        Some(v) if addr < v.end => short_name(v.display_name()),
-        _ => "[unmapped]",
+fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
     }
+}
+
+/// The VMA containing `addr`; `vmas` is sorted by start.
+fn vma_of(vmas: &[Vma], addr: u64) -> Option<&Vma> {
+    crate::maps::vma_at(vmas, addr)
 }
 
 fn short_name(name: &str) -> &str {
@@ -50,9 +108,9 @@ impl<W: Write> Emitter for Human<W> {
         match record {
             Record::Start(s) => {
                 self.page_size = s.page_size;
+                self.interval_s = (s.interval_ms as f64 / 1000.0).max(0.001);
                 let pages: u64 = s.ranges.iter().map(|r| r.pages).sum();
-                writeln!(
-                    self.out,
+                let line = format!(
                     "tracking PID {} with {}: {} ranges, {} pages ({:.1} MiB), every {} ms; attach took {:.1} ms",
                     s.pid,
                     s.method,
@@ -61,7 +119,8 @@ impl<W: Write> Emitter for Human<W> {
                     mib(pages, s.page_size),
                     s.interval_ms,
                     s.attach_us as f64 / 1000.0
-                )?;
+                );
+                writeln!(self.out, "{}", self.bold(&line))?;
                 for k in &s.skipped {
                     writeln!(
                         self.out,
@@ -87,12 +146,32 @@ impl<W: Write> Emitter for Human<W> {
                 )?;
             }
             Record::Delta(d) => {
-                let mut per_mapping: HashMap<&str, u64> = HashMap::new();
+                let seconds = ((d.elapsed_ms.saturating_sub(self.last_elapsed_ms)) as f64 / 1000.0)
+                    .max(0.001);
+                self.last_elapsed_ms = d.elapsed_ms;
+                let mut per_mapping: BTreeMap<String, u64> = BTreeMap::new();
                 for r in &d.ranges {
-                    *per_mapping.entry(mapping_of(vmas, r.start.0)).or_default() += r.pages;
+                    for page in (r.start.0..r.end.0).step_by(self.page_size as usize) {
+                        let (name, size) = match vma_of(vmas, page) {
+                            Some(v) => (
+                                short_name(v.display_name()).to_string(),
+                                v.len() / self.page_size,
+                            ),
+                            None => ("[unmapped]".to_string(), 0),
+                        };
+                        *per_mapping.entry(name.clone()).or_default() += 1;
+                        let st = self.stats.entry(name).or_default();
+                        st.size_pages = st.size_pages.max(size);
+                        st.pages_written.insert(page);
+                        st.page_writes += 1;
+                    }
+                }
+                for (name, pages) in &per_mapping {
+                    let st = self.stats.entry(name.clone()).or_default();
+                    st.peak_pages_per_s = st.peak_pages_per_s.max(*pages as f64 / seconds);
                 }
                 let mut top: Vec<_> = per_mapping.into_iter().collect();
-                top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+                top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
                 let top: Vec<String> = top
                     .iter()
                     .take(TOP_MAPPINGS)
@@ -100,11 +179,12 @@ impl<W: Write> Emitter for Human<W> {
                     .collect();
                 writeln!(
                     self.out,
-                    "{}  #{:<5} {:>8} pages {:>9.2} MiB  {}",
+                    "{}  #{:<5} {:>8} pages {:>9.2} MiB {:>9.2} MiB/s  {}",
                     clock(d.time.0),
                     d.seq,
                     d.dirty_pages,
                     mib(d.dirty_pages, self.page_size),
+                    mib(d.dirty_pages, self.page_size) / seconds,
                     top.join(", ")
                 )?;
             }
@@ -125,8 +205,8 @@ impl<W: Write> Emitter for Human<W> {
                     .ok()
                     .and_then(|v| v.as_str().map(String::from))
                     .unwrap_or_default();
-                writeln!(
-                    self.out,
+                self.summary()?;
+                let line = format!(
                     "stopped ({reason}) after {} deltas: {} page writes ({:.2} MiB){}",
                     e.deltas,
                     e.dirty_pages_total,
@@ -135,7 +215,8 @@ impl<W: Write> Emitter for Human<W> {
                         .as_ref()
                         .map(|m| format!("; error: {m}"))
                         .unwrap_or_default()
-                )?;
+                );
+                writeln!(self.out, "{}", self.bold(&line))?;
             }
         }
         self.out.flush()
