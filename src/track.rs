@@ -41,6 +41,9 @@ struct Registry {
     pieces: Vec<Selected>,
     /// VMAs that failed to register, so each is tried and reported once.
     failed: HashSet<VmaKey>,
+    /// Their spans: never harvested, since PAGEMAP_SCAN would happily read and re-protect
+    /// memory armed by *another* async userfaultfd (the program's own write tracking).
+    excluded: Vec<Span>,
 }
 
 pub(crate) struct Skip {
@@ -115,6 +118,12 @@ impl Registry {
         registered.sort_by_key(|p| p.span);
         self.armed = maps::union(registered.iter().map(|p| p.span).collect());
         self.pieces = registered;
+        self.excluded = maps::union(
+            vmas.iter()
+                .filter(|v| self.failed.contains(&key(v)))
+                .map(|v| Span::new(v.start, v.end))
+                .collect(),
+        );
         Ok(skipped)
     }
 }
@@ -429,6 +438,7 @@ impl Mm {
     /// The fast path over dense memory; over sparse memory, written pages that exist plus the
     /// pages that vanished since the last harvest (zapped: their content is zero now).
     fn harvest_all(&mut self, scope: &[Span]) -> io::Result<()> {
+        let scope = &maps::subtract(scope, &self.registry.excluded);
         if self.reader.is_some() {
             return self.harvest_by_reads(scope);
         }
@@ -440,11 +450,16 @@ impl Mm {
         let sparse = maps::intersect(&self.sparse, scope);
         let mut now = Vec::new();
         self.scanner.populated(&sparse, &mut now)?;
-        self.scanner.harvest_populated(&sparse, &mut self.runs)?;
+        let mut written = Vec::new();
+        self.scanner.harvest_populated(&sparse, &mut written)?;
         let before = maps::intersect(&self.sparse_populated, &sparse);
         self.runs.extend(maps::subtract(&before, &now));
-        self.sparse_populated = now;
+        self.runs.extend_from_slice(&written);
         self.runs = maps::union(std::mem::take(&mut self.runs));
+        // A page populated after the snapshot but found written by the harvest counts as
+        // populated too, or a zap of it before the next harvest would go unseen.
+        now.extend(written);
+        self.sparse_populated = maps::union(now);
         Ok(())
     }
 
@@ -502,6 +517,14 @@ impl Mm {
         // this point may be seen only by the next harvest, and so may a page written after it.
         let time = SystemTime::now();
         let t0 = Instant::now();
+        // An exec leaves our fds on the old, dead mm, where queries just find nothing: check.
+        if self.scanner.mm_is_gone() {
+            return Ok(Err(if target.check_alive().is_err() {
+                Gone::Exited
+            } else {
+                Gone::Exec
+            }));
+        }
         let events = match self.refresh_mappings(target, scope, Timestamp(time)) {
             Ok(ev) => ev,
             Err(e) => match self.gone(target, &e) {

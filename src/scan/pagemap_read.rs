@@ -55,19 +55,19 @@ impl PagemapRead {
                     addr + i as u64 * self.page_size,
                     addr + (i as u64 + 1) * self.page_size,
                 );
-                let exists = entry & (abi::PM_PRESENT | abi::PM_SWAP) != 0;
-                // A uffd-wp marker reads as SWAP + UFFD_WP: armed, not a page.
+                // A uffd-wp marker reads as SWAP + UFFD_WP: an armed empty slot, not a page.
                 let marker = entry & abi::PM_PRESENT == 0 && entry & abi::PM_UFFD_WP != 0;
-                if exists
-                    && !marker
-                    && let Some(p) = populated.as_deref_mut()
-                {
+                let exists = entry & (abi::PM_PRESENT | abi::PM_SWAP) != 0 && !marker;
+                if exists && let Some(p) = populated.as_deref_mut() {
                     push_run(p, page);
                 }
-                let is_written = if exists {
-                    entry & abi::PM_UFFD_WP == 0
+                // Empty means neither present nor swapped, whatever else is set: soft-dirty
+                // kernels mark every empty entry of a VM_SOFTDIRTY VMA with bit 55.
+                let empty = entry & (abi::PM_PRESENT | abi::PM_SWAP) == 0;
+                let is_written = if empty {
+                    empty_is_written
                 } else {
-                    empty_is_written && entry == 0
+                    !marker && entry & abi::PM_UFFD_WP == 0
                 };
                 if is_written {
                     push_run(written, page);

@@ -136,30 +136,34 @@ impl PagemapScan {
     /// userfaultfd. The kernel skips wp-async VMAs without walking them (the VMA-level
     /// WPALLOWED test), so only unarmed memory costs anything.
     pub fn unarmed(&mut self, spans: &[Span], out: &mut Vec<Span>) -> io::Result<()> {
-        let (Some(first), Some(last)) = (spans.first(), spans.last()) else {
-            return Ok(());
-        };
         let query = abi::PmScanArg {
             category_mask: abi::PAGE_IS_WPALLOWED,
             category_inverted: abi::PAGE_IS_WPALLOWED,
             ..Default::default()
         };
-        // One pass over the whole stretch (one ioctl per buffer-full, not one per span); what
-        // lies between the spans (unarmed by choice) is dropped when clipping to them.
-        let mut found = Vec::new();
-        self.walk(Span::new(first.start, last.end), query, |regions| {
-            found.extend(regions.iter().map(|r| Span::new(r.start, r.end)));
-        })?;
-        let mut j = 0;
-        for f in found {
-            while j < spans.len() && spans[j].end <= f.start {
+        // One pass per cluster of nearby spans: one ioctl for thousands of small VMAs, but
+        // no walk of big unarmed memory (read-only mappings) far from any armed span. What
+        // lies between the spans of a cluster is dropped when clipping to them.
+        const NEAR: u64 = 64 << 20;
+        let mut i = 0;
+        while i < spans.len() {
+            let mut j = i;
+            while j + 1 < spans.len() && spans[j + 1].start - spans[j].end < NEAR {
                 j += 1;
             }
-            for s in spans[j..].iter().take_while(|s| s.start < f.end) {
-                if let Some(part) = s.intersect(&f) {
-                    push_run(out, part);
-                }
+            let cluster = &spans[i..=j];
+            let mut found = Vec::new();
+            self.walk(
+                Span::new(cluster[0].start, cluster[cluster.len() - 1].end),
+                query,
+                |regions| {
+                    found.extend(regions.iter().map(|r| Span::new(r.start, r.end)));
+                },
+            )?;
+            for part in crate::maps::intersect(&crate::maps::union(found), cluster) {
+                push_run(out, part);
             }
+            i = j + 1;
         }
         Ok(())
     }
