@@ -365,3 +365,15 @@ fn huge_sparse_reservation_costs_no_page_tables() {
 fn fork_child_writes_are_not_the_parents() {
     check("fork", 60, 0);
 }
+
+#[test]
+fn the_programs_own_userfaultfd_tracking_is_left_alone() {
+    if !kernel_can_track() {
+        return;
+    }
+    // The scenario fails (and `run` asserts it succeeded) if the tracker ever steals one of
+    // its writes: its memory is armed by its own async userfaultfd, which the tracker cannot
+    // register (EBUSY) and must not harvest either.
+    let o = run("own-uffd", 30);
+    assert!(o.lost.is_empty());
+}

@@ -36,6 +36,9 @@ pub enum Scenario {
     Hugetlb,
     /// A 1 TiB MAP_NORESERVE reservation, sparsely written, zapped and read.
     Sparse,
+    /// The program tracks its own writes with an async userfaultfd of its own (as Wine's
+    /// GetWriteWatch does); it fails if it ever misses one of them.
+    OwnUffd,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -568,6 +571,78 @@ fn sparse(
     Ok(())
 }
 
+/// The program's own write tracking, set up before any tracker attaches.
+struct OwnTracking {
+    _uffd: std::os::fd::OwnedFd,
+    pagemap: File,
+    start: usize,
+    pages: usize,
+}
+
+fn own_uffd_setup() -> Result<OwnTracking> {
+    use crate::sys::abi;
+    use std::os::fd::AsFd;
+    const PAGES: usize = 64;
+    let uffd = crate::sys::userfaultfd_local().context("userfaultfd")?;
+    crate::sys::uffdio_api(
+        uffd.as_fd(),
+        abi::UFFD_FEATURE_WP_ASYNC | abi::UFFD_FEATURE_WP_UNPOPULATED,
+    )?;
+    let start = anon(PAGES * PAGE)?;
+    crate::sys::uffdio_register_wp(uffd.as_fd(), start as u64, (PAGES * PAGE) as u64)?;
+    let pagemap = File::open("/proc/self/pagemap")?;
+    let mut own = OwnTracking {
+        _uffd: uffd,
+        pagemap,
+        start,
+        pages: PAGES,
+    };
+    own.harvest()?;
+    Ok(own)
+}
+
+impl OwnTracking {
+    /// The program's own harvest: written pages since the last one, re-protected.
+    fn harvest(&mut self) -> Result<Vec<usize>> {
+        use crate::sys::abi;
+        use std::os::fd::AsFd;
+        let mut arg = abi::PmScanArg {
+            start: self.start as u64,
+            end: (self.start + self.pages * PAGE) as u64,
+            flags: abi::PM_SCAN_WP_MATCHING,
+            category_mask: abi::PAGE_IS_WRITTEN,
+            return_mask: abi::PAGE_IS_WRITTEN,
+            ..Default::default()
+        };
+        let mut vec = vec![abi::PageRegion::default(); self.pages];
+        let n = crate::sys::pagemap_scan(self.pagemap.as_fd(), &mut arg, &mut vec)?;
+        Ok(vec[..n]
+            .iter()
+            .flat_map(|r| (r.start..r.end).step_by(PAGE))
+            .map(|a| a as usize)
+            .collect())
+    }
+}
+
+fn own_uffd(args: &ScenarioArgs, rng: &mut Rng, own: &mut OwnTracking) -> Result<()> {
+    for step in 0..args.steps {
+        let mut w = write_pages(&some_pages(rng, own.start, own.pages, 3), step as u8);
+        w.sort_unstable();
+        w.dedup();
+        std::thread::sleep(args.gap * 5);
+        let seen = own.harvest()?;
+        let missed: Vec<_> = w.iter().filter(|a| !seen.contains(a)).collect();
+        if !missed.is_empty() {
+            bail!(
+                "the program's own write tracking missed {} of {} writes in round {step}",
+                missed.len(),
+                w.len()
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn run_scenario(args: &ScenarioArgs) -> Result<i32> {
     let mut rng = Rng(args.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut log = Log {
@@ -584,6 +659,11 @@ pub fn run_scenario(args: &ScenarioArgs) -> Result<i32> {
         None
     };
     let pte_before = vm_pte_kib();
+    let mut own = if args.scenario == Scenario::OwnUffd {
+        Some(own_uffd_setup()?)
+    } else {
+        None
+    };
     let mut stdout = io::stdout().lock();
     writeln!(
         stdout,
@@ -604,6 +684,7 @@ pub fn run_scenario(args: &ScenarioArgs) -> Result<i32> {
         Scenario::Brk => brk(args, &mut rng, &mut log)?,
         Scenario::Fork => fork_scenario(args, &mut rng, &mut log)?,
         Scenario::Hugetlb => hugetlb(args, &mut rng, &mut log)?,
+        Scenario::OwnUffd => own_uffd(args, &mut rng, own.as_mut().expect("set up above"))?,
         Scenario::Sparse => sparse(
             args,
             &mut rng,
