@@ -130,7 +130,7 @@ pub fn run(args: &CompareArgs, stop: &AtomicBool) -> Result<ExitCode> {
     )?
     .mm;
     // The command (if launched) runs from here on: soft-dirty needs no injection.
-    let mut soft_side = track::attach_soft(&target, &scope, true)?.mm;
+    let mut soft_side = track::attach_soft(&target, &scope, true, true)?.mm;
     if let Some(c) = child.as_mut() {
         c.traced = false;
     }
@@ -139,6 +139,13 @@ pub fn run(args: &CompareArgs, stop: &AtomicBool) -> Result<ExitCode> {
         s.freeze = false;
     }
     let page_size = sys::page_size();
+    // One frozen harvest of both, thrown away: both baselines then start at the same instant
+    // (arming the userfaultfd and clearing the soft-dirty bits happened at different times).
+    {
+        let _frozen = Frozen::new(&target)?;
+        let _ = uffd_side.harvest(&target, &scope, 0, Instant::now(), page_size)?;
+        let _ = soft_side.harvest(&target, &scope, 0, Instant::now(), page_size)?;
+    }
     let mut out = crate::output::open_sink(args.output.output.as_deref()).with_context(|| {
         format!(
             "opening {}",
@@ -226,7 +233,13 @@ pub fn run(args: &CompareArgs, stop: &AtomicBool) -> Result<ExitCode> {
                 .map(|r| Span::new(r.start.0, r.end.0))
                 .collect()
         };
-        let (a, b) = (spans(&a), spans(&b));
+        // Only memory both sides track is compared: read-only memory still registered with
+        // the userfaultfd, or memory another userfaultfd owns, would differ by coverage alone.
+        let common = maps::intersect(&a.tracked, &b.tracked);
+        let (a, b) = (
+            maps::intersect(&spans(&a), &common),
+            maps::intersect(&spans(&b), &common),
+        );
         let both = maps::intersect(&a, &b);
         let only_uffd = maps::subtract(&a, &b);
         let only_soft = maps::subtract(&b, &a);

@@ -660,9 +660,19 @@ pub(crate) struct SoftMm {
     pub(crate) freeze: bool,
     /// How long the last clear_refs took (it holds the target's mmap write lock).
     pub(crate) last_clear_us: u64,
+    /// Populated pages at the last harvest, to see zaps.
+    populated: Vec<Span>,
 }
 
-pub(crate) fn attach_soft(target: &Target, scope: &[Span], freeze: bool) -> Result<Attachment> {
+/// Open the target's soft-dirty files and, with `clear`, clear its bits (the attach instant);
+/// after an exec, `clear` is off: the new program's memory all reads dirty, as it should.
+/// `freeze`: stop the target around this clear and every harvest's read + clear.
+pub(crate) fn attach_soft(
+    target: &Target,
+    scope: &[Span],
+    freeze: bool,
+    clear: bool,
+) -> Result<Attachment> {
     let started = Instant::now();
     let clear_refs = std::fs::OpenOptions::new()
         .write(true)
@@ -675,15 +685,23 @@ pub(crate) fn attach_soft(target: &Target, scope: &[Span], freeze: bool) -> Resu
         tracked: Vec::new(),
         freeze,
         last_clear_us: 0,
+        populated: Vec::new(),
     };
     let pieces = maps::select(&soft.vmas, scope);
     soft.tracked = maps::union(pieces.iter().map(|p| p.span).collect());
     let stopped = Instant::now();
     {
         let _frozen = freeze.then(|| attach::Frozen::new(target)).transpose()?;
-        soft.sd
-            .clear()
-            .with_context(|| format!("clearing the soft-dirty bits of PID {}", target.pid))?;
+        let (mut ignored, mut populated) = (Vec::new(), Vec::new());
+        for &span in &soft.tracked {
+            soft.sd.dirty(span, &mut ignored, &mut populated)?;
+        }
+        soft.populated = maps::union(populated);
+        if clear {
+            soft.sd
+                .clear()
+                .with_context(|| format!("clearing the soft-dirty bits of PID {}", target.pid))?;
+        }
     }
     Ok(Attachment {
         mm: Source::Soft(soft),
@@ -719,32 +737,43 @@ impl SoftMm {
                 None
             }
         };
-        let vmas = match maps::read_maps(target.pid) {
-            Ok(v) => v,
-            Err(e) => {
-                return gone(&e)
-                    .map(Err)
-                    .ok_or(e)
-                    .context("reading the target's mappings");
-            }
-        };
-        let tracked = maps::union(maps::select(&vmas, scope).iter().map(|p| p.span).collect());
-        let added = maps::subtract(&tracked, &self.tracked);
-        let removed = maps::subtract(&self.tracked, &tracked);
-        let events = mapping_events(&self.vmas, &vmas, added, removed, Timestamp(time));
-        self.vmas = vmas;
-        self.tracked = tracked;
-        // Read and clear with every thread stopped, or a write between them would be lost.
+        // Everything under one freeze: the listing too, or memory mapped and written between
+        // listing and clearing would be cleared unread.
         let mut runs = Vec::new();
+        let mut events = Vec::new();
         let result = (|| -> io::Result<()> {
             let _frozen = self
                 .freeze
                 .then(|| attach::Frozen::new(target))
                 .transpose()
                 .map_err(io::Error::other)?;
+            let vmas = maps::read_maps(target.pid)?;
+            // Memory read before stays read while mapped, even made read-only: a write just
+            // before the mprotect is still in its bits.
+            let mapped = maps::union(vmas.iter().map(|v| Span::new(v.start, v.end)).collect());
+            let writable = maps::union(maps::select(&vmas, scope).iter().map(|p| p.span).collect());
+            let tracked = maps::union(
+                writable
+                    .into_iter()
+                    .chain(maps::intersect(&self.tracked, &mapped))
+                    .collect(),
+            );
+            let added = maps::subtract(&tracked, &self.tracked);
+            let removed = maps::subtract(&self.tracked, &tracked);
+            events = mapping_events(&self.vmas, &vmas, added, removed, Timestamp(time));
+            self.vmas = vmas;
+            self.tracked = tracked;
+            let mut now = Vec::new();
             for &span in &self.tracked {
-                self.sd.dirty(span, &mut runs)?;
+                self.sd.dirty(span, &mut runs, &mut now)?;
             }
+            // Soft-dirty has no bit for a zapped page (MADV_DONTNEED leaves an empty entry):
+            // pages populated last time and empty now changed to zero.
+            runs.extend(maps::subtract(
+                &maps::intersect(&self.populated, &self.tracked),
+                &now,
+            ));
+            self.populated = maps::union(now);
             let t = Instant::now();
             self.sd.clear()?;
             self.last_clear_us = t.elapsed().as_micros() as u64;
@@ -920,18 +949,23 @@ pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> R
     let (target, mut child) = open_target(args.pid, &args.command, &args.ranges)?;
     let attachment = match args.method {
         Method::SoftDirty => {
-            if child.is_some() {
-                // Launch mode: the command sits at its exec stop; let it go first (its memory
-                // is all new and reads dirty anyway).
-                attach::release_after_exec(target.pid)?;
-            }
+            // Launch mode: the command is held at its exec stop; its bits are cleared there,
+            // before it runs, and then it is let go.
+            let launched = child.is_some();
             if args.no_freeze {
                 eprintln!(
                     "uffd-dirty: warning: --no-freeze: soft-dirty bits are read and cleared while PID {} runs, so a write between the two is lost",
                     target.pid
                 );
             }
-            attach_soft(&target, &scope, !args.no_freeze)?
+            let mut a = attach_soft(&target, &scope, !args.no_freeze && !launched, true)?;
+            if launched {
+                attach::release_after_exec(target.pid)?;
+                if let Source::Soft(s) = &mut a.mm {
+                    s.freeze = !args.no_freeze;
+                }
+            }
+            a
         }
         m => attach_mm(&target, &scope, child.is_some(), arming, m)?,
     };
@@ -1084,7 +1118,7 @@ impl Tracking<'_> {
                     // armed it is reported by the next harvest.
                     let again = match self.args.method {
                         Method::SoftDirty => {
-                            attach_soft(self.target, &self.scope, !self.args.no_freeze)
+                            attach_soft(self.target, &self.scope, !self.args.no_freeze, false)
                         }
                         m => attach_mm(self.target, &self.scope, false, Arming::Unpopulated, m),
                     };

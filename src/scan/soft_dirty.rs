@@ -31,8 +31,14 @@ impl SoftDirty {
         }
     }
 
-    /// Append the soft-dirty pages of `span` to `out`.
-    pub fn dirty(&mut self, span: Span, out: &mut Vec<Span>) -> io::Result<()> {
+    /// Append the soft-dirty pages of `span` to `out`, and its populated (present or swapped)
+    /// pages to `populated`.
+    pub fn dirty(
+        &mut self,
+        span: Span,
+        out: &mut Vec<Span>,
+        populated: &mut Vec<Span>,
+    ) -> io::Result<()> {
         let mut addr = span.start;
         while addr < span.end {
             let pages = ((span.end - addr) / self.page_size).min(BLOCK as u64) as usize;
@@ -46,9 +52,12 @@ impl SoftDirty {
             }
             for (i, chunk) in self.buf[..n * 8].chunks_exact(8).enumerate() {
                 let entry = u64::from_ne_bytes(chunk.try_into().expect("8-byte chunk"));
+                let a = addr + i as u64 * self.page_size;
                 if entry & abi::PM_SOFT_DIRTY != 0 {
-                    let a = addr + i as u64 * self.page_size;
                     push_run(out, Span::new(a, a + self.page_size));
+                }
+                if entry & (abi::PM_PRESENT | abi::PM_SWAP) != 0 {
+                    push_run(populated, Span::new(a, a + self.page_size));
                 }
             }
             addr += n as u64 * self.page_size;
