@@ -103,9 +103,12 @@ impl Vma {
         }
     }
 
-    /// A mapping the tracker arms by default: writable, not a kernel special page.
+    /// A mapping the tracker follows by default: writable memory, and private anonymous memory
+    /// that is not writable right now (it may hold pages written before an mprotect, and may
+    /// become writable again); never a kernel special mapping. Read-only file mappings are
+    /// left alone: their pages change only through a writable mapping.
     pub fn is_trackable_by_default(&self) -> bool {
-        self.write && self.kind() != VmaKind::Special
+        self.kind() != VmaKind::Special && (self.write || (!self.shared && self.inode == 0))
     }
 }
 
@@ -245,6 +248,14 @@ mod tests {
         )
         .unwrap();
         assert!(!v.is_trackable_by_default());
+        let v = parse_line("7f1c2e000000-7f1c2e100000 ---p 00000000 00:00 0").unwrap();
+        assert!(
+            v.is_trackable_by_default(),
+            "PROT_NONE anonymous memory is followed (armed page by page)"
+        );
+        let v = parse_line("7f1c2e000000-7f1c2e100000 r-xp 00000000 08:01 99 /usr/lib/libc.so.6")
+            .unwrap();
+        assert!(!v.is_trackable_by_default());
         let v = parse_line(
             "7f1c2e000000-7f1c2e100000 rw-p 00001000 08:01 99 /usr/lib/x86_64-linux-gnu/libc.so.6",
         )
@@ -269,7 +280,7 @@ mod tests {
     fn select_clips_to_scope() {
         let vmas = vec![
             parse_line("1000-5000 rw-p 00000000 00:00 0").unwrap(),
-            parse_line("5000-6000 r--p 00000000 00:00 0").unwrap(),
+            parse_line("5000-6000 r--p 00000000 08:01 7 /usr/lib/libfoo.so").unwrap(),
             parse_line("8000-9000 rw-p 00000000 00:00 0").unwrap(),
         ];
         let s = select(&vmas, &[Span::new(0x2000, 0x8800)]);

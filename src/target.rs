@@ -104,7 +104,14 @@ impl Target {
                 status.name
             )));
         }
-        if status.state == 'Z' || status.state == 'X' {
+        // A zombie leader with live threads is still a process with memory.
+        let live_threads = || {
+            target.threads().unwrap_or_default().iter().any(|t| {
+                read_status(&format!("/proc/{pid}/task/{t}/status"))
+                    .is_ok_and(|s| !matches!(s.state, 'Z' | 'X'))
+            })
+        };
+        if (status.state == 'Z' || status.state == 'X') && !live_threads() {
             return Err(usage(format!(
                 "PID {pid} ({}) is a zombie: it has exited and has no memory left to track",
                 status.name

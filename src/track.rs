@@ -237,8 +237,8 @@ pub(crate) enum Gone {
 }
 
 /// Everything bound to one address space of the target; replaced when the target execs.
-/// Pieces at least this large, and populated to less than 1/SPARSE_FILL of it, are tracked
-/// as sparse: only their populated pages are ever protected, because arming empty slots makes
+/// Pieces at least this large, and populated to less than 1/SPARSE_FILL of it (and every
+/// piece not writable when first seen) are tracked as sparse: only their populated pages are ever protected, because arming empty slots makes
 /// the kernel allocate page tables for all of it (1/512 of the size: 2 GiB for a 1 TiB
 /// reservation). Pages populated later are caught as present-but-unprotected, and pages that
 /// vanish (zapped) by comparing the populated set between harvests.
@@ -246,8 +246,9 @@ const SPARSE_MIN: u64 = 1 << 30;
 const SPARSE_FILL: u64 = 8;
 
 pub(crate) struct Mm {
-    /// Set for `--method pagemap-read`: harvest by plain pagemap reads.
+    /// Set for `--method pagemap-read`: harvest by plain pagemap reads, of these spans.
     reader: Option<PagemapRead>,
+    read_spans: Vec<Span>,
     uffd: Uffd,
     scanner: PagemapScan,
     registry: Registry,
@@ -287,6 +288,7 @@ pub(crate) fn attach_mm(
         };
         let mut mm = Mm {
             reader,
+            read_spans: Vec::new(),
             uffd: Uffd::handshake(fd)?,
             scanner: PagemapScan::new(target.open_proc("pagemap")?),
             registry: Registry::default(),
@@ -370,12 +372,24 @@ impl Mm {
 
     /// Decide which of the newly armed `spans` are sparse (see SPARSE_MIN).
     fn classify_sparse(&mut self, spans: &[Span]) -> io::Result<()> {
-        let big: Vec<Span> = self
+        let new: Vec<&Selected> = self
             .registry
             .pieces
             .iter()
+            .filter(|p| spans.iter().any(|a| a.intersect(&p.span).is_some()))
+            .collect();
+        // Memory that is not writable (PROT_NONE reservations, read-only anonymous memory) is
+        // always armed page by page: it may be huge, and it is written only after an mprotect.
+        let read_only: Vec<Span> = new
+            .iter()
+            .filter(|p| !p.vma.write)
             .map(|p| p.span)
-            .filter(|s| s.len() >= SPARSE_MIN && spans.iter().any(|a| a.intersect(s).is_some()))
+            .collect();
+        self.sparse.extend(read_only);
+        let big: Vec<Span> = new
+            .iter()
+            .filter(|p| p.vma.write && p.span.len() >= SPARSE_MIN)
+            .map(|p| p.span)
             .collect();
         for span in big {
             let mut pop = Vec::new();
@@ -467,7 +481,26 @@ impl Mm {
     /// read as written (see `scan::pagemap_read` for why nothing is lost).
     fn harvest_by_reads(&mut self, scope: &[Span]) -> io::Result<()> {
         let reader = self.reader.as_mut().expect("pagemap-read harvest");
-        let armed = maps::intersect(&self.registry.armed, scope);
+        // Memory that was armed stays registered while mapped, even made read-only, and a
+        // write just before the mprotect is still unprotected there: keep reading it.
+        let mapped = maps::union(
+            self.vmas
+                .iter()
+                .map(|v| Span::new(v.start, v.end))
+                .collect(),
+        );
+        let armed = maps::intersect(
+            &maps::union(
+                self.registry
+                    .armed
+                    .iter()
+                    .copied()
+                    .chain(maps::intersect(&self.read_spans, &mapped))
+                    .collect(),
+            ),
+            scope,
+        );
+        self.read_spans = armed.clone();
         let sparse = maps::intersect(&self.sparse, &armed);
         for span in maps::subtract(&armed, &sparse) {
             reader.scan(span, true, &mut self.runs, None)?;

@@ -38,6 +38,10 @@ struct Outcome {
 }
 
 fn run(scenario: &str, steps: u32) -> Outcome {
+    run_with(scenario, steps, &[])
+}
+
+fn run_with(scenario: &str, steps: u32, track_args: &[&str]) -> Outcome {
     let dir = scratch();
     let log = dir.path().join("scenario.log");
     let mut child = uffd_dirty()
@@ -53,7 +57,9 @@ fn run(scenario: &str, steps: u32) -> Outcome {
     stdout.read_line(&mut line).unwrap();
     let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
     let pid = ready["pid"].to_string();
-    let mut tracker = Tracker::spawn(&["--pid", &pid, "--interval", "20ms"], None);
+    let mut args = vec!["--pid", &pid, "--interval", "20ms"];
+    args.extend_from_slice(track_args);
+    let mut tracker = Tracker::spawn(&args, None);
     stdin.write_all(b"g").unwrap();
     line.clear();
     stdout.read_line(&mut line).unwrap();
@@ -277,10 +283,14 @@ fn judge(log: &str, records: &[Value]) -> Outcome {
 }
 
 fn check(scenario: &str, steps: u32, max_false_positives: usize) {
+    check_with(scenario, steps, max_false_positives, &[]);
+}
+
+fn check_with(scenario: &str, steps: u32, max_false_positives: usize, track_args: &[&str]) {
     if !kernel_can_track() {
         return;
     }
-    let o = run(scenario, steps);
+    let o = run_with(scenario, steps, track_args);
     eprintln!(
         "{scenario}: {} changes, {} reports in owned memory, {} unexplained (false positives)",
         o.changes, o.reports, o.unexplained
@@ -376,4 +386,17 @@ fn the_programs_own_userfaultfd_tracking_is_left_alone() {
     // register (EBUSY) and must not harvest either.
     let o = run("own-uffd", 30);
     assert!(o.lost.is_empty());
+}
+
+#[test]
+fn write_then_mprotect_read_only_is_reported() {
+    // A write just before an mprotect(PROT_READ) is in the page until the harvest.
+    check("mprotect", 20, 0);
+    check_with("mprotect", 20, 0, &["--method=pagemap-read"]);
+}
+
+#[test]
+fn pagemap_read_reports_zaps_and_churn() {
+    check_with("dontneed", 60, 20 * 32, &["--method=pagemap-read"]);
+    check_with("churn", 200, usize::MAX, &["--method=pagemap-read"]);
 }

@@ -679,14 +679,22 @@ impl Frozen {
                     Ok(()) => {}
                     // The thread exited meanwhile.
                     Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue,
+                    // An exiting or zombie thread cannot be seized (EPERM) and runs no code.
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EPERM)
+                            && thread_is_dead(target.pid, tid) =>
+                    {
+                        continue;
+                    }
                     Err(e) => return Err(seize_error(target, tid, e)),
                 }
                 frozen.tids.push(tid);
                 ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0)
                     .with_context(|| format!("interrupting thread {tid}"))?;
-                let deadline = Instant::now() + STOP_TIMEOUT;
+                // No deadline: a seized thread must reach its stop before it can be detached,
+                // or it would stay traced by us (wait_stop says so if it takes long).
                 loop {
-                    match wait_stop(tid, Some(deadline))? {
+                    match wait_stop(tid, None)? {
                         Stop::Interrupt | Stop::Group => break,
                         Stop::Signal(sig) => resume(libc::PTRACE_CONT, tid, sig)?,
                         Stop::Syscall | Stop::Event(_) => resume(libc::PTRACE_CONT, tid, 0)?,
@@ -707,6 +715,12 @@ impl Drop for Frozen {
             let _ = ptrace(libc::PTRACE_DETACH, tid, 0, 0);
         }
     }
+}
+
+/// Whether a thread is gone or a zombie (an exited thread of a live process).
+fn thread_is_dead(pid: i32, tid: i32) -> bool {
+    read_status(&format!("/proc/{pid}/task/{tid}/status"))
+        .map_or(true, |st| matches!(st.state, 'Z' | 'X'))
 }
 
 /// Launch mode without injection (soft-dirty): let a command held at its exec event stop run.

@@ -36,6 +36,8 @@ pub enum Scenario {
     Hugetlb,
     /// A 1 TiB MAP_NORESERVE reservation, sparsely written, zapped and read.
     Sparse,
+    /// Write, then make read-only before any harvest can see it, then writable again.
+    Mprotect,
     /// The program tracks its own writes with an async userfaultfd of its own (as Wine's
     /// GetWriteWatch does); it fails if it ever misses one of them.
     OwnUffd,
@@ -624,6 +626,32 @@ impl OwnTracking {
     }
 }
 
+fn mprotect_scenario(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Result<()> {
+    const PAGES: usize = 32;
+    let start = anon(PAGES * PAGE)?;
+    log.watch(start, PAGES * PAGE);
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    for step in 0..args.steps {
+        let t0 = now_ns();
+        log.changed(
+            t0,
+            write_pages(&some_pages(rng, start, PAGES, 3), step as u8),
+        );
+        // SAFETY: mprotect of our own mapping.
+        check(
+            unsafe { libc::mprotect(start as *mut _, PAGES * PAGE, libc::PROT_READ) },
+            "mprotect",
+        )?;
+        std::thread::sleep(args.gap * 30);
+        // SAFETY: as above.
+        check(
+            unsafe { libc::mprotect(start as *mut _, PAGES * PAGE, rw) },
+            "mprotect",
+        )?;
+    }
+    Ok(())
+}
+
 fn own_uffd(args: &ScenarioArgs, rng: &mut Rng, own: &mut OwnTracking) -> Result<()> {
     for step in 0..args.steps {
         let mut w = write_pages(&some_pages(rng, own.start, own.pages, 3), step as u8);
@@ -684,6 +712,7 @@ pub fn run_scenario(args: &ScenarioArgs) -> Result<i32> {
         Scenario::Brk => brk(args, &mut rng, &mut log)?,
         Scenario::Fork => fork_scenario(args, &mut rng, &mut log)?,
         Scenario::Hugetlb => hugetlb(args, &mut rng, &mut log)?,
+        Scenario::Mprotect => mprotect_scenario(args, &mut rng, &mut log)?,
         Scenario::OwnUffd => own_uffd(args, &mut rng, own.as_mut().expect("set up above"))?,
         Scenario::Sparse => sparse(
             args,
