@@ -256,6 +256,8 @@ pub(crate) struct Mm {
     runs: Vec<Span>,
     /// Pages of freshly armed memory that were populated when it was armed, for the next delta.
     populated: Vec<Span>,
+    /// Shared memory's populated pages at the last harvest (see `harvest_all`).
+    shared_populated: Vec<Span>,
     /// Sparse memory (see SPARSE_MIN), and its populated pages at the last harvest.
     sparse: Vec<Span>,
     sparse_populated: Vec<Span>,
@@ -295,6 +297,7 @@ pub(crate) fn attach_mm(
             vmas: Vec::new(),
             runs: Vec::with_capacity(1024),
             populated: Vec::new(),
+            shared_populated: Vec::new(),
             sparse: Vec::new(),
             sparse_populated: Vec::new(),
         };
@@ -453,6 +456,40 @@ impl Mm {
     /// pages that vanished since the last harvest (zapped: their content is zero now).
     fn harvest_all(&mut self, scope: &[Span]) -> io::Result<()> {
         let scope = &maps::subtract(scope, &self.registry.excluded);
+        // Shared memory: punching a hole (MADV_REMOVE, fallocate) zeroes pages but the kernel
+        // re-installs the uffd-wp marker over them, so they read clean. Pages present at the
+        // last harvest and gone now are reported (a zap that kept the page, MADV_DONTNEED of a
+        // shared mapping, is a false positive).
+        let shared: Vec<Span> = maps::intersect(
+            &maps::union(
+                self.registry
+                    .pieces
+                    .iter()
+                    .filter(|p| p.vma.shared)
+                    .map(|p| p.span)
+                    .collect(),
+            ),
+            scope,
+        );
+        let mut shared_now = Vec::new();
+        if !shared.is_empty() {
+            self.scanner.present(&shared, &mut shared_now)?;
+        }
+        let r = self.harvest_unshared(scope);
+        if !shared.is_empty() {
+            let before = maps::intersect(&self.shared_populated, &shared);
+            let vanished = maps::subtract(&before, &shared_now);
+            shared_now.extend(maps::intersect(&self.runs, &shared));
+            self.shared_populated = maps::union(shared_now);
+            if !vanished.is_empty() {
+                self.runs.extend(vanished);
+                self.runs = maps::union(std::mem::take(&mut self.runs));
+            }
+        }
+        r
+    }
+
+    fn harvest_unshared(&mut self, scope: &[Span]) -> io::Result<()> {
         if self.reader.is_some() {
             return self.harvest_by_reads(scope);
         }

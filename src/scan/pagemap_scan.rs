@@ -95,10 +95,20 @@ impl PagemapScan {
 
     /// Append to `out` the runs of populated (present or swapped) pages in `spans`.
     pub fn populated(&mut self, spans: &[Span], out: &mut Vec<Span>) -> io::Result<()> {
-        let filled = abi::PAGE_IS_PRESENT | abi::PAGE_IS_SWAPPED;
+        self.having(abi::PAGE_IS_PRESENT | abi::PAGE_IS_SWAPPED, spans, out)
+    }
+
+    /// Append to `out` the runs of present pages in `spans` (a uffd-wp marker reads as
+    /// SWAPPED, so for shared memory, whose swapped pages leave the page table anyway,
+    /// present is what tells a page from an armed empty slot).
+    pub fn present(&mut self, spans: &[Span], out: &mut Vec<Span>) -> io::Result<()> {
+        self.having(abi::PAGE_IS_PRESENT, spans, out)
+    }
+
+    fn having(&mut self, any_of: u64, spans: &[Span], out: &mut Vec<Span>) -> io::Result<()> {
         let query = abi::PmScanArg {
-            category_anyof_mask: filled,
-            return_mask: filled,
+            category_anyof_mask: any_of,
+            return_mask: any_of,
             ..Default::default()
         };
         for &span in spans {

@@ -22,12 +22,14 @@ pub enum Scenario {
     Churn,
     /// Move a written region with mremap, then write after the move.
     Mremap,
-    /// MADV_DONTNEED over written and never-written pages.
+    /// MADV_DONTNEED over written and never-written pages, and MADV_FREE.
     Dontneed,
     /// MADV_HUGEPAGE memory written before and after attach, and a whole huge page zapped.
     Thp,
-    /// memfd and MAP_SHARED|MAP_ANONYMOUS memory.
+    /// memfd (with MADV_REMOVE hole punches) and MAP_SHARED|MAP_ANONYMOUS memory.
     Shared,
+    /// MAP_PRIVATE and MAP_SHARED mappings of a regular file.
+    Filemap,
     /// Grow and shrink the heap with brk.
     Brk,
     /// fork: the child writes its copy (untracked), the parent writes its own.
@@ -332,6 +334,18 @@ fn dontneed(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Result<()> {
             populated[first..first + 32].fill(false);
             log.zeroed(t0, zapped);
         }
+        if step % 3 == 1 {
+            // MADV_FREE: the content goes only if reclaimed (never here, without memory
+            // pressure); later writes to those pages must still be reported.
+            let first = rng.next() as usize % (PAGES - 32);
+            // SAFETY: madvise on pages of our own mapping.
+            check(
+                unsafe {
+                    libc::madvise((start + first * PAGE) as *mut _, 32 * PAGE, libc::MADV_FREE)
+                },
+                "madvise(MADV_FREE)",
+            )?;
+        }
         std::thread::sleep(args.gap);
     }
     Ok(())
@@ -418,13 +432,59 @@ fn shared(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Result<()> {
     let shanon = map(PAGES * PAGE, rw, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1)?;
     log.watch(memfd, PAGES * PAGE);
     log.watch(shanon, PAGES * PAGE);
+    let mut written = std::collections::BTreeSet::new();
     for step in 0..args.steps {
         let t0 = now_ns();
         let mut w = write_pages(&some_pages(rng, memfd, PAGES, 3), step as u8);
         w.extend(write_pages(&some_pages(rng, shanon, PAGES, 3), step as u8));
+        written.extend(w.iter().copied());
+        log.changed(t0, w);
+        if step % 5 == 4 {
+            // MADV_REMOVE punches a hole in the memfd: those pages read zero from now on.
+            let first = memfd + (rng.next() as usize % (PAGES - 8)) * PAGE;
+            let t0 = now_ns();
+            // SAFETY: madvise on our own shared mapping.
+            check(
+                unsafe { libc::madvise(first as *mut _, 8 * PAGE, libc::MADV_REMOVE) },
+                "madvise(MADV_REMOVE)",
+            )?;
+            let gone: Vec<usize> = (0..8)
+                .map(|i| first + i * PAGE)
+                .filter(|a| written.remove(a))
+                .collect();
+            log.zeroed(t0, gone);
+        }
+        std::thread::sleep(args.gap);
+    }
+    Ok(())
+}
+
+/// Private and shared mappings of a regular file: private writes are copies (COW), shared
+/// writes go to the file's page cache.
+fn filemap(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Result<()> {
+    const PAGES: usize = 64;
+    let path = args.log.with_extension("data");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)?;
+    file.set_len((PAGES * PAGE) as u64)?;
+    use std::os::fd::AsRawFd;
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    let private = map(PAGES * PAGE, rw, libc::MAP_PRIVATE, file.as_raw_fd())?;
+    let shared = map(PAGES * PAGE, rw, libc::MAP_SHARED, file.as_raw_fd())?;
+    log.watch(private, PAGES * PAGE);
+    log.watch(shared, PAGES * PAGE);
+    for step in 0..args.steps {
+        let t0 = now_ns();
+        let mut w = write_pages(&some_pages(rng, private, PAGES, 3), step as u8);
+        w.extend(write_pages(&some_pages(rng, shared, PAGES, 3), step as u8));
         log.changed(t0, w);
         std::thread::sleep(args.gap);
     }
+    let _ = std::fs::remove_file(&path);
     Ok(())
 }
 
@@ -709,6 +769,7 @@ pub fn run_scenario(args: &ScenarioArgs) -> Result<i32> {
         Scenario::Dontneed => dontneed(args, &mut rng, &mut log)?,
         Scenario::Thp => thp(args, &mut rng, &mut log, thp_region.expect("set up above"))?,
         Scenario::Shared => shared(args, &mut rng, &mut log)?,
+        Scenario::Filemap => filemap(args, &mut rng, &mut log)?,
         Scenario::Brk => brk(args, &mut rng, &mut log)?,
         Scenario::Fork => fork_scenario(args, &mut rng, &mut log)?,
         Scenario::Hugetlb => hugetlb(args, &mut rng, &mut log)?,
