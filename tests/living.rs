@@ -30,11 +30,11 @@ struct Watch {
 }
 
 #[derive(Debug)]
-struct Outcome {
-    changes: usize,
-    lost: Vec<(u64, u64)>,
-    unexplained: usize,
-    reports: usize,
+pub(crate) struct Outcome {
+    pub(crate) changes: usize,
+    pub(crate) lost: Vec<(u64, u64)>,
+    pub(crate) unexplained: usize,
+    pub(crate) reports: usize,
 }
 
 fn run(scenario: &str, steps: u32) -> Outcome {
@@ -82,7 +82,7 @@ fn run_with(scenario: &str, steps: u32, track_args: &[&str]) -> Outcome {
     judge(&text, &records)
 }
 
-fn judge(log: &str, records: &[Value]) -> Outcome {
+pub(crate) fn judge(log: &str, records: &[Value]) -> Outcome {
     let mut changes = Vec::new();
     let mut watches: Vec<Watch> = Vec::new();
     for l in log.lines() {

@@ -226,8 +226,39 @@ fn debian_6_12_every_method_against_ground_truth() {
     }
     let boot = run_methods(
         "6.12",
-        &["pagemap-scan", "pagemap-read", "soft-dirty", "compare"],
+        &[
+            "pagemap-scan",
+            "pagemap-read",
+            "soft-dirty",
+            "compare",
+            "scenario:dontneed",
+            "scenario:thp",
+            "scenario:churn",
+        ],
     );
+    // Zaps on a stock kernel: single pages (MADV_DONTNEED) and a whole huge page (a PMD hole).
+    for name in ["scenario:dontneed", "scenario:thp", "scenario:churn"] {
+        let run = &boot.runs[name];
+        assert_eq!(
+            (run.track_status, run.writer_status),
+            (0, 0),
+            "6.12 {name}: {}",
+            run.stderr
+        );
+        let o = crate::living::judge(&run.log, &run.records);
+        eprintln!(
+            "6.12 {name}: {} changes, {} reports, {} false positives; stderr: {}",
+            o.changes,
+            o.reports,
+            o.unexplained,
+            run.stderr.trim()
+        );
+        assert!(
+            o.lost.is_empty(),
+            "6.12 {name}: LOST {:x?}",
+            &o.lost[..o.lost.len().min(10)]
+        );
+    }
     assert_eq!(boot.check_status, 0, "check on 6.12: {}", boot.check);
     assert_eq!(
         (

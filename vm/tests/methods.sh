@@ -8,19 +8,31 @@ echo "check-json: $(/bin/uffd-dirty check --format json 2>/dev/null)"
 echo "check-status: $?"
 status=0
 for method in "$@"; do
-    dir=/tmp/$method
+    dir=/tmp/$(echo "$method" | tr ':' '-')
     mkdir -p "$dir"
+    rm -f "$dir/go"
     mkfifo "$dir/go"
-    /bin/uffd-dirty writer --pages 512 --bursts 30 --burst-pages 12 --gap 5ms --wait stdin --hold \
-        --log "$dir/writer.log" < "$dir/go" > "$dir/writer.out" 2> "$dir/writer.err" &
+    case "$method" in
+    scenario:*)
+        # A living-address-space scenario (its own go/done protocol), tracked by pagemap-scan.
+        /bin/uffd-dirty scenario "${method#scenario:}" --steps 60 \
+            --log "$dir/writer.log" < "$dir/go" > "$dir/writer.out" 2> "$dir/writer.err" &
+        ;;
+    *)
+        /bin/uffd-dirty writer --pages 512 --bursts 30 --burst-pages 12 --gap 5ms --wait stdin --hold \
+            --log "$dir/writer.log" < "$dir/go" > "$dir/writer.out" 2> "$dir/writer.err" &
+        ;;
+    esac
     writer=$!
     exec 3> "$dir/go"
     while ! grep -q ready "$dir/writer.out" 2>/dev/null; do sleep 0.05; done
+    track_method=$method
+    case "$method" in scenario:*) track_method=pagemap-scan ;; esac
     if [ "$method" = compare ]; then
         /bin/uffd-dirty compare --pid "$writer" --format json --interval 30ms \
             > "$dir/track.json" 2> "$dir/track.err" &
     else
-        /bin/uffd-dirty track --pid "$writer" --method "$method" --format json --interval 30ms \
+        /bin/uffd-dirty track --pid "$writer" --method "$track_method" --format json --interval 30ms \
             > "$dir/track.json" 2> "$dir/track.err" &
     fi
     tracker=$!
