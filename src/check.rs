@@ -118,12 +118,7 @@ pub fn run(output: &crate::cli::Output) -> Result<ExitCode> {
         ));
     }
     let report = report();
-    let mut sink = crate::output::open_sink(output.output.as_deref()).with_context(|| {
-        format!(
-            "opening {}",
-            output.output.as_deref().unwrap_or("-".as_ref()).display()
-        )
-    })?;
+    let mut sink = crate::output::sink_for(output)?;
     match print(&report, output.format, &mut sink, output.output.is_none())
         .and_then(|()| sink.flush())
     {

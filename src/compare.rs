@@ -146,16 +146,7 @@ pub fn run(args: &CompareArgs, stop: &AtomicBool) -> Result<ExitCode> {
         let _ = uffd_side.harvest(&target, &scope, 0, Instant::now(), page_size)?;
         let _ = soft_side.harvest(&target, &scope, 0, Instant::now(), page_size)?;
     }
-    let mut out = crate::output::open_sink(args.output.output.as_deref()).with_context(|| {
-        format!(
-            "opening {}",
-            args.output
-                .output
-                .as_deref()
-                .unwrap_or("-".as_ref())
-                .display()
-        )
-    })?;
+    let mut out = crate::output::sink_for(&args.output)?;
     let begin = Begin {
         pid: target.pid,
         page_size,

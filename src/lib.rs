@@ -43,16 +43,7 @@ fn stop_flag() -> Result<Arc<AtomicBool>> {
 
 fn track(args: &TrackArgs) -> Result<ExitCode> {
     let stop = stop_flag()?;
-    let sink = output::open_sink(args.output.output.as_deref()).with_context(|| {
-        format!(
-            "opening {}",
-            args.output
-                .output
-                .as_deref()
-                .unwrap_or("-".as_ref())
-                .display()
-        )
-    })?;
+    let sink = output::sink_for(&args.output)?;
     let outcome = track::run(
         args,
         &stop,

@@ -203,6 +203,17 @@ pub fn open_sink(path: Option<&std::path::Path>) -> io::Result<Box<dyn io::Write
     }
 }
 
+/// [`open_sink`] for the `--output` of a command, with the file named in the error.
+pub fn sink_for(output: &crate::cli::Output) -> anyhow::Result<Box<dyn io::Write>> {
+    use anyhow::Context;
+    open_sink(output.output.as_deref()).with_context(|| {
+        format!(
+            "opening {}",
+            output.output.as_deref().unwrap_or("-".as_ref()).display()
+        )
+    })
+}
+
 /// Something that prints records. `vmas` gives human output the mapping names of a delta.
 pub trait Emitter {
     fn emit(&mut self, record: &Record, vmas: &[Vma]) -> io::Result<()>;

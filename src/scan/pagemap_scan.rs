@@ -111,6 +111,16 @@ impl PagemapScan {
             return_mask: any_of,
             ..Default::default()
         };
+        self.runs_of(query, spans, out)
+    }
+
+    /// Run `query` over every span and append the regions it reports to `out` as runs.
+    fn runs_of(
+        &mut self,
+        query: abi::PmScanArg,
+        spans: &[Span],
+        out: &mut Vec<Span>,
+    ) -> io::Result<()> {
         for &span in spans {
             self.walk(span, query, |regions| {
                 for r in regions {
@@ -132,14 +142,7 @@ impl PagemapScan {
             return_mask: abi::PAGE_IS_WRITTEN,
             ..Default::default()
         };
-        for &span in spans {
-            self.walk(span, query, |regions| {
-                for r in regions {
-                    push_run(out, Span::new(r.start, r.end));
-                }
-            })?;
-        }
-        Ok(())
+        self.runs_of(query, spans, out)
     }
 
     /// Append to `out` the parts of `spans` that are mapped but not armed with our
@@ -219,13 +222,6 @@ impl DirtySource for PagemapScan {
             return_mask: abi::PAGE_IS_WRITTEN,
             ..Default::default()
         };
-        for &span in spans {
-            self.walk(span, query, |regions| {
-                for r in regions {
-                    push_run(out, Span::new(r.start, r.end));
-                }
-            })?;
-        }
-        Ok(())
+        self.runs_of(query, spans, out)
     }
 }
