@@ -230,12 +230,21 @@ fn debian_6_12_every_method_against_ground_truth() {
             "pagemap-scan",
             "pagemap-read",
             "soft-dirty",
+            "soft-dirty-epoll",
             "compare",
             "scenario:dontneed",
             "scenario:thp",
             "scenario:churn",
         ],
     );
+    // The soft-dirty freeze leaves a thread in epoll_wait(-1) alone (no EINTR: writer exit 0).
+    let epoll = &boot.runs["soft-dirty-epoll"];
+    assert_eq!(
+        epoll.writer_status, 0,
+        "6.12 soft-dirty froze an epoll_wait into EINTR: {}",
+        epoll.stderr
+    );
+    assert_eq!(epoll.track_status, 0, "{}", epoll.stderr);
     // Zaps on a stock kernel: single pages (MADV_DONTNEED) and a whole huge page (a PMD hole).
     for name in ["scenario:dontneed", "scenario:thp", "scenario:churn"] {
         let run = &boot.runs[name];

@@ -261,14 +261,7 @@ impl Borrowed {
         }
         let mut restore = saved;
         match arch::interrupted_syscall(&saved) {
-            // A call that returned -EINTR only because of our stop, and waits forever, is run
-            // again instead; a timed one keeps its EINTR (restarting it would lengthen it).
-            Some(nr)
-                if arch::return_value(&saved) == -i64::from(libc::EINTR)
-                    && EINTR_ON_STOP.contains(&(nr as i64))
-                    && arch::waits_forever(&saved, nr as i64)
-                    && syscall_insn_before(pid, arch::ip(&saved)) =>
-            {
+            Some(_) if eintr_only_because_stopped(pid, &saved) => {
                 restore = arch::rewound_regs(&saved);
             }
             Some(_) => {}
@@ -373,6 +366,18 @@ impl Borrowed {
             return Ok(self.started.elapsed());
         }
     }
+}
+
+/// A call that returned -EINTR only because its thread was ptrace-stopped (epoll_wait & co.)
+/// and waits forever: running it again from its `syscall` instruction changes nothing. A
+/// timed one keeps its EINTR (restarting it would lengthen the wait).
+fn eintr_only_because_stopped(pid: i32, regs: &arch::Regs) -> bool {
+    arch::interrupted_syscall(regs).is_some_and(|nr| {
+        arch::return_value(regs) == -i64::from(libc::EINTR)
+            && EINTR_ON_STOP.contains(&(nr as i64))
+            && arch::waits_forever(regs, nr as i64)
+            && syscall_insn_before(pid, arch::ip(regs))
+    })
 }
 
 fn is_stop_signal(sig: i32) -> bool {
@@ -654,7 +659,11 @@ pub fn wait_exec_stop(pid: i32) -> Result<bool> {
 /// thread is detached at its stop inside `get_signal()` and goes on exactly as it would after
 /// any signal (a call that returns EINTR on a ptrace stop, epoll_wait & co., returns EINTR).
 pub struct Frozen {
+    pid: i32,
     tids: Vec<i32>,
+    /// Threads whose EINTR-on-stop call was rewound: their original registers and mask, put
+    /// back at detach if a signal is about to be handled (then the EINTR is real).
+    rewound: Vec<(i32, arch::Regs, u64)>,
     _blocked: SignalsBlocked,
 }
 
@@ -662,7 +671,9 @@ impl Frozen {
     /// Stop every thread, listing them again until no new one appears.
     pub fn new(target: &Target) -> Result<Frozen> {
         let mut frozen = Frozen {
+            pid: target.pid,
             tids: Vec::new(),
+            rewound: Vec::new(),
             _blocked: SignalsBlocked::new()?,
         };
         loop {
@@ -695,7 +706,18 @@ impl Frozen {
                 // or it would stay traced by us (wait_stop says so if it takes long).
                 loop {
                     match wait_stop(tid, None)? {
-                        Stop::Interrupt | Stop::Group => break,
+                        Stop::Interrupt => {
+                            // epoll_wait & co. return EINTR on any ptrace stop: run them again.
+                            if let Ok(regs) = arch::get_regs(tid)
+                                && eintr_only_because_stopped(target.pid, &regs)
+                            {
+                                let mask = get_sigmask(tid)?;
+                                arch::set_regs(tid, &arch::rewound_regs(&regs))?;
+                                frozen.rewound.push((tid, regs, mask));
+                            }
+                            break;
+                        }
+                        Stop::Group => break,
                         Stop::Signal(sig) => resume(libc::PTRACE_CONT, tid, sig)?,
                         Stop::Syscall | Stop::Event(_) => resume(libc::PTRACE_CONT, tid, 0)?,
                         Stop::Exited => {
@@ -711,6 +733,11 @@ impl Frozen {
 
 impl Drop for Frozen {
     fn drop(&mut self) {
+        for (tid, regs, mask) in &self.rewound {
+            if unblocked_signal_pending(self.pid, *tid, *mask) {
+                let _ = arch::set_regs(*tid, regs);
+            }
+        }
         for &tid in &self.tids {
             let _ = ptrace(libc::PTRACE_DETACH, tid, 0, 0);
         }

@@ -19,7 +19,11 @@ for method in "$@"; do
             --log "$dir/writer.log" < "$dir/go" > "$dir/writer.out" 2> "$dir/writer.err" &
         ;;
     *)
-        /bin/uffd-dirty writer --pages 512 --bursts 30 --burst-pages 12 --gap 5ms --wait stdin --hold \
+        # soft-dirty-epoll: the writer waits in epoll_wait(-1), its only thread, while the
+        # soft-dirty attach freezes it: it must not see EINTR (exit 3).
+        wait_mode=stdin
+        [ "$method" = soft-dirty-epoll ] && wait_mode=epoll-only
+        /bin/uffd-dirty writer --pages 512 --bursts 30 --burst-pages 12 --gap 5ms --wait $wait_mode --hold \
             --log "$dir/writer.log" < "$dir/go" > "$dir/writer.out" 2> "$dir/writer.err" &
         ;;
     esac
@@ -27,7 +31,7 @@ for method in "$@"; do
     exec 3> "$dir/go"
     while ! grep -q ready "$dir/writer.out" 2>/dev/null; do sleep 0.05; done
     track_method=$method
-    case "$method" in scenario:*) track_method=pagemap-scan ;; esac
+    case "$method" in scenario:*) track_method=pagemap-scan ;; soft-dirty-epoll) track_method=soft-dirty ;; esac
     if [ "$method" = compare ]; then
         /bin/uffd-dirty compare --pid "$writer" --format json --interval 30ms \
             > "$dir/track.json" 2> "$dir/track.err" &
