@@ -1,0 +1,524 @@
+//! One address space of the target under userfaultfd tracking: arming, the mapping refresh,
+//! and the harvests of every method that uses the userfaultfd.
+
+use super::*;
+
+/// How freshly registered memory is write-protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Arming {
+    /// Everything, by PAGEMAP_SCAN (kernels with the PMD-hole fix).
+    Scan,
+    /// Everything, by UFFDIO_WRITEPROTECT (marks empty page-table ranges on every kernel).
+    Writeprotect,
+    /// Only empty slots: what is already populated is reported by the next harvest. For
+    /// memory that may have been written before it was armed (a new image after exec).
+    Unpopulated,
+}
+
+impl Arming {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Arming::Scan => "pagemap-scan",
+            Arming::Writeprotect => "writeprotect",
+            Arming::Unpopulated => "unpopulated",
+        }
+    }
+}
+
+/// Pieces at least this large, and populated to less than 1/SPARSE_FILL of it (and every
+/// piece not writable when first seen), are tracked as sparse: only their populated pages are
+/// ever protected, because arming empty slots makes the kernel allocate page tables for all of
+/// it (1/512 of the size: 2 GiB for a 1 TiB reservation). Pages populated later are caught as
+/// present-but-unprotected, and pages that vanish (zapped) by comparing the populated set
+/// between harvests.
+pub(crate) const SPARSE_MIN: u64 = 1 << 30;
+pub(crate) const SPARSE_FILL: u64 = 8;
+
+/// Everything bound to one address space of the target; replaced when the target execs.
+pub(crate) struct Mm {
+    /// Set for `--method pagemap-read`: harvest by plain pagemap reads, of these spans.
+    pub(crate) reader: Option<PagemapRead>,
+    pub(crate) read_spans: Vec<Span>,
+    pub(crate) uffd: Uffd,
+    pub(crate) scanner: PagemapScan,
+    pub(crate) registry: Registry,
+    pub(crate) vmas: Vec<Vma>,
+    pub(crate) runs: Vec<Span>,
+    /// Pages of freshly armed memory that were populated when it was armed, for the next delta.
+    pub(crate) populated: Vec<Span>,
+    /// Shared memory's populated pages at the last harvest (see `harvest_all`).
+    pub(crate) shared_populated: Vec<Span>,
+    /// Sparse memory (see SPARSE_MIN), and its populated pages at the last harvest.
+    pub(crate) sparse: Vec<Span>,
+    pub(crate) sparse_populated: Vec<Span>,
+}
+
+/// A fresh attachment to the target's current address space.
+pub(crate) struct Attachment {
+    pub(crate) mm: Source,
+    /// What is tracked, for the start and exec records.
+    pub(crate) pieces: Vec<Selected>,
+    pub(crate) arm_method: &'static str,
+    pub(crate) skipped: Vec<Skip>,
+    pub(crate) attach_us: u64,
+    pub(crate) thread_stopped_us: u64,
+}
+
+/// Create a userfaultfd in the target, register everything in scope and arm it.
+pub(crate) fn attach_mm(
+    target: &Target,
+    scope: &[Span],
+    at_exec: bool,
+    arming: Arming,
+    method: Method,
+) -> Result<Attachment> {
+    let started = Instant::now();
+    let arm = |fd| -> Result<(Mm, Vec<Skip>)> {
+        let reader = match method {
+            Method::PagemapRead => Some(PagemapRead::new(target.open_proc("pagemap")?)),
+            _ => None,
+        };
+        let mut mm = Mm {
+            reader,
+            read_spans: Vec::new(),
+            uffd: Uffd::handshake(fd)?,
+            scanner: PagemapScan::new(target.open_proc("pagemap")?),
+            registry: Registry::default(),
+            vmas: Vec::new(),
+            runs: Vec::with_capacity(1024),
+            populated: Vec::new(),
+            shared_populated: Vec::new(),
+            sparse: Vec::new(),
+            sparse_populated: Vec::new(),
+        };
+        let skipped = mm
+            .arm(target, scope, arming)
+            .map_err(|e| match target.check_alive() {
+                Err(_) => anyhow!("PID {} exited while being attached to", target.pid),
+                Ok(()) => e,
+            })?;
+        Ok((mm, skipped))
+    };
+    // A launched command is armed before it runs at all; a running process keeps running
+    // (only one thread stops, for the injected calls) while it is armed.
+    let (mm, skipped, stopped) = if at_exec {
+        let inj = attach::take_userfaultfd_after_exec(target, arm)?;
+        (inj.value.0, inj.value.1, inj.stopped)
+    } else {
+        let inj = attach::take_userfaultfd(target)?;
+        let (mm, skipped) = arm(inj.value)?;
+        (mm, skipped, inj.stopped)
+    };
+    warn_skipped(target.pid, &skipped);
+    Ok(Attachment {
+        pieces: mm.registry.pieces.clone(),
+        arm_method: arming.name(),
+        mm: Source::Uffd(Box::new(mm)),
+        skipped,
+        attach_us: started.elapsed().as_micros() as u64,
+        thread_stopped_us: stopped.as_micros() as u64,
+    })
+}
+
+impl Mm {
+    /// Register everything in scope, then write-protect it.
+    pub(crate) fn arm(
+        &mut self,
+        target: &Target,
+        scope: &[Span],
+        arming: Arming,
+    ) -> Result<Vec<Skip>> {
+        self.vmas = maps::read_maps(target.pid).context("reading the target's mappings")?;
+        let skipped = self
+            .registry
+            .refresh(&self.uffd, target.pid, &self.vmas, scope, &[])
+            .context("registering the target's memory")?;
+        if self.registry.armed.is_empty() {
+            return Err(anyhow!(
+                "none of the selected memory of PID {} could be registered",
+                target.pid
+            ));
+        }
+        let armed = self.registry.armed.clone();
+        self.classify_sparse(&armed)?;
+        let dense = maps::subtract(&armed, &self.sparse);
+        if arming != Arming::Unpopulated {
+            // Sparse memory: protect what exists, never the empty slots. (After an exec, with
+            // `Unpopulated`, nothing is protected: the next harvest reports what exists.)
+            let sparse = self.sparse.clone();
+            let mut ignored = Vec::new();
+            self.scanner.harvest_populated(&sparse, &mut ignored)?;
+            self.scanner
+                .populated(&sparse, &mut self.sparse_populated)?;
+        }
+        for &span in &dense {
+            let r = match arming {
+                Arming::Scan => self.scanner.protect(span),
+                Arming::Unpopulated => self.scanner.protect_unpopulated(span, &mut self.populated),
+                // A VMA unmapped since it was registered leaves a hole: protect what is left.
+                Arming::Writeprotect => match self.uffd.writeprotect(span) {
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                        self.writeprotect_live(target, span)
+                    }
+                    r => r,
+                },
+            };
+            r.with_context(|| format!("write-protecting {span} of PID {}", target.pid))?;
+        }
+        Ok(skipped)
+    }
+
+    /// Decide which of the newly armed `spans` are sparse (see SPARSE_MIN).
+    pub(crate) fn classify_sparse(&mut self, spans: &[Span]) -> io::Result<()> {
+        let new: Vec<&Selected> = self
+            .registry
+            .pieces
+            .iter()
+            .filter(|p| spans.iter().any(|a| a.intersect(&p.span).is_some()))
+            .collect();
+        // Memory that is not writable (PROT_NONE reservations, read-only anonymous memory) is
+        // always armed page by page: it may be huge, and it is written only after an mprotect.
+        let read_only: Vec<Span> = new
+            .iter()
+            .filter(|p| !p.vma.write)
+            .map(|p| p.span)
+            .collect();
+        self.sparse.extend(read_only);
+        let big: Vec<Span> = new
+            .iter()
+            .filter(|p| p.vma.write && p.span.len() >= SPARSE_MIN)
+            .map(|p| p.span)
+            .collect();
+        for span in big {
+            let mut pop = Vec::new();
+            self.scanner.populated(&[span], &mut pop)?;
+            let filled: u64 = pop.iter().map(|r| r.len()).sum();
+            if filled * SPARSE_FILL < span.len() {
+                self.sparse.push(span);
+            }
+        }
+        self.sparse = maps::union(std::mem::take(&mut self.sparse));
+        Ok(())
+    }
+
+    /// UFFDIO_WRITEPROTECT over the parts of `span` that are still mapped.
+    pub(crate) fn writeprotect_live(&self, target: &Target, span: Span) -> io::Result<()> {
+        let live = maps::union(
+            maps::read_maps(target.pid)?
+                .iter()
+                .map(|v| Span::new(v.start, v.end))
+                .collect(),
+        );
+        for part in live.iter().filter_map(|v| v.intersect(&span)) {
+            match self.uffd.writeprotect(part) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                r => r?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Pick up mappings created since the last harvest, arm them, and return the `mapping`
+    /// records for what appeared or went.
+    pub(crate) fn refresh_mappings(
+        &mut self,
+        target: &Target,
+        scope: &[Span],
+        time: Timestamp,
+    ) -> io::Result<Vec<output::Mapping>> {
+        let old_vmas = std::mem::replace(&mut self.vmas, maps::read_maps(target.pid)?);
+        // Memory we believe registered that is not (a VMA replaced in place): the kernel skips
+        // registered VMAs without walking them, so this costs little.
+        let mut stale = Vec::new();
+        self.scanner.unarmed(&self.registry.armed, &mut stale)?;
+        let before = std::mem::take(&mut self.registry.armed);
+        let skipped = self
+            .registry
+            .refresh(&self.uffd, target.pid, &self.vmas, scope, &stale)?;
+        warn_skipped(target.pid, &skipped);
+        let added = maps::subtract(&self.registry.armed, &before);
+        let removed = maps::subtract(&before, &self.registry.armed);
+        self.sparse = maps::intersect(&self.sparse, &self.registry.armed);
+        self.classify_sparse(&added)?;
+        for span in maps::subtract(&added, &self.sparse) {
+            self.scanner
+                .protect_unpopulated(span, &mut self.populated)?;
+        }
+        Ok(mapping_events(&old_vmas, &self.vmas, added, removed, time))
+    }
+
+    /// The fast path over dense memory; over sparse memory, written pages that exist plus the
+    /// pages that vanished since the last harvest (zapped: their content is zero now).
+    pub(crate) fn harvest_all(&mut self, scope: &[Span]) -> io::Result<()> {
+        let scope = &maps::subtract(scope, &self.registry.excluded);
+        // Shared memory: punching a hole (MADV_REMOVE, fallocate) zeroes pages but the kernel
+        // re-installs the uffd-wp marker over them, so they read clean. Pages present at the
+        // last harvest and gone now are reported (a zap that kept the page, MADV_DONTNEED of a
+        // shared mapping, is a false positive).
+        let shared: Vec<Span> = maps::intersect(
+            &maps::union(
+                self.registry
+                    .pieces
+                    .iter()
+                    .filter(|p| p.vma.shared)
+                    .map(|p| p.span)
+                    .collect(),
+            ),
+            scope,
+        );
+        let mut shared_now = Vec::new();
+        if !shared.is_empty() {
+            self.scanner.present(&shared, &mut shared_now)?;
+        }
+        let r = self.harvest_unshared(scope);
+        if !shared.is_empty() {
+            let before = maps::intersect(&self.shared_populated, &shared);
+            let vanished = maps::subtract(&before, &shared_now);
+            shared_now.extend(maps::intersect(&self.runs, &shared));
+            self.shared_populated = maps::union(shared_now);
+            if !vanished.is_empty() {
+                self.runs.extend(vanished);
+                self.runs = maps::union(std::mem::take(&mut self.runs));
+            }
+        }
+        r
+    }
+
+    pub(crate) fn harvest_unshared(&mut self, scope: &[Span]) -> io::Result<()> {
+        if self.reader.is_some() {
+            return self.harvest_by_reads(scope);
+        }
+        if self.sparse.is_empty() {
+            return self.scanner.harvest(scope, &mut self.runs);
+        }
+        let dense = maps::subtract(scope, &self.sparse);
+        self.scanner.harvest(&dense, &mut self.runs)?;
+        let sparse = maps::intersect(&self.sparse, scope);
+        let mut now = Vec::new();
+        self.scanner.populated(&sparse, &mut now)?;
+        let mut written = Vec::new();
+        self.scanner.harvest_populated(&sparse, &mut written)?;
+        let before = maps::intersect(&self.sparse_populated, &sparse);
+        self.runs.extend(maps::subtract(&before, &now));
+        self.runs.extend_from_slice(&written);
+        self.runs = maps::union(std::mem::take(&mut self.runs));
+        // A page populated after the snapshot but found written by the harvest counts as
+        // populated too, or a zap of it before the next harvest would go unseen.
+        now.extend(written);
+        self.sparse_populated = maps::union(now);
+        Ok(())
+    }
+
+    /// `--method pagemap-read`: read the entries of the armed memory, then re-protect what was
+    /// read as written (see `scan::pagemap_read` for why nothing is lost).
+    pub(crate) fn harvest_by_reads(&mut self, scope: &[Span]) -> io::Result<()> {
+        let reader = self.reader.as_mut().expect("pagemap-read harvest");
+        // Memory that was armed stays registered while mapped, even made read-only, and a
+        // write just before the mprotect is still unprotected there: keep reading it.
+        let mapped = maps::union(
+            self.vmas
+                .iter()
+                .map(|v| Span::new(v.start, v.end))
+                .collect(),
+        );
+        let armed = maps::intersect(
+            &maps::union(
+                self.registry
+                    .armed
+                    .iter()
+                    .copied()
+                    .chain(maps::intersect(&self.read_spans, &mapped))
+                    .collect(),
+            ),
+            scope,
+        );
+        self.read_spans = armed.clone();
+        let sparse = maps::intersect(&self.sparse, &armed);
+        for span in maps::subtract(&armed, &sparse) {
+            reader.scan(span, true, &mut self.runs, None)?;
+        }
+        let mut now = Vec::new();
+        for &span in &sparse {
+            reader.scan(span, false, &mut self.runs, Some(&mut now))?;
+        }
+        let written = maps::union(std::mem::take(&mut self.runs));
+        for &run in &written {
+            match self.uffd.writeprotect(run) {
+                // Unmapped or replaced since it was read: nothing left to protect.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                r => r?,
+            }
+        }
+        self.runs = written;
+        if !sparse.is_empty() {
+            let before = maps::intersect(&self.sparse_populated, &sparse);
+            self.runs.extend(maps::subtract(&before, &now));
+            self.sparse_populated = now;
+            self.runs = maps::union(std::mem::take(&mut self.runs));
+        }
+        Ok(())
+    }
+
+    /// Tell apart an exited target, an exec (our mm is gone, the process lives on), and a
+    /// real error.
+    pub(crate) fn gone(&self, target: &Target, e: &io::Error) -> Option<Gone> {
+        if target.check_alive().is_err() {
+            return Some(Gone::Exited);
+        }
+        let mm_may_be_gone = is_gone(e) || e.kind() == io::ErrorKind::NotFound;
+        (mm_may_be_gone && self.scanner.mm_is_gone()).then_some(Gone::Exec)
+    }
+
+    /// One harvest: mapping events and the delta, or why the memory is gone.
+    pub(crate) fn harvest(
+        &mut self,
+        target: &Target,
+        scope: &[Span],
+        seq: u64,
+        since: Instant,
+        page_size: u64,
+    ) -> Result<std::result::Result<(Vec<output::Mapping>, output::Delta), Gone>> {
+        // The delta's instant is taken before the mapping refresh: a mapping replaced after
+        // this point may be seen only by the next harvest, and so may a page written after it.
+        let time = SystemTime::now();
+        let t0 = Instant::now();
+        // An exec leaves our fds on the old, dead mm, where queries just find nothing: check.
+        if self.scanner.mm_is_gone() {
+            return Ok(Err(if target.check_alive().is_err() {
+                Gone::Exited
+            } else {
+                Gone::Exec
+            }));
+        }
+        let events = match self.refresh_mappings(target, scope, Timestamp(time)) {
+            Ok(ev) => ev,
+            Err(e) => match self.gone(target, &e) {
+                Some(g) => return Ok(Err(g)),
+                None => return Err(e).context("refreshing the target's mappings"),
+            },
+        };
+        self.runs.clear();
+        if let Err(e) = self.harvest_all(scope) {
+            return match self.gone(target, &e) {
+                Some(g) => Ok(Err(g)),
+                None => {
+                    Err(e).with_context(|| format!("harvesting dirty pages of PID {}", target.pid))
+                }
+            };
+        }
+        let scan_us = t0.elapsed().as_micros() as u64;
+        if !self.populated.is_empty() {
+            self.runs.append(&mut self.populated);
+            self.runs = maps::union(std::mem::take(&mut self.runs));
+        }
+        let dirty_pages = self.runs.iter().map(|r| r.len()).sum::<u64>() / page_size;
+        let delta = output::Delta {
+            seq,
+            time: Timestamp(time),
+            elapsed_ms: since.elapsed().as_millis() as u64,
+            dirty_pages,
+            ranges: output::dirty_runs(&self.runs, page_size),
+            scan_us,
+            bitmap: None,
+            // Memory that stopped being tracked (made read-only) stays registered until it is
+            // unmapped, and its writes are reported: it counts as tracked for the bitmaps.
+            tracked: maps::union(
+                maps::intersect(&self.registry.armed, scope)
+                    .into_iter()
+                    .chain(self.runs.iter().copied())
+                    .collect(),
+            ),
+        };
+        Ok(Ok((events, delta)))
+    }
+}
+
+/// `mapping` records for what appeared and went between two listings. A span that went and
+/// one that appeared with the same size and the same file offset (anonymous memory keeps its
+/// page offset when mremap moves it) are one move.
+pub(crate) fn mapping_events(
+    old: &[Vma],
+    new: &[Vma],
+    added: Vec<Span>,
+    mut removed: Vec<Span>,
+    time: Timestamp,
+) -> Vec<output::Mapping> {
+    let page_offset = |vmas: &[Vma], s: &Span| {
+        maps::vma_at(vmas, s.start).map(|v| (v.inode, v.offset + (s.start - v.start), s.len()))
+    };
+    let mut events = Vec::with_capacity(added.len() + removed.len());
+    for a in added {
+        let v = maps::vma_at(new, a.start);
+        let (mapping, kind) = v.map_or((String::new(), "unmapped"), |v| {
+            (v.display_name().to_string(), v.kind().as_str())
+        });
+        let here = page_offset(new, &a);
+        let from = removed
+            .iter()
+            .position(|r| here.is_some() && page_offset(old, r) == here)
+            .map(|i| removed.remove(i));
+        events.push(output::Mapping {
+            event: if from.is_some() { "moved" } else { "added" },
+            start: Addr(a.start),
+            end: Addr(a.end),
+            from: from.map(|r| Addr(r.start)),
+            mapping,
+            kind,
+            time,
+        });
+    }
+    for r in removed {
+        let (mapping, kind) = maps::vma_at(old, r.start).map_or((String::new(), "unmapped"), |v| {
+            (v.display_name().to_string(), v.kind().as_str())
+        });
+        events.push(output::Mapping {
+            event: "removed",
+            start: Addr(r.start),
+            end: Addr(r.end),
+            from: None,
+            mapping,
+            kind,
+            time,
+        });
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vma(line: &str) -> Vma {
+        maps::parse_line(line).unwrap()
+    }
+
+    #[test]
+    fn a_move_is_paired_by_size_and_page_offset() {
+        let time = Timestamp(SystemTime::UNIX_EPOCH);
+        let old = [
+            vma("10000-14000 rw-p 00010000 00:00 0"),
+            vma("20000-24000 rw-p 00020000 00:00 0"),
+        ];
+        // mremap keeps the page offset: the first one moved to 0x50000; the second was
+        // replaced by a fresh mapping elsewhere (different offset).
+        let new = [
+            vma("50000-54000 rw-p 00010000 00:00 0"),
+            vma("60000-64000 rw-p 00060000 00:00 0"),
+        ];
+        let added = vec![Span::new(0x50000, 0x54000), Span::new(0x60000, 0x64000)];
+        let removed = vec![Span::new(0x10000, 0x14000), Span::new(0x20000, 0x24000)];
+        let ev = mapping_events(&old, &new, added, removed, time);
+        let summary: Vec<_> = ev
+            .iter()
+            .map(|e| (e.event, e.start.0, e.from.map(|f| f.0)))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("moved", 0x50000, Some(0x10000)),
+                ("added", 0x60000, None),
+                ("removed", 0x20000, None)
+            ]
+        );
+    }
+}

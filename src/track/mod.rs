@@ -1,0 +1,535 @@
+//! The tracking loop: attach, register and arm, then every interval discover new mappings,
+//! harvest, and emit one delta; stop on a signal, a count, a duration or the target's exit.
+//!
+//! Submodules: `registry` (what is registered with our userfaultfd), `mm` (one address space
+//! under userfaultfd tracking: arming, mapping refresh, harvests), `soft` (soft-dirty). They
+//! share this module's imports.
+
+mod mm;
+mod registry;
+mod soft;
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, anyhow};
+
+use crate::attach;
+use crate::cli::{ArmMethod, Format, Method, TrackArgs};
+use crate::exit::{ExitCode, usage};
+use crate::launch;
+use crate::maps::{self, Selected, Span, Vma};
+use crate::output::{self, Addr, Emitter, EndReason, Record, Timestamp};
+use crate::scan::{DirtySource, PagemapRead, PagemapScan, SoftDirty};
+use crate::sys::{self, abi};
+use crate::target::Target;
+use crate::uffd::{self, Uffd};
+
+/// Longest single sleep while waiting for the next tick, so a stop request is seen promptly.
+const WAIT_SLICE: Duration = Duration::from_millis(50);
+
+use mm::mapping_events;
+pub(crate) use mm::{Arming, Attachment, Mm, attach_mm};
+use registry::{Registry, Skip, is_gone};
+pub(crate) use soft::{SoftMm, attach_soft};
+
+pub(crate) enum Wake {
+    Tick,
+    Stop,
+    TargetExited,
+}
+
+/// Sleep until `deadline`, waking early for a stop request or the target's exit.
+pub(crate) fn wait_until(deadline: Instant, target: &Target, stop: &AtomicBool) -> Wake {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Wake::Stop;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Wake::Tick;
+        }
+        let slice = (deadline - now).min(WAIT_SLICE);
+        let mut pfd = libc::pollfd {
+            fd: target.pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let r = unsafe { libc::poll(&mut pfd, 1, slice.as_millis().max(1) as libc::c_int) };
+        if r > 0 && pfd.revents & libc::POLLIN != 0 {
+            return Wake::TargetExited;
+        }
+    }
+}
+
+/// Terminates a launched command that outlives tracking, whatever way `run` leaves.
+pub(crate) struct Child {
+    pid: i32,
+    status: Option<i32>,
+    /// Stopped under our ptrace: SIGTERM would wait for nothing, so it is killed outright.
+    pub(crate) traced: bool,
+}
+
+impl Child {
+    pub(crate) fn reap(&mut self) -> Option<i32> {
+        if self.status.is_none() {
+            self.status = launch::try_reap(self.pid);
+        }
+        self.status
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if self.traced {
+            launch::kill_and_reap(self.pid);
+            return;
+        }
+        if self.reap().is_none() {
+            let status = launch::terminate(self.pid);
+            eprintln!(
+                "uffd-dirty: tracking ended first: terminated the command (PID {}, exit status {status})",
+                self.pid
+            );
+        }
+    }
+}
+
+/// What one run of `track` ended with.
+pub struct Outcome {
+    pub reason: EndReason,
+    pub exit: ExitCode,
+}
+
+/// Why the target's memory went away.
+pub(crate) enum Gone {
+    Exited,
+    Exec,
+}
+
+/// Where deltas come from: the target's userfaultfd (pagemap-scan, pagemap-read), or its
+/// soft-dirty bits.
+pub(crate) enum Source {
+    Uffd(Box<Mm>),
+    Soft(SoftMm),
+}
+
+pub(crate) type Harvested = std::result::Result<(Vec<output::Mapping>, output::Delta), Gone>;
+
+impl Source {
+    fn vmas(&self) -> &[Vma] {
+        match self {
+            Source::Uffd(mm) => &mm.vmas,
+            Source::Soft(s) => &s.vmas,
+        }
+    }
+
+    pub(crate) fn harvest(
+        &mut self,
+        target: &Target,
+        scope: &[Span],
+        seq: u64,
+        since: Instant,
+        page_size: u64,
+    ) -> Result<Harvested> {
+        match self {
+            Source::Uffd(mm) => mm.harvest(target, scope, seq, since, page_size),
+            Source::Soft(s) => s.harvest(target, scope, seq, since, page_size),
+        }
+    }
+}
+
+/// The record stream. A reader that goes away (`| head`) is a clean end, not an error.
+pub(crate) struct Out<'a> {
+    emitter: Box<dyn Emitter + 'a>,
+    closed: bool,
+}
+
+impl Out<'_> {
+    fn emit(&mut self, record: Record, vmas: &[Vma]) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        match self.emitter.emit(&record, vmas) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            r => r.context("writing output"),
+        }
+    }
+}
+
+pub(crate) fn tracked_ranges(pieces: &[Selected], page_size: u64) -> Vec<output::TrackedRange> {
+    pieces
+        .iter()
+        .map(|p| output::TrackedRange {
+            start: Addr(p.span.start),
+            end: Addr(p.span.end),
+            pages: p.span.len() / page_size,
+            mapping: p.vma.display_name().to_string(),
+            kind: p.vma.kind().as_str(),
+        })
+        .collect()
+}
+
+pub(crate) fn skipped_ranges(skips: &[Skip]) -> Vec<output::SkippedRange> {
+    skips
+        .iter()
+        .map(|s| output::SkippedRange {
+            start: Addr(s.piece.span.start),
+            end: Addr(s.piece.span.end),
+            mapping: s.piece.vma.display_name().to_string(),
+            reason: s.reason.clone(),
+        })
+        .collect()
+}
+
+fn warn_skipped(pid: i32, skips: &[Skip]) {
+    for s in skips {
+        eprintln!(
+            "uffd-dirty: PID {pid}: not tracking {} {}: {}",
+            s.piece.span,
+            s.piece.vma.display_name(),
+            s.reason
+        );
+    }
+}
+
+/// Check `--range` values against the target's mappings before anything touches it.
+fn check_scope(target: &Target, ranges: &[Span], vmas: &[Vma]) -> Result<()> {
+    for r in ranges {
+        if maps::select(vmas, std::slice::from_ref(r)).is_empty() {
+            return Err(usage(format!(
+                "--range {r} holds no writable mapping of PID {}: pick a range from /proc/{}/maps",
+                target.pid, target.pid
+            )));
+        }
+    }
+    if maps::select(vmas, &[Span::new(0, abi::TASK_SIZE)]).is_empty() {
+        return Err(usage(format!(
+            "PID {} has no writable mappings to track",
+            target.pid
+        )));
+    }
+    Ok(())
+}
+
+/// The target: a running process, or a launched command held at its exec (still traced: on
+/// any error before it is attached, it is killed). `--range` values are checked against its
+/// mappings before anything touches it.
+pub(crate) fn open_target(
+    pid: Option<i32>,
+    command: &[OsString],
+    ranges: &[Span],
+) -> Result<(Target, Option<Child>)> {
+    match pid {
+        Some(pid) => {
+            let target = Target::open(pid)?;
+            let vmas = maps::read_maps(pid).context("reading the target's mappings")?;
+            check_scope(&target, ranges, &vmas)?;
+            Ok((target, None))
+        }
+        None => {
+            let launched = launch::spawn(command)?;
+            let child = Child {
+                pid: launched.target.pid,
+                status: None,
+                traced: true,
+            };
+            let vmas = maps::read_maps(child.pid).context("reading the command's mappings")?;
+            check_scope(&launched.target, ranges, &vmas)?;
+            Ok((launched.target, Some(child)))
+        }
+    }
+}
+
+/// The `method` field of the start record.
+pub(crate) fn method_name(m: Method) -> &'static str {
+    match m {
+        Method::PagemapScan => "pagemap-scan",
+        Method::PagemapRead => "pagemap-read",
+        Method::SoftDirty => "soft-dirty",
+    }
+}
+
+pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> Result<Outcome> {
+    let support = uffd::probe()?;
+    if args.method == Method::SoftDirty {
+        if !crate::scan::soft_dirty::works().context("probing soft-dirty")? {
+            return Err(crate::exit::unsupported(format!(
+                "this kernel ({}) has no working soft-dirty tracking (built without CONFIG_MEM_SOFT_DIRTY, or not x86_64/ppc64le/s390x): use --method pagemap-scan",
+                uffd::kernel_release()
+            )));
+        }
+    } else {
+        support.require_async_wp()?;
+    }
+    let scope = if args.ranges.is_empty() {
+        vec![Span::new(0, abi::TASK_SIZE)]
+    } else {
+        maps::union(args.ranges.clone())
+    };
+    let arming = match args.arm {
+        ArmMethod::Auto if support.pmd_hole_fix => Arming::Scan,
+        ArmMethod::Auto | ArmMethod::Writeprotect => Arming::Writeprotect,
+        ArmMethod::PagemapScan => Arming::Scan,
+    };
+
+    if args.method != Method::SoftDirty && !support.pmd_hole_fix {
+        eprintln!(
+            "uffd-dirty: warning: this kernel ({}) lacks the 2026 PAGEMAP_SCAN fix for empty page-table ranges: a page table freed by a zap of a whole huge page (MADV_DONTNEED of 2 MiB) or by page-table reclaim reads as not written, so those zeroed pages are not reported",
+            uffd::kernel_release()
+        );
+    }
+    let (target, mut child) = open_target(args.pid, &args.command, &args.ranges)?;
+    let attachment = match args.method {
+        Method::SoftDirty => {
+            // Launch mode: the command is held at its exec stop; its bits are cleared there,
+            // before it runs, and then it is let go.
+            let launched = child.is_some();
+            if args.no_freeze {
+                eprintln!(
+                    "uffd-dirty: warning: --no-freeze: soft-dirty bits are read and cleared while PID {} runs, so a write between the two is lost",
+                    target.pid
+                );
+            }
+            let mut a = attach_soft(&target, &scope, !args.no_freeze && !launched, true)?;
+            if launched {
+                attach::release_after_exec(target.pid)?;
+                if let Source::Soft(s) = &mut a.mm {
+                    s.freeze = !args.no_freeze;
+                }
+            }
+            a
+        }
+        m => attach_mm(&target, &scope, child.is_some(), arming, m)?,
+    };
+    if let Some(c) = child.as_mut() {
+        c.traced = false;
+    }
+    let page_size = sys::page_size();
+    let start = output::Start {
+        version: output::FORMAT_VERSION,
+        pid: target.pid,
+        page_size,
+        method: method_name(args.method),
+        interval_ms: args.interval.as_millis() as u64,
+        ranges: tracked_ranges(&attachment.pieces, page_size),
+        skipped: skipped_ranges(&attachment.skipped),
+        arm_method: attachment.arm_method,
+        attach_us: attachment.attach_us,
+        thread_stopped_us: attachment.thread_stopped_us,
+        time: Timestamp(SystemTime::now()),
+    };
+    let mut out = Out {
+        emitter: out,
+        closed: false,
+    };
+    out.emit(Record::Start(start), attachment.mm.vmas())?;
+    let mut tracking = Tracking {
+        fork_noted: false,
+        target: &target,
+        scope,
+        args,
+        page_size,
+        seq: 0,
+        total: 0,
+    };
+    let (reason, error) = tracking.follow(attachment, stop, &mut out)?;
+    let exit_status = match reason {
+        EndReason::TargetExited => child.as_mut().and_then(Child::reap),
+        _ => None,
+    };
+    let end = output::End {
+        reason,
+        deltas: tracking.seq,
+        dirty_pages_total: tracking.total,
+        exit_status,
+        error: error.clone(),
+        time: Timestamp(SystemTime::now()),
+    };
+    out.emit(Record::End(end), &[])?;
+    if let Some(e) = error {
+        return Err(anyhow!(e));
+    }
+    let exit = match exit_status {
+        Some(status) => ExitCode::Command(status.clamp(0, 255) as u8),
+        None => ExitCode::Success,
+    };
+    Ok(Outcome { reason, exit })
+}
+
+/// The tracking loop's state, which lives across re-attaches after exec.
+struct Tracking<'a> {
+    /// Whether the "a fork is not tracked" note was printed.
+    fork_noted: bool,
+    target: &'a Target,
+    scope: Vec<Span>,
+    args: &'a TrackArgs,
+    page_size: u64,
+    seq: u64,
+    total: u64,
+}
+
+impl Tracking<'_> {
+    /// Say once that children the target forked are not tracked (their memory is their own
+    /// mm; the kernel resets their VMAs' registration at fork).
+    fn note_fork(&mut self) {
+        if self.fork_noted {
+            return;
+        }
+        let Ok(tids) = self.target.threads() else {
+            return;
+        };
+        let child = tids.iter().find_map(|tid| {
+            let text =
+                std::fs::read_to_string(format!("/proc/{}/task/{tid}/children", self.target.pid))
+                    .ok()?;
+            text.split_whitespace().next().map(str::to_string)
+        });
+        if let Some(child) = child {
+            self.fork_noted = true;
+            eprintln!(
+                "uffd-dirty: PID {} forked PID {child}: children are not tracked (only PID {} is)",
+                self.target.pid, self.target.pid
+            );
+        }
+    }
+
+    /// Harvest every interval until something ends tracking; after an exec, attach to the new
+    /// image (unless `--no-follow-exec`) and go on. Returns the end reason and error message.
+    fn follow(
+        &mut self,
+        first: Attachment,
+        stop: &AtomicBool,
+        out: &mut Out,
+    ) -> Result<(EndReason, Option<String>)> {
+        let since = Instant::now();
+        let end_at = self.args.duration.map(|d| since + d);
+        let mut next = since + self.args.interval;
+        // Dropping an `Mm` closes its userfaultfd: the kernel drops every protection.
+        let mut mm = first.mm;
+        loop {
+            let deadline = end_at.map_or(next, |e| next.min(e));
+            let wake = wait_until(deadline, self.target, stop);
+            if let Wake::TargetExited = wake {
+                return Ok((EndReason::TargetExited, None));
+            }
+            match mm.harvest(
+                self.target,
+                &self.scope,
+                self.seq + 1,
+                since,
+                self.page_size,
+            ) {
+                Ok(Ok((events, mut delta))) => {
+                    if self.args.json_bitmap {
+                        let dirty: Vec<Span> = delta
+                            .ranges
+                            .iter()
+                            .map(|r| Span::new(r.start.0, r.end.0))
+                            .collect();
+                        delta.bitmap = Some(output::bitmap::bitmaps(
+                            &delta.tracked,
+                            &dirty,
+                            self.page_size,
+                        ));
+                    }
+                    for ev in events {
+                        out.emit(Record::Mapping(ev), mm.vmas())?;
+                    }
+                    self.seq += 1;
+                    self.total += delta.dirty_pages;
+                    self.note_fork();
+                    out.emit(Record::Delta(delta), mm.vmas())?;
+                }
+                Ok(Err(Gone::Exited)) => return Ok((EndReason::TargetExited, None)),
+                Ok(Err(Gone::Exec)) => {
+                    drop(mm);
+                    if self.args.no_follow_exec {
+                        return Ok((EndReason::Exec, None));
+                    }
+                    // Everything of the new image is new memory: what it populated before we
+                    // armed it is reported by the next harvest.
+                    let again = match self.args.method {
+                        Method::SoftDirty => {
+                            attach_soft(self.target, &self.scope, !self.args.no_freeze, false)
+                        }
+                        m => attach_mm(self.target, &self.scope, false, Arming::Unpopulated, m),
+                    };
+                    match again {
+                        Ok(a) => {
+                            let exe = std::fs::read_link(self.target.proc_path("exe"))
+                                .map(|p| p.display().to_string())
+                                .unwrap_or_default();
+                            out.emit(
+                                Record::Exec(output::Exec {
+                                    pid: self.target.pid,
+                                    exe,
+                                    ranges: tracked_ranges(&a.pieces, self.page_size),
+                                    skipped: skipped_ranges(&a.skipped),
+                                    attach_us: a.attach_us,
+                                    thread_stopped_us: a.thread_stopped_us,
+                                    time: Timestamp(SystemTime::now()),
+                                }),
+                                a.mm.vmas(),
+                            )?;
+                            mm = a.mm;
+                            // Harvest the new image at once, then keep the cadence.
+                            continue;
+                        }
+                        Err(e) if self.target.check_alive().is_err() => {
+                            let _ = e;
+                            return Ok((EndReason::TargetExited, None));
+                        }
+                        Err(e) => {
+                            return Ok((
+                                EndReason::Exec,
+                                Some(format!("re-attaching after exec: {e:#}")),
+                            ));
+                        }
+                    }
+                }
+                Err(e) => return Ok((EndReason::Error, Some(format!("{e:#}")))),
+            }
+            if out.closed {
+                return Ok((EndReason::OutputClosed, None));
+            }
+            if let Wake::Stop = wake {
+                return Ok((EndReason::Signal, None));
+            }
+            if self.args.count.is_some_and(|n| self.seq >= n) {
+                return Ok((EndReason::Count, None));
+            }
+            if end_at.is_some_and(|e| Instant::now() >= e) {
+                return Ok((EndReason::Duration, None));
+            }
+            next += self.args.interval;
+            let now = Instant::now();
+            if next < now {
+                // Harvests fell behind: skip the missed ticks rather than burst to catch up.
+                next = now + self.args.interval;
+            }
+        }
+    }
+}
+
+/// The emitter for a format, writing to stdout.
+/// `to_terminal`: the sink is stdout (not `--output`), so people may be reading it.
+pub fn emitter_for(
+    format: Format,
+    sink: Box<dyn io::Write>,
+    to_terminal: bool,
+) -> Box<dyn Emitter> {
+    match format {
+        Format::Json => Box::new(output::ndjson::Ndjson::new(sink)),
+        Format::Human => Box::new(output::human::Human::new(sink, to_terminal)),
+        Format::Bitmap => Box::new(output::bitmap::Bitmap::new(sink)),
+    }
+}
