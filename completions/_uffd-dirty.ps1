@@ -27,6 +27,8 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('track', 'track', [CompletionResultType]::ParameterValue, 'Track the dirty pages of a running process (--pid) or of a command it launches')
             [CompletionResult]::new('compare', 'compare', [CompletionResultType]::ParameterValue, 'Run uffd-wp and soft-dirty tracking on the same target at once, and compare them')
+            [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Measure the harvest cost of every available method on the same workload (Markdown table)')
+            [CompletionResult]::new('bench-target', 'bench-target', [CompletionResultType]::ParameterValue, 'The benchmark''s target process (used by `bench`)')
             [CompletionResult]::new('demo', 'demo', [CompletionResultType]::ParameterValue, 'Launch a small built-in writer and track it live: see what the tool does in seconds')
             [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Report what this machine''s kernel offers for dirty-page tracking, and what to fix')
             [CompletionResult]::new('writer', 'writer', [CompletionResultType]::ParameterValue, 'A workload that writes pages in bursts and logs exactly which (used by the tests)')
@@ -76,6 +78,21 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Write the output to FILE (created 0600; a symbolic link is refused) instead of stdout')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'uffd-dirty;bench' {
+            [CompletionResult]::new('--sizes', '--sizes', [CompletionResultType]::ParameterName, 'Tracked sizes (populated buffers), e.g. 64M,1G')
+            [CompletionResult]::new('--fractions', '--fractions', [CompletionResultType]::ParameterName, 'Fractions of the buffer dirtied before each harvest')
+            [CompletionResult]::new('--rounds', '--rounds', [CompletionResultType]::ParameterName, 'Harvests timed per case (the median is reported)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print JSON instead of the Markdown table')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'uffd-dirty;bench-target' {
+            [CompletionResult]::new('--pages', '--pages', [CompletionResultType]::ParameterName, 'pages')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             break
         }
         'uffd-dirty;demo' {
@@ -134,6 +151,8 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
         'uffd-dirty;help' {
             [CompletionResult]::new('track', 'track', [CompletionResultType]::ParameterValue, 'Track the dirty pages of a running process (--pid) or of a command it launches')
             [CompletionResult]::new('compare', 'compare', [CompletionResultType]::ParameterValue, 'Run uffd-wp and soft-dirty tracking on the same target at once, and compare them')
+            [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Measure the harvest cost of every available method on the same workload (Markdown table)')
+            [CompletionResult]::new('bench-target', 'bench-target', [CompletionResultType]::ParameterValue, 'The benchmark''s target process (used by `bench`)')
             [CompletionResult]::new('demo', 'demo', [CompletionResultType]::ParameterValue, 'Launch a small built-in writer and track it live: see what the tool does in seconds')
             [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Report what this machine''s kernel offers for dirty-page tracking, and what to fix')
             [CompletionResult]::new('writer', 'writer', [CompletionResultType]::ParameterValue, 'A workload that writes pages in bursts and logs exactly which (used by the tests)')
@@ -145,6 +164,12 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             break
         }
         'uffd-dirty;help;compare' {
+            break
+        }
+        'uffd-dirty;help;bench' {
+            break
+        }
+        'uffd-dirty;help;bench-target' {
             break
         }
         'uffd-dirty;help;demo' {

@@ -16,6 +16,12 @@ _uffd__dirty() {
             ",$1")
                 cmd="uffd__dirty"
                 ;;
+            uffd__dirty,bench)
+                cmd="uffd__dirty__subcmd__bench"
+                ;;
+            uffd__dirty,bench-target)
+                cmd="uffd__dirty__subcmd__bench__subcmd__target"
+                ;;
             uffd__dirty,check)
                 cmd="uffd__dirty__subcmd__check"
                 ;;
@@ -36,6 +42,12 @@ _uffd__dirty() {
                 ;;
             uffd__dirty,writer)
                 cmd="uffd__dirty__subcmd__writer"
+                ;;
+            uffd__dirty__subcmd__help,bench)
+                cmd="uffd__dirty__subcmd__help__subcmd__bench"
+                ;;
+            uffd__dirty__subcmd__help,bench-target)
+                cmd="uffd__dirty__subcmd__help__subcmd__bench__subcmd__target"
                 ;;
             uffd__dirty__subcmd__help,check)
                 cmd="uffd__dirty__subcmd__help__subcmd__check"
@@ -65,12 +77,56 @@ _uffd__dirty() {
 
     case "${cmd}" in
         uffd__dirty)
-            opts="-h -V --help --version track compare demo check writer scenario help"
+            opts="-h -V --help --version track compare bench bench-target demo check writer scenario help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        uffd__subcmd__dirty__subcmd__bench)
+            opts="-h --sizes --fractions --rounds --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --sizes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fractions)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rounds)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        uffd__subcmd__dirty__subcmd__bench__subcmd__target)
+            opts="-h --pages --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --pages)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -229,8 +285,36 @@ _uffd__dirty() {
             return 0
             ;;
         uffd__subcmd__dirty__subcmd__help)
-            opts="track compare demo check writer scenario help"
+            opts="track compare bench bench-target demo check writer scenario help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        uffd__subcmd__dirty__subcmd__help__subcmd__bench)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        uffd__subcmd__dirty__subcmd__help__subcmd__bench__subcmd__target)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

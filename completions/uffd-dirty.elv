@@ -24,6 +24,8 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand --version 'Print version'
             cand track 'Track the dirty pages of a running process (--pid) or of a command it launches'
             cand compare 'Run uffd-wp and soft-dirty tracking on the same target at once, and compare them'
+            cand bench 'Measure the harvest cost of every available method on the same workload (Markdown table)'
+            cand bench-target 'The benchmark''s target process (used by `bench`)'
             cand demo 'Launch a small built-in writer and track it live: see what the tool does in seconds'
             cand check 'Report what this machine''s kernel offers for dirty-page tracking, and what to fix'
             cand writer 'A workload that writes pages in bursts and logs exactly which (used by the tests)'
@@ -71,6 +73,19 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand --output 'Write the output to FILE (created 0600; a symbolic link is refused) instead of stdout'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
+        }
+        &'uffd-dirty;bench'= {
+            cand --sizes 'Tracked sizes (populated buffers), e.g. 64M,1G'
+            cand --fractions 'Fractions of the buffer dirtied before each harvest'
+            cand --rounds 'Harvests timed per case (the median is reported)'
+            cand --json 'Print JSON instead of the Markdown table'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'uffd-dirty;bench-target'= {
+            cand --pages 'pages'
+            cand -h 'Print help'
+            cand --help 'Print help'
         }
         &'uffd-dirty;demo'= {
             cand -i 'Time between harvests'
@@ -124,6 +139,8 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
         &'uffd-dirty;help'= {
             cand track 'Track the dirty pages of a running process (--pid) or of a command it launches'
             cand compare 'Run uffd-wp and soft-dirty tracking on the same target at once, and compare them'
+            cand bench 'Measure the harvest cost of every available method on the same workload (Markdown table)'
+            cand bench-target 'The benchmark''s target process (used by `bench`)'
             cand demo 'Launch a small built-in writer and track it live: see what the tool does in seconds'
             cand check 'Report what this machine''s kernel offers for dirty-page tracking, and what to fix'
             cand writer 'A workload that writes pages in bursts and logs exactly which (used by the tests)'
@@ -133,6 +150,10 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
         &'uffd-dirty;help;track'= {
         }
         &'uffd-dirty;help;compare'= {
+        }
+        &'uffd-dirty;help;bench'= {
+        }
+        &'uffd-dirty;help;bench-target'= {
         }
         &'uffd-dirty;help;demo'= {
         }

@@ -28,6 +28,8 @@ complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -s h -l help -d 'Pri
 complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -s V -l version -d 'Print version'
 complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "track" -d 'Track the dirty pages of a running process (--pid) or of a command it launches'
 complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "compare" -d 'Run uffd-wp and soft-dirty tracking on the same target at once, and compare them'
+complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "bench" -d 'Measure the harvest cost of every available method on the same workload (Markdown table)'
+complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "bench-target" -d 'The benchmark\'s target process (used by `bench`)'
 complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "demo" -d 'Launch a small built-in writer and track it live: see what the tool does in seconds'
 complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "check" -d 'Report what this machine\'s kernel offers for dirty-page tracking, and what to fix'
 complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "writer" -d 'A workload that writes pages in bursts and logs exactly which (used by the tests)'
@@ -62,6 +64,13 @@ json\t'NDJSON: one JSON object per line, for scripts'
 bitmap\t'`SEQ START END HEX` per tracked range per delta: the dirty-page bitmap, bit i = page START + i*page_size, least significant bit first in each byte (track only)'"
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s o -l output -d 'Write the output to FILE (created 0600; a symbolic link is refused) instead of stdout' -r -F
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l sizes -d 'Tracked sizes (populated buffers), e.g. 64M,1G' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l fractions -d 'Fractions of the buffer dirtied before each harvest' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l rounds -d 'Harvests timed per case (the median is reported)' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l json -d 'Print JSON instead of the Markdown table'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -s h -l help -d 'Print help'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench-target" -l pages -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench-target" -s h -l help -d 'Print help'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s i -l interval -d 'Time between harvests' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s d -l duration -d 'How long the demo runs' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -l log -d 'Also keep the writer\'s exact log of written pages here' -r -F
@@ -102,10 +111,12 @@ complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand scenario" -l seed 
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand scenario" -l gap -d 'Pause between rounds' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand scenario" -l log -d 'Write the ground-truth log (NDJSON) here' -r -F
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand scenario" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track compare demo check writer scenario help" -f -a "track" -d 'Track the dirty pages of a running process (--pid) or of a command it launches'
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track compare demo check writer scenario help" -f -a "compare" -d 'Run uffd-wp and soft-dirty tracking on the same target at once, and compare them'
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track compare demo check writer scenario help" -f -a "demo" -d 'Launch a small built-in writer and track it live: see what the tool does in seconds'
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track compare demo check writer scenario help" -f -a "check" -d 'Report what this machine\'s kernel offers for dirty-page tracking, and what to fix'
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track compare demo check writer scenario help" -f -a "writer" -d 'A workload that writes pages in bursts and logs exactly which (used by the tests)'
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track compare demo check writer scenario help" -f -a "scenario" -d 'Ground-truth scenarios of a changing address space (used by the tests)'
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track compare demo check writer scenario help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track compare bench bench-target demo check writer scenario help" -f -a "track" -d 'Track the dirty pages of a running process (--pid) or of a command it launches'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track compare bench bench-target demo check writer scenario help" -f -a "compare" -d 'Run uffd-wp and soft-dirty tracking on the same target at once, and compare them'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track compare bench bench-target demo check writer scenario help" -f -a "bench" -d 'Measure the harvest cost of every available method on the same workload (Markdown table)'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track compare bench bench-target demo check writer scenario help" -f -a "bench-target" -d 'The benchmark\'s target process (used by `bench`)'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track compare bench bench-target demo check writer scenario help" -f -a "demo" -d 'Launch a small built-in writer and track it live: see what the tool does in seconds'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track compare bench bench-target demo check writer scenario help" -f -a "check" -d 'Report what this machine\'s kernel offers for dirty-page tracking, and what to fix'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track compare bench bench-target demo check writer scenario help" -f -a "writer" -d 'A workload that writes pages in bursts and logs exactly which (used by the tests)'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track compare bench bench-target demo check writer scenario help" -f -a "scenario" -d 'Ground-truth scenarios of a changing address space (used by the tests)'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand help; and not __fish_seen_subcommand_from track compare bench bench-target demo check writer scenario help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -31,6 +31,11 @@ pub enum Command {
     Track(TrackArgs),
     /// Run uffd-wp and soft-dirty tracking on the same target at once, and compare them.
     Compare(CompareArgs),
+    /// Measure the harvest cost of every available method on the same workload (Markdown table).
+    Bench(crate::bench::BenchArgs),
+    /// The benchmark's target process (used by `bench`).
+    #[command(hide = true)]
+    BenchTarget(crate::bench::BenchTargetArgs),
     /// Launch a small built-in writer and track it live: see what the tool does in seconds.
     Demo(DemoArgs),
     /// Report what this machine's kernel offers for dirty-page tracking, and what to fix.

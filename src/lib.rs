@@ -8,6 +8,7 @@
 //! [`workload`] (a writer with ground truth, for the demo and the tests).
 
 pub mod attach;
+pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod compare;
@@ -94,6 +95,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Track(args) => track(&args),
         Command::Demo(args) => demo(&args),
+        Command::Bench(args) => bench::run(&args),
+        Command::BenchTarget(args) => bench::run_target(&args),
         Command::Compare(args) => compare::run(&args, &*stop_flag()?),
         Command::Check(args) => check::run(&args.output),
         Command::Scenario(args) => {

@@ -21,3 +21,5 @@ mod vm;
 mod check;
 // Output contracts: the schema, bitmaps, --output, exit codes.
 mod output;
+// `uffd-dirty bench`: a seconds-long smoke run.
+mod bench;
