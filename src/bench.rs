@@ -58,31 +58,14 @@ fn parse_size(s: &str) -> Result<u64, String> {
 /// and `Q` on stdin, answering `ok`.
 pub fn run_target(args: &BenchTargetArgs) -> Result<ExitCode> {
     let page = sys::page_size() as usize;
-    let len = args.pages as usize * page;
-    // SAFETY: a fresh private anonymous mapping aliases nothing.
-    let base = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
-        bail!("mmap of {len} bytes: {}", std::io::Error::last_os_error());
-    }
-    let base = base as usize;
-    let write = |i: usize, v: u8| {
-        // SAFETY: `i < pages`, inside the mapping above.
-        unsafe { std::ptr::write_volatile((base + i * page) as *mut u8, v) }
-    };
+    let buffer =
+        sys::AnonMapping::new(args.pages as usize * page, 0).context("mapping the bench buffer")?;
+    let write = |i: usize, v: u8| buffer.write(i * page, v);
     for i in 0..args.pages as usize {
         write(i, 1);
     }
     let mut out = std::io::stdout().lock();
-    writeln!(out, "ready {:#x}", base)?;
+    writeln!(out, "ready {:#x}", buffer.addr())?;
     out.flush()?;
     let mut round = 2u8;
     for line in std::io::stdin().lock().lines() {

@@ -490,18 +490,18 @@ fn pmd_hole_item(support: &Result<uffd::KernelSupport, String>) -> Item {
 ///
 /// Clears the soft-dirty bits of the whole calling process as a side effect.
 pub fn soft_dirty_round_trip() -> io::Result<bool> {
-    let mut page = ProbePage::new()?;
+    let page = sys::AnonMapping::new(sys::page_size() as usize, 0)?;
     let pagemap = File::open("/proc/self/pagemap")?;
     let mut clear_refs = OpenOptions::new()
         .write(true)
         .open("/proc/self/clear_refs")?;
-    page.write(1);
+    page.write(0, 1u8);
     // Another thread's mmap can merge a new VM_SOFTDIRTY VMA with ours between the clear and the
     // read, so a page still dirty after clearing earns a few retries before the verdict.
     for _ in 0..3 {
         clear_refs.write_all(abi::CLEAR_REFS_SOFT_DIRTY)?;
         if pagemap_entry(&pagemap, page.addr())? & abi::PM_SOFT_DIRTY == 0 {
-            page.write(2);
+            page.write(0, 2u8);
             return Ok(pagemap_entry(&pagemap, page.addr())? & abi::PM_SOFT_DIRTY != 0);
         }
     }
@@ -516,51 +516,6 @@ fn pagemap_entry(pagemap: &File, addr: u64) -> io::Result<u64> {
         return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
     }
     Ok(u64::from_ne_bytes(buf))
-}
-
-/// One private anonymous page of our own, unmapped on drop.
-struct ProbePage {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl ProbePage {
-    fn new() -> io::Result<ProbePage> {
-        let len = sys::page_size() as usize;
-        // SAFETY: a fresh anonymous mapping at a kernel-chosen address aliases nothing.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(ProbePage { ptr: p.cast(), len })
-    }
-
-    fn addr(&self) -> u64 {
-        self.ptr as u64
-    }
-
-    /// Store one byte; volatile, so the compiler cannot drop a store nothing reads back.
-    fn write(&mut self, value: u8) {
-        // SAFETY: `ptr` is the start of a live, writable mapping of `len >= 1` bytes that only
-        // this value owns, and `&mut self` rules out concurrent access.
-        unsafe { self.ptr.write_volatile(value) };
-    }
-}
-
-impl Drop for ProbePage {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly the region `new` mapped; nothing borrows it past `self`.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
 }
 
 fn soft_dirty_item(round_trip: &io::Result<bool>) -> Item {

@@ -105,8 +105,8 @@ fn probe_pmd_hole_fix(pagemap: &File) -> Result<bool> {
         uffd.as_fd(),
         abi::UFFD_FEATURE_WP_ASYNC | abi::UFFD_FEATURE_WP_UNPOPULATED,
     )?;
-    let map = Mapping::anonymous(2 * HUGE)?;
-    let start = (map.addr + HUGE - 1) & !(HUGE - 1);
+    let map = sys::AnonMapping::new(2 * HUGE as usize, libc::MAP_NORESERVE)?;
+    let start = (map.addr() + HUGE - 1) & !(HUGE - 1);
     sys::uffdio_register_wp(uffd.as_fd(), start, HUGE)?;
     let mut arg = abi::PmScanArg {
         start,
@@ -120,42 +120,6 @@ fn probe_pmd_hole_fix(pagemap: &File) -> Result<bool> {
     let n = sys::pagemap_scan(pagemap.as_fd(), &mut arg, &mut vec)?;
     let reported: u64 = vec[..n].iter().map(|r| r.end - r.start).sum();
     Ok(reported == HUGE)
-}
-
-/// An anonymous private mapping of the tracker's own, unmapped on drop (probes only).
-struct Mapping {
-    addr: u64,
-    len: u64,
-}
-
-impl Mapping {
-    fn anonymous(len: u64) -> io::Result<Mapping> {
-        // SAFETY: a fresh anonymous mapping at a kernel-chosen address aliases nothing.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Mapping {
-            addr: p as u64,
-            len,
-        })
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly the region `anonymous` mapped, which nothing borrows.
-        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len as usize) };
-    }
 }
 
 /// Why a range could not be registered, in words for the start record and stderr.

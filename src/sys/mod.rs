@@ -167,3 +167,67 @@ pub fn page_size() -> u64 {
     // SAFETY: sysconf has no memory-safety preconditions.
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u64 }
 }
+
+/// A private anonymous read-write mapping of the tracker's own process, unmapped on drop:
+/// probe pages, the test writer's region, the benchmark's buffer.
+pub struct AnonMapping {
+    addr: u64,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory outside any Rust object; every access goes through
+// bounds-checked volatile loads and stores, and callers that share it between threads write
+// disjoint offsets.
+unsafe impl Sync for AnonMapping {}
+// SAFETY: as above; the mapping belongs to the process, not to a thread.
+unsafe impl Send for AnonMapping {}
+
+impl AnonMapping {
+    /// Map `len` bytes; `extra_flags` adds to `MAP_PRIVATE | MAP_ANONYMOUS` (e.g. MAP_NORESERVE).
+    pub fn new(len: usize, extra_flags: i32) -> io::Result<AnonMapping> {
+        // SAFETY: a fresh anonymous mapping at a kernel-chosen address aliases nothing.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | extra_flags,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(AnonMapping {
+            addr: p as u64,
+            len,
+        })
+    }
+
+    pub fn addr(&self) -> u64 {
+        self.addr
+    }
+
+    /// Volatile store of `value` at `offset`, so the compiler cannot drop a store nothing
+    /// reads back.
+    pub fn write<T: Copy>(&self, offset: usize, value: T) {
+        assert!(offset + size_of::<T>() <= self.len && offset.is_multiple_of(align_of::<T>()));
+        // SAFETY: in bounds and aligned (checked), inside a live mapping owned by `self`.
+        unsafe { std::ptr::write_volatile((self.addr as usize + offset) as *mut T, value) }
+    }
+
+    /// Volatile load at `offset`.
+    pub fn read<T: Copy>(&self, offset: usize) -> T {
+        assert!(offset + size_of::<T>() <= self.len && offset.is_multiple_of(align_of::<T>()));
+        // SAFETY: as in `write`.
+        unsafe { std::ptr::read_volatile((self.addr as usize + offset) as *const T) }
+    }
+}
+
+impl Drop for AnonMapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the region `new` mapped; nothing borrows it past `self`.
+        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
+    }
+}

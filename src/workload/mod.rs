@@ -103,50 +103,6 @@ pub(crate) fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-struct Region {
-    base: *mut u8,
-    len: usize,
-}
-
-// SAFETY: threads write disjoint pages (index % threads), through volatile stores.
-unsafe impl Sync for Region {}
-
-impl Region {
-    fn new(pages: u64, page: u64) -> io::Result<Region> {
-        let len = (pages * page) as usize;
-        // SAFETY: a fresh private anonymous mapping aliases nothing.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Region {
-            base: p.cast(),
-            len,
-        })
-    }
-
-    fn write(&self, offset: usize, value: u64) {
-        assert!(offset + 8 <= self.len);
-        // SAFETY: in bounds (checked), 8-aligned (page offsets), and the mapping lives as long as self.
-        unsafe { std::ptr::write_volatile(self.base.add(offset).cast::<u64>(), value) }
-    }
-
-    fn read(&self, offset: usize) -> u64 {
-        assert!(offset + 8 <= self.len);
-        // SAFETY: as in `write`.
-        unsafe { std::ptr::read_volatile(self.base.add(offset).cast::<u64>()) }
-    }
-}
-
 pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
@@ -276,7 +232,8 @@ pub fn run_writer(args: &WriterArgs) -> Result<i32> {
         bail!("--threads must be 1..=--pages and --pre-write + --pre-read at most --pages");
     }
     let page = crate::sys::page_size();
-    let region = Region::new(args.pages, page).context("mapping the writer's region")?;
+    let region = crate::sys::AnonMapping::new((args.pages * page) as usize, 0)
+        .context("mapping the writer's region")?;
     let mut expected = vec![0u64; args.pages as usize];
     for p in 0..args.pre_write {
         let v = 0xfeed_0000 + p;
@@ -284,10 +241,10 @@ pub fn run_writer(args: &WriterArgs) -> Result<i32> {
         expected[p as usize] = v;
     }
     for p in args.pre_write..args.pre_write + args.pre_read {
-        std::hint::black_box(region.read((p * page) as usize));
+        std::hint::black_box(region.read::<u64>((p * page) as usize));
     }
     let mut stdout = io::stdout().lock();
-    let ready = json!({"type": "ready", "pid": std::process::id(), "base": format!("{:#x}", region.base as u64),
+    let ready = json!({"type": "ready", "pid": std::process::id(), "base": format!("{:#x}", region.addr()),
         "pages": args.pages, "page_size": page});
     writeln!(stdout, "{ready}")?;
     stdout.flush()?;
@@ -351,7 +308,7 @@ pub fn run_writer(args: &WriterArgs) -> Result<i32> {
         }
     }
     let corrupt = (0..args.pages)
-        .filter(|&p| region.read((p * page) as usize) != expected[p as usize])
+        .filter(|&p| region.read::<u64>((p * page) as usize) != expected[p as usize])
         .count();
 
     if args.hold {
@@ -369,7 +326,7 @@ pub fn run_writer(args: &WriterArgs) -> Result<i32> {
             "{}",
             json!({"type": "wait", "mode": format!("{:?}", args.wait).to_lowercase(), "eintr": eintr,
             "waited_us": waited.as_micros() as u64, "corrupt_pages": corrupt,
-            "base": format!("{:#x}", region.base as u64), "pages": args.pages})
+            "base": format!("{:#x}", region.addr()), "pages": args.pages})
         )?;
         for (bursts, _) in &results {
             for b in bursts {
