@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
 
-use super::{DirtySource, push_run};
+use super::push_run;
 use crate::maps::Span;
 use crate::sys::{self, abi};
 
@@ -208,14 +208,10 @@ impl PagemapScan {
         }
         Ok(())
     }
-}
 
-impl DirtySource for PagemapScan {
-    fn method(&self) -> &'static str {
-        "pagemap-scan"
-    }
-
-    fn harvest(&mut self, spans: &[Span], out: &mut Vec<Span>) -> io::Result<()> {
+    /// Append the maximal runs of pages written in `spans` since the previous harvest to `out`
+    /// (sorted, merged), and re-arm them, losing no write that races with the harvest.
+    pub fn harvest(&mut self, spans: &[Span], out: &mut Vec<Span>) -> io::Result<()> {
         let query = abi::PmScanArg {
             flags: abi::PM_SCAN_WP_MATCHING,
             category_mask: abi::PAGE_IS_WRITTEN,

@@ -24,7 +24,7 @@ use crate::exit::{ExitCode, usage};
 use crate::launch;
 use crate::maps::{self, Selected, Span, Vma};
 use crate::output::{self, Addr, Emitter, EndReason, Record, Timestamp};
-use crate::scan::{DirtySource, PagemapRead, PagemapScan, SoftDirty};
+use crate::scan::{PagemapRead, PagemapScan, SoftDirty};
 use crate::sys::{self, abi};
 use crate::target::Target;
 use crate::uffd::{self, Uffd};

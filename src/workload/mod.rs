@@ -177,22 +177,7 @@ fn wait_for_go(args: &WriterArgs) -> (bool, Duration) {
             let eintr = AtomicBool::new(false);
             std::thread::scope(|s| {
                 s.spawn(|| {
-                    // SAFETY: plain epoll calls on fds this thread creates; `ev` outlives them.
-                    unsafe {
-                        let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
-                        let mut ev = libc::epoll_event {
-                            events: libc::EPOLLIN as u32,
-                            u64: 0,
-                        };
-                        libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, 0, &mut ev);
-                        let r = libc::epoll_wait(ep, &mut ev, 1, -1);
-                        if r < 0 && last_errno_is_eintr() {
-                            eintr.store(true, Ordering::SeqCst);
-                        }
-                        let mut b = [0u8; 1];
-                        libc::read(0, b.as_mut_ptr().cast(), 1);
-                        libc::close(ep);
-                    }
+                    eintr.store(epoll_wait_stdin(), Ordering::SeqCst);
                     go.store(true, Ordering::SeqCst);
                 });
                 while !go.load(Ordering::SeqCst) {
