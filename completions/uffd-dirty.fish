@@ -37,8 +37,8 @@ complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "scenario" -d 
 complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s p -l pid -d 'Process to attach to. It is never signalled, and it is left exactly as it was on exit' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s i -l interval -d 'Time between harvests (e.g. 100ms, 1s, 2m)' -r
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s r -l range -d 'Track only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: every writable mapping of the target' -r
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s n -l count -d 'Stop after N deltas' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s r -l range -d 'Follow only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: the target\'s whole address space' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s n -l count -d 'Stop after N intervals' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s d -l duration -d 'Stop after this long (e.g. 10s)' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s m -l method -d 'How dirty pages are found' -r -f -a "pagemap-scan\t'userfaultfd async write-protect, harvested by PAGEMAP_SCAN with atomic re-protect'
 pagemap-read\t'The same arming, harvested by plain reads of /proc/PID/pagemap (bit 57 clear = written) and re-protected with UFFDIO_WRITEPROTECT'
@@ -54,11 +54,11 @@ complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -l json-bit
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -l no-freeze -d 'With --method soft-dirty, do not stop the target while its bits are read and cleared: no pause for it, but a write between the read and the clear is lost'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -l no-follow-exec -d 'End tracking (reason `exec`) when the target calls execve, instead of attaching to the new program and going on'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s p -l pid -d 'Process to attach to (never signalled; left as it was)' -r
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s i -l interval -d 'Time between harvests' -r
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s r -l range -d 'Compare only START-END (repeatable; as for `track`)' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s p -l pid -d 'Process to attach to. It is never signalled, and it is left exactly as it was on exit' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s i -l interval -d 'Time between harvests (e.g. 100ms, 1s, 2m)' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s r -l range -d 'Follow only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: the target\'s whole address space' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s n -l count -d 'Stop after N intervals' -r
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s d -l duration -d 'Stop after this long' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s d -l duration -d 'Stop after this long (e.g. 10s)' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s f -l format -d 'Output format' -r -f -a "human\t'One line per delta for people'
 json\t'NDJSON: one JSON object per line, for scripts'
 bitmap\t'`SEQ START END HEX` per tracked range per delta: the dirty-page bitmap, bit i = page START + i*page_size, least significant bit first in each byte (track only)'"

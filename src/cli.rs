@@ -89,8 +89,9 @@ pub struct Output {
     pub output: Option<PathBuf>,
 }
 
+/// What to follow and for how long: shared by `track` and `compare`.
 #[derive(Debug, Args)]
-pub struct TrackArgs {
+pub struct TargetArgs {
     /// Process to attach to. It is never signalled, and it is left exactly as it was on exit.
     #[arg(
         short,
@@ -105,18 +106,39 @@ pub struct TrackArgs {
     #[arg(short, long, value_name = "DURATION", default_value = "1s", value_parser = parse_interval)]
     pub interval: Duration,
 
-    /// Track only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable.
-    /// Default: every writable mapping of the target.
+    /// Follow only START-END (hex with 0x, or decimal; END exclusive; page-aligned).
+    /// Repeatable. Default: the target's whole address space.
     #[arg(short, long = "range", value_name = "START-END", value_parser = parse_range)]
     pub ranges: Vec<Span>,
 
-    /// Stop after N deltas.
+    /// Stop after N intervals.
     #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
 
     /// Stop after this long (e.g. 10s).
     #[arg(short, long, value_name = "DURATION", value_parser = parse_interval)]
     pub duration: Option<Duration>,
+
+    /// Command to launch and follow from its first instruction (after `--`).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+impl TargetArgs {
+    /// The address span harvests cover: the union of `--range`s, or all user memory.
+    pub fn scope(&self) -> Vec<Span> {
+        if self.ranges.is_empty() {
+            vec![Span::new(0, crate::sys::abi::TASK_SIZE)]
+        } else {
+            crate::maps::union(self.ranges.clone())
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TrackArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
 
     /// How dirty pages are found.
     #[arg(short, long, value_enum, default_value_t = Method::PagemapScan)]
@@ -143,46 +165,15 @@ pub struct TrackArgs {
     /// PMD-hole fix, else UFFDIO_WRITEPROTECT). For testing both paths on one kernel.
     #[arg(long, value_enum, default_value_t = ArmMethod::Auto, hide = true)]
     pub arm: ArmMethod,
-
-    /// Command to launch and track from its first instruction (after `--`).
-    #[arg(last = true, value_name = "CMD")]
-    pub command: Vec<OsString>,
 }
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// Process to attach to (never signalled; left as it was).
-    #[arg(
-        short,
-        long,
-        value_name = "PID",
-        required_unless_present = "command",
-        conflicts_with = "command"
-    )]
-    pub pid: Option<i32>,
-
-    /// Time between harvests.
-    #[arg(short, long, value_name = "DURATION", default_value = "1s", value_parser = parse_interval)]
-    pub interval: Duration,
-
-    /// Compare only START-END (repeatable; as for `track`).
-    #[arg(short, long = "range", value_name = "START-END", value_parser = parse_range)]
-    pub ranges: Vec<Span>,
-
-    /// Stop after N intervals.
-    #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub count: Option<u64>,
-
-    /// Stop after this long.
-    #[arg(short, long, value_name = "DURATION", value_parser = parse_interval)]
-    pub duration: Option<Duration>,
+    #[command(flatten)]
+    pub target: TargetArgs,
 
     #[command(flatten)]
     pub output: Output,
-
-    /// Command to launch and compare on (after `--`).
-    #[arg(last = true, value_name = "CMD")]
-    pub command: Vec<OsString>,
 }
 
 #[derive(Debug, Args)]
@@ -405,7 +396,7 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            (t.interval, t.command.len()),
+            (t.target.interval, t.target.command.len()),
             (Duration::from_millis(100), 2)
         );
         assert!(

@@ -12,12 +12,12 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::attach::Frozen;
-use crate::cli::{CompareArgs, Format, Method};
+use crate::cli::{ArmMethod, CompareArgs, Format, Method};
 use crate::exit::{ExitCode, unsupported};
 use crate::maps::{self, Span};
 use crate::output::{DirtyRun, Timestamp, dirty_runs};
-use crate::sys::{self, abi};
-use crate::track::{self, Arming, Gone, Source, Wake};
+use crate::sys;
+use crate::track::{self, Arming, Cadence, Gone, Source, Wake};
 use crate::uffd;
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -110,17 +110,9 @@ pub fn run(args: &CompareArgs, stop: &AtomicBool) -> Result<ExitCode> {
             uffd::kernel_release()
         )));
     }
-    let scope = if args.ranges.is_empty() {
-        vec![Span::new(0, abi::TASK_SIZE)]
-    } else {
-        maps::union(args.ranges.clone())
-    };
-    let arming = if support.pmd_hole_fix {
-        Arming::Scan
-    } else {
-        Arming::Writeprotect
-    };
-    let (target, mut child) = track::open_target(args.pid, &args.command, &args.ranges)?;
+    let scope = args.target.scope();
+    let arming = Arming::choose(ArmMethod::Auto, &support);
+    let (target, mut child) = track::open_target(&args.target)?;
     let mut uffd_side = track::attach_mm(
         &target,
         &scope,
@@ -150,7 +142,7 @@ pub fn run(args: &CompareArgs, stop: &AtomicBool) -> Result<ExitCode> {
     let begin = Begin {
         pid: target.pid,
         page_size,
-        interval_ms: args.interval.as_millis() as u64,
+        interval_ms: args.target.interval.as_millis() as u64,
         time: Timestamp(SystemTime::now()),
     };
     if args.output.format == Format::Json {
@@ -162,7 +154,7 @@ pub fn run(args: &CompareArgs, stop: &AtomicBool) -> Result<ExitCode> {
         writeln!(
             out,
             "comparing uffd-wp (pagemap-scan) with soft-dirty on PID {}, every {:?}; pages, then ms",
-            target.pid, args.interval
+            target.pid, args.target.interval
         )?;
         writeln!(
             out,
@@ -179,8 +171,7 @@ pub fn run(args: &CompareArgs, stop: &AtomicBool) -> Result<ExitCode> {
         out.flush()?;
     }
     let since = Instant::now();
-    let end_at = args.duration.map(|d| since + d);
-    let mut next = since + args.interval;
+    let mut cadence = Cadence::start(&args.target, since);
     let mut total = Total {
         pid: target.pid,
         intervals: 0,
@@ -191,8 +182,7 @@ pub fn run(args: &CompareArgs, stop: &AtomicBool) -> Result<ExitCode> {
         reason: "signal",
     };
     let reason = loop {
-        let deadline = end_at.map_or(next, |e| next.min(e));
-        let wake = track::wait_until(deadline, &target, stop);
+        let wake = track::wait_until(cadence.deadline(), &target, stop);
         if let Wake::TargetExited = wake {
             break "target-exited";
         }
@@ -282,16 +272,13 @@ pub fn run(args: &CompareArgs, stop: &AtomicBool) -> Result<ExitCode> {
         if let Wake::Stop = wake {
             break "signal";
         }
-        if args.count.is_some_and(|n| seq >= n) {
+        if args.target.count.is_some_and(|n| seq >= n) {
             break "count";
         }
-        if end_at.is_some_and(|e| Instant::now() >= e) {
+        if cadence.over() {
             break "duration";
         }
-        next += args.interval;
-        if next < Instant::now() {
-            next = Instant::now() + args.interval;
-        }
+        cadence.advance();
     };
     total.reason = reason;
     let r = match args.output.format {

@@ -28,7 +28,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 
-use cli::{ArmMethod, Cli, Command, DemoArgs, Method, TrackArgs};
+use cli::{ArmMethod, Cli, Command, DemoArgs, Method, TargetArgs, TrackArgs};
 use exit::ExitCode;
 
 /// Stop flag set by SIGINT/SIGTERM; a second SIGINT exits at once with 130.
@@ -75,18 +75,20 @@ fn demo(args: &DemoArgs) -> Result<ExitCode> {
         args.duration
     );
     track(&TrackArgs {
-        pid: None,
-        interval: args.interval,
-        ranges: Vec::new(),
-        count: None,
-        duration: Some(args.duration),
+        target: TargetArgs {
+            pid: None,
+            interval: args.interval,
+            ranges: Vec::new(),
+            count: None,
+            duration: Some(args.duration),
+            command: writer,
+        },
         method: Method::PagemapScan,
         output: args.output.clone(),
         json_bitmap: false,
         arm: ArmMethod::Auto,
         no_follow_exec: false,
         no_freeze: false,
-        command: writer,
     })
 }
 

@@ -16,6 +16,17 @@ pub(crate) enum Arming {
 }
 
 impl Arming {
+    /// The arming `--arm` asks for; `Auto` is PAGEMAP_SCAN where the kernel has the PMD-hole
+    /// fix (about 7x faster), else UFFDIO_WRITEPROTECT (marks empty page-table ranges on every
+    /// kernel).
+    pub(crate) fn choose(arm: ArmMethod, support: &uffd::KernelSupport) -> Arming {
+        match arm {
+            ArmMethod::Auto if support.pmd_hole_fix => Arming::Scan,
+            ArmMethod::Auto | ArmMethod::Writeprotect => Arming::Writeprotect,
+            ArmMethod::PagemapScan => Arming::Scan,
+        }
+    }
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             Arming::Scan => "pagemap-scan",

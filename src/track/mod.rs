@@ -10,7 +10,6 @@ mod registry;
 mod soft;
 
 use std::collections::HashSet;
-use std::ffi::OsString;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, anyhow};
 
 use crate::attach;
-use crate::cli::{ArmMethod, Format, Method, TrackArgs};
+use crate::cli::{ArmMethod, Format, Method, TargetArgs, TrackArgs};
 use crate::exit::{ExitCode, usage};
 use crate::launch;
 use crate::maps::{self, Selected, Span, Vma};
@@ -223,27 +222,23 @@ fn check_scope(target: &Target, ranges: &[Span], vmas: &[Vma]) -> Result<()> {
 /// The target: a running process, or a launched command held at its exec (still traced: on
 /// any error before it is attached, it is killed). `--range` values are checked against its
 /// mappings before anything touches it.
-pub(crate) fn open_target(
-    pid: Option<i32>,
-    command: &[OsString],
-    ranges: &[Span],
-) -> Result<(Target, Option<Child>)> {
-    match pid {
+pub(crate) fn open_target(args: &TargetArgs) -> Result<(Target, Option<Child>)> {
+    match args.pid {
         Some(pid) => {
             let target = Target::open(pid)?;
             let vmas = maps::read_maps(pid).context("reading the target's mappings")?;
-            check_scope(&target, ranges, &vmas)?;
+            check_scope(&target, &args.ranges, &vmas)?;
             Ok((target, None))
         }
         None => {
-            let launched = launch::spawn(command)?;
+            let launched = launch::spawn(&args.command)?;
             let child = Child {
                 pid: launched.target.pid,
                 status: None,
                 traced: true,
             };
             let vmas = maps::read_maps(child.pid).context("reading the command's mappings")?;
-            check_scope(&launched.target, ranges, &vmas)?;
+            check_scope(&launched.target, &args.ranges, &vmas)?;
             Ok((launched.target, Some(child)))
         }
     }
@@ -270,16 +265,8 @@ pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> R
     } else {
         support.require_async_wp()?;
     }
-    let scope = if args.ranges.is_empty() {
-        vec![Span::new(0, abi::TASK_SIZE)]
-    } else {
-        maps::union(args.ranges.clone())
-    };
-    let arming = match args.arm {
-        ArmMethod::Auto if support.pmd_hole_fix => Arming::Scan,
-        ArmMethod::Auto | ArmMethod::Writeprotect => Arming::Writeprotect,
-        ArmMethod::PagemapScan => Arming::Scan,
-    };
+    let scope = args.target.scope();
+    let arming = Arming::choose(args.arm, &support);
 
     if args.method != Method::SoftDirty && !support.pmd_hole_fix {
         eprintln!(
@@ -287,7 +274,7 @@ pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> R
             uffd::kernel_release()
         );
     }
-    let (target, mut child) = open_target(args.pid, &args.command, &args.ranges)?;
+    let (target, mut child) = open_target(&args.target)?;
     let attachment = match args.method {
         Method::SoftDirty => {
             // Launch mode: the command is held at its exec stop; its bits are cleared there,
@@ -319,7 +306,7 @@ pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> R
         pid: target.pid,
         page_size,
         method: method_name(args.method),
-        interval_ms: args.interval.as_millis() as u64,
+        interval_ms: args.target.interval.as_millis() as u64,
         ranges: tracked_ranges(&attachment.pieces, page_size),
         skipped: skipped_ranges(&attachment.skipped),
         arm_method: attachment.arm_method,
@@ -363,6 +350,41 @@ pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> R
         None => ExitCode::Success,
     };
     Ok(Outcome { reason, exit })
+}
+
+/// The interval clock: a tick every interval from the start, skipping ticks a slow harvest
+/// missed rather than bursting to catch up, and the end of `--duration`.
+pub(crate) struct Cadence {
+    next: Instant,
+    interval: Duration,
+    end_at: Option<Instant>,
+}
+
+impl Cadence {
+    pub(crate) fn start(args: &TargetArgs, since: Instant) -> Cadence {
+        Cadence {
+            next: since + args.interval,
+            interval: args.interval,
+            end_at: args.duration.map(|d| since + d),
+        }
+    }
+
+    /// When to harvest next (the end of `--duration` if that comes first).
+    pub(crate) fn deadline(&self) -> Instant {
+        self.end_at.map_or(self.next, |e| self.next.min(e))
+    }
+
+    pub(crate) fn over(&self) -> bool {
+        self.end_at.is_some_and(|e| Instant::now() >= e)
+    }
+
+    pub(crate) fn advance(&mut self) {
+        self.next += self.interval;
+        let now = Instant::now();
+        if self.next < now {
+            self.next = now + self.interval;
+        }
+    }
 }
 
 /// The tracking loop's state, which lives across re-attaches after exec.
@@ -411,13 +433,11 @@ impl Tracking<'_> {
         out: &mut Out,
     ) -> Result<(EndReason, Option<String>)> {
         let since = Instant::now();
-        let end_at = self.args.duration.map(|d| since + d);
-        let mut next = since + self.args.interval;
+        let mut cadence = Cadence::start(&self.args.target, since);
         // Dropping an `Mm` closes its userfaultfd: the kernel drops every protection.
         let mut mm = first.mm;
         loop {
-            let deadline = end_at.map_or(next, |e| next.min(e));
-            let wake = wait_until(deadline, self.target, stop);
+            let wake = wait_until(cadence.deadline(), self.target, stop);
             if let Wake::TargetExited = wake {
                 return Ok((EndReason::TargetExited, None));
             }
@@ -504,18 +524,13 @@ impl Tracking<'_> {
             if let Wake::Stop = wake {
                 return Ok((EndReason::Signal, None));
             }
-            if self.args.count.is_some_and(|n| self.seq >= n) {
+            if self.args.target.count.is_some_and(|n| self.seq >= n) {
                 return Ok((EndReason::Count, None));
             }
-            if end_at.is_some_and(|e| Instant::now() >= e) {
+            if cadence.over() {
                 return Ok((EndReason::Duration, None));
             }
-            next += self.args.interval;
-            let now = Instant::now();
-            if next < now {
-                // Harvests fell behind: skip the missed ticks rather than burst to catch up.
-                next = now + self.args.interval;
-            }
+            cadence.advance();
         }
     }
 }
