@@ -432,3 +432,22 @@ pub fn assert_schema(record: &Value) {
         "record does not match docs/ndjson.schema.json: {errors:?}\n{record}"
     );
 }
+
+/// Run `uffd-dirty track ARGS` to completion: its status, its records (without a launched
+/// writer's own `ready` line, which shares our stdout), and its stderr.
+pub fn track_records(args: &[&str]) -> (ExitStatus, Vec<Value>, String) {
+    let out = uffd_dirty().arg("track").args(args).output().unwrap();
+    let records = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))
+        })
+        .filter(|r| r["type"] != "ready")
+        .collect();
+    (
+        out.status,
+        records,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

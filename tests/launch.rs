@@ -7,38 +7,26 @@ fn launched_command_is_tracked_from_its_first_instruction() {
     }
     let dir = scratch();
     let log = dir.path().join("writer.log");
-    let out = uffd_dirty()
-        .args([
-            "track",
-            "--format=json",
-            "--interval=20ms",
-            "--",
-            BIN,
-            "writer",
-            "--pages=512",
-            "--bursts=40",
-        ])
-        .args(["--burst-pages=12", "--gap=3ms", "--linger=120ms", "--log"])
-        .arg(&log)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // The command shares our stdout: drop the writer's own `ready` line.
-    let records: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["type"] != "ready")
-        .collect();
+    let log_arg = log.display().to_string();
+    let (status, records, stderr) = track_records(&[
+        "--format=json",
+        "--interval=20ms",
+        "--",
+        BIN,
+        "writer",
+        "--pages=512",
+        "--bursts=40",
+        "--burst-pages=12",
+        "--gap=3ms",
+        "--linger=120ms",
+        "--log",
+        &log_arg,
+    ]);
+    assert!(status.success(), "exit {status:?}: {stderr}");
     let end = records.last().unwrap();
     assert_eq!(end["reason"], "target-exited");
     assert_eq!(end["exit_status"], 0);
-    let truth = read_truth(&log);
+    let truth = truth_from_log(&log);
     let base = hex(&truth.wait["base"]);
     let (start_ns, deltas) = deltas_in(&records, base, truth.wait["pages"].as_u64().unwrap());
     let v = compare(&truth, start_ns, &deltas);
@@ -55,11 +43,6 @@ fn launched_command_is_tracked_from_its_first_instruction() {
         panic!("LOST: {:?} (records in {})", v.lost, dump.display());
     }
     assert!(v.unexplained.is_empty(), "unexplained: {:?}", v.unexplained);
-}
-
-fn read_truth(log: &std::path::Path) -> Truth {
-    // Reuse the writer's log parser through a finished Writer-less path.
-    crate::common::truth_from_log(log)
 }
 
 #[test]
@@ -210,27 +193,6 @@ fn closed_stdout_ends_tracking_cleanly() {
     );
 }
 
-/// Run `track -f json ARGS` to completion; the records, without the command's own lines.
-fn track_records(args: &[&str]) -> (std::process::ExitStatus, Vec<serde_json::Value>, String) {
-    let out = uffd_dirty()
-        .arg("track")
-        .arg("--format=json")
-        .args(args)
-        .output()
-        .unwrap();
-    let records = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["type"] != "ready")
-        .collect();
-    (
-        out.status,
-        records,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn exec_is_followed_into_the_new_program() {
     if !kernel_can_track() {
@@ -243,7 +205,14 @@ fn exec_is_followed_into_the_new_program() {
         "sleep 0.1; exec {BIN} writer --pages=512 --bursts=40 --burst-pages=12 --gap=3ms --linger=120ms --log {}",
         log.display()
     );
-    let (status, records, stderr) = track_records(&["--interval=20ms", "--", "sh", "-c", &script]);
+    let (status, records, stderr) = track_records(&[
+        "--format=json",
+        "--interval=20ms",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
     assert!(status.success(), "{status:?}: {stderr}");
     let exec = records
         .iter()
@@ -268,6 +237,7 @@ fn no_follow_exec_ends_with_reason_exec() {
         return;
     }
     let (status, records, stderr) = track_records(&[
+        "--format=json",
         "--interval=20ms",
         "--no-follow-exec",
         "--",

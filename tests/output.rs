@@ -5,17 +5,6 @@ use serde_json::Value;
 
 use crate::common::*;
 
-fn records_of(args: &[&str]) -> (std::process::ExitStatus, Vec<Value>) {
-    let out = uffd_dirty().arg("track").args(args).output().unwrap();
-    let records = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|r| r["type"] != "ready")
-        .collect();
-    (out.status, records)
-}
-
 #[test]
 fn every_record_matches_the_published_schema() {
     if !kernel_can_track() {
@@ -23,7 +12,7 @@ fn every_record_matches_the_published_schema() {
     }
     let script =
         format!("sleep 0.1; exec {BIN} writer --pages=256 --bursts=20 --gap=3ms --linger=60ms");
-    let (status, mut records) = records_of(&[
+    let (status, mut records, _) = track_records(&[
         "--format=json",
         "--json-bitmap",
         "--interval=20ms",
@@ -33,7 +22,7 @@ fn every_record_matches_the_published_schema() {
         &script,
     ]);
     assert!(status.success());
-    let (_, more) = records_of(&[
+    let (_, more, _) = track_records(&[
         "--format=json",
         "--interval=20ms",
         "--no-follow-exec",
@@ -61,7 +50,7 @@ fn bitmaps_decode_to_exactly_the_delta_ranges() {
     if !kernel_can_track() {
         return;
     }
-    let (status, records) = records_of(&[
+    let (status, records, _) = track_records(&[
         "--format=json",
         "--json-bitmap",
         "--interval=20ms",
