@@ -153,16 +153,7 @@ pub struct Row {
 }
 
 fn vm_pte_kib(pid: i32) -> i64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("VmPTE:")
-                    .map(|v| v.trim().trim_end_matches("kB").trim().to_string())
-            })
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    crate::target::read_status(&format!("/proc/{pid}/status")).map_or(0, |s| s.vm_pte_kib as i64)
 }
 
 fn methods() -> Vec<Method> {

@@ -26,6 +26,8 @@ pub struct Status {
     pub tgid: i32,
     pub tracer_pid: i32,
     pub seccomp: u32,
+    /// Page-table memory of the process, KiB (`VmPTE`).
+    pub vm_pte_kib: u64,
 }
 
 pub fn read_status(path: &str) -> io::Result<Status> {
@@ -42,6 +44,7 @@ pub fn read_status(path: &str) -> io::Result<Status> {
             "Tgid" => st.tgid = value.parse().unwrap_or(0),
             "TracerPid" => st.tracer_pid = value.parse().unwrap_or(0),
             "Seccomp" => st.seccomp = value.parse().unwrap_or(0),
+            "VmPTE" => st.vm_pte_kib = value.trim_end_matches("kB").trim().parse().unwrap_or(0),
             _ => {}
         }
     }

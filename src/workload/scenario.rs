@@ -571,16 +571,7 @@ fn hugetlb(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Result<()> {
 
 /// The process's page-table memory, in KiB (`VmPTE` in /proc/self/status).
 fn vm_pte_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("VmPTE:")
-                    .map(|v| v.trim().trim_end_matches(" kB").trim().to_string())
-            })
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    crate::target::read_status("/proc/self/status").map_or(0, |s| s.vm_pte_kib)
 }
 
 const SPARSE_LEN: usize = 1 << 40;
