@@ -50,31 +50,16 @@ fn exit_status_of_the_command_is_passed_on() {
     if !kernel_can_track() {
         return;
     }
-    let out = uffd_dirty()
-        .args([
-            "track",
-            "--format=json",
-            "--interval=10ms",
-            "--",
-            "sh",
-            "-c",
-            "sleep 0.1; exit 7",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(7),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let last = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
-    let end: serde_json::Value = serde_json::from_str(&last).unwrap();
+    let (status, records, stderr) = track_records(&[
+        "--format=json",
+        "--interval=10ms",
+        "--",
+        "sh",
+        "-c",
+        "sleep 0.1; exit 7",
+    ]);
+    assert_eq!(status.code(), Some(7), "stderr: {stderr}");
+    let end = records.last().unwrap();
     assert_eq!(
         (end["reason"].as_str(), end["exit_status"].as_i64()),
         (Some("target-exited"), Some(7))
@@ -86,31 +71,20 @@ fn command_outliving_tracking_is_terminated() {
     if !kernel_can_track() {
         return;
     }
-    let out = uffd_dirty()
-        .args([
-            "track",
-            "--format=json",
-            "--interval=20ms",
-            "--count=3",
-            "--",
-            "sleep",
-            "30",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (status, records, stderr) = track_records(&[
+        "--format=json",
+        "--interval=20ms",
+        "--count=3",
+        "--",
+        "sleep",
+        "30",
+    ]);
+    assert!(status.success());
     assert!(
         stderr.contains("terminated the command"),
         "stderr: {stderr}"
     );
-    let last = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
-    assert!(last.contains(r#""reason":"count""#), "{last}");
+    assert_eq!(records.last().unwrap()["reason"], "count", "{records:?}");
 }
 
 #[test]
@@ -254,20 +228,15 @@ fn a_fork_in_the_target_is_noted_once() {
     if !kernel_can_track() {
         return;
     }
-    let out = uffd_dirty()
-        .args([
-            "track",
-            "--format=json",
-            "--interval=20ms",
-            "--",
-            "sh",
-            "-c",
-            "sleep 0.2 & sleep 0.2 & wait",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (status, _, stderr) = track_records(&[
+        "--format=json",
+        "--interval=20ms",
+        "--",
+        "sh",
+        "-c",
+        "sleep 0.2 & sleep 0.2 & wait",
+    ]);
+    assert!(status.success());
     assert_eq!(
         stderr.matches("children are not tracked").count(),
         1,
