@@ -164,7 +164,7 @@ pub struct Span {
 }
 
 impl Span {
-    pub fn new(start: u64, end: u64) -> Self {
+    pub const fn new(start: u64, end: u64) -> Self {
         Span { start, end }
     }
 

@@ -1,55 +1,113 @@
+//! The CI smoke version of `uffd-dirty bench` (seconds long); the full run is manual and its
+//! output is BENCHMARKS.md.
+
 use crate::common::*;
 
+fn bench(args: &[&str]) -> String {
+    let out = uffd_dirty().arg("bench").args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+fn rows<'a>(text: &'a str, section: &str) -> Vec<&'a str> {
+    let body = text
+        .split("\n## ")
+        .find(|s| s.starts_with(section))
+        .unwrap_or_else(|| panic!("no `## {section}` in\n{text}"));
+    body.lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| size") && !l.starts_with("| method"))
+        .collect()
+}
+
 #[test]
-fn bench_smoke_prints_a_table_for_every_method() {
+fn bench_smoke_prints_every_table_for_every_method() {
     if !kernel_can_track() {
         return;
     }
-    // Seconds-long smoke run; the full run is `uffd-dirty bench` (see BENCHMARKS.md).
-    let out = uffd_dirty()
-        .args([
-            "bench",
-            "--sizes",
-            "16M",
-            "--fractions",
-            "0,0.1",
-            "--rounds",
-            "2",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = bench(&[
+        "--sizes",
+        "16M,64M@25%",
+        "--fractions",
+        "0,0.1",
+        "--rounds",
+        "2",
+        "--slowdown-size",
+        "16M",
+        "--rates",
+        "10",
+        "--run-time",
+        "300ms",
+    ]);
+    assert!(text.starts_with("Command: `"), "{text}");
     assert!(
-        out.status.success(),
-        "{}\n{}",
-        text,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("| 16 MiB |"))
-        .collect();
-    // 2 methods × 2 fractions, then 2 ratio rows.
-    assert_eq!(rows.len(), 6, "{text}");
-    assert!(
-        rows.iter().any(|r| r.contains("| pagemap-scan |"))
-            && rows.iter().any(|r| r.contains("| pagemap-read |")),
+        text.contains("\nMachine: ") && text.contains(" CPUs ("),
         "{text}"
     );
-    let json = uffd_dirty()
-        .args([
-            "bench",
-            "--sizes",
-            "16M",
-            "--fractions",
-            "0.1",
-            "--rounds",
-            "1",
-            "--json",
-        ])
+    let harvest = rows(&text, "Harvest");
+    // 2 sizes × 2 methods × 2 fractions, then the ratio table's 2 sizes × 2 fractions.
+    assert_eq!(harvest.len(), 8 + 4, "{text}");
+    for method in ["| pagemap-scan |", "| pagemap-read |"] {
+        assert!(harvest.iter().any(|r| r.contains(method)), "{text}");
+    }
+    assert!(
+        harvest.iter().any(|r| r.starts_with("| 64 MiB | 25% |")),
+        "{text}"
+    );
+    // Populated and unpopulated, per size and method.
+    assert_eq!(rows(&text, "Attach").len(), 8, "{text}");
+    // Untracked before and after, and each method at 10 Hz.
+    let slowdown = rows(&text, "Target slowdown");
+    assert_eq!(slowdown.len(), 4, "{text}");
+    assert!(slowdown[0].starts_with("| untracked | – |"), "{text}");
+    assert_eq!(rows(&text, "Tracker footprint").len(), 4, "{text}");
+
+    let json: serde_json::Value = serde_json::from_str(&bench(&[
+        "--sizes",
+        "16M",
+        "--fractions",
+        "0.1",
+        "--rounds",
+        "1",
+        "--sections",
+        "harvest,footprint",
+        "--run-time",
+        "300ms",
+        "--json",
+    ]))
+    .unwrap();
+    let harvest = json["harvest"].as_array().unwrap();
+    assert_eq!(harvest.len(), 2, "{json}");
+    let scan = harvest
+        .iter()
+        .find(|r| r["method"] == "pagemap-scan")
+        .unwrap();
+    assert!(scan["harvest_ms_median"].as_f64().unwrap() > 0.0, "{json}");
+    assert!(
+        scan["bare_ioctl_ms_median"].as_f64().unwrap() > 0.0,
+        "{json}"
+    );
+    assert!(scan["first_write_extra_us"].is_number(), "{json}");
+    assert_eq!(scan["dirty_pages"], 410, "{json}");
+    for f in json["footprint"].as_array().unwrap() {
+        assert!(f["deltas"].as_u64().unwrap() >= 1, "{json}");
+        assert!(f["peak_rss_mib"].as_f64().unwrap() > 0.0, "{json}");
+        assert!(f["cpu_ms_per_s"].as_f64().unwrap() > 0.0, "{json}");
+    }
+    assert!(json["machine"]["cpus"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn bench_refuses_bad_sizes_in_one_line() {
+    let out = uffd_dirty()
+        .args(["bench", "--sizes", "16G@150%"])
         .output()
         .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 2);
-    assert!(v[0]["harvest_ms_median"].as_f64().unwrap() > 0.0);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`150%` is not a fraction"), "{err}");
 }

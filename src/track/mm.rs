@@ -370,6 +370,18 @@ impl Mm {
         Ok(())
     }
 
+    /// What a delta's bitmaps cover: the armed memory in scope, and memory that stopped being
+    /// tracked (made read-only) but stays registered until unmapped, whose writes are still
+    /// reported. Linear in the runs; only dirty runs outside the armed memory are sorted in.
+    fn tracked(&self, scope: &[Span]) -> Vec<Span> {
+        let armed = maps::intersect(&self.registry.armed, scope);
+        let outside = maps::subtract(&self.runs, &armed);
+        if outside.is_empty() {
+            return armed;
+        }
+        maps::union(armed.into_iter().chain(outside).collect())
+    }
+
     /// Tell apart an exited target, an exec (our mm is gone, the process lives on), and a
     /// real error.
     pub(crate) fn gone(&self, target: &Target, e: &io::Error) -> Option<Gone> {
@@ -431,14 +443,7 @@ impl Mm {
             ranges: output::dirty_runs(&self.runs, page_size),
             scan_us,
             bitmap: None,
-            // Memory that stopped being tracked (made read-only) stays registered until it is
-            // unmapped, and its writes are reported: it counts as tracked for the bitmaps.
-            tracked: maps::union(
-                maps::intersect(&self.registry.armed, scope)
-                    .into_iter()
-                    .chain(self.runs.iter().copied())
-                    .collect(),
-            ),
+            tracked: self.tracked(scope),
         };
         Ok(Ok((events, delta)))
     }

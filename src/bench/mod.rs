@@ -1,0 +1,702 @@
+//! `uffd-dirty bench`: what tracking costs, for every available method on the same workload
+//! in one run, as Markdown tables (or JSON):
+//!
+//! - **harvest**: time per harvest (mapping refresh + get + re-arm, as one `track` interval
+//!   does it) by tracked size and dirty fraction, next to the bare `PAGEMAP_SCAN` ioctl on
+//!   the same memory (what our userspace adds), and what the first write to a re-protected
+//!   page costs the target; every harvest is checked to report every page dirtied;
+//! - **attach**: attach (register + arm) and detach time, populated and unpopulated, and the
+//!   page-table memory the target gains (`VmPTE`);
+//! - **slowdown**: the target's write throughput untracked vs tracked at each rate;
+//! - **footprint**: the real `track` command's CPU time per second and peak RSS.
+//!
+//! The target is a built-in process (`bench-target`, in [`target`]) that writes exactly the
+//! pages it is told to.
+
+mod machine;
+mod table;
+mod target;
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use crate::cli::Method;
+use crate::exit::ExitCode;
+use crate::maps::Span;
+use crate::sys::{self, abi};
+use crate::target::Target;
+use crate::track::{self, Arming, Source};
+pub use machine::Machine;
+use target::{BenchTarget, Layout};
+pub use target::{BenchTargetArgs, run_target};
+
+/// A tracked size and the part of it that is populated.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Case {
+    pub size_bytes: u64,
+    /// Fraction of the buffer populated, in 2 MiB chunks (1: all of it).
+    pub populated: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Section {
+    Harvest,
+    Attach,
+    Slowdown,
+    Footprint,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Tracked sizes, each optionally `@` the part populated (default all), e.g.
+    /// `64M,1G,16G@1%`. A sparse case is populated in 2 MiB chunks spread over it.
+    #[arg(long, value_delimiter = ',', default_value = "64M,1G,4G,16G@1%", value_parser = parse_case)]
+    pub sizes: Vec<Case>,
+    /// Fractions of the populated pages dirtied before each harvest.
+    #[arg(long, value_delimiter = ',', default_value = "0,0.001,0.01,0.1,1", value_parser = parse_fraction)]
+    pub fractions: Vec<f64>,
+    /// Harvests timed per case (the median is reported, with min and max).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Buffer size of the slowdown runs (all populated).
+    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    pub slowdown_size: u64,
+    /// Part of the slowdown buffer the target writes over and over.
+    #[arg(long, default_value = "1%", value_parser = parse_fraction)]
+    pub slowdown_dirty: f64,
+    /// Harvest rates (per second) of the slowdown runs.
+    #[arg(long, value_delimiter = ',', default_value = "10,100")]
+    pub rates: Vec<u32>,
+    /// How long each slowdown and footprint run lasts.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub run_time: Duration,
+    /// Methods to measure (default: every one this kernel supports).
+    #[arg(long, value_delimiter = ',', value_enum)]
+    pub methods: Vec<Method>,
+    /// Which measurements to run.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "harvest,attach,slowdown,footprint"
+    )]
+    pub sections: Vec<Section>,
+    /// Print JSON instead of Markdown tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_uppercase();
+    let t = t
+        .strip_suffix("IB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('G') => (&t[..t.len() - 1], 1u64 << 30),
+        Some('M') => (&t[..t.len() - 1], 1 << 20),
+        Some('K') => (&t[..t.len() - 1], 1 << 10),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("`{s}` is not a size (examples: 64M, 1G)"))
+}
+
+/// `0.01` or `1%`, between 0 and 1.
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    let s = s.trim();
+    let value = match s.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
+        None => s.parse::<f64>(),
+    };
+    value
+        .ok()
+        .filter(|v| (0.0..=1.0).contains(v))
+        .ok_or_else(|| format!("`{s}` is not a fraction between 0 and 1 (examples: 0.01, 1%)"))
+}
+
+fn parse_case(s: &str) -> Result<Case, String> {
+    let (size, populated) = match s.split_once('@') {
+        Some((size, p)) => (size, parse_fraction(p)?),
+        None => (s, 1.0),
+    };
+    Ok(Case {
+        size_bytes: parse_size(size)?,
+        populated,
+    })
+}
+
+impl Case {
+    fn layout(&self, page: u64) -> Layout {
+        let every = if self.populated <= 0.0 {
+            0
+        } else {
+            (1.0 / self.populated).round().max(1.0) as u64
+        };
+        Layout {
+            pages: self.size_bytes / page,
+            every,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HarvestRow {
+    pub case: Case,
+    pub method: &'static str,
+    pub populated_pages: u64,
+    pub dirty_fraction: f64,
+    pub dirty_pages: u64,
+    pub harvest_ms_median: f64,
+    pub harvest_ms_min: f64,
+    pub harvest_ms_max: f64,
+    pub ms_per_gib: f64,
+    pub us_per_dirty_page: Option<f64>,
+    /// The bare PAGEMAP_SCAN get + re-protect ioctl over the same memory (pagemap-scan only).
+    pub bare_ioctl_ms_median: Option<f64>,
+    /// What the target's first write to a page after re-protection costs beyond a rewrite.
+    pub first_write_extra_us: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachRow {
+    pub case: Case,
+    pub method: &'static str,
+    pub populated_pages: u64,
+    pub attach_ms: f64,
+    pub detach_ms: f64,
+    pub vmpte_before_kib: u64,
+    pub vmpte_growth_kib: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SlowdownRow {
+    pub size_bytes: u64,
+    pub rewritten_pages: u64,
+    /// `untracked`, or a method.
+    pub method: &'static str,
+    pub rate_hz: Option<u32>,
+    pub page_writes_per_s: f64,
+    /// Throughput relative to the first untracked run.
+    pub vs_untracked: f64,
+    pub harvests: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FootprintRow {
+    pub case: Case,
+    pub method: &'static str,
+    pub rate_hz: u32,
+    pub deltas: u64,
+    /// The tracker's CPU time (user + system) per second of tracking, attach excluded.
+    pub cpu_ms_per_s: f64,
+    pub attach_cpu_ms: f64,
+    pub peak_rss_mib: f64,
+    /// CPU time over the bare ioctl's time for the same harvests (from the harvest table).
+    pub cpu_vs_bare_ioctl: Option<f64>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Results {
+    pub command: String,
+    pub machine: Option<Machine>,
+    pub rounds: usize,
+    pub harvest: Vec<HarvestRow>,
+    pub attach: Vec<AttachRow>,
+    pub slowdown: Vec<SlowdownRow>,
+    pub footprint: Vec<FootprintRow>,
+}
+
+fn vm_pte_kib(pid: i32) -> u64 {
+    crate::target::read_status(&format!("/proc/{pid}/status")).map_or(0, |s| s.vm_pte_kib)
+}
+
+/// The methods this kernel supports, or those asked for (an unsupported one fails when used).
+fn methods(asked: &[Method]) -> Vec<Method> {
+    if !asked.is_empty() {
+        return asked.to_vec();
+    }
+    let mut m = vec![Method::PagemapScan, Method::PagemapRead];
+    if crate::scan::soft_dirty::works().unwrap_or(false) {
+        m.push(Method::SoftDirty);
+    }
+    m
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The whole address space: what `track` harvests without `--range`.
+const WHOLE: [Span; 1] = [Span::new(0, abi::TASK_SIZE)];
+
+/// A bench target and the tracker's attachment to it.
+struct Tracked {
+    proc: BenchTarget,
+    target: Target,
+    source: Source,
+    method: Method,
+    seq: u64,
+    since: Instant,
+}
+
+impl Tracked {
+    fn attach(proc: BenchTarget, method: Method, arming: Arming) -> Result<Tracked> {
+        let target = Target::open(proc.pid())?;
+        let source = match method {
+            Method::SoftDirty => track::attach_soft(&target, &WHOLE, true, true)?.mm,
+            m => track::attach_mm(&target, &WHOLE, false, arming, m)?.mm,
+        };
+        Ok(Tracked {
+            proc,
+            target,
+            source,
+            method,
+            seq: 0,
+            since: Instant::now(),
+        })
+    }
+
+    /// One harvest, as `track` does it; the dirty pages it reported.
+    fn harvest(&mut self) -> Result<u64> {
+        self.seq += 1;
+        match self
+            .source
+            .harvest(&self.target, &WHOLE, self.seq, self.since, sys::page_size())?
+        {
+            Ok((_, delta)) => Ok(delta.dirty_pages),
+            Err(_) => bail!("the bench target went away"),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        track::method_name(self.method)
+    }
+}
+
+/// The kernel's own cost: `PAGEMAP_SCAN` get + re-protect over the whole address space, as
+/// the fast-path harvest issues it, into a buffer allocated once, counting pages only.
+struct BareScan {
+    pagemap: File,
+    vec: Vec<abi::PageRegion>,
+}
+
+impl BareScan {
+    fn open(target: &Target) -> Result<BareScan> {
+        Ok(BareScan {
+            pagemap: target.open_proc("pagemap")?,
+            vec: vec![abi::PageRegion::default(); 2048],
+        })
+    }
+
+    fn harvest(&mut self, page: u64) -> Result<u64> {
+        let (mut cur, mut pages) = (0, 0);
+        while cur < abi::TASK_SIZE {
+            let mut arg = abi::PmScanArg {
+                start: cur,
+                end: abi::TASK_SIZE,
+                flags: abi::PM_SCAN_WP_MATCHING,
+                category_mask: abi::PAGE_IS_WRITTEN,
+                return_mask: abi::PAGE_IS_WRITTEN,
+                ..Default::default()
+            };
+            let n = sys::pagemap_scan(self.pagemap.as_fd(), &mut arg, &mut self.vec)?;
+            pages += self.vec[..n]
+                .iter()
+                .map(|r| (r.end - r.start) / page)
+                .sum::<u64>();
+            if arg.walk_end <= cur {
+                bail!("PAGEMAP_SCAN made no progress at {cur:#x}");
+            }
+            cur = arg.walk_end;
+        }
+        Ok(pages)
+    }
+}
+
+struct Bench<'a> {
+    args: &'a BenchArgs,
+    arming: Arming,
+    page: u64,
+    results: Results,
+}
+
+pub fn run(args: &BenchArgs) -> Result<ExitCode> {
+    let support = crate::uffd::probe()?;
+    support.require_async_wp()?;
+    let mut bench = Bench {
+        args,
+        arming: Arming::choose(crate::cli::ArmMethod::Auto, &support),
+        page: sys::page_size(),
+        results: Results {
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            machine: Some(Machine::read()),
+            rounds: args.rounds.max(1),
+            ..Default::default()
+        },
+    };
+    for section in [
+        Section::Harvest,
+        Section::Attach,
+        Section::Slowdown,
+        Section::Footprint,
+    ] {
+        if !args.sections.contains(&section) {
+            continue;
+        }
+        match section {
+            Section::Harvest => bench.harvest()?,
+            Section::Attach => bench.attach()?,
+            Section::Slowdown => bench.slowdown()?,
+            Section::Footprint => bench.footprint()?,
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &bench.results)?;
+        writeln!(out)?;
+    } else {
+        table::print(&mut out, &bench.results)?;
+    }
+    Ok(ExitCode::Success)
+}
+
+impl Bench<'_> {
+    fn harvest(&mut self) -> Result<()> {
+        let rounds = self.results.rounds;
+        for &case in &self.args.sizes {
+            let layout = case.layout(self.page);
+            for method in methods(&self.args.methods) {
+                let mut t = Tracked::attach(BenchTarget::spawn(layout)?, method, self.arming)?;
+                let populated = t.proc.populated;
+                // Settle: the first harvest after attach reports the tracker's own startup
+                // writes in the target.
+                t.harvest()?;
+                // The bare ioctl arms empty slots too (it is the dense fast path): on sparse
+                // memory it would allocate the page tables the sparse path avoids.
+                let mut bare = (method == Method::PagemapScan && populated == layout.pages)
+                    .then(|| BareScan::open(&t.target))
+                    .transpose()?;
+                for &fraction in &self.args.fractions {
+                    let n = (populated as f64 * fraction).round() as u64;
+                    let (mut times, mut bare_times, mut extra) = (vec![], vec![], vec![]);
+                    for _ in 0..rounds {
+                        let first = t.proc.dirty(n)?;
+                        let again = t.proc.dirty(n)?;
+                        let t0 = Instant::now();
+                        let reported = t.harvest()?;
+                        times.push(ms(t0.elapsed()));
+                        if reported < n {
+                            bail!(
+                                "{}: only {reported} of {n} dirtied pages were reported",
+                                t.name()
+                            );
+                        }
+                        if n > 0 {
+                            extra
+                                .push((first.as_secs_f64() - again.as_secs_f64()) * 1e6 / n as f64);
+                        }
+                        if let Some(bare) = bare.as_mut() {
+                            t.proc.dirty(n)?;
+                            let t0 = Instant::now();
+                            let reported = bare.harvest(self.page)?;
+                            bare_times.push(ms(t0.elapsed()));
+                            if reported < n {
+                                bail!(
+                                    "bare ioctl: only {reported} of {n} dirtied pages were reported"
+                                );
+                            }
+                        }
+                    }
+                    let med = median(&mut times);
+                    self.results.harvest.push(HarvestRow {
+                        case,
+                        method: t.name(),
+                        populated_pages: populated,
+                        dirty_fraction: fraction,
+                        dirty_pages: n,
+                        harvest_ms_median: med,
+                        harvest_ms_min: times[0],
+                        harvest_ms_max: times[times.len() - 1],
+                        ms_per_gib: med / (case.size_bytes as f64 / (1u64 << 30) as f64),
+                        us_per_dirty_page: (n > 0).then(|| med * 1000.0 / n as f64),
+                        bare_ioctl_ms_median: (!bare_times.is_empty())
+                            .then(|| median(&mut bare_times)),
+                        first_write_extra_us: (!extra.is_empty()).then(|| median(&mut extra)),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn attach(&mut self) -> Result<()> {
+        for &case in &self.args.sizes {
+            let unpopulated = Case {
+                populated: 0.0,
+                ..case
+            };
+            for case in [case, unpopulated] {
+                for method in methods(&self.args.methods) {
+                    let proc = BenchTarget::spawn(case.layout(self.page))?;
+                    let (pid, populated_pages) = (proc.pid(), proc.populated);
+                    let vmpte_before_kib = vm_pte_kib(pid);
+                    let t0 = Instant::now();
+                    let t = Tracked::attach(proc, method, self.arming)?;
+                    let attach_ms = ms(t0.elapsed());
+                    let vmpte_growth_kib = vm_pte_kib(pid) as i64 - vmpte_before_kib as i64;
+                    let Tracked { proc, source, .. } = t;
+                    let t0 = Instant::now();
+                    drop(source);
+                    let detach_ms = ms(t0.elapsed());
+                    drop(proc);
+                    self.results.attach.push(AttachRow {
+                        case,
+                        method: track::method_name(method),
+                        populated_pages,
+                        attach_ms,
+                        detach_ms,
+                        vmpte_before_kib,
+                        vmpte_growth_kib,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn slowdown(&mut self) -> Result<()> {
+        let layout = Case {
+            size_bytes: self.args.slowdown_size,
+            populated: 1.0,
+        }
+        .layout(self.page);
+        let k = ((layout.populated() as f64 * self.args.slowdown_dirty).round() as u64).max(1);
+        let run_time = self.args.run_time;
+        let per_s = |writes: u64| writes as f64 / run_time.as_secs_f64();
+        let untracked = |bench: &mut Bench| -> Result<f64> {
+            let mut proc = BenchTarget::spawn(layout)?;
+            proc.start_rewriting(run_time, k)?;
+            let w = per_s(proc.writes()?);
+            let base = bench
+                .results
+                .slowdown
+                .first()
+                .map_or(w, |r| r.page_writes_per_s);
+            bench.results.slowdown.push(SlowdownRow {
+                size_bytes: self.args.slowdown_size,
+                rewritten_pages: k,
+                method: "untracked",
+                rate_hz: None,
+                page_writes_per_s: w,
+                vs_untracked: w / base,
+                harvests: 0,
+            });
+            Ok(base)
+        };
+        let base = untracked(self)?;
+        for method in methods(&self.args.methods) {
+            for &rate in &self.args.rates {
+                let interval = Duration::from_secs(1) / rate.max(1);
+                let mut t = Tracked::attach(BenchTarget::spawn(layout)?, method, self.arming)?;
+                t.harvest()?;
+                let start = Instant::now();
+                t.proc.start_rewriting(run_time, k)?;
+                let mut harvests = 0;
+                let mut next = start + interval;
+                while next < start + run_time {
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                    t.harvest()?;
+                    harvests += 1;
+                    next = (next + interval).max(Instant::now());
+                }
+                let w = per_s(t.proc.writes()?);
+                self.results.slowdown.push(SlowdownRow {
+                    size_bytes: self.args.slowdown_size,
+                    rewritten_pages: k,
+                    method: t.name(),
+                    rate_hz: Some(rate),
+                    page_writes_per_s: w,
+                    vs_untracked: w / base,
+                    harvests,
+                });
+            }
+        }
+        // Untracked again at the end: how much the machine itself drifted during the run.
+        untracked(self)?;
+        Ok(())
+    }
+
+    fn footprint(&mut self) -> Result<()> {
+        const RATE: u32 = 10;
+        for &case in &self.args.sizes {
+            for method in methods(&self.args.methods) {
+                let mut proc = BenchTarget::spawn(case.layout(self.page))?;
+                let k = ((proc.populated as f64 * 0.01).round() as u64).max(1);
+                let run = footprint::track(&mut proc, method, RATE, self.args.run_time, k)?;
+                let bare = self
+                    .results
+                    .harvest
+                    .iter()
+                    .find(|r| {
+                        r.case == case && r.method == "pagemap-scan" && r.dirty_fraction == 0.01
+                    })
+                    .and_then(|r| r.bare_ioctl_ms_median);
+                let tracking_s = run.tracking.as_secs_f64();
+                let cpu_ms = ms(run.cpu) - ms(run.attach_cpu);
+                self.results.footprint.push(FootprintRow {
+                    case,
+                    method: track::method_name(method),
+                    rate_hz: RATE,
+                    deltas: run.deltas,
+                    cpu_ms_per_s: cpu_ms / tracking_s,
+                    attach_cpu_ms: ms(run.attach_cpu),
+                    peak_rss_mib: run.peak_rss_kib as f64 / 1024.0,
+                    cpu_vs_bare_ioctl: bare
+                        .filter(|_| method == Method::PagemapScan && run.deltas > 0)
+                        .map(|b| cpu_ms / (b * run.deltas as f64)),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+mod footprint {
+    //! The real `track` command against a bench target, measured from outside.
+
+    use super::*;
+
+    pub(super) struct Run {
+        pub cpu: Duration,
+        pub attach_cpu: Duration,
+        pub tracking: Duration,
+        pub deltas: u64,
+        pub peak_rss_kib: u64,
+    }
+
+    /// CPU time of a thread group leader so far, exact (`/proc/PID/schedstat`, nanoseconds).
+    fn cpu_so_far(pid: i32) -> Option<Duration> {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+        s.split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+            .map(Duration::from_nanos)
+    }
+
+    /// Run `uffd-dirty track --pid` on `proc` for `time` at `rate` while it rewrites `k`
+    /// pages; the tracker's CPU (total and up to its start record) and peak RSS.
+    pub(super) fn track(
+        proc: &mut BenchTarget,
+        method: Method,
+        rate: u32,
+        time: Duration,
+        k: u64,
+    ) -> Result<Run> {
+        let dir = std::env::temp_dir().join(format!("uffd-dirty-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let records = dir.join("footprint.ndjson");
+        let _ = std::fs::remove_file(&records);
+        proc.start_rewriting(time + Duration::from_millis(500), k)?;
+        let tracker = std::process::Command::new(std::env::current_exe()?)
+            .args([
+                "track",
+                "--pid",
+                &proc.pid().to_string(),
+                "--method",
+                track::method_name(method),
+                "--interval",
+                &format!("{}ms", 1000 / rate),
+                "--duration",
+                &format!("{}ms", time.as_millis()),
+                "--format",
+                "json",
+                "--output",
+            ])
+            .arg(&records)
+            .spawn()
+            .context("starting uffd-dirty track")?;
+        let pid = tracker.id() as i32;
+        // The start record is written once attached: the CPU used so far is the attach's.
+        let mut attach_cpu = Duration::ZERO;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            if std::fs::metadata(&records).is_ok_and(|m| m.len() > 0) {
+                attach_cpu = cpu_so_far(pid).unwrap_or_default();
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        let attached = Instant::now();
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointers for the duration of the call.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r != pid {
+            bail!(
+                "waiting for uffd-dirty track: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        let tracking = attached.elapsed();
+        proc.writes()?;
+        if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+            bail!("uffd-dirty track failed (wait status {status:#x}); see its stderr above");
+        }
+        let text = std::fs::read_to_string(&records)?;
+        let _ = std::fs::remove_dir_all(&dir);
+        let deltas = text
+            .lines()
+            .filter(|l| l.starts_with("{\"type\":\"delta\""))
+            .count() as u64;
+        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        Ok(Run {
+            cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+            attach_cpu,
+            tracking,
+            deltas,
+            peak_rss_kib: usage.ru_maxrss as u64,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cases_sizes_and_fractions_parse() {
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert!(parse_size("0").is_err() && parse_size("lots").is_err());
+        assert_eq!(parse_fraction("1%"), Ok(0.01));
+        assert_eq!(parse_fraction("0.5"), Ok(0.5));
+        assert!(parse_fraction("150%").is_err());
+        assert_eq!(
+            parse_case("16G@1%"),
+            Ok(Case {
+                size_bytes: 16 << 30,
+                populated: 0.01
+            })
+        );
+        let l = parse_case("16G@1%").unwrap().layout(4096);
+        assert_eq!((l.pages, l.every), (4 << 20, 100));
+        assert_eq!(parse_case("1G").unwrap().layout(4096).every, 1);
+        assert_eq!(parse_case("1G@0").unwrap().layout(4096).every, 0);
+    }
+}

@@ -1,0 +1,209 @@
+//! The bench results as Markdown tables, one per measurement, with the command line and the
+//! machine that produced them.
+
+use std::io::{self, Write};
+
+use super::{Case, Results};
+
+fn size(bytes: u64) -> String {
+    if bytes >= 1 << 30 && bytes.is_multiple_of(1 << 30) {
+        format!("{} GiB", bytes >> 30)
+    } else if bytes >= 1 << 30 {
+        format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{} MiB", bytes >> 20)
+    }
+}
+
+fn percent(f: f64) -> String {
+    format!("{}%", (f * 1000.0).round() / 10.0)
+}
+
+fn populated(case: &Case) -> String {
+    match case.populated {
+        p if p >= 1.0 => "all".into(),
+        p if p <= 0.0 => "none".into(),
+        p => percent(p),
+    }
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("–".into(), |v| format!("{v:.digits$}"))
+}
+
+pub fn print(out: &mut impl Write, r: &Results) -> io::Result<()> {
+    writeln!(out, "Command: `{}`  ", r.command)?;
+    if let Some(m) = &r.machine {
+        writeln!(out, "Machine: {}", m.describe())?;
+    }
+    if !r.harvest.is_empty() {
+        harvest(out, r)?;
+    }
+    if !r.attach.is_empty() {
+        attach(out, r)?;
+    }
+    if !r.slowdown.is_empty() {
+        slowdown(out, r)?;
+    }
+    if !r.footprint.is_empty() {
+        footprint(out, r)?;
+    }
+    Ok(())
+}
+
+fn harvest(out: &mut impl Write, r: &Results) -> io::Result<()> {
+    writeln!(
+        out,
+        "\n## Harvest\n\nMedian of {} harvests per case (min–max); a harvest is what one `track` interval does: mapping refresh + get + re-arm, checked to report every dirtied page. Dirty = part of the populated pages written before the harvest. *Bare ioctl*: `PAGEMAP_SCAN` get + re-protect alone over the same memory; *ours ÷ bare*: what our userspace adds. *First write*: extra cost to the target of its first write to a page after re-protection, over a rewrite.\n",
+        r.rounds
+    )?;
+    writeln!(
+        out,
+        "| size | populated | method | dirty | harvest ms (min–max) | ms per GiB | µs per dirty page | bare ioctl ms | ours ÷ bare | first write +µs/page |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|")?;
+    for h in &r.harvest {
+        writeln!(
+            out,
+            "| {} | {} | {} | {} ({} p) | {:.2} ({:.2}–{:.2}) | {:.2} | {} | {} | {} | {} |",
+            size(h.case.size_bytes),
+            populated(&h.case),
+            h.method,
+            percent(h.dirty_fraction),
+            h.dirty_pages,
+            h.harvest_ms_median,
+            h.harvest_ms_min,
+            h.harvest_ms_max,
+            h.ms_per_gib,
+            opt(h.us_per_dirty_page, 3),
+            opt(h.bare_ioctl_ms_median, 2),
+            opt(
+                h.bare_ioctl_ms_median
+                    .map(|b| h.harvest_ms_median / b.max(1e-6)),
+                2
+            ),
+            opt(h.first_write_extra_us, 2),
+        )?;
+    }
+    writeln!(
+        out,
+        "\nHarvest time of each method ÷ pagemap-scan's, same size and dirty fraction (higher: pagemap-scan is that many times faster).\n"
+    )?;
+    let others: Vec<&str> = {
+        let mut m: Vec<&str> = r.harvest.iter().map(|h| h.method).collect();
+        m.dedup();
+        m.retain(|&x| x != "pagemap-scan");
+        m.sort();
+        m.dedup();
+        m
+    };
+    write!(out, "| size | populated | dirty |")?;
+    for m in &others {
+        write!(out, " {m} ÷ pagemap-scan |")?;
+    }
+    writeln!(out, "\n|---|---|---|{}", "---|".repeat(others.len()))?;
+    for scan in r.harvest.iter().filter(|h| h.method == "pagemap-scan") {
+        write!(
+            out,
+            "| {} | {} | {} |",
+            size(scan.case.size_bytes),
+            populated(&scan.case),
+            percent(scan.dirty_fraction)
+        )?;
+        for m in &others {
+            let other = r.harvest.iter().find(|h| {
+                h.method == *m && h.case == scan.case && h.dirty_fraction == scan.dirty_fraction
+            });
+            write!(
+                out,
+                " {} |",
+                opt(
+                    other.map(|o| o.harvest_ms_median / scan.harvest_ms_median.max(1e-6)),
+                    1
+                )
+            )?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+fn attach(out: &mut impl Write, r: &Results) -> io::Result<()> {
+    writeln!(
+        out,
+        "\n## Attach and detach\n\nAttach: from the first ptrace call to armed (register + initial protection; soft-dirty: freeze + clear_refs). Detach: closing the userfaultfd (the kernel unregisters every range). VmPTE: the target's page-table memory before attaching, and what arming added.\n"
+    )?;
+    writeln!(
+        out,
+        "| size | populated | method | attach ms | detach ms | VmPTE KiB | VmPTE +KiB |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|---|")?;
+    for a in &r.attach {
+        writeln!(
+            out,
+            "| {} | {} | {} | {:.1} | {:.2} | {} | {} |",
+            size(a.case.size_bytes),
+            populated(&a.case),
+            a.method,
+            a.attach_ms,
+            a.detach_ms,
+            a.vmpte_before_kib,
+            a.vmpte_growth_kib
+        )?;
+    }
+    Ok(())
+}
+
+fn slowdown(out: &mut impl Write, r: &Results) -> io::Result<()> {
+    let first = &r.slowdown[0];
+    writeln!(
+        out,
+        "\n## Target slowdown\n\nThe target rewrites {} pages spread over a populated {} buffer, over and over; each harvest re-protects them, so every interval the first write to each is a write-protect fault. Throughput relative to the first untracked run; the last row is untracked again, to show the machine's own drift.\n",
+        first.rewritten_pages,
+        size(first.size_bytes)
+    )?;
+    writeln!(
+        out,
+        "| method | rate | page-writes/s | vs untracked | harvests |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|")?;
+    for s in &r.slowdown {
+        writeln!(
+            out,
+            "| {} | {} | {:.3e} | {:.3} | {} |",
+            s.method,
+            s.rate_hz.map_or("–".into(), |h| format!("{h} Hz")),
+            s.page_writes_per_s,
+            s.vs_untracked,
+            s.harvests
+        )?;
+    }
+    Ok(())
+}
+
+fn footprint(out: &mut impl Write, r: &Results) -> io::Result<()> {
+    writeln!(
+        out,
+        "\n## Tracker footprint\n\nThe real `uffd-dirty track --pid` at 10 Hz while the target rewrites 1% of its populated pages; CPU time (user + system) per second of tracking, attach excluded (shown apart). *CPU ÷ bare ioctl*: that CPU time over the bare `PAGEMAP_SCAN` time of the same number of harvests at 1% dirty (from the harvest table).\n"
+    )?;
+    writeln!(
+        out,
+        "| size | populated | method | deltas | CPU ms/s | attach CPU ms | peak RSS MiB | CPU ÷ bare ioctl |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|")?;
+    for f in &r.footprint {
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.2} | {:.1} | {:.1} | {} |",
+            size(f.case.size_bytes),
+            populated(&f.case),
+            f.method,
+            f.deltas,
+            f.cpu_ms_per_s,
+            f.attach_cpu_ms,
+            f.peak_rss_mib,
+            opt(f.cpu_vs_bare_ioctl, 2)
+        )?;
+    }
+    Ok(())
+}
