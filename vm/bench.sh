@@ -53,8 +53,8 @@ done
 case "$thp" in always|madvise|never) ;; *) die_usage "--thp must be always, madvise or never" ;; esac
 user_args=("$@")
 
-# Defaults: the size trend of issue #8 (256 MiB, 2 GiB) and its 4 GiB target, in about 70 s of TCG.
-# Five rounds, because the median of three moved by 1.5x between runs on this shared machine.
+# Defaults: the size trend of issue #8 (256 MiB, 2 GiB) and its 4 GiB target, in about a minute of
+# TCG. Five rounds, as medians of three moved by up to 1.5x between runs on this shared machine.
 # A bench flag repeated appends (clap), so a default is dropped when the user gives that flag.
 defaults=(--sizes '256M,2G,4G' --fractions '0,0.01,0.1' --rounds 5)
 bench_args=()
