@@ -11,6 +11,9 @@ pub struct Machine {
     pub kernel: String,
     /// The hypervisor, when the CPU says it runs under one (`hypervisor` cpuinfo flag).
     pub virtualized: Option<String>,
+    /// Transparent huge pages mode: with `always`, the bench buffer is huge pages, which
+    /// soft-dirty reports 512 pages at a time while a uffd-wp write splits them.
+    pub thp: String,
 }
 
 impl Machine {
@@ -44,6 +47,13 @@ impl Machine {
             cpu_model: field("model name").unwrap_or_else(|| "unknown CPU".into()),
             memory_gib: memory_kib as f64 / (1 << 20) as f64,
             kernel: crate::uffd::kernel_release(),
+            thp: std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+                .ok()
+                .and_then(|s| {
+                    let (_, rest) = s.split_once('[')?;
+                    Some(rest.split_once(']')?.0.to_string())
+                })
+                .unwrap_or_else(|| "unknown".into()),
             virtualized: under_hypervisor.then(|| {
                 let vendor = dmi("sys_vendor").unwrap_or_default();
                 let product = dmi("product_name").unwrap_or_default();
@@ -60,11 +70,12 @@ impl Machine {
     /// One line for the table header.
     pub fn describe(&self) -> String {
         format!(
-            "{} CPUs ({}), {:.0} GiB, kernel {}, {}",
+            "{} CPUs ({}), {:.0} GiB, kernel {}, THP {}, {}",
             self.cpus,
             self.cpu_model,
             self.memory_gib,
             self.kernel,
+            self.thp,
             self.virtualized
                 .as_deref()
                 .unwrap_or("bare metal (no hypervisor flag)")

@@ -342,7 +342,15 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         arming: Arming::choose(crate::cli::ArmMethod::Auto, &support),
         page: sys::page_size(),
         results: Results {
-            command: std::env::args().collect::<Vec<_>>().join(" "),
+            // As typed, but the program by its name rather than its path.
+            command: std::env::args()
+                .enumerate()
+                .map(|(i, a)| match i {
+                    0 => "uffd-dirty".to_string(),
+                    _ => a,
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
             machine: Some(Machine::read()),
             rounds: args.rounds.max(1),
             ..Default::default()
