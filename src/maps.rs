@@ -156,6 +156,50 @@ pub fn read_maps(pid: i32) -> io::Result<Vec<Vma>> {
     Ok(text.lines().filter_map(parse_line).collect())
 }
 
+/// `/proc/PID/maps` read every interval: into buffers kept between reads, and parsed only
+/// when the listing differs from the last one, so a steady address space costs one read and
+/// one comparison, no allocation.
+pub struct MapsReader {
+    path: String,
+    text: String,
+    last: String,
+}
+
+impl MapsReader {
+    pub fn new(pid: i32) -> MapsReader {
+        MapsReader {
+            path: format!("/proc/{pid}/maps"),
+            text: String::new(),
+            last: String::new(),
+        }
+    }
+
+    fn read_text(&mut self) -> io::Result<()> {
+        use io::Read;
+        self.text.clear();
+        fs::File::open(&self.path)?.read_to_string(&mut self.text)?;
+        Ok(())
+    }
+
+    /// The VMAs now.
+    pub fn read(&mut self) -> io::Result<Vec<Vma>> {
+        self.read_text()?;
+        std::mem::swap(&mut self.text, &mut self.last);
+        Ok(self.last.lines().filter_map(parse_line).collect())
+    }
+
+    /// The VMAs now, or `None` when the listing is the same as at the last read. (A VMA
+    /// replaced in place by an identical one lists the same: see `PagemapScan::unarmed`.)
+    pub fn changed(&mut self) -> io::Result<Option<Vec<Vma>>> {
+        self.read_text()?;
+        if self.text == self.last {
+            return Ok(None);
+        }
+        std::mem::swap(&mut self.text, &mut self.last);
+        Ok(Some(self.last.lines().filter_map(parse_line).collect()))
+    }
+}
+
 /// A half-open address range `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Span {
@@ -330,6 +374,32 @@ pub fn vma_at(vmas: &[Vma], addr: u64) -> Option<&Vma> {
 #[cfg(test)]
 mod subtract_tests {
     use super::*;
+
+    #[test]
+    fn maps_reader_parses_only_a_changed_listing() {
+        let mut maps = MapsReader::new(std::process::id() as i32);
+        let first = maps.read().unwrap();
+        assert!(!first.is_empty());
+        // Other test threads may map memory meanwhile: read until the listing is still.
+        let mut still = false;
+        for _ in 0..100 {
+            if maps.changed().unwrap().is_none() {
+                still = true;
+                break;
+            }
+        }
+        assert!(still, "the listing never held still");
+        let region = crate::sys::AnonMapping::new(7 << 12, 0).unwrap();
+        let now = maps
+            .changed()
+            .unwrap()
+            .expect("a new mapping changes the listing");
+        assert!(
+            now.iter()
+                .any(|v| v.start <= region.addr() && region.addr() < v.end),
+            "the new mapping is listed"
+        );
+    }
 
     #[test]
     fn subtract_cuts_holes() {

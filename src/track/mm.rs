@@ -53,6 +53,7 @@ pub(crate) struct Mm {
     pub(crate) uffd: Uffd,
     pub(crate) scanner: PagemapScan,
     pub(crate) registry: Registry,
+    pub(crate) maps: maps::MapsReader,
     pub(crate) vmas: Vec<Vma>,
     pub(crate) runs: Vec<Span>,
     /// Pages of freshly armed memory that were populated when it was armed, for the next delta.
@@ -95,6 +96,7 @@ pub(crate) fn attach_mm(
             uffd: Uffd::handshake(fd)?,
             scanner: PagemapScan::new(target.open_proc("pagemap")?),
             registry: Registry::default(),
+            maps: maps::MapsReader::new(target.pid),
             vmas: Vec::new(),
             runs: Vec::with_capacity(1024),
             populated: Vec::new(),
@@ -139,7 +141,7 @@ impl Mm {
         scope: &[Span],
         arming: Arming,
     ) -> Result<Vec<Skip>> {
-        self.vmas = maps::read_maps(target.pid).context("reading the target's mappings")?;
+        self.vmas = self.maps.read().context("reading the target's mappings")?;
         let skipped = self
             .registry
             .refresh(&self.uffd, target.pid, &self.vmas, scope, &[])
@@ -237,11 +239,18 @@ impl Mm {
         scope: &[Span],
         time: Timestamp,
     ) -> io::Result<Vec<output::Mapping>> {
-        let old_vmas = std::mem::replace(&mut self.vmas, maps::read_maps(target.pid)?);
+        let listed = self.maps.changed()?;
         // Memory we believe registered that is not (a VMA replaced in place): the kernel skips
         // registered VMAs without walking them, so this costs little.
         let mut stale = Vec::new();
         self.scanner.unarmed(&self.registry.armed, &mut stale)?;
+        let vmas = match listed {
+            Some(vmas) => vmas,
+            // The steady state: nothing to register, nothing to report.
+            None if stale.is_empty() => return Ok(Vec::new()),
+            None => self.vmas.clone(),
+        };
+        let old_vmas = std::mem::replace(&mut self.vmas, vmas);
         let before = std::mem::take(&mut self.registry.armed);
         let skipped = self
             .registry
