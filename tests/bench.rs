@@ -41,7 +41,7 @@ fn bench_smoke_prints_every_table_for_every_method() {
         "--rates",
         "10",
         "--run-time",
-        "300ms",
+        "1s",
     ]);
     assert!(text.starts_with("Command: `"), "{text}");
     assert!(
@@ -76,7 +76,7 @@ fn bench_smoke_prints_every_table_for_every_method() {
         "--sections",
         "harvest,footprint",
         "--run-time",
-        "300ms",
+        "1s",
         "--json",
     ]))
     .unwrap();
@@ -95,6 +95,7 @@ fn bench_smoke_prints_every_table_for_every_method() {
     assert_eq!(scan["dirty_pages"], 410, "{json}");
     for f in json["footprint"].as_array().unwrap() {
         assert!(f["deltas"].as_u64().unwrap() >= 1, "{json}");
+        assert!(f["harvest_ms_per_s"].as_f64().unwrap() > 0.0, "{json}");
         assert!(f["peak_rss_mib"].as_f64().unwrap() > 0.0, "{json}");
         assert!(f["cpu_ms_per_s"].as_f64().unwrap() > 0.0, "{json}");
     }

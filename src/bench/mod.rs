@@ -13,6 +13,7 @@
 //! The target is a built-in process (`bench-target`, in [`target`]) that writes exactly the
 //! pages it is told to.
 
+mod footprint;
 mod machine;
 mod table;
 mod target;
@@ -22,7 +23,7 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
@@ -32,6 +33,7 @@ use crate::maps::Span;
 use crate::sys::{self, abi};
 use crate::target::Target;
 use crate::track::{self, Arming, Source};
+pub use footprint::FootprintRow;
 pub use machine::Machine;
 use target::{BenchTarget, Layout};
 pub use target::{BenchTargetArgs, run_target};
@@ -190,20 +192,6 @@ pub struct SlowdownRow {
     pub harvests: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct FootprintRow {
-    pub case: Case,
-    pub method: &'static str,
-    pub rate_hz: u32,
-    pub deltas: u64,
-    /// The tracker's CPU time (user + system) per second of tracking, attach excluded.
-    pub cpu_ms_per_s: f64,
-    pub attach_cpu_ms: f64,
-    pub peak_rss_mib: f64,
-    /// CPU time over the bare ioctl's time for the same harvests (from the harvest table).
-    pub cpu_vs_bare_ioctl: Option<f64>,
-}
-
 #[derive(Debug, Default, Serialize)]
 pub struct Results {
     pub command: String,
@@ -335,6 +323,11 @@ struct Bench<'a> {
 }
 
 pub fn run(args: &BenchArgs) -> Result<ExitCode> {
+    if args.sections.contains(&Section::Footprint) && args.run_time < Duration::from_secs(1) {
+        return Err(crate::exit::usage(
+            "--run-time below 1s leaves the footprint run no steady window to measure: give at least 1s",
+        ));
+    }
     let support = crate::uffd::probe()?;
     support.require_async_wp()?;
     let mut bench = Bench {
@@ -549,137 +542,14 @@ impl Bench<'_> {
     }
 
     fn footprint(&mut self) -> Result<()> {
-        const RATE: u32 = 10;
         for &case in &self.args.sizes {
             for method in methods(&self.args.methods) {
                 let mut proc = BenchTarget::spawn(case.layout(self.page))?;
-                let k = ((proc.populated as f64 * 0.01).round() as u64).max(1);
-                let run = footprint::track(&mut proc, method, RATE, self.args.run_time, k)?;
-                let bare = self
-                    .results
-                    .harvest
-                    .iter()
-                    .find(|r| {
-                        r.case == case && r.method == "pagemap-scan" && r.dirty_fraction == 0.01
-                    })
-                    .and_then(|r| r.bare_ioctl_ms_median);
-                let tracking_s = run.tracking.as_secs_f64();
-                let cpu_ms = ms(run.cpu) - ms(run.attach_cpu);
-                self.results.footprint.push(FootprintRow {
-                    case,
-                    method: track::method_name(method),
-                    rate_hz: RATE,
-                    deltas: run.deltas,
-                    cpu_ms_per_s: cpu_ms / tracking_s,
-                    attach_cpu_ms: ms(run.attach_cpu),
-                    peak_rss_mib: run.peak_rss_kib as f64 / 1024.0,
-                    cpu_vs_bare_ioctl: bare
-                        .filter(|_| method == Method::PagemapScan && run.deltas > 0)
-                        .map(|b| cpu_ms / (b * run.deltas as f64)),
-                });
+                let run = footprint::measure(&mut proc, method, self.args.run_time)?;
+                self.results.footprint.push(run.row(case));
             }
         }
         Ok(())
-    }
-}
-
-mod footprint {
-    //! The real `track` command against a bench target, measured from outside.
-
-    use super::*;
-
-    pub(super) struct Run {
-        pub cpu: Duration,
-        pub attach_cpu: Duration,
-        pub tracking: Duration,
-        pub deltas: u64,
-        pub peak_rss_kib: u64,
-    }
-
-    /// CPU time of a thread group leader so far, exact (`/proc/PID/schedstat`, nanoseconds).
-    fn cpu_so_far(pid: i32) -> Option<Duration> {
-        let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
-        s.split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-            .map(Duration::from_nanos)
-    }
-
-    /// Run `uffd-dirty track --pid` on `proc` for `time` at `rate` while it rewrites `k`
-    /// pages; the tracker's CPU (total and up to its start record) and peak RSS.
-    pub(super) fn track(
-        proc: &mut BenchTarget,
-        method: Method,
-        rate: u32,
-        time: Duration,
-        k: u64,
-    ) -> Result<Run> {
-        let dir = std::env::temp_dir().join(format!("uffd-dirty-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let records = dir.join("footprint.ndjson");
-        let _ = std::fs::remove_file(&records);
-        proc.start_rewriting(time + Duration::from_millis(500), k)?;
-        let tracker = std::process::Command::new(std::env::current_exe()?)
-            .args([
-                "track",
-                "--pid",
-                &proc.pid().to_string(),
-                "--method",
-                track::method_name(method),
-                "--interval",
-                &format!("{}ms", 1000 / rate),
-                "--duration",
-                &format!("{}ms", time.as_millis()),
-                "--format",
-                "json",
-                "--output",
-            ])
-            .arg(&records)
-            .spawn()
-            .context("starting uffd-dirty track")?;
-        let pid = tracker.id() as i32;
-        // The start record is written once attached: the CPU used so far is the attach's.
-        let mut attach_cpu = Duration::ZERO;
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(60) {
-            if std::fs::metadata(&records).is_ok_and(|m| m.len() > 0) {
-                attach_cpu = cpu_so_far(pid).unwrap_or_default();
-                break;
-            }
-            std::thread::sleep(Duration::from_micros(500));
-        }
-        let attached = Instant::now();
-        let mut status = 0;
-        // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: valid pointers for the duration of the call.
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if r != pid {
-            bail!(
-                "waiting for uffd-dirty track: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        let tracking = attached.elapsed();
-        proc.writes()?;
-        if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-            bail!("uffd-dirty track failed (wait status {status:#x}); see its stderr above");
-        }
-        let text = std::fs::read_to_string(&records)?;
-        let _ = std::fs::remove_dir_all(&dir);
-        let deltas = text
-            .lines()
-            .filter(|l| l.starts_with("{\"type\":\"delta\""))
-            .count() as u64;
-        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-        Ok(Run {
-            cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
-            attach_cpu,
-            tracking,
-            deltas,
-            peak_rss_kib: usage.ru_maxrss as u64,
-        })
     }
 }
 
