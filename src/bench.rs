@@ -184,7 +184,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             let t = Instant::now();
             let mut source = match method {
                 Method::SoftDirty => track::attach_soft(&target, &scope, true, true)?.mm,
-                m => track::attach_mm(&target, &scope, false, arming, m)?.mm,
+                m => track::attach_mm(&target, &scope, false, arming, m, &mut |_, _| {})?.mm,
             };
             let attach_ms = t.elapsed().as_secs_f64() * 1000.0;
             let vmpte_growth_kib = vm_pte_kib(target.pid) - pte_before;

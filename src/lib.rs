@@ -16,6 +16,7 @@ pub mod exit;
 pub mod launch;
 pub mod maps;
 pub mod output;
+pub mod progress;
 pub mod scan;
 pub mod sys;
 pub mod target;
