@@ -603,8 +603,8 @@ mod tests {
         ]);
         let m = written_masks(span, page, 4, &history);
         assert_eq!(m, vec![0b01, 0b01, 0b01, 0b10]);
-        // A partial last cell.
-        let m = written_masks(Span::new(0x100000, 0x100000 + 5 * page), page, 4, &history);
+        // A partial last cell (pages 4 and 5; page 5 was written).
+        let m = written_masks(Span::new(0x100000, 0x100000 + 6 * page), page, 4, &history);
         assert_eq!(m, vec![0b01, 0b01]);
     }
 
