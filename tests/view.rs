@@ -84,7 +84,7 @@ fn status(pane: &str) -> Option<(u64, u64)> {
     Some((seq, pages))
 }
 
-/// `0x1000-0x2000` in `line` as (start, end), and the `1 cell = N pages` grain.
+/// `0x1000-0x2000` in `line` as (start, end), and the `cell = N pages` grain.
 fn zoom_header(line: &str) -> (u64, u64, u64) {
     let range = line
         .split_whitespace()
@@ -93,7 +93,7 @@ fn zoom_header(line: &str) -> (u64, u64, u64) {
     let (a, b) = range.split_once('-').unwrap();
     let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
     let grain = line
-        .split("1 cell = ")
+        .split("cell = ")
         .nth(1)
         .and_then(|r| r.split_whitespace().next())
         .and_then(|n| n.parse().ok())
@@ -151,7 +151,7 @@ fn view_draws_written_and_clean_cells_and_quits_like_sigint() {
     let (base, end) = writer.span();
     let holds_buffer = |p: &str| {
         p.lines()
-            .find(|l| l.starts_with("all: ") || l.starts_with("zoom: "))
+            .find(|l| l.starts_with("all ") || l.starts_with("zoom "))
             .map(zoom_header)
             .is_some_and(|(s, e, _)| s <= base && end <= e)
     };
@@ -168,9 +168,9 @@ fn view_draws_written_and_clean_cells_and_quits_like_sigint() {
     );
     tmux.keys("z");
     let pane = tmux.wait_for("the zoomed mapping", |p| {
-        p.lines().any(|l| l.starts_with("zoom: [anon] 0x"))
+        p.lines().any(|l| l.starts_with("zoom [anon] 0x"))
     });
-    let header = pane.lines().find(|l| l.starts_with("zoom: ")).unwrap();
+    let header = pane.lines().find(|l| l.starts_with("zoom ")).unwrap();
     let (start, _, grain) = zoom_header(header);
     let cells: Vec<char> = pane
         .lines()
@@ -202,7 +202,7 @@ fn view_draws_written_and_clean_cells_and_quits_like_sigint() {
     );
     tmux.keys("u");
     tmux.wait_for("the zoom left", |p| {
-        p.lines().any(|l| l.starts_with("all: "))
+        p.lines().any(|l| l.starts_with("all "))
     });
 
     // q ends tracking as SIGINT does: end record, exit 0, terminal and target as they were.

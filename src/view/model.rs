@@ -384,14 +384,13 @@ impl Model {
             ""
         };
         format!(
-            "uffd-dirty  PID {}  {}  every {} ms  #{}  {} pages  {:.2} MiB/s  total {} pages ({:.1} MiB){state}",
+            "uffd-dirty  PID {}  {}  every {} ms  #{}  {} pages  {:.2} MiB/s  total {:.1} MiB{state}",
             self.pid,
             self.method,
             self.interval_ms,
             self.seq,
             self.last_dirty,
             self.last_mib_s,
-            self.total,
             mib(self.total, self.page_size)
         )
     }
@@ -413,7 +412,7 @@ impl Model {
 
     fn scope_line(&self, pages_per_cell: u64) -> String {
         let cell = format!(
-            "1 cell = {pages_per_cell} pages ({})",
+            "cell = {pages_per_cell} pages ({})",
             size_text(pages_per_cell * self.page_size)
         );
         let Some(sel) = self.segments.get(self.selected) else {
@@ -427,11 +426,11 @@ impl Model {
             size_text(sel.span.len())
         );
         if self.zoomed {
-            format!("zoom: {which}  {cell}  (u: back)")
+            format!("zoom {which}  {cell}  u: back")
         } else {
             let total: u64 = self.segments.iter().map(|s| s.span.len()).sum();
             format!(
-                "all: {} mappings, {}  {cell}  selected: {which}",
+                "all {} mappings {}  {cell}  > {which}",
                 self.segments.len(),
                 size_text(total)
             )
