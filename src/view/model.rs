@@ -456,7 +456,8 @@ impl Model {
         };
         let body = format!("{body:<w$}", w = width.saturating_sub(2));
         if styled && selected {
-            format!("{marker}\x1b[7m{body}\x1b[0m ")
+            // Bold on blue rather than reverse video, which some renderers keep past the reset.
+            format!("{marker}\x1b[1;48;5;24m{body}\x1b[0m ")
         } else {
             format!("{marker}{body} ")
         }
