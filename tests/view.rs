@@ -241,8 +241,11 @@ fn killing_the_view_leaves_the_target_running() {
         ],
         None,
     );
+    // --output FILE beside the view: the records go there as NDJSON.
+    let records = dir.path().join("records.json");
     let command = format!(
-        "exec {BIN} track --view --interval 100ms --pid {}",
+        "exec {BIN} track --view --interval 100ms --output {} --pid {}",
+        records.display(),
         writer.pid
     );
     let Some(tmux) = Tmux::start("kill", &command) else {
@@ -262,6 +265,15 @@ fn killing_the_view_leaves_the_target_running() {
     assert!(
         writer.child.try_wait().unwrap().is_none(),
         "the target died"
+    );
+    let text = std::fs::read_to_string(&records).unwrap();
+    let types: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["type"].to_string())
+        .collect();
+    assert!(
+        types.len() >= 3 && types[0] == "\"start\"" && types[1..].iter().all(|t| t == "\"delta\""),
+        "{types:?}"
     );
     writer.wait_done();
     let (status, _) = writer.finish();
