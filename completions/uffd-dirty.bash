@@ -455,7 +455,7 @@ _uffd__dirty() {
             return 0
             ;;
         uffd__subcmd__dirty__subcmd__track)
-            opts="-p -i -r -n -d -m -f -o -h --pid --interval --range --count --duration --method --format --output --json-bitmap --no-freeze --no-follow-exec --arm --help"
+            opts="-p -i -r -n -d -m -f -o -h --pid --interval --range --count --duration --method --format --output --json-bitmap --view --no-freeze --no-follow-exec --arm --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -537,7 +537,7 @@ _uffd__dirty() {
             return 0
             ;;
         uffd__subcmd__dirty__subcmd__writer)
-            opts="-h --pages --threads --bursts --burst-pages --gap --run-for --wait --sleep --pre-write --pre-read --hold --spinner --linger --pattern --seed --log --help"
+            opts="-h --pages --threads --bursts --burst-pages --gap --run-for --wait --sleep --pre-write --pre-read --hold --spinner --linger --pattern --write-first --seed --log --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -593,6 +593,10 @@ _uffd__dirty() {
                     ;;
                 --pattern)
                     COMPREPLY=($(compgen -W "random wave" -- "${cur}"))
+                    return 0
+                    ;;
+                --write-first)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --seed)

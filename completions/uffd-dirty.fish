@@ -51,6 +51,7 @@ complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -l arm -d '
 pagemap-scan\t''
 writeprotect\t''"
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -l json-bitmap -d 'Add each delta\'s dirty-page bitmap per tracked range to the JSON delta (`"bitmap"`)'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -l view -d 'Show a live picture of the tracked memory on the terminal instead of a stream. Each mapping (name and size in the left margin) is a block of rows of cells; every cell covers the same number of pages (in the header), so a mapping\'s rows are proportional to its size, with at least one row per mapping (a huge sparse reservation takes most of the screen: zoom into the others). A cell is brightest when written in the newest delta, then fades over 16 deltas (colours, or ░▒▓█ with NO_COLOR). Keys: j/k or arrows select a mapping, Enter/z zooms into it, Esc/u zooms out, ? explains, q or Ctrl-C stops (as SIGINT does). With --output FILE the records also go to FILE, as NDJSON (or --format bitmap). Needs a terminal on stdout'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -l no-freeze -d 'With --method soft-dirty, do not stop the target while its bits are read and cleared: no pause for it, but a write between the read and the clear is lost'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -l no-follow-exec -d 'End tracking (reason `exec`) when the target calls execve, instead of attaching to the new program and going on'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -102,6 +103,7 @@ complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l spinner
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l linger -d 'Pause after the last burst before exiting (or holding)' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l pattern -r -f -a "random\t'Random pages'
 wave\t'A window sliding through the region, plus a few random pages (for the demo)'"
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l write-first -d 'Bursts write only pages [0, N) of the region (0: all of it); the rest stays untouched' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l seed -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l log -d 'Write the ground-truth log (NDJSON) here' -r -F
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l hold -d 'After the last burst, print `done` and wait for stdin to close before exiting'

@@ -151,6 +151,18 @@ pub struct TrackArgs {
     #[arg(long)]
     pub json_bitmap: bool,
 
+    /// Show a live picture of the tracked memory on the terminal instead of a stream. Each
+    /// mapping (name and size in the left margin) is a block of rows of cells; every cell
+    /// covers the same number of pages (in the header), so a mapping's rows are proportional
+    /// to its size, with at least one row per mapping (a huge sparse reservation takes most
+    /// of the screen: zoom into the others). A cell is brightest when written in the newest
+    /// delta, then fades over 16 deltas (colours, or ░▒▓█ with NO_COLOR). Keys: j/k or arrows
+    /// select a mapping, Enter/z zooms into it, Esc/u zooms out, ? explains, q or Ctrl-C stops
+    /// (as SIGINT does). With --output FILE the records also go to FILE, as NDJSON (or
+    /// --format bitmap). Needs a terminal on stdout.
+    #[arg(long)]
+    pub view: bool,
+
     /// With --method soft-dirty, do not stop the target while its bits are read and cleared:
     /// no pause for it, but a write between the read and the clear is lost.
     #[arg(long)]

@@ -119,6 +119,7 @@ pub fn run(args: &CompareArgs, stop: &AtomicBool) -> Result<ExitCode> {
         child.is_some(),
         arming,
         Method::PagemapScan,
+        &mut |_, _| {},
     )?
     .mm;
     // The command (if launched) runs from here on: soft-dirty needs no injection.

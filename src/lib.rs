@@ -16,11 +16,13 @@ pub mod exit;
 pub mod launch;
 pub mod maps;
 pub mod output;
+pub mod progress;
 pub mod scan;
 pub mod sys;
 pub mod target;
 pub mod track;
 pub mod uffd;
+pub mod view;
 pub mod workload;
 
 use std::sync::Arc;
@@ -43,13 +45,25 @@ fn stop_flag() -> Result<Arc<AtomicBool>> {
 }
 
 fn track(args: &TrackArgs) -> Result<ExitCode> {
+    // Before anything else: without a terminal, --view is a usage error.
+    let tty = args.view.then(view::open_terminal).transpose()?;
     let stop = stop_flag()?;
     let sink = output::sink_for(&args.output)?;
-    let outcome = track::run(
-        args,
-        &stop,
-        track::emitter_for(args.output.format, sink, args.output.output.is_none()),
-    )?;
+    let emitter: Box<dyn output::Emitter> = match tty {
+        Some(tty) => {
+            // The view is the human output; a file beside it gets records for scripts.
+            let file = args.output.output.is_some().then(|| {
+                let format = match args.output.format {
+                    cli::Format::Human => cli::Format::Json,
+                    f => f,
+                };
+                track::emitter_for(format, sink, false)
+            });
+            Box::new(view::View::new(tty, Arc::clone(&stop), file))
+        }
+        None => track::emitter_for(args.output.format, sink, args.output.output.is_none()),
+    };
+    let outcome = track::run(args, &stop, emitter)?;
     Ok(outcome.exit)
 }
 
@@ -89,6 +103,7 @@ fn demo(args: &DemoArgs) -> Result<ExitCode> {
         arm: ArmMethod::Auto,
         no_follow_exec: false,
         no_freeze: false,
+        view: false,
     })
 }
 

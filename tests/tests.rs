@@ -23,3 +23,5 @@ mod check;
 mod output;
 // `uffd-dirty bench`: a seconds-long smoke run.
 mod bench;
+// `track --view` in a real terminal (tmux), and the attach progress bar.
+mod view;

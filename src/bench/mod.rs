@@ -246,7 +246,7 @@ impl Tracked {
         let target = Target::open(proc.pid())?;
         let source = match method {
             Method::SoftDirty => track::attach_soft(&target, &WHOLE, true, true)?.mm,
-            m => track::attach_mm(&target, &WHOLE, false, arming, m)?.mm,
+            m => track::attach_mm(&target, &WHOLE, false, arming, m, &mut |_, _| {})?.mm,
         };
         Ok(Tracked {
             proc,

@@ -78,7 +78,25 @@ impl<W: Write> Human<W> {
     }
 }
 
-fn truncate(s: &str, n: usize) -> &str {
+/// `stopped (signal) after 12 deltas: 3400 page writes (13.28 MiB)`, and the error if any.
+pub(crate) fn end_line(e: &super::End, page_size: u64) -> String {
+    let reason = serde_json::to_value(e.reason)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default();
+    format!(
+        "stopped ({reason}) after {} deltas: {} page writes ({:.2} MiB){}",
+        e.deltas,
+        e.dirty_pages_total,
+        mib(e.dirty_pages_total, page_size),
+        e.error
+            .as_ref()
+            .map(|m| format!("; error: {m}"))
+            .unwrap_or_default()
+    )
+}
+
+pub(crate) fn truncate(s: &str, n: usize) -> &str {
     match s.char_indices().nth(n) {
         Some((i, _)) => &s[..i],
         None => s,
@@ -90,7 +108,7 @@ fn vma_of(vmas: &[Vma], addr: u64) -> Option<&Vma> {
     crate::maps::vma_at(vmas, addr)
 }
 
-fn short_name(name: &str) -> &str {
+pub(crate) fn short_name(name: &str) -> &str {
     name.rsplit('/').next().unwrap_or(name)
 }
 
@@ -99,7 +117,7 @@ fn clock(t: std::time::SystemTime) -> String {
     s.get(11..23).unwrap_or(&s).to_string()
 }
 
-fn mib(pages: u64, page_size: u64) -> f64 {
+pub(crate) fn mib(pages: u64, page_size: u64) -> f64 {
     (pages * page_size) as f64 / (1024.0 * 1024.0)
 }
 
@@ -201,21 +219,8 @@ impl<W: Write> Emitter for Human<W> {
                 )?;
             }
             Record::End(e) => {
-                let reason = serde_json::to_value(e.reason)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default();
                 self.summary()?;
-                let line = format!(
-                    "stopped ({reason}) after {} deltas: {} page writes ({:.2} MiB){}",
-                    e.deltas,
-                    e.dirty_pages_total,
-                    mib(e.dirty_pages_total, self.page_size),
-                    e.error
-                        .as_ref()
-                        .map(|m| format!("; error: {m}"))
-                        .unwrap_or_default()
-                );
+                let line = end_line(e, self.page_size);
                 writeln!(self.out, "{}", self.bold(&line))?;
             }
         }

@@ -45,6 +45,19 @@ impl Arming {
 pub(crate) const SPARSE_MIN: u64 = 1 << 30;
 pub(crate) const SPARSE_FILL: u64 = 8;
 
+/// Arming goes in pieces of at most this size, so that progress can be reported while a
+/// single huge mapping is armed (a 4 GiB piece takes about 50 ms).
+const ARM_CHUNK: u64 = 256 << 20;
+
+/// `spans` cut into pieces of at most `size` bytes, in order.
+fn chunks(spans: &[Span], size: u64) -> impl Iterator<Item = Span> + '_ {
+    spans.iter().flat_map(move |s| {
+        (s.start..s.end)
+            .step_by(size as usize)
+            .map(move |a| Span::new(a, (a + size).min(s.end)))
+    })
+}
+
 /// Everything bound to one address space of the target; replaced when the target execs.
 pub(crate) struct Mm {
     /// Set for `--method pagemap-read`: harvest by plain pagemap reads, of these spans.
@@ -76,16 +89,18 @@ pub(crate) struct Attachment {
     pub(crate) thread_stopped_us: u64,
 }
 
-/// Create a userfaultfd in the target, register everything in scope and arm it.
+/// Create a userfaultfd in the target, register everything in scope and arm it, telling
+/// `progress` (bytes armed, bytes to arm) as arming goes.
 pub(crate) fn attach_mm(
     target: &Target,
     scope: &[Span],
     at_exec: bool,
     arming: Arming,
     method: Method,
+    progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Attachment> {
     let started = Instant::now();
-    let arm = |fd| -> Result<(Mm, Vec<Skip>)> {
+    let mut arm = |fd| -> Result<(Mm, Vec<Skip>)> {
         let reader = match method {
             Method::PagemapRead => Some(PagemapRead::new(target.open_proc("pagemap")?)),
             _ => None,
@@ -104,12 +119,12 @@ pub(crate) fn attach_mm(
             sparse: Vec::new(),
             sparse_populated: Vec::new(),
         };
-        let skipped = mm
-            .arm(target, scope, arming)
-            .map_err(|e| match target.check_alive() {
-                Err(_) => anyhow!("PID {} exited while being attached to", target.pid),
-                Ok(()) => e,
-            })?;
+        let skipped =
+            mm.arm(target, scope, arming, progress)
+                .map_err(|e| match target.check_alive() {
+                    Err(_) => anyhow!("PID {} exited while being attached to", target.pid),
+                    Ok(()) => e,
+                })?;
         Ok((mm, skipped))
     };
     // A launched command is armed before it runs at all; a running process keeps running
@@ -134,12 +149,14 @@ pub(crate) fn attach_mm(
 }
 
 impl Mm {
-    /// Register everything in scope, then write-protect it.
+    /// Register everything in scope, then write-protect it, telling `progress` (bytes armed,
+    /// bytes to arm) after each piece.
     pub(crate) fn arm(
         &mut self,
         target: &Target,
         scope: &[Span],
         arming: Arming,
+        progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Vec<Skip>> {
         self.vmas = self.maps.read().context("reading the target's mappings")?;
         let skipped = self
@@ -155,16 +172,24 @@ impl Mm {
         let armed = self.registry.armed.clone();
         self.classify_sparse(&armed)?;
         let dense = maps::subtract(&armed, &self.sparse);
+        let total: u64 = armed.iter().map(Span::len).sum();
+        let mut done = 0;
+        progress(done, total);
         if arming != Arming::Unpopulated {
             // Sparse memory: protect what exists, never the empty slots. (After an exec, with
             // `Unpopulated`, nothing is protected: the next harvest reports what exists.)
             let sparse = self.sparse.clone();
             let mut ignored = Vec::new();
-            self.scanner.harvest_populated(&sparse, &mut ignored)?;
-            self.scanner
-                .populated(&sparse, &mut self.sparse_populated)?;
+            for chunk in chunks(&sparse, ARM_CHUNK) {
+                self.scanner.harvest_populated(&[chunk], &mut ignored)?;
+                ignored.clear();
+                self.scanner
+                    .populated(&[chunk], &mut self.sparse_populated)?;
+                done += chunk.len();
+                progress(done, total);
+            }
         }
-        for &span in &dense {
+        for span in chunks(&dense, ARM_CHUNK) {
             let r = match arming {
                 Arming::Scan => self.scanner.protect(span),
                 Arming::Unpopulated => self.scanner.protect_unpopulated(span, &mut self.populated),
@@ -177,6 +202,8 @@ impl Mm {
                 },
             };
             r.with_context(|| format!("write-protecting {span} of PID {}", target.pid))?;
+            done += span.len();
+            progress(done, total);
         }
         Ok(skipped)
     }
@@ -515,6 +542,21 @@ mod tests {
 
     fn vma(line: &str) -> Vma {
         maps::parse_line(line).unwrap()
+    }
+
+    #[test]
+    fn chunks_cover_each_span_in_order() {
+        let spans = [Span::new(0x1000, 0x6000), Span::new(0x8000, 0x9000)];
+        let got: Vec<Span> = chunks(&spans, 0x2000).collect();
+        assert_eq!(
+            got,
+            vec![
+                Span::new(0x1000, 0x3000),
+                Span::new(0x3000, 0x5000),
+                Span::new(0x5000, 0x6000),
+                Span::new(0x8000, 0x9000)
+            ]
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::exit::{ExitCode, usage};
 use crate::launch;
 use crate::maps::{self, Selected, Span, Vma};
 use crate::output::{self, Addr, Emitter, EndReason, Record, Timestamp};
+use crate::progress;
 use crate::scan::{PagemapRead, PagemapScan, SoftDirty};
 use crate::sys::{self, abi};
 use crate::target::Target;
@@ -295,7 +296,17 @@ pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> R
             }
             a
         }
-        m => attach_mm(&target, &scope, child.is_some(), arming, m)?,
+        m => {
+            let mut bar = progress::Bar::on_stderr("arming");
+            attach_mm(
+                &target,
+                &scope,
+                child.is_some(),
+                arming,
+                m,
+                &mut |done, total| bar.update(done, total),
+            )?
+        }
     };
     if let Some(c) = child.as_mut() {
         c.traced = false;
@@ -481,7 +492,14 @@ impl Tracking<'_> {
                         Method::SoftDirty => {
                             attach_soft(self.target, &self.scope, !self.args.no_freeze, false)
                         }
-                        m => attach_mm(self.target, &self.scope, false, Arming::Unpopulated, m),
+                        m => attach_mm(
+                            self.target,
+                            &self.scope,
+                            false,
+                            Arming::Unpopulated,
+                            m,
+                            &mut |_, _| {},
+                        ),
                     };
                     match again {
                         Ok(a) => {

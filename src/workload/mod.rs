@@ -90,6 +90,9 @@ pub struct WriterArgs {
     pub linger: Duration,
     #[arg(long, value_enum, default_value_t = Pattern::Random)]
     pub pattern: Pattern,
+    /// Bursts write only pages [0, N) of the region (0: all of it); the rest stays untouched.
+    #[arg(long, default_value_t = 0)]
+    pub write_first: u64,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Write the ground-truth log (NDJSON) here.
@@ -191,7 +194,11 @@ fn wait_for_go(args: &WriterArgs) -> (bool, Duration) {
 }
 
 fn pick_pages(args: &WriterArgs, thread: u64, burst: u64, rng: &mut Rng) -> Vec<u64> {
-    let owned = (args.pages - thread).div_ceil(args.threads);
+    let written = match args.write_first {
+        0 => args.pages,
+        n => n.min(args.pages),
+    };
+    let owned = written.saturating_sub(thread).div_ceil(args.threads).max(1);
     let mut pages: Vec<u64> = match args.pattern {
         Pattern::Random => (0..args.burst_pages).map(|_| rng.next() % owned).collect(),
         Pattern::Wave => {
