@@ -82,16 +82,23 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             break
         }
         'uffd-dirty;bench' {
-            [CompletionResult]::new('--sizes', '--sizes', [CompletionResultType]::ParameterName, 'Tracked sizes (populated buffers), e.g. 64M,1G')
-            [CompletionResult]::new('--fractions', '--fractions', [CompletionResultType]::ParameterName, 'Fractions of the buffer dirtied before each harvest')
-            [CompletionResult]::new('--rounds', '--rounds', [CompletionResultType]::ParameterName, 'Harvests timed per case (the median is reported)')
-            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print JSON instead of the Markdown table')
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--sizes', '--sizes', [CompletionResultType]::ParameterName, 'Tracked sizes, each optionally `@` the part populated (default all), e.g. `64M,1G,16G@1%`. A sparse case is populated in 2 MiB chunks spread over it')
+            [CompletionResult]::new('--fractions', '--fractions', [CompletionResultType]::ParameterName, 'Fractions of the populated pages dirtied before each harvest')
+            [CompletionResult]::new('--rounds', '--rounds', [CompletionResultType]::ParameterName, 'Harvests timed per case (the median is reported, with min and max)')
+            [CompletionResult]::new('--slowdown-size', '--slowdown-size', [CompletionResultType]::ParameterName, 'Buffer size of the slowdown runs (all populated)')
+            [CompletionResult]::new('--slowdown-dirty', '--slowdown-dirty', [CompletionResultType]::ParameterName, 'Part of the slowdown buffer the target writes over and over')
+            [CompletionResult]::new('--rates', '--rates', [CompletionResultType]::ParameterName, 'Harvest rates (per second) of the slowdown runs')
+            [CompletionResult]::new('--run-time', '--run-time', [CompletionResultType]::ParameterName, 'How long each slowdown and footprint run lasts')
+            [CompletionResult]::new('--methods', '--methods', [CompletionResultType]::ParameterName, 'Methods to measure (default: every one this kernel supports)')
+            [CompletionResult]::new('--sections', '--sections', [CompletionResultType]::ParameterName, 'Which measurements to run')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print JSON instead of Markdown tables')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break
         }
         'uffd-dirty;bench-target' {
-            [CompletionResult]::new('--pages', '--pages', [CompletionResultType]::ParameterName, 'pages')
+            [CompletionResult]::new('--pages', '--pages', [CompletionResultType]::ParameterName, 'Pages in the buffer')
+            [CompletionResult]::new('--populate-every', '--populate-every', [CompletionResultType]::ParameterName, 'Every how many 2 MiB chunks one is populated (1: all; 0: none)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             break

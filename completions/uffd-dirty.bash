@@ -91,7 +91,7 @@ _uffd__dirty() {
             return 0
             ;;
         uffd__subcmd__dirty__subcmd__bench)
-            opts="-h --sizes --fractions --rounds --json --help"
+            opts="-h --sizes --fractions --rounds --slowdown-size --slowdown-dirty --rates --run-time --methods --sections --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -109,6 +109,30 @@ _uffd__dirty() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --slowdown-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --slowdown-dirty)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rates)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-time)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --methods)
+                    COMPREPLY=($(compgen -W "pagemap-scan pagemap-read soft-dirty" -- "${cur}"))
+                    return 0
+                    ;;
+                --sections)
+                    COMPREPLY=($(compgen -W "harvest attach slowdown footprint" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -117,13 +141,17 @@ _uffd__dirty() {
             return 0
             ;;
         uffd__subcmd__dirty__subcmd__bench__subcmd__target)
-            opts="-h --pages --help"
+            opts="-h --pages --populate-every --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --pages)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --populate-every)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

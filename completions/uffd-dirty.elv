@@ -76,15 +76,22 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand --help 'Print help (see more with ''--help'')'
         }
         &'uffd-dirty;bench'= {
-            cand --sizes 'Tracked sizes (populated buffers), e.g. 64M,1G'
-            cand --fractions 'Fractions of the buffer dirtied before each harvest'
-            cand --rounds 'Harvests timed per case (the median is reported)'
-            cand --json 'Print JSON instead of the Markdown table'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand --sizes 'Tracked sizes, each optionally `@` the part populated (default all), e.g. `64M,1G,16G@1%`. A sparse case is populated in 2 MiB chunks spread over it'
+            cand --fractions 'Fractions of the populated pages dirtied before each harvest'
+            cand --rounds 'Harvests timed per case (the median is reported, with min and max)'
+            cand --slowdown-size 'Buffer size of the slowdown runs (all populated)'
+            cand --slowdown-dirty 'Part of the slowdown buffer the target writes over and over'
+            cand --rates 'Harvest rates (per second) of the slowdown runs'
+            cand --run-time 'How long each slowdown and footprint run lasts'
+            cand --methods 'Methods to measure (default: every one this kernel supports)'
+            cand --sections 'Which measurements to run'
+            cand --json 'Print JSON instead of Markdown tables'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
         }
         &'uffd-dirty;bench-target'= {
-            cand --pages 'pages'
+            cand --pages 'Pages in the buffer'
+            cand --populate-every 'Every how many 2 MiB chunks one is populated (1: all; 0: none)'
             cand -h 'Print help'
             cand --help 'Print help'
         }

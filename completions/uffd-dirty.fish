@@ -65,12 +65,24 @@ json\t'NDJSON: one JSON object per line, for scripts'
 bitmap\t'`SEQ START END HEX` per tracked range per delta: the dirty-page bitmap, bit i = page START + i*page_size, least significant bit first in each byte (track only)'"
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s o -l output -d 'Write the output to FILE (created 0600; a symbolic link is refused) instead of stdout' -r -F
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l sizes -d 'Tracked sizes (populated buffers), e.g. 64M,1G' -r
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l fractions -d 'Fractions of the buffer dirtied before each harvest' -r
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l rounds -d 'Harvests timed per case (the median is reported)' -r
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l json -d 'Print JSON instead of the Markdown table'
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -s h -l help -d 'Print help'
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench-target" -l pages -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l sizes -d 'Tracked sizes, each optionally `@` the part populated (default all), e.g. `64M,1G,16G@1%`. A sparse case is populated in 2 MiB chunks spread over it' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l fractions -d 'Fractions of the populated pages dirtied before each harvest' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l rounds -d 'Harvests timed per case (the median is reported, with min and max)' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l slowdown-size -d 'Buffer size of the slowdown runs (all populated)' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l slowdown-dirty -d 'Part of the slowdown buffer the target writes over and over' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l rates -d 'Harvest rates (per second) of the slowdown runs' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l run-time -d 'How long each slowdown and footprint run lasts' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l methods -d 'Methods to measure (default: every one this kernel supports)' -r -f -a "pagemap-scan\t'userfaultfd async write-protect, harvested by PAGEMAP_SCAN with atomic re-protect'
+pagemap-read\t'The same arming, harvested by plain reads of /proc/PID/pagemap (bit 57 clear = written) and re-protected with UFFDIO_WRITEPROTECT'
+soft-dirty\t'clear_refs soft-dirty (pagemap bit 55), no userfaultfd; the target is frozen while its bits are read and cleared (see --no-freeze). Needs CONFIG_MEM_SOFT_DIRTY'"
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l sections -d 'Which measurements to run' -r -f -a "harvest\t''
+attach\t''
+slowdown\t''
+footprint\t''"
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l json -d 'Print JSON instead of Markdown tables'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench-target" -l pages -d 'Pages in the buffer' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench-target" -l populate-every -d 'Every how many 2 MiB chunks one is populated (1: all; 0: none)' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench-target" -s h -l help -d 'Print help'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s i -l interval -d 'Time between harvests' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s d -l duration -d 'How long the demo runs' -r
