@@ -286,7 +286,8 @@ impl BareScan {
     fn open(target: &Target) -> Result<BareScan> {
         Ok(BareScan {
             pagemap: target.open_proc("pagemap")?,
-            vec: vec![abi::PageRegion::default(); 2048],
+            // Large enough that one call covers any harvest here: the kernel at its best.
+            vec: vec![abi::PageRegion::default(); 1 << 16],
         })
     }
 

@@ -12,9 +12,12 @@ use super::push_run;
 use crate::maps::Span;
 use crate::sys::{self, abi};
 
-/// Output regions per ioctl. Regions are maximal runs, so one call usually covers a harvest;
-/// the buffer is allocated once.
+/// Output regions per ioctl at first. Regions are maximal runs, so one call usually covers a
+/// harvest; a harvest that fills the buffer doubles it, up to [`VEC_LEN_MAX`], so a target
+/// that scatters its writes costs few ioctls from then on, and no allocation once grown.
 const VEC_LEN: usize = 2048;
+/// 64 Ki regions of 24 bytes: 1.5 MiB at most.
+const VEC_LEN_MAX: usize = 1 << 16;
 
 pub struct PagemapScan {
     pagemap: File,
@@ -198,6 +201,9 @@ impl PagemapScan {
             };
             let n = sys::pagemap_scan(self.pagemap.as_fd(), &mut arg, &mut self.vec)?;
             sink(&self.vec[..n]);
+            if n == self.vec.len() && n < VEC_LEN_MAX {
+                self.vec.resize(n * 2, abi::PageRegion::default());
+            }
             if arg.walk_end <= cur {
                 // The kernel backed out without progress: a range edge splits a hugetlb page.
                 return Err(io::Error::other(format!(
