@@ -7,6 +7,7 @@
 pub mod bitmap;
 pub mod human;
 pub mod ndjson;
+pub mod totals;
 
 use std::io;
 use std::time::SystemTime;
