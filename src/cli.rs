@@ -40,6 +40,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Report what this machine's kernel offers for dirty-page tracking, and what to fix.
     Check(CheckArgs),
+    /// Render a recorded run (the output of `track --format json`) as a self-contained
+    /// heatmap of time × address, with the write-rate curve and per-mapping totals.
+    Report(ReportArgs),
     /// A workload that writes pages in bursts and logs exactly which (used by the tests).
     #[command(hide = true)]
     Writer(crate::workload::WriterArgs),
@@ -198,6 +201,31 @@ pub struct DemoArgs {
 pub struct CheckArgs {
     #[command(flatten)]
     pub output: Output,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Render a recorded run (the output of `track --format json`) as a self-contained \
+heatmap: one column per delta (or per group of deltas on long runs, up to 1000 columns), one row \
+per group of pages (up to 400 rows), over the tracked ranges only, stacked by address with the gaps \
+between them removed and labelled with their mapping's name. A cell's shade is the share of its \
+pages written per delta (white: none; darkest: all); hatched grey cells were not tracked at that \
+time (a mapping not yet added, or already removed). Below it, the write rate in MiB/s on the same \
+time axis; the HTML report adds a table per mapping (size, pages written, page-writes, peak MiB/s). \
+The file needs no network: no external fonts, scripts or styles, and the picture needs no \
+JavaScript (a small inline script adds a hover tooltip to the HTML)."
+)]
+pub struct ReportArgs {
+    /// The trace: a file written by `uffd-dirty track --format json`, or - for stdin. A last
+    /// line cut short (the tracker was killed) is ignored with a warning.
+    #[arg(value_name = "TRACE")]
+    pub trace: PathBuf,
+
+    /// Where to write the report (created 0600; a symbolic link is refused). The extension
+    /// picks the format: .html (the picture, the per-mapping table and a hover tooltip) or .svg
+    /// (the picture alone).
+    #[arg(short, long, value_name = "FILE", default_value = "report.html")]
+    pub output: PathBuf,
 }
 
 /// Parse a positive duration such as `100ms` or `1s`.
