@@ -23,3 +23,5 @@ mod check;
 mod output;
 // `uffd-dirty bench`: a seconds-long smoke run.
 mod bench;
+// `uffd-dirty report`: a real run rendered and screenshotted in Chromium; its refusals.
+mod report;

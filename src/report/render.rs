@@ -109,7 +109,7 @@ fn nice_ceiling(v: f64) -> f64 {
         return 1.0;
     }
     let p = 10f64.powf(v.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
+    [1.0, 2.0, 2.5, 5.0, 10.0]
         .iter()
         .map(|m| m * p)
         .find(|&n| n >= v)
@@ -360,10 +360,9 @@ fn legend(s: &mut String) {
             shade(l)
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         s,
-        r##"<text x="{}" y="13">all</text><rect x="440" y="2" width="14" height="14" fill="url(#untracked)" stroke="#999"/><text x="460" y="13">not tracked at that time</text><text x="0" y="34" fill="#555">time since attach →</text></g>
-"##,
+        r##"<text x="{}" y="13">all</text><rect x="440" y="2" width="14" height="14" fill="url(#untracked)" stroke="#999"/><text x="460" y="13">not tracked at that time</text><text x="0" y="34" fill="#555">time since attach →</text></g>"##,
         200 + LEVELS * 12 + 6
     );
 }
@@ -458,6 +457,7 @@ mod tests {
     fn nice_ceilings() {
         assert_eq!(nice_ceiling(0.0), 1.0);
         assert_eq!(nice_ceiling(3.2), 5.0);
+        assert_eq!(nice_ceiling(2.06), 2.5);
         assert_eq!(nice_ceiling(47.0), 50.0);
         assert_eq!(nice_ceiling(100.0), 100.0);
     }
