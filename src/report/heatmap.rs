@@ -55,7 +55,7 @@ impl Tracked {
                     self.live = maps::union(std::mem::take(&mut self.live));
                 }
             }
-            Record::Delta(_) | Record::End(_) | Record::Other => return false,
+            Record::Delta(_) | Record::End(_) => return false,
         }
         true
     }
@@ -148,7 +148,6 @@ impl Survey {
                 h.dirty_pages = h.dirty_pages.max(e.dirty_pages_total);
                 h.last_time = e.time.0;
             }
-            Record::Other => {}
         }
         Ok(())
     }
