@@ -42,6 +42,19 @@ pub enum Command {
     Check(CheckArgs),
     /// Render a recorded run (the output of `track --format json`) as a self-contained
     /// heatmap of time × address, with the write-rate curve and per-mapping totals.
+    ///
+    /// One column per delta (or per group of deltas on long runs: at most 1000 columns), one
+    /// row per group of pages (at most 400 rows), over the tracked ranges only: stacked by
+    /// address, low addresses at the top, with the gaps between them removed, one band per
+    /// mapping labelled with its name. A cell's shade is the share of its pages written per
+    /// delta (white: none, darkest: all; averaged over a column's deltas); hatched grey cells
+    /// were not tracked then (a mapping not yet added, or already removed). Below, the write
+    /// rate in MiB/s on the same time axis. The HTML report adds the table per mapping (size,
+    /// pages written, page-writes, peak MiB/s) and a hover tooltip.
+    ///
+    /// The report needs no network: no external fonts, scripts or styles, and the picture needs
+    /// no JavaScript. The trace is read twice (stdin through an unnamed temporary file), so
+    /// memory stays bounded however long the run was.
     Report(ReportArgs),
     /// A workload that writes pages in bursts and logs exactly which (used by the tests).
     #[command(hide = true)]
@@ -204,17 +217,6 @@ pub struct CheckArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(
-    long_about = "Render a recorded run (the output of `track --format json`) as a self-contained \
-heatmap: one column per delta (or per group of deltas on long runs, up to 1000 columns), one row \
-per group of pages (up to 400 rows), over the tracked ranges only, stacked by address with the gaps \
-between them removed and labelled with their mapping's name. A cell's shade is the share of its \
-pages written per delta (white: none; darkest: all); hatched grey cells were not tracked at that \
-time (a mapping not yet added, or already removed). Below it, the write rate in MiB/s on the same \
-time axis; the HTML report adds a table per mapping (size, pages written, page-writes, peak MiB/s). \
-The file needs no network: no external fonts, scripts or styles, and the picture needs no \
-JavaScript (a small inline script adds a hover tooltip to the HTML)."
-)]
 pub struct ReportArgs {
     /// The trace: a file written by `uffd-dirty track --format json`, or - for stdin. A last
     /// line cut short (the tracker was killed) is ignored with a warning.
@@ -292,6 +294,12 @@ Pages written per delta, one number per line:
 
   uffd-dirty track --pid 4242 -f json | jq 'select(.type==\"delta\") | .dirty_pages'
 
+Record a run, then render it as a heatmap to open in a browser (or -o run.svg for the picture alone):
+
+  uffd-dirty track --pid 4242 --interval 100ms --duration 1m --format json --output run.ndjson
+
+  uffd-dirty report run.ndjson -o run.html
+
 Check what this machine's kernel offers, and what to fix:
 
   uffd-dirty check
@@ -331,10 +339,10 @@ tables are not allocated in full.",
         "0: success, including a stop by SIGINT or SIGTERM, --count, --duration, the target's exit in \
 --pid mode, and a reader closing the pipe.
 
-1: runtime error.
+1: runtime error (for report: a trace that cannot be read, with the line at fault).
 
 2: usage error: a bad option value, a range that holds no writable mapping, a PID that cannot be \
-a target.
+a target, a report TRACE file that does not exist or an output name that is neither .html nor .svg.
 
 69: the kernel lacks a required feature (EX_UNAVAILABLE).
 
@@ -404,6 +412,16 @@ mod tests {
                 .unwrap_err()
                 .contains("not an address")
         );
+    }
+
+    #[test]
+    fn report_writes_report_html_by_default() {
+        let cli = Cli::try_parse_from(["uffd-dirty", "report", "-"]).unwrap();
+        let Command::Report(r) = cli.command else {
+            panic!()
+        };
+        assert_eq!((r.trace, r.output), ("-".into(), "report.html".into()));
+        assert!(Cli::try_parse_from(["uffd-dirty", "report"]).is_err());
     }
 
     #[test]
