@@ -18,7 +18,7 @@ const LIGHTEST: [f64; 3] = [253.0, 219.0, 164.0];
 const DARKEST: [f64; 3] = [58.0, 12.0, 82.0];
 
 const LEFT: f64 = 210.0;
-const RIGHT: f64 = 30.0;
+const RIGHT: f64 = 40.0;
 const TOP: f64 = 78.0;
 const HEAT_W: f64 = 960.0;
 const HEAT_H: f64 = 400.0;
