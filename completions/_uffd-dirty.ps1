@@ -31,6 +31,7 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             [CompletionResult]::new('bench-target', 'bench-target', [CompletionResultType]::ParameterValue, 'The benchmark''s target process (used by `bench`)')
             [CompletionResult]::new('demo', 'demo', [CompletionResultType]::ParameterValue, 'Launch a small built-in writer and track it live: see what the tool does in seconds')
             [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Report what this machine''s kernel offers for dirty-page tracking, and what to fix')
+            [CompletionResult]::new('report', 'report', [CompletionResultType]::ParameterValue, 'Render a recorded run (the output of `track --format json`) as a self-contained heatmap of time × address, with the write-rate curve and per-mapping totals')
             [CompletionResult]::new('writer', 'writer', [CompletionResultType]::ParameterValue, 'A workload that writes pages in bursts and logs exactly which (used by the tests)')
             [CompletionResult]::new('scenario', 'scenario', [CompletionResultType]::ParameterValue, 'Ground-truth scenarios of a changing address space (used by the tests)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -126,6 +127,13 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break
         }
+        'uffd-dirty;report' {
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Where to write the report (created 0600; a symbolic link is refused). The extension picks the format: .html (the picture, the per-mapping table and a hover tooltip) or .svg (the picture alone)')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Where to write the report (created 0600; a symbolic link is refused). The extension picks the format: .html (the picture, the per-mapping table and a hover tooltip) or .svg (the picture alone)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
         'uffd-dirty;writer' {
             [CompletionResult]::new('--pages', '--pages', [CompletionResultType]::ParameterName, 'Pages in the region')
             [CompletionResult]::new('--threads', '--threads', [CompletionResultType]::ParameterName, 'Writer threads; thread t owns the pages with index % threads == t')
@@ -164,6 +172,7 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             [CompletionResult]::new('bench-target', 'bench-target', [CompletionResultType]::ParameterValue, 'The benchmark''s target process (used by `bench`)')
             [CompletionResult]::new('demo', 'demo', [CompletionResultType]::ParameterValue, 'Launch a small built-in writer and track it live: see what the tool does in seconds')
             [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Report what this machine''s kernel offers for dirty-page tracking, and what to fix')
+            [CompletionResult]::new('report', 'report', [CompletionResultType]::ParameterValue, 'Render a recorded run (the output of `track --format json`) as a self-contained heatmap of time × address, with the write-rate curve and per-mapping totals')
             [CompletionResult]::new('writer', 'writer', [CompletionResultType]::ParameterValue, 'A workload that writes pages in bursts and logs exactly which (used by the tests)')
             [CompletionResult]::new('scenario', 'scenario', [CompletionResultType]::ParameterValue, 'Ground-truth scenarios of a changing address space (used by the tests)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -185,6 +194,9 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             break
         }
         'uffd-dirty;help;check' {
+            break
+        }
+        'uffd-dirty;help;report' {
             break
         }
         'uffd-dirty;help;writer' {

@@ -34,6 +34,9 @@ _uffd__dirty() {
             uffd__dirty,help)
                 cmd="uffd__dirty__subcmd__help"
                 ;;
+            uffd__dirty,report)
+                cmd="uffd__dirty__subcmd__report"
+                ;;
             uffd__dirty,scenario)
                 cmd="uffd__dirty__subcmd__scenario"
                 ;;
@@ -61,6 +64,9 @@ _uffd__dirty() {
             uffd__dirty__subcmd__help,help)
                 cmd="uffd__dirty__subcmd__help__subcmd__help"
                 ;;
+            uffd__dirty__subcmd__help,report)
+                cmd="uffd__dirty__subcmd__help__subcmd__report"
+                ;;
             uffd__dirty__subcmd__help,scenario)
                 cmd="uffd__dirty__subcmd__help__subcmd__scenario"
                 ;;
@@ -77,7 +83,7 @@ _uffd__dirty() {
 
     case "${cmd}" in
         uffd__dirty)
-            opts="-h -V --help --version track compare bench bench-target demo check writer scenario help"
+            opts="-h -V --help --version track compare bench bench-target demo check report writer scenario help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -313,7 +319,7 @@ _uffd__dirty() {
             return 0
             ;;
         uffd__subcmd__dirty__subcmd__help)
-            opts="track compare bench bench-target demo check writer scenario help"
+            opts="track compare bench bench-target demo check report writer scenario help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -410,6 +416,20 @@ _uffd__dirty() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        uffd__subcmd__dirty__subcmd__help__subcmd__report)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         uffd__subcmd__dirty__subcmd__help__subcmd__scenario)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -445,6 +465,28 @@ _uffd__dirty() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        uffd__subcmd__dirty__subcmd__report)
+            opts="-o -h --output --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

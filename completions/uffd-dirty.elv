@@ -28,6 +28,7 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand bench-target 'The benchmark''s target process (used by `bench`)'
             cand demo 'Launch a small built-in writer and track it live: see what the tool does in seconds'
             cand check 'Report what this machine''s kernel offers for dirty-page tracking, and what to fix'
+            cand report 'Render a recorded run (the output of `track --format json`) as a self-contained heatmap of time × address, with the write-rate curve and per-mapping totals'
             cand writer 'A workload that writes pages in bursts and logs exactly which (used by the tests)'
             cand scenario 'Ground-truth scenarios of a changing address space (used by the tests)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -116,6 +117,12 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
+        &'uffd-dirty;report'= {
+            cand -o 'Where to write the report (created 0600; a symbolic link is refused). The extension picks the format: .html (the picture, the per-mapping table and a hover tooltip) or .svg (the picture alone)'
+            cand --output 'Where to write the report (created 0600; a symbolic link is refused). The extension picks the format: .html (the picture, the per-mapping table and a hover tooltip) or .svg (the picture alone)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
         &'uffd-dirty;writer'= {
             cand --pages 'Pages in the region'
             cand --threads 'Writer threads; thread t owns the pages with index % threads == t'
@@ -152,6 +159,7 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand bench-target 'The benchmark''s target process (used by `bench`)'
             cand demo 'Launch a small built-in writer and track it live: see what the tool does in seconds'
             cand check 'Report what this machine''s kernel offers for dirty-page tracking, and what to fix'
+            cand report 'Render a recorded run (the output of `track --format json`) as a self-contained heatmap of time × address, with the write-rate curve and per-mapping totals'
             cand writer 'A workload that writes pages in bursts and logs exactly which (used by the tests)'
             cand scenario 'Ground-truth scenarios of a changing address space (used by the tests)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -167,6 +175,8 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
         &'uffd-dirty;help;demo'= {
         }
         &'uffd-dirty;help;check'= {
+        }
+        &'uffd-dirty;help;report'= {
         }
         &'uffd-dirty;help;writer'= {
         }

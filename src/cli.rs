@@ -40,6 +40,22 @@ pub enum Command {
     Demo(DemoArgs),
     /// Report what this machine's kernel offers for dirty-page tracking, and what to fix.
     Check(CheckArgs),
+    /// Render a recorded run (the output of `track --format json`) as a self-contained
+    /// heatmap of time × address, with the write-rate curve and per-mapping totals.
+    ///
+    /// One column per delta (or per group of deltas on long runs: at most 1000 columns), one
+    /// row per group of pages (at most 400 rows), over the tracked ranges only: stacked by
+    /// address, low addresses at the top, with the gaps between them removed, one band per
+    /// mapping labelled with its name. A cell's shade is the share of its pages written per
+    /// delta (white: none, darkest: all; averaged over a column's deltas); hatched grey cells
+    /// were not tracked then (a mapping not yet added, or already removed). Below, the write
+    /// rate in MiB/s on the same time axis. The HTML report adds the table per mapping (size,
+    /// pages written, page-writes, peak MiB/s) and a hover tooltip.
+    ///
+    /// The report needs no network: no external fonts, scripts or styles, and the picture needs
+    /// no JavaScript. The trace is read twice (stdin through an unnamed temporary file), so
+    /// memory stays bounded however long the run was.
+    Report(ReportArgs),
     /// A workload that writes pages in bursts and logs exactly which (used by the tests).
     #[command(hide = true)]
     Writer(crate::workload::WriterArgs),
@@ -212,6 +228,20 @@ pub struct CheckArgs {
     pub output: Output,
 }
 
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The trace: a file written by `uffd-dirty track --format json`, or - for stdin. A last
+    /// line cut short (the tracker was killed) is ignored with a warning.
+    #[arg(value_name = "TRACE")]
+    pub trace: PathBuf,
+
+    /// Where to write the report (created 0600; a symbolic link is refused). The extension
+    /// picks the format: .html (the picture, the per-mapping table and a hover tooltip) or .svg
+    /// (the picture alone).
+    #[arg(short, long, value_name = "FILE", default_value = "report.html")]
+    pub output: PathBuf,
+}
+
 /// Parse a positive duration such as `100ms` or `1s`.
 pub fn parse_interval(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 100ms, 1s, 2m)"))?;
@@ -276,6 +306,12 @@ Pages written per delta, one number per line:
 
   uffd-dirty track --pid 4242 -f json | jq 'select(.type==\"delta\") | .dirty_pages'
 
+Record a run, then render it as a heatmap to open in a browser (or -o run.svg for the picture alone):
+
+  uffd-dirty track --pid 4242 --interval 100ms --duration 1m --format json --output run.ndjson
+
+  uffd-dirty report run.ndjson -o run.html
+
 Check what this machine's kernel offers, and what to fix:
 
   uffd-dirty check
@@ -315,10 +351,10 @@ tables are not allocated in full.",
         "0: success, including a stop by SIGINT or SIGTERM, --count, --duration, the target's exit in \
 --pid mode, and a reader closing the pipe.
 
-1: runtime error.
+1: runtime error (for report: a trace that cannot be read, with the line at fault).
 
 2: usage error: a bad option value, a range that holds no writable mapping, a PID that cannot be \
-a target.
+a target, a report TRACE file that does not exist or an output name that is neither .html nor .svg.
 
 69: the kernel lacks a required feature (EX_UNAVAILABLE).
 
@@ -388,6 +424,16 @@ mod tests {
                 .unwrap_err()
                 .contains("not an address")
         );
+    }
+
+    #[test]
+    fn report_writes_report_html_by_default() {
+        let cli = Cli::try_parse_from(["uffd-dirty", "report", "-"]).unwrap();
+        let Command::Report(r) = cli.command else {
+            panic!()
+        };
+        assert_eq!((r.trace, r.output), ("-".into(), "report.html".into()));
+        assert!(Cli::try_parse_from(["uffd-dirty", "report"]).is_err());
     }
 
     #[test]

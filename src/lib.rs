@@ -4,7 +4,7 @@
 //! Module map: [`sys`] (kernel ABI and raw calls), [`target`] (the process, by pidfd),
 //! [`attach`] (creating a userfaultfd inside the target by ptrace), [`uffd`] (handshake and
 //! registration), [`maps`] (VMAs and what to track), [`scan`] (harvesting), [`track`] (the
-//! loop), [`output`] (records and formats), [`launch`] (`-- CMD`), [`cli`], [`exit`], and
+//! loop), [`output`] (records and formats), [`report`] (a recorded run as a heatmap), [`launch`] (`-- CMD`), [`cli`], [`exit`], and
 //! [`workload`] (a writer with ground truth, for the demo and the tests).
 
 pub mod attach;
@@ -17,6 +17,7 @@ pub mod launch;
 pub mod maps;
 pub mod output;
 pub mod progress;
+pub mod report;
 pub mod scan;
 pub mod sys;
 pub mod target;
@@ -116,6 +117,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::BenchTarget(args) => bench::run_target(&args),
         Command::Compare(args) => compare::run(&args, &*stop_flag()?),
         Command::Check(args) => check::run(&args.output),
+        Command::Report(args) => report::run(&args),
         Command::Scenario(args) => {
             workload::scenario::run_scenario(&args)?;
             Ok(ExitCode::Success)

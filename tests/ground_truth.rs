@@ -7,6 +7,9 @@ pub struct Run {
     pub records: Vec<Value>,
     pub wait: Value,
     pub outside: u64,
+    /// What the writer wrote, and where its region starts.
+    pub writes: Vec<PageWrite>,
+    pub base: u64,
 }
 
 /// Attach to a writer waiting on stdin, release it, stop the tracker with SIGINT once the
@@ -95,6 +98,8 @@ pub fn run_against_writer(
         records,
         wait: truth.wait,
         outside,
+        writes: truth.writes,
+        base: lo,
     }
 }
 

@@ -25,3 +25,5 @@ mod output;
 mod bench;
 // `track --view` in a real terminal (tmux), and the attach progress bar.
 mod view;
+// `uffd-dirty report`: a real run rendered and screenshotted in Chromium; its refusals.
+mod report;

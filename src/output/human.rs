@@ -3,29 +3,20 @@
 //! written at least once, total page-writes and peak rate. Bold headers only on a terminal
 //! with NO_COLOR unset.
 
-use std::collections::{BTreeMap, HashSet};
 use std::io::{self, IsTerminal, Write};
 
+use super::totals::{MappingTotals, mib, short_name};
 use super::{Emitter, Record};
-use crate::maps::Vma;
+use crate::maps::{Span, Vma};
 
 const TOP_MAPPINGS: usize = 3;
-
-/// What one mapping (by name) took over the run.
-#[derive(Default)]
-struct MappingStats {
-    size_pages: u64,
-    pages_written: HashSet<u64>,
-    page_writes: u64,
-    peak_pages_per_s: f64,
-}
 
 pub struct Human<W: Write> {
     out: W,
     page_size: u64,
     interval_s: f64,
     styled: bool,
-    stats: BTreeMap<String, MappingStats>,
+    totals: MappingTotals,
     last_elapsed_ms: u64,
 }
 
@@ -39,7 +30,7 @@ impl<W: Write> Human<W> {
             page_size: 4096,
             interval_s: 1.0,
             styled,
-            stats: BTreeMap::new(),
+            totals: MappingTotals::new(4096),
             last_elapsed_ms: 0,
         }
     }
@@ -53,7 +44,7 @@ impl<W: Write> Human<W> {
     }
 
     fn summary(&mut self) -> io::Result<()> {
-        if self.stats.is_empty() {
+        if self.totals.is_empty() {
             return Ok(());
         }
         let header = format!(
@@ -61,17 +52,15 @@ impl<W: Write> Human<W> {
             "mapping", "size MiB", "pages written", "page-writes", "peak MiB/s"
         );
         writeln!(self.out, "{}", self.bold(&header))?;
-        let mut rows: Vec<_> = self.stats.iter().collect();
-        rows.sort_by(|a, b| b.1.page_writes.cmp(&a.1.page_writes).then(a.0.cmp(b.0)));
-        for (name, s) in rows {
+        for row in self.totals.rows() {
             writeln!(
                 self.out,
                 "{:<32} {:>10.2} {:>14} {:>12} {:>12.2}",
-                truncate(name, 32),
-                mib(s.size_pages, self.page_size),
-                s.pages_written.len(),
-                s.page_writes,
-                s.peak_pages_per_s * self.page_size as f64 / (1024.0 * 1024.0)
+                truncate(&row.mapping, 32),
+                row.size_mib,
+                row.pages_written,
+                row.page_writes,
+                row.peak_mib_per_s
             )?;
         }
         Ok(())
@@ -108,17 +97,9 @@ fn vma_of(vmas: &[Vma], addr: u64) -> Option<&Vma> {
     crate::maps::vma_at(vmas, addr)
 }
 
-pub(crate) fn short_name(name: &str) -> &str {
-    name.rsplit('/').next().unwrap_or(name)
-}
-
 fn clock(t: std::time::SystemTime) -> String {
     let s = humantime::format_rfc3339_millis(t).to_string();
     s.get(11..23).unwrap_or(&s).to_string()
-}
-
-pub(crate) fn mib(pages: u64, page_size: u64) -> f64 {
-    (pages * page_size) as f64 / (1024.0 * 1024.0)
 }
 
 impl<W: Write> Emitter for Human<W> {
@@ -126,6 +107,7 @@ impl<W: Write> Emitter for Human<W> {
         match record {
             Record::Start(s) => {
                 self.page_size = s.page_size;
+                self.totals.set_page_size(s.page_size);
                 self.interval_s = (s.interval_ms as f64 / 1000.0).max(0.001);
                 let pages: u64 = s.ranges.iter().map(|r| r.pages).sum();
                 let line = format!(
@@ -167,27 +149,23 @@ impl<W: Write> Emitter for Human<W> {
                 let seconds = ((d.elapsed_ms.saturating_sub(self.last_elapsed_ms)) as f64 / 1000.0)
                     .max(0.001);
                 self.last_elapsed_ms = d.elapsed_ms;
-                let mut per_mapping: BTreeMap<String, u64> = BTreeMap::new();
                 for r in &d.ranges {
-                    for page in (r.start.0..r.end.0).step_by(self.page_size as usize) {
-                        let (name, size) = match vma_of(vmas, page) {
+                    // One piece per VMA the run crosses.
+                    let mut at = r.start.0;
+                    while at < r.end.0 {
+                        let (name, size, end) = match vma_of(vmas, at) {
                             Some(v) => (
-                                short_name(v.display_name()).to_string(),
+                                short_name(v.display_name()),
                                 v.len() / self.page_size,
+                                v.end.min(r.end.0),
                             ),
-                            None => ("[unmapped]".to_string(), 0),
+                            None => ("[unmapped]", 0, at + self.page_size),
                         };
-                        *per_mapping.entry(name.clone()).or_default() += 1;
-                        let st = self.stats.entry(name).or_default();
-                        st.size_pages = st.size_pages.max(size);
-                        st.pages_written.insert(page);
-                        st.page_writes += 1;
+                        self.totals.add_pages(name, size, Span::new(at, end));
+                        at = end;
                     }
                 }
-                for (name, pages) in &per_mapping {
-                    let st = self.stats.entry(name.clone()).or_default();
-                    st.peak_pages_per_s = st.peak_pages_per_s.max(*pages as f64 / seconds);
-                }
+                let per_mapping = self.totals.finish_delta(seconds);
                 let mut top: Vec<_> = per_mapping.into_iter().collect();
                 top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
                 let top: Vec<String> = top

@@ -7,11 +7,12 @@
 pub mod bitmap;
 pub mod human;
 pub mod ndjson;
+pub mod totals;
 
 use std::io;
 use std::time::SystemTime;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::maps::{Span, Vma};
 
@@ -151,16 +152,21 @@ pub struct End {
     pub time: Timestamp,
 }
 
-/// All records, tagged with `"type"` in the NDJSON stream.
-#[derive(Debug, Clone, Serialize)]
+/// The record types of the NDJSON stream, tagged with `"type"`. Generic over the payloads so
+/// that the tracker writes [`Record`] and `report` reads the same envelope back into types
+/// holding only what it needs (`report::trace::Record`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
-pub enum Record {
-    Start(Start),
-    Mapping(Mapping),
-    Delta(Delta),
-    Exec(Exec),
-    End(End),
+pub enum Envelope<S, M, D, X, E> {
+    Start(S),
+    Mapping(M),
+    Delta(D),
+    Exec(X),
+    End(E),
 }
+
+/// All records the tracker writes.
+pub type Record = Envelope<Start, Mapping, Delta, Exec, End>;
 
 /// Dirty runs to records, with page counts.
 pub fn dirty_runs(runs: &[Span], page_size: u64) -> Vec<DirtyRun> {

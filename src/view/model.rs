@@ -6,7 +6,8 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 
 use crate::maps::{self, Span, Vma};
-use crate::output::human::{mib, short_name, truncate};
+use crate::output::human::truncate;
+use crate::output::totals::{mib, short_name};
 use crate::output::{Record, TrackedRange};
 
 /// Deltas a cell's heat remembers.

@@ -1,0 +1,214 @@
+//! Reading a recorded run: the NDJSON records of `track --format json`, one line at a time.
+//!
+//! Only what a report needs is parsed; unknown record types (a launched writer's own lines
+//! sharing stdout, record types added later) are skipped. A last line cut short (the tracker
+//! was killed mid-write) is tolerated; any other line that is not JSON is an error naming it.
+
+use std::io::BufRead;
+use std::time::SystemTime;
+
+use anyhow::{Result, anyhow};
+use serde::{Deserialize, Deserializer};
+
+use crate::maps::Span;
+use crate::output::Envelope;
+
+/// An address as the contract writes it: a `0x`-prefixed hex string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HexAddr(pub u64);
+
+impl<'de> Deserialize<'de> for HexAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.strip_prefix("0x")
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .map(HexAddr)
+            .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not a 0x-hex address")))
+    }
+}
+
+/// An RFC 3339 time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Time(pub SystemTime);
+
+impl<'de> Deserialize<'de> for Time {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_rfc3339(&s)
+            .map(Time)
+            .map_err(|e| serde::de::Error::custom(format!("`{s}` is not an RFC 3339 time: {e}")))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Run {
+    pub start: HexAddr,
+    pub end: HexAddr,
+}
+
+impl Run {
+    pub fn span(&self) -> Span {
+        Span::new(self.start.0, self.end.0)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TrackedRange {
+    pub start: HexAddr,
+    pub end: HexAddr,
+    pub mapping: String,
+}
+
+impl TrackedRange {
+    pub fn span(&self) -> Span {
+        Span::new(self.start.0, self.end.0)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Start {
+    pub version: u64,
+    pub pid: i64,
+    pub page_size: u64,
+    pub method: String,
+    pub interval_ms: u64,
+    pub ranges: Vec<TrackedRange>,
+    pub time: Time,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Mapping {
+    pub event: String,
+    pub start: HexAddr,
+    pub end: HexAddr,
+    pub from: Option<HexAddr>,
+    pub mapping: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Delta {
+    pub elapsed_ms: u64,
+    pub dirty_pages: u64,
+    pub ranges: Vec<Run>,
+    pub time: Time,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Exec {
+    pub ranges: Vec<TrackedRange>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct End {
+    pub reason: String,
+    pub dirty_pages_total: u64,
+    pub error: Option<String>,
+    pub time: Time,
+}
+
+/// A record as the report reads it.
+pub type Record = Envelope<Start, Mapping, Delta, Exec, End>;
+
+/// Whether `line` is a JSON object of a record type the tracker does not write (a launched
+/// program's own output sharing stdout, a type added later): those are skipped. The known
+/// types are the envelope's own, so this list cannot drift from it.
+fn is_foreign(line: &[u8]) -> bool {
+    use serde::de::IgnoredAny;
+    #[derive(Deserialize)]
+    struct Tagged {
+        #[serde(rename = "type")]
+        _type: String,
+    }
+    type Known = Envelope<IgnoredAny, IgnoredAny, IgnoredAny, IgnoredAny, IgnoredAny>;
+    serde_json::from_slice::<Tagged>(line).is_ok() && serde_json::from_slice::<Known>(line).is_err()
+}
+
+/// The contract version this reader understands.
+pub const SUPPORTED_VERSION: u64 = crate::output::FORMAT_VERSION as u64;
+
+/// Feed every record of `input` to `each`, with its line number. `name` names the input in
+/// errors (`TRACE line 17: …`). Returns a warning when the last line was cut short.
+pub fn read_records(
+    mut input: impl BufRead,
+    name: &str,
+    mut each: impl FnMut(usize, Record) -> Result<()>,
+) -> Result<Option<String>> {
+    let mut line = Vec::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        let n = input
+            .read_until(b'\n', &mut line)
+            .map_err(|e| anyhow!("reading {name}: {e}"))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        number += 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<Record>(&line) {
+            Ok(record) => each(number, record)?,
+            Err(_) if is_foreign(&line) => {}
+            // A tracker killed mid-write leaves its last line without its newline.
+            Err(e) if e.is_eof() && line.last() != Some(&b'\n') => {
+                return Ok(Some(format!(
+                    "{name} line {number} is cut short (was the tracker killed?); the report ends at line {}",
+                    number - 1
+                )));
+            }
+            Err(e) => {
+                let what = if e.is_data() {
+                    "not a uffd-dirty record"
+                } else {
+                    "not JSON"
+                };
+                return Err(anyhow!(
+                    "{name} line {number}: {what} ({e}): give the output of `uffd-dirty track --format json`"
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn types(text: &str) -> Result<(Vec<String>, Option<String>)> {
+        let mut seen = Vec::new();
+        let warning = read_records(text.as_bytes(), "T", |n, r| {
+            seen.push(format!(
+                "{n}:{}",
+                format!("{r:?}").split('(').next().unwrap()
+            ));
+            Ok(())
+        })?;
+        Ok((seen, warning))
+    }
+
+    #[test]
+    fn skips_foreign_lines_and_tolerates_a_cut_last_line() {
+        let (seen, warning) = types(
+            "{\"type\":\"ready\",\"pid\":1}\n\n{\"type\":\"end\",\"reason\":\"count\",\"deltas\":0,\"dirty_pages_total\":0,\"time\":\"2026-01-01T00:00:00Z\"}\n{\"type\":\"delta\",\"seq\"",
+        )
+        .unwrap();
+        assert_eq!(seen, ["3:End"]);
+        assert!(warning.unwrap().contains("T line 4 is cut short"));
+    }
+
+    #[test]
+    fn a_bad_line_is_named() {
+        let err = types("{\"type\":\"ready\"}\nhello\n{}\n").unwrap_err();
+        assert!(err.to_string().starts_with("T line 2: not JSON"), "{err}");
+        let err = types("{\"type\":\"delta\",\"seq\":1}\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("T line 1: not a uffd-dirty record"),
+            "{err}"
+        );
+        // Cut short but followed by more: not the last line, so an error.
+        let err = types("{\"type\":\"delta\"\n{}\n").unwrap_err();
+        assert!(err.to_string().starts_with("T line 1: not JSON"), "{err}");
+    }
+}
