@@ -132,3 +132,60 @@ fn tracking_ends_cleanly_when_target_exits() {
         .unwrap()
         .is_some()));
 }
+
+#[test]
+fn a_second_sigint_exits_at_once_with_130() {
+    if !kernel_can_track() {
+        return;
+    }
+    let dir = scratch();
+    let mut writer = Writer::spawn(
+        dir.path(),
+        &["--wait=stdin", "--hold", "--pages=4096", "--bursts=5"],
+        None,
+    );
+    // A reader that never reads: the bitmaps fill the pipe in a few hundred deltas and the
+    // tracker blocks writing, so the first SIGINT cannot end it (it waits to finish the line).
+    let mut tracker = uffd_dirty()
+        .args(["track", "--format=json", "--json-bitmap", "--interval=2ms"])
+        .args(["--pid", &writer.pid.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tpid = tracker.id() as i32;
+    let in_write = || {
+        std::fs::read_to_string(format!("/proc/{tpid}/syscall"))
+            .is_ok_and(|s| s.split_whitespace().next() == Some("1"))
+    };
+    // In write twice, 100 ms apart: blocked, not caught in one of its brief writes.
+    let blocked_in_write = || {
+        in_write() && {
+            std::thread::sleep(Duration::from_millis(100));
+            in_write()
+        }
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), blocked_in_write),
+        "the tracker never blocked writing to the full pipe"
+    );
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(tpid, libc::SIGINT) };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        tracker.try_wait().unwrap().is_none(),
+        "one SIGINT ended a tracker blocked in write"
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(tpid, libc::SIGINT) };
+    let ended = wait_until(Duration::from_secs(2), || {
+        tracker.try_wait().unwrap().is_some()
+    });
+    assert!(ended, "the second SIGINT did not end the tracker");
+    assert_eq!(tracker.wait().unwrap().code(), Some(130));
+    assert!(!has_userfaultfd(writer.pid));
+    assert_eq!(tracer_pid(writer.pid), 0);
+    writer.go();
+    writer.wait_done();
+    let (status, _) = writer.finish();
+    assert!(status.success(), "the writer's memory changed: {status}");
+}

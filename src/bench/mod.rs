@@ -186,8 +186,11 @@ pub struct SlowdownRow {
     /// `untracked`, or a method.
     pub method: &'static str,
     pub rate_hz: Option<u32>,
+    /// Median over the rounds, with the spread.
     pub page_writes_per_s: f64,
-    /// Throughput relative to the first untracked run.
+    pub page_writes_per_s_min: f64,
+    pub page_writes_per_s_max: f64,
+    /// Median throughput relative to the untracked median.
     pub vs_untracked: f64,
     pub harvests: u64,
 }
@@ -480,6 +483,8 @@ impl Bench<'_> {
         Ok(())
     }
 
+    /// Every configuration (untracked, then each method at each rate) once per round, in
+    /// turn, so that a drift of the machine spreads over all of them rather than biasing one.
     fn slowdown(&mut self) -> Result<()> {
         let layout = Case {
             size_bytes: self.args.slowdown_size,
@@ -487,59 +492,67 @@ impl Bench<'_> {
         }
         .layout(self.page);
         let k = ((layout.populated() as f64 * self.args.slowdown_dirty).round() as u64).max(1);
-        let run_time = self.args.run_time;
-        let per_s = |writes: u64| writes as f64 / run_time.as_secs_f64();
-        let untracked = |bench: &mut Bench| -> Result<f64> {
-            let mut proc = BenchTarget::spawn(layout)?;
-            proc.start_rewriting(run_time, k)?;
-            let w = per_s(proc.writes()?);
-            let base = bench
-                .results
-                .slowdown
-                .first()
-                .map_or(w, |r| r.page_writes_per_s);
-            bench.results.slowdown.push(SlowdownRow {
-                size_bytes: self.args.slowdown_size,
-                rewritten_pages: k,
-                method: "untracked",
-                rate_hz: None,
-                page_writes_per_s: w,
-                vs_untracked: w / base,
-                harvests: 0,
-            });
-            Ok(base)
-        };
-        let base = untracked(self)?;
+        let mut configs: Vec<Option<(Method, u32)>> = vec![None];
         for method in methods(&self.args.methods) {
-            for &rate in &self.args.rates {
-                let interval = Duration::from_secs(1) / rate.max(1);
-                let mut t = Tracked::attach(BenchTarget::spawn(layout)?, method, self.arming)?;
-                t.harvest()?;
-                let start = Instant::now();
-                t.proc.start_rewriting(run_time, k)?;
-                let mut harvests = 0;
-                let mut next = start + interval;
-                while next < start + run_time {
-                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
-                    t.harvest()?;
-                    harvests += 1;
-                    next = (next + interval).max(Instant::now());
-                }
-                let w = per_s(t.proc.writes()?);
-                self.results.slowdown.push(SlowdownRow {
-                    size_bytes: self.args.slowdown_size,
-                    rewritten_pages: k,
-                    method: t.name(),
-                    rate_hz: Some(rate),
-                    page_writes_per_s: w,
-                    vs_untracked: w / base,
-                    harvests,
-                });
+            configs.extend(self.args.rates.iter().map(|&rate| Some((method, rate))));
+        }
+        let mut runs: Vec<Vec<(f64, u64)>> = vec![Vec::new(); configs.len()];
+        for _ in 0..self.results.rounds {
+            for (config, runs) in configs.iter().zip(&mut runs) {
+                runs.push(self.throughput(layout, k, *config)?);
             }
         }
-        // Untracked again at the end: how much the machine itself drifted during the run.
-        untracked(self)?;
+        let mut base = 0.0;
+        for (config, mut runs) in configs.into_iter().zip(runs) {
+            runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (median, harvests) = runs[runs.len() / 2];
+            if config.is_none() {
+                base = median;
+            }
+            self.results.slowdown.push(SlowdownRow {
+                size_bytes: self.args.slowdown_size,
+                rewritten_pages: k,
+                method: config.map_or("untracked", |(m, _)| track::method_name(m)),
+                rate_hz: config.map(|(_, rate)| rate),
+                page_writes_per_s: median,
+                page_writes_per_s_min: runs[0].0,
+                page_writes_per_s_max: runs[runs.len() - 1].0,
+                vs_untracked: median / base,
+                harvests,
+            });
+        }
         Ok(())
+    }
+
+    /// Page-writes per second of a fresh target rewriting `k` pages for `--run-time`, and the
+    /// harvests done meanwhile, untracked (`None`) or tracked by a method at a rate.
+    fn throughput(
+        &self,
+        layout: Layout,
+        k: u64,
+        config: Option<(Method, u32)>,
+    ) -> Result<(f64, u64)> {
+        let run_time = self.args.run_time;
+        let per_s = |writes: u64| writes as f64 / run_time.as_secs_f64();
+        let Some((method, rate)) = config else {
+            let mut proc = BenchTarget::spawn(layout)?;
+            proc.start_rewriting(run_time, k)?;
+            return Ok((per_s(proc.writes()?), 0));
+        };
+        let interval = Duration::from_secs(1) / rate.max(1);
+        let mut t = Tracked::attach(BenchTarget::spawn(layout)?, method, self.arming)?;
+        t.harvest()?;
+        let start = Instant::now();
+        t.proc.start_rewriting(run_time, k)?;
+        let mut harvests = 0;
+        let mut next = start + interval;
+        while next < start + run_time {
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            t.harvest()?;
+            harvests += 1;
+            next = (next + interval).max(Instant::now());
+        }
+        Ok((per_s(t.proc.writes()?), harvests))
     }
 
     fn footprint(&mut self) -> Result<()> {

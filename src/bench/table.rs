@@ -158,22 +158,25 @@ fn slowdown(out: &mut impl Write, r: &Results) -> io::Result<()> {
     let first = &r.slowdown[0];
     writeln!(
         out,
-        "\n## Target slowdown\n\nThe target rewrites {} pages spread over a populated {} buffer, over and over; each harvest re-protects them, so every interval the first write to each is a write-protect fault. Throughput relative to the first untracked run; the last row is untracked again, to show the machine's own drift.\n",
+        "\n## Target slowdown\n\nThe target rewrites {} pages spread over a populated {} buffer, over and over; each harvest re-protects them, so every interval the first write to each is a write-protect fault. Median of {} runs per configuration (min–max), the configurations taken in turn each round; *vs untracked*: median ÷ the untracked median.\n",
         first.rewritten_pages,
-        size(first.size_bytes)
+        size(first.size_bytes),
+        r.rounds
     )?;
     writeln!(
         out,
-        "| method | rate | page-writes/s | vs untracked | harvests |"
+        "| method | rate | page-writes/s (min–max) | vs untracked | harvests |"
     )?;
     writeln!(out, "|---|---|---|---|---|")?;
     for s in &r.slowdown {
         writeln!(
             out,
-            "| {} | {} | {:.3e} | {:.3} | {} |",
+            "| {} | {} | {:.3e} ({:.3e}–{:.3e}) | {:.3} | {} |",
             s.method,
             s.rate_hz.map_or("–".into(), |h| format!("{h} Hz")),
             s.page_writes_per_s,
+            s.page_writes_per_s_min,
+            s.page_writes_per_s_max,
             s.vs_untracked,
             s.harvests
         )?;
