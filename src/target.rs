@@ -28,6 +28,12 @@ pub struct Status {
     pub seccomp: u32,
     /// Page-table memory of the process, KiB (`VmPTE`).
     pub vm_pte_kib: u64,
+    /// Peak resident memory of the address space, KiB (`VmHWM`).
+    pub vm_hwm_kib: u64,
+}
+
+fn kib(value: &str) -> u64 {
+    value.trim_end_matches("kB").trim().parse().unwrap_or(0)
 }
 
 pub fn read_status(path: &str) -> io::Result<Status> {
@@ -44,7 +50,8 @@ pub fn read_status(path: &str) -> io::Result<Status> {
             "Tgid" => st.tgid = value.parse().unwrap_or(0),
             "TracerPid" => st.tracer_pid = value.parse().unwrap_or(0),
             "Seccomp" => st.seccomp = value.parse().unwrap_or(0),
-            "VmPTE" => st.vm_pte_kib = value.trim_end_matches("kB").trim().parse().unwrap_or(0),
+            "VmPTE" => st.vm_pte_kib = kib(value),
+            "VmHWM" => st.vm_hwm_kib = kib(value),
             _ => {}
         }
     }

@@ -121,20 +121,16 @@ pub(super) fn measure(proc: &mut BenchTarget, method: Method, time: Duration) ->
     let (cpu0, t0, (n0, h0)) = (cpu_so_far(pid)?, Instant::now(), deltas_so_far(&records));
     std::thread::sleep((attached + time).saturating_duration_since(Instant::now() + interval));
     let (cpu1, t1, (n1, h1)) = (cpu_so_far(pid)?, Instant::now(), deltas_so_far(&records));
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointers for the duration of the call.
-    if unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } != pid {
-        bail!(
-            "waiting for uffd-dirty track: {}",
-            std::io::Error::last_os_error()
-        );
-    }
+    // The peak of the tracker's own address space (getrusage's maxrss would count this
+    // process's memory too: a child starts as a copy of it).
+    let peak_rss_kib = crate::target::read_status(&format!("/proc/{pid}/status"))
+        .context("reading the tracker's status")?
+        .vm_hwm_kib;
+    let status = tracker.wait_with_output()?.status;
     proc.writes()?;
     let _ = std::fs::remove_dir_all(&dir);
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        bail!("uffd-dirty track failed (wait status {status:#x}); its stderr is above");
+    if !status.success() {
+        bail!("uffd-dirty track failed ({status}); its stderr is above");
     }
     if n1 <= n0 {
         bail!("no delta in the measured window: give --run-time of at least 1s");
@@ -146,7 +142,7 @@ pub(super) fn measure(proc: &mut BenchTarget, method: Method, time: Duration) ->
         window_cpu: cpu1 - cpu0,
         window_deltas: n1 - n0,
         window_harvest: h1 - h0,
-        peak_rss_kib: usage.ru_maxrss as u64,
+        peak_rss_kib,
     })
 }
 
