@@ -152,8 +152,7 @@ pub fn parse_line(line: &str) -> Option<Vma> {
 
 /// Read and parse `/proc/PID/maps`.
 pub fn read_maps(pid: i32) -> io::Result<Vec<Vma>> {
-    let text = fs::read_to_string(format!("/proc/{pid}/maps"))?;
-    Ok(text.lines().filter_map(parse_line).collect())
+    MapsReader::new(pid).read()
 }
 
 /// `/proc/PID/maps` read every interval: into buffers kept between reads, and parsed only
@@ -181,22 +180,23 @@ impl MapsReader {
         Ok(())
     }
 
+    /// Keep what was read as the last listing, and parse it.
+    fn take_listing(&mut self) -> Vec<Vma> {
+        std::mem::swap(&mut self.text, &mut self.last);
+        self.last.lines().filter_map(parse_line).collect()
+    }
+
     /// The VMAs now.
     pub fn read(&mut self) -> io::Result<Vec<Vma>> {
         self.read_text()?;
-        std::mem::swap(&mut self.text, &mut self.last);
-        Ok(self.last.lines().filter_map(parse_line).collect())
+        Ok(self.take_listing())
     }
 
     /// The VMAs now, or `None` when the listing is the same as at the last read. (A VMA
     /// replaced in place by an identical one lists the same: see `PagemapScan::unarmed`.)
     pub fn changed(&mut self) -> io::Result<Option<Vec<Vma>>> {
         self.read_text()?;
-        if self.text == self.last {
-            return Ok(None);
-        }
-        std::mem::swap(&mut self.text, &mut self.last);
-        Ok(Some(self.last.lines().filter_map(parse_line).collect()))
+        Ok((self.text != self.last).then(|| self.take_listing()))
     }
 }
 

@@ -29,7 +29,11 @@ fn bench_smoke_prints_every_table_for_every_method() {
     if !kernel_can_track() {
         return;
     }
+    // The two methods every kernel that can track has (soft-dirty comes and goes with the
+    // kernel's configuration, and the row counts below are for two).
     let text = bench(&[
+        "--methods",
+        "pagemap-scan,pagemap-read",
         "--sizes",
         "16M,64M@25%",
         "--fractions",
@@ -67,6 +71,8 @@ fn bench_smoke_prints_every_table_for_every_method() {
     assert_eq!(rows(&text, "Tracker footprint").len(), 4, "{text}");
 
     let json: serde_json::Value = serde_json::from_str(&bench(&[
+        "--methods",
+        "pagemap-scan,pagemap-read",
         "--sizes",
         "16M",
         "--fractions",
@@ -111,4 +117,11 @@ fn bench_refuses_bad_sizes_in_one_line() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("`150%` is not a fraction"), "{err}");
+    let out = uffd_dirty()
+        .args(["bench", "--sizes", "4K"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("give at least 1M"), "{err}");
 }

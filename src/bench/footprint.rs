@@ -95,7 +95,7 @@ pub(super) fn measure(proc: &mut BenchTarget, method: Method, time: Duration) ->
     let records = dir.join("footprint.ndjson");
     let k = ((proc.populated as f64 * 0.01).round() as u64).max(1);
     proc.start_rewriting(time + Duration::from_secs(1), k)?;
-    let tracker = std::process::Command::new(std::env::current_exe()?)
+    let mut tracker = std::process::Command::new(std::env::current_exe()?)
         .args(["track", "--pid", &proc.pid().to_string()])
         .args(["--method", track::method_name(method)])
         .args(["--interval", &format!("{}ms", interval.as_millis())])
@@ -108,7 +108,12 @@ pub(super) fn measure(proc: &mut BenchTarget, method: Method, time: Duration) ->
     // The start record is written once attached: the CPU used until then is the attach's.
     let waiting = Instant::now();
     while std::fs::metadata(&records).map_or(true, |m| m.len() == 0) {
+        if let Some(status) = tracker.try_wait()? {
+            bail!("uffd-dirty track ended before attaching ({status}); its stderr is above");
+        }
         if waiting.elapsed() > Duration::from_secs(120) {
+            let _ = tracker.kill();
+            let _ = tracker.wait();
             bail!("uffd-dirty track wrote no start record in 120 s");
         }
         std::thread::sleep(Duration::from_micros(200));
@@ -146,8 +151,9 @@ pub(super) fn measure(proc: &mut BenchTarget, method: Method, time: Duration) ->
     })
 }
 
+/// A fresh private directory (mkdtemp: not a guessable name another user could plant).
 fn tempfile_dir() -> Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("uffd-dirty-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
+    let template = std::env::temp_dir().join("uffd-dirty-bench.XXXXXX");
+    nix::unistd::mkdtemp(&template)
+        .with_context(|| format!("creating a directory like {}", template.display()))
 }

@@ -105,11 +105,17 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
         Some('K') => (&t[..t.len() - 1], 1 << 10),
         _ => (t, 1),
     };
-    num.parse::<u64>()
+    let bytes = num
+        .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(mult))
-        .filter(|&n| n > 0)
-        .ok_or_else(|| format!("`{s}` is not a size (examples: 64M, 1G)"))
+        .ok_or_else(|| format!("`{s}` is not a size (examples: 64M, 1G)"))?;
+    if bytes < 1 << 20 {
+        return Err(format!(
+            "`{s}` is below the smallest bench size: give at least 1M"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// `0.01` or `1%`, between 0 and 1.
@@ -415,6 +421,9 @@ impl Bench<'_> {
                                 .push((first.as_secs_f64() - again.as_secs_f64()) * 1e6 / n as f64);
                         }
                         if let Some(bare) = bare.as_mut() {
+                            // The same writes as before the harvest, so both scans find the
+                            // target's memory and TLB in the same state.
+                            t.proc.dirty(n)?;
                             t.proc.dirty(n)?;
                             let t0 = Instant::now();
                             let reported = bare.harvest(self.page)?;

@@ -45,16 +45,24 @@ impl Arming {
 pub(crate) const SPARSE_MIN: u64 = 1 << 30;
 pub(crate) const SPARSE_FILL: u64 = 8;
 
-/// Arming goes in pieces of at most this size, so that progress can be reported while a
-/// single huge mapping is armed (a 4 GiB piece takes about 50 ms).
-const ARM_CHUNK: u64 = 256 << 20;
+/// Arming goes in pieces cut at multiples of this size, so that progress can be reported
+/// while a single huge mapping is armed (1 GiB populated takes about 12 ms). As large as the
+/// largest huge page: huge pages are aligned to their size, so no cut splits one (a split
+/// hugetlb page fails to arm; a split THP would be split in the target).
+const ARM_CHUNK: u64 = 1 << 30;
 
-/// `spans` cut into pieces of at most `size` bytes, in order.
+/// `spans` cut at every multiple of `size` (a power of two), in order.
 fn chunks(spans: &[Span], size: u64) -> impl Iterator<Item = Span> + '_ {
     spans.iter().flat_map(move |s| {
-        (s.start..s.end)
-            .step_by(size as usize)
-            .map(move |a| Span::new(a, (a + size).min(s.end)))
+        let mut at = s.start;
+        std::iter::from_fn(move || {
+            (at < s.end).then(|| {
+                let end = ((at / size + 1) * size).min(s.end);
+                let piece = Span::new(at, end);
+                at = end;
+                piece
+            })
+        })
     })
 }
 
@@ -274,7 +282,7 @@ impl Mm {
         let vmas = match listed {
             Some(vmas) => vmas,
             // The steady state: nothing to register, nothing to report.
-            None if stale.is_empty() => return Ok(Vec::new()),
+            None if stale.is_empty() && !self.registry.retry => return Ok(Vec::new()),
             None => self.vmas.clone(),
         };
         let old_vmas = std::mem::replace(&mut self.vmas, vmas);
@@ -546,14 +554,15 @@ mod tests {
 
     #[test]
     fn chunks_cover_each_span_in_order() {
+        // Cut at multiples of the size, not at offsets from each span's start.
         let spans = [Span::new(0x1000, 0x6000), Span::new(0x8000, 0x9000)];
         let got: Vec<Span> = chunks(&spans, 0x2000).collect();
         assert_eq!(
             got,
             vec![
-                Span::new(0x1000, 0x3000),
-                Span::new(0x3000, 0x5000),
-                Span::new(0x5000, 0x6000),
+                Span::new(0x1000, 0x2000),
+                Span::new(0x2000, 0x4000),
+                Span::new(0x4000, 0x6000),
                 Span::new(0x8000, 0x9000)
             ]
         );

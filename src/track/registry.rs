@@ -22,6 +22,9 @@ pub(crate) struct Registry {
     /// Their spans: never harvested, since PAGEMAP_SCAN would happily read and re-protect
     /// memory armed by *another* async userfaultfd (the program's own write tracking).
     pub(crate) excluded: Vec<Span>,
+    /// A piece was dropped by the last refresh because it was unmapped meanwhile: the next
+    /// refresh must run even if the listing reads as before (it may be mapped again).
+    pub(crate) retry: bool,
 }
 
 pub(crate) struct Skip {
@@ -44,6 +47,7 @@ impl Registry {
         scope: &[Span],
         stale: &[Span],
     ) -> io::Result<Vec<Skip>> {
+        self.retry = false;
         let present: HashSet<VmaKey> = vmas.iter().map(key).collect();
         self.failed.retain(|k| present.contains(k));
         let pieces: Vec<Selected> = maps::select(vmas, scope)
@@ -78,7 +82,10 @@ impl Registry {
                             // Unmapped between listing and registering: it is simply gone.
                             Err(e)
                                 if e.raw_os_error() == Some(libc::EINVAL)
-                                    && !still_mapped(pid, &p.vma) => {}
+                                    && !still_mapped(pid, &p.vma) =>
+                            {
+                                self.retry = true;
+                            }
                             Err(e) => {
                                 self.failed.insert(key(&p.vma));
                                 skipped.push(Skip {
