@@ -299,6 +299,12 @@ fn refusals_are_one_line_with_the_right_exit_code() {
             "does not exist",
         ),
         (
+            dir.path().to_path_buf(),
+            "r.html",
+            2,
+            "is a directory: give the file `uffd-dirty track --format json` wrote",
+        ),
+        (
             good.clone(),
             "r.png",
             2,

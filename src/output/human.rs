@@ -6,7 +6,7 @@
 use std::io::{self, IsTerminal, Write};
 
 use super::totals::{MappingTotals, mib, short_name};
-use super::{Emitter, Record};
+use super::{DeltaClock, Emitter, Record};
 use crate::maps::{Span, Vma};
 
 const TOP_MAPPINGS: usize = 3;
@@ -17,7 +17,7 @@ pub struct Human<W: Write> {
     interval_s: f64,
     styled: bool,
     totals: MappingTotals,
-    last_elapsed_ms: u64,
+    clock: DeltaClock,
 }
 
 impl<W: Write> Human<W> {
@@ -31,7 +31,7 @@ impl<W: Write> Human<W> {
             interval_s: 1.0,
             styled,
             totals: MappingTotals::new(4096),
-            last_elapsed_ms: 0,
+            clock: DeltaClock::default(),
         }
     }
 
@@ -146,9 +146,7 @@ impl<W: Write> Emitter for Human<W> {
                 )?;
             }
             Record::Delta(d) => {
-                let seconds = ((d.elapsed_ms.saturating_sub(self.last_elapsed_ms)) as f64 / 1000.0)
-                    .max(0.001);
-                self.last_elapsed_ms = d.elapsed_ms;
+                let seconds = self.clock.advance(d.elapsed_ms).seconds;
                 for r in &d.ranges {
                     // One piece per VMA the run crosses.
                     let mut at = r.start.0;

@@ -168,6 +168,34 @@ pub enum Envelope<S, M, D, X, E> {
 /// All records the tracker writes.
 pub type Record = Envelope<Start, Mapping, Delta, Exec, End>;
 
+/// The time each delta covered: from the `elapsed_ms` of the delta before it (of attach, for the
+/// first) to its own. One clock for every reader of deltas, so their rates agree.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DeltaClock {
+    last_elapsed_ms: u64,
+}
+
+/// How long one delta covered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Covered {
+    /// Milliseconds since the previous delta; 0 if the time went backwards.
+    pub ms: u64,
+    /// The same in seconds, for rates: at least 1 ms, so a rate is never infinite.
+    pub seconds: f64,
+}
+
+impl DeltaClock {
+    /// Take the next delta's `elapsed_ms`: how long it covered.
+    pub fn advance(&mut self, elapsed_ms: u64) -> Covered {
+        let ms = elapsed_ms.saturating_sub(self.last_elapsed_ms);
+        self.last_elapsed_ms = elapsed_ms;
+        Covered {
+            ms,
+            seconds: (ms as f64 / 1000.0).max(0.001),
+        }
+    }
+}
+
 /// Dirty runs to records, with page counts.
 pub fn dirty_runs(runs: &[Span], page_size: u64) -> Vec<DirtyRun> {
     runs.iter()
@@ -223,4 +251,24 @@ pub fn sink_for(output: &crate::cli::Output) -> anyhow::Result<Box<dyn io::Write
 /// Something that prints records. `vmas` gives human output the mapping names of a delta.
 pub trait Emitter {
     fn emit(&mut self, record: &Record, vmas: &[Vma]) -> io::Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delta_clock_measures_from_the_previous_delta() {
+        let mut clock = DeltaClock::default();
+        let covered = |ms, seconds| Covered { ms, seconds };
+        assert_eq!(clock.advance(250), covered(250, 0.25));
+        assert_eq!(clock.advance(1250), covered(1000, 1.0));
+        assert_eq!(
+            clock.advance(1250),
+            covered(0, 0.001),
+            "never a zero divisor"
+        );
+        assert_eq!(clock.advance(100), covered(0, 0.001), "time going back");
+        assert_eq!(clock.advance(600), covered(500, 0.5));
+    }
 }

@@ -13,6 +13,7 @@ use anyhow::{Result, anyhow};
 
 use super::trace::{self, Record};
 use crate::maps::{self, Span};
+use crate::output::DeltaClock;
 use crate::output::totals::{MappingTotals, short_name};
 
 /// At most this many cells: more would not show on a screen and would only bloat the SVG.
@@ -43,7 +44,10 @@ impl Tracked {
             Record::Mapping(m) => {
                 let span = Span::new(m.start.0, m.end.0);
                 let gone = match (m.event.as_str(), m.from) {
-                    ("moved", Some(from)) => Some(Span::new(from.0, from.0 + span.len())),
+                    // Checked when read (trace::read_records); saturating only to stay total.
+                    ("moved", Some(from)) => {
+                        Some(Span::new(from.0, from.0.saturating_add(span.len())))
+                    }
                     ("removed", _) => Some(span),
                     _ => None,
                 };
@@ -139,7 +143,7 @@ impl Survey {
             Record::Delta(d) => {
                 let h = self.header.as_mut().ok_or_else(before_start)?;
                 h.deltas += 1;
-                h.dirty_pages += d.dirty_pages;
+                h.dirty_pages = h.dirty_pages.saturating_add(d.dirty_pages);
                 h.last_time = d.time.0;
             }
             Record::End(e) => {
@@ -257,7 +261,7 @@ impl Layout {
             let end = first + piece.len() / self.page_size;
             while first < end {
                 let row = first / self.pages_per_row;
-                let row_end = ((row + 1) * self.pages_per_row).min(end);
+                let row_end = (row + 1).saturating_mul(self.pages_per_row).min(end);
                 f(row as usize, row_end - first);
                 first = row_end;
             }
@@ -299,7 +303,7 @@ pub struct Heatmap {
     tracked_per_row: Vec<u64>,
     tracked_changed: bool,
     delta_index: u64,
-    last_elapsed_ms: u64,
+    clock: DeltaClock,
 }
 
 impl Heatmap {
@@ -314,7 +318,7 @@ impl Heatmap {
             now_tracked: Tracked::default(),
             tracked_changed: false,
             delta_index: 0,
-            last_elapsed_ms: 0,
+            clock: DeltaClock::default(),
             header,
             layout,
         }
@@ -342,27 +346,34 @@ impl Heatmap {
         let column = (self.delta_index / self.layout.deltas_per_column) as usize;
         self.delta_index += 1;
         let cells = column * rows..(column + 1) * rows;
-        for (sum, now) in self.tracked[cells.clone()]
-            .iter_mut()
-            .zip(&self.tracked_per_row)
-        {
-            *sum += now;
+        let runs = maps::union(delta.ranges.iter().map(|r| r.span()).collect());
+        let tracked = &mut self.tracked[cells.clone()];
+        for (sum, now) in tracked.iter_mut().zip(&self.tracked_per_row) {
+            *sum = sum.saturating_add(*now);
+        }
+        // Memory that stopped being tracked (made read-only: a `removed` record) stays
+        // registered up to this harvest, which still reports the writes made before: those
+        // pages were tracked for this delta, so they show, and a cell never has more pages
+        // written than tracked.
+        for span in maps::subtract(&runs, &self.now_tracked.live) {
+            self.layout.per_row(span, |row, pages| {
+                tracked[row] = tracked[row].saturating_add(pages)
+            });
         }
         let written = &mut self.written[cells];
-        for run in &delta.ranges {
-            self.layout
-                .per_row(run.span(), |row, pages| written[row] += pages);
+        for &span in &runs {
+            self.layout.per_row(span, |row, pages| {
+                written[row] = written[row].saturating_add(pages)
+            });
         }
         for run in &delta.ranges {
             self.add_to_totals(run.span());
         }
-        let covered_ms = delta.elapsed_ms.saturating_sub(self.last_elapsed_ms);
-        self.last_elapsed_ms = delta.elapsed_ms;
-        self.totals
-            .finish_delta((covered_ms as f64 / 1000.0).max(0.001));
+        let covered = self.clock.advance(delta.elapsed_ms);
+        self.totals.finish_delta(covered.seconds);
         let c = &mut self.columns[column];
-        c.dirty_pages += delta.dirty_pages;
-        c.covered_ms += covered_ms;
+        c.dirty_pages = c.dirty_pages.saturating_add(delta.dirty_pages);
+        c.covered_ms = c.covered_ms.saturating_add(covered.ms);
         c.end_ms = delta.elapsed_ms;
     }
 
@@ -404,17 +415,34 @@ mod tests {
 "#;
 
     fn heatmap(limits: Limits) -> Heatmap {
+        heatmap_of(STREAM, limits)
+    }
+
+    fn heatmap_of(text: &str, limits: Limits) -> Heatmap {
         let mut survey = Survey::default();
-        trace::read_records(STREAM.as_bytes(), "T", |n, r| survey.add(n, &r, "T")).unwrap();
+        trace::read_records(text.as_bytes(), "T", |n, r| survey.add(n, &r, "T")).unwrap();
         let header = survey.header("T").unwrap().clone();
         let layout = Layout::new(&survey, &header, limits);
         let mut heatmap = Heatmap::new(header, layout);
-        trace::read_records(STREAM.as_bytes(), "T", |_, r| {
+        trace::read_records(text.as_bytes(), "T", |_, r| {
             heatmap.add(&r);
             Ok(())
         })
         .unwrap();
         heatmap
+    }
+
+    /// STREAM with the heap's removal cut to `removed`, and the writes of the delta after it.
+    fn removed_then_written(removed: &str, runs: &str) -> String {
+        STREAM
+            .replace(
+                r#""event":"removed","start":"0x10000","end":"0x14000""#,
+                &format!(r#""event":"removed",{removed}"#),
+            )
+            .replace(
+                r#""dirty_pages":0,"ranges":[]"#,
+                &format!(r#""dirty_pages":1,"ranges":[{runs}]"#),
+            )
     }
 
     fn grid(h: &Heatmap) -> Vec<Vec<Option<f64>>> {
@@ -471,6 +499,98 @@ mod tests {
                 [n, w(1.0), w(0.0)],
             ]
         );
+    }
+
+    #[test]
+    fn writes_reported_after_memory_stopped_being_tracked_show() {
+        // The heap made read-only before delta 3, whose harvest still reports a write made
+        // before: the cell shows it, where it would be hatched as untracked.
+        let text = removed_then_written(
+            r#""start":"0x10000","end":"0x14000""#,
+            r#"{"start":"0x10000","end":"0x11000","pages":1}"#,
+        );
+        let (n, w) = (None, |f: f64| Some(f));
+        assert_eq!(
+            grid(&heatmap_of(&text, LIMITS))[..4],
+            [
+                [w(1.0), w(0.0), w(1.0)],
+                [w(1.0), w(0.0), n],
+                [w(0.0), w(0.0), n],
+                [w(0.0), w(0.0), n],
+            ]
+        );
+    }
+
+    #[test]
+    fn a_partly_tracked_cell_never_exceeds_all_its_pages() {
+        // Rows of 2 pages; the heap's first page stops being tracked, and delta 3 reports
+        // both pages of row 0: 2 written of 2 tracked, not of 1.
+        let text = removed_then_written(
+            r#""start":"0x10000","end":"0x11000""#,
+            r#"{"start":"0x10000","end":"0x12000","pages":2}"#,
+        );
+        let h = heatmap_of(
+            &text,
+            Limits {
+                columns: 3,
+                rows: 4,
+            },
+        );
+        assert_eq!(h.layout.pages_per_row, 2);
+        assert_eq!(h.cell(2, 0), Cell::Written(1.0));
+        assert_eq!(h.cell(2, 1), Cell::Written(0.0));
+    }
+
+    #[test]
+    fn extreme_addresses_neither_overflow_nor_panic() {
+        let top = "0xfffffffffffff000";
+        // The whole address space, tracked and written, with 1-byte pages (the only power of
+        // two where the last row's end overflows) and with 4 KiB pages.
+        for (page_size, end) in [(1, "0xffffffffffffffff"), (4096, top)] {
+            let text = STREAM
+                .replace(
+                    r#""page_size":4096"#,
+                    &format!(r#""page_size":{page_size}"#),
+                )
+                .replace(
+                    r#""start":"0x10000","end":"0x14000""#,
+                    &format!(r#""start":"0x0","end":"{end}""#),
+                )
+                .replace(
+                    r#""start":"0x10000","end":"0x12000""#,
+                    &format!(r#""start":"0x0","end":"{end}""#),
+                )
+                .replace(
+                    r#""dirty_pages":2"#,
+                    r#""dirty_pages":18446744073709551615"#,
+                );
+            let (h, _) = crate::report::analyse(std::io::Cursor::new(text), "T").unwrap();
+            assert_eq!(h.header.dirty_pages, u64::MAX, "saturated");
+            assert_eq!(h.cell(0, 0), Cell::Written(1.0));
+            assert!(h.totals.rows()[0].size_mib.is_finite());
+            let _ = crate::report::render::html(&h, &[]);
+        }
+        // Nonsense: an error naming the line.
+        let bad = [
+            (
+                r#""start":"0x10000","end":"0x12000""#,
+                r#""start":"0xffffffffffffffff","end":"0x0""#,
+                "T line 2: range 0xffffffffffffffff-0x0 ends before it starts",
+            ),
+            (
+                r#""event":"removed""#,
+                &format!(r#""event":"moved","from":"{top}""#),
+                "T line 5: a mapping of 0x4000 bytes moved from 0xfffffffffffff000 would end past the top",
+            ),
+        ];
+        for (from, to, says) in bad {
+            let text = STREAM.replace(from, to);
+            let err = crate::report::analyse(std::io::Cursor::new(text), "T")
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.starts_with(says), "expected {says:?}: {err}");
+        }
     }
 
     #[test]

@@ -51,12 +51,17 @@ fn open_trace(path: &Path) -> Result<Box<dyn Rewindable>> {
     if path.as_os_str() == "-" {
         return spool_stdin().context("reading the trace from stdin");
     }
-    match File::open(path) {
-        Ok(f) => Ok(Box::new(f)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(usage(format!(
-            "trace file {} does not exist: give the file `uffd-dirty track --format json` wrote, or - for stdin",
+    let wrong = |what: &str| {
+        Err(usage(format!(
+            "trace file {} {what}: give the file `uffd-dirty track --format json` wrote, or - for stdin",
             path.display()
-        ))),
+        )))
+    };
+    match File::open(path) {
+        // A directory opens (for reading) and fails only at the first read.
+        Ok(f) if f.metadata().is_ok_and(|m| m.is_dir()) => wrong("is a directory"),
+        Ok(f) => Ok(Box::new(f)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => wrong("does not exist"),
         Err(e) => Err(e).with_context(|| format!("opening {}", path.display())),
     }
 }

@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::heatmap::{Cell, Header, Heatmap};
+use super::heatmap::{Band, Cell, Header, Heatmap, Layout};
 use crate::output::totals::{mib, short_name};
 
 /// Shades from light (a few pages written) to dark (all): level 1 to [`LEVELS`]. White is none.
@@ -120,10 +120,37 @@ fn nice_ceiling(v: f64) -> f64 {
 /// legend.
 pub fn svg(h: &Heatmap) -> String {
     let layout = &h.layout;
-    let (columns, rows) = (layout.columns, layout.rows);
-    let cell_w = HEAT_W / columns.max(1) as f64;
-    let row_h = HEAT_H / rows.max(1) as f64;
+    let cell_w = HEAT_W / layout.columns.max(1) as f64;
+    let row_h = HEAT_H / layout.rows.max(1) as f64;
     let mut s = String::new();
+    title(&mut s, &h.header);
+    let _ = write!(
+        s,
+        r##"<g id="heatmap" transform="translate({LEFT},{TOP})" data-x="{LEFT}" data-y="{TOP}" data-width="{HEAT_W}" data-height="{HEAT_H}" data-columns="{}" data-rows="{}" data-deltas="{}" data-deltas-per-column="{}" data-pages-per-row="{}" data-page-size="{}" data-total-pages="{}">
+<rect width="{HEAT_W}" height="{HEAT_H}" fill="#fff"/>
+"##,
+        layout.columns,
+        layout.rows,
+        layout.deltas,
+        layout.deltas_per_column,
+        layout.pages_per_row,
+        layout.page_size,
+        layout.total_pages
+    );
+    cell_paths(&mut s, h, cell_w, row_h);
+    bands(&mut s, layout);
+    frame(&mut s, layout);
+    s.push_str("</g>\n");
+    time_axis(&mut s, h, TOP + HEAT_H, cell_w);
+    rate_curve(&mut s, h, cell_w);
+    time_axis(&mut s, h, RATE_Y + RATE_H, cell_w);
+    legend(&mut s);
+    s.push_str("</svg>\n");
+    s
+}
+
+/// The `<svg>` element with the hatch pattern, and the header lines above the heatmap.
+fn title(s: &mut String, header: &Header) {
     let _ = write!(
         s,
         r##"<svg xmlns="http://www.w3.org/2000/svg" id="report-svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">
@@ -131,7 +158,7 @@ pub fn svg(h: &Heatmap) -> String {
 <rect width="{WIDTH}" height="{HEIGHT}" fill="#fff"/>
 "##
     );
-    let [line1, line2] = header_lines(&h.header);
+    let [line1, line2] = header_lines(header);
     let _ = write!(
         s,
         r##"<text x="12" y="24" font-size="17" font-weight="bold">uffd-dirty report · {}</text>
@@ -141,37 +168,29 @@ pub fn svg(h: &Heatmap) -> String {
         escape(&line1),
         escape(&line2)
     );
+}
 
-    // The heatmap: cells in cell units under one scale, so each run of equal cells is a
-    // short path segment; one path per shade keeps the file small.
-    let _ = write!(
-        s,
-        r##"<g id="heatmap" transform="translate({LEFT},{TOP})" data-x="{LEFT}" data-y="{TOP}" data-width="{HEAT_W}" data-height="{HEAT_H}" data-columns="{columns}" data-rows="{rows}" data-deltas="{}" data-deltas-per-column="{}" data-pages-per-row="{}" data-page-size="{}" data-total-pages="{}">
-<rect width="{HEAT_W}" height="{HEAT_H}" fill="#fff"/>
-"##,
-        layout.deltas,
-        layout.deltas_per_column,
-        layout.pages_per_row,
-        layout.page_size,
-        layout.total_pages
-    );
+/// What a cell is drawn as: hatched (`None`) or a shade level (0: white, drawn as nothing).
+fn cell_kind(cell: Cell) -> Option<usize> {
+    match cell {
+        Cell::Untracked => None,
+        Cell::Written(f) => Some(level(f)),
+    }
+}
+
+/// The cells: in cell units under one scale, so each run of equal cells in a row is a short
+/// path segment; one path per shade keeps the file small. Untracked runs are hatched, in
+/// pixels (a pattern under a scale would stretch).
+fn cell_paths(s: &mut String, h: &Heatmap, cell_w: f64, row_h: f64) {
+    let (columns, rows) = (h.layout.columns, h.layout.rows);
     let mut paths = vec![String::new(); LEVELS + 1];
     let mut untracked = String::new();
     for row in 0..rows {
         let mut column = 0;
         while column < columns {
-            let cell = h.cell(column, row);
-            let kind = match cell {
-                Cell::Untracked => None,
-                Cell::Written(f) => Some(level(f)),
-            };
+            let kind = cell_kind(h.cell(column, row));
             let mut end = column + 1;
-            while end < columns
-                && match h.cell(end, row) {
-                    Cell::Untracked => kind.is_none(),
-                    Cell::Written(f) => kind == Some(level(f)),
-                }
-            {
+            while end < columns && cell_kind(h.cell(end, row)) == kind {
                 end += 1;
             }
             let len = end - column;
@@ -209,8 +228,11 @@ pub fn svg(h: &Heatmap) -> String {
         let _ = writeln!(s, r#"<path fill="{}" d="{d}"/>"#, shade(l));
     }
     s.push_str("</g>\n");
+}
 
-    // Bands: separators across the heatmap, names in the left margin where they fit.
+/// Bands: separators across the heatmap, names (and start addresses, where there is room) in
+/// the left margin.
+fn bands(s: &mut String, layout: &Layout) {
     let pixels_per_page = HEAT_H / layout.total_pages.max(1) as f64;
     let mut label_free_from = f64::MIN;
     for band in &layout.bands {
@@ -233,35 +255,45 @@ pub fn svg(h: &Heatmap) -> String {
                 r##"<line x1="-6" x2="{HEAT_W}" y1="{y0:.2}" y2="{y0:.2}" stroke="#3b6ea5" stroke-width="0.8"/>"##
             );
         }
-        // The label sits at the band's middle, or just below the previous one if the band is
-        // too thin; labels that would leave their band's reach are dropped (the title stays).
-        let label_y = ((y0 + y1) / 2.0 + 4.0).max(label_free_from);
-        if label_y <= y1 + 12.0 && label_y <= HEAT_H + 4.0 {
-            let name = short_name(&band.name);
-            let name = if name.chars().count() > 26 {
-                format!("{}…", name.chars().take(25).collect::<String>())
-            } else {
-                name.to_string()
-            };
-            let _ = write!(
-                s,
-                r#"<text x="-10" y="{label_y:.2}" text-anchor="end">{}</text>"#,
-                escape(&name)
-            );
-            if y1 - y0 >= 30.0 {
-                let _ = write!(
-                    s,
-                    r##"<text x="-10" y="{:.2}" text-anchor="end" font-family="monospace" font-size="10" fill="#666">{:#x}</text>"##,
-                    label_y + 13.0,
-                    band.span.start
-                );
-                label_free_from = label_y + 26.0;
-            } else {
-                label_free_from = label_y + 13.0;
-            }
-        }
+        band_label(s, band, y0, y1, &mut label_free_from);
         s.push_str("</g>\n");
     }
+}
+
+/// A band's name in the margin, at the band's middle or just below the previous label if the
+/// band is too thin; a label that would leave its band's reach is dropped (the title stays).
+/// `free_from`: the first y a label may take, moved past this one.
+fn band_label(s: &mut String, band: &Band, y0: f64, y1: f64, free_from: &mut f64) {
+    let label_y = ((y0 + y1) / 2.0 + 4.0).max(*free_from);
+    if label_y > y1 + 12.0 || label_y > HEAT_H + 4.0 {
+        return;
+    }
+    let name = short_name(&band.name);
+    let name = if name.chars().count() > 26 {
+        format!("{}…", name.chars().take(25).collect::<String>())
+    } else {
+        name.to_string()
+    };
+    let _ = write!(
+        s,
+        r#"<text x="-10" y="{label_y:.2}" text-anchor="end">{}</text>"#,
+        escape(&name)
+    );
+    if y1 - y0 >= 30.0 {
+        let _ = write!(
+            s,
+            r##"<text x="-10" y="{:.2}" text-anchor="end" font-family="monospace" font-size="10" fill="#666">{:#x}</text>"##,
+            label_y + 13.0,
+            band.span.start
+        );
+        *free_from = label_y + 26.0;
+    } else {
+        *free_from = label_y + 13.0;
+    }
+}
+
+/// The heatmap's border, and a note across it when there is nothing to show.
+fn frame(s: &mut String, layout: &Layout) {
     let _ = writeln!(
         s,
         r##"<rect width="{HEAT_W}" height="{HEAT_H}" fill="none" stroke="#555"/>"##
@@ -279,14 +311,6 @@ pub fn svg(h: &Heatmap) -> String {
             HEAT_H / 2.0
         );
     }
-    s.push_str("</g>\n");
-
-    time_axis(&mut s, h, TOP + HEAT_H, cell_w);
-    rate_curve(&mut s, h, cell_w);
-    time_axis(&mut s, h, RATE_Y + RATE_H, cell_w);
-    legend(&mut s);
-    s.push_str("</svg>\n");
-    s
 }
 
 /// Ticks at column boundaries, labelled with the time since attach.

@@ -1,8 +1,13 @@
 //! Reading a recorded run: the NDJSON records of `track --format json`, one line at a time.
 //!
-//! Only what a report needs is parsed; unknown record types (a launched writer's own lines
-//! sharing stdout, record types added later) are skipped. A last line cut short (the tracker
-//! was killed mid-write) is tolerated; any other line that is not JSON is an error naming it.
+//! Only what a report needs is parsed. JSON objects whose `type` the tracker does not write
+//! (record types added later, a launched program's own JSON lines) are skipped. Any other line
+//! that is not a record stops the report with an error naming it, plain text included: a
+//! command launched with `track -- CMD` that prints to stdout mixes its lines into the trace, so
+//! such runs are recorded with `track --output FILE`. A last line cut short (the tracker was
+//! killed mid-write) is tolerated. Address ranges are checked as they are read (start not
+//! after end, on the page grid, a move that fits the address space), so that nothing after
+//! this module does arithmetic on nonsense.
 
 use std::io::BufRead;
 use std::time::SystemTime;
@@ -126,6 +131,54 @@ fn is_foreign(line: &[u8]) -> bool {
 /// The contract version this reader understands.
 pub const SUPPORTED_VERSION: u64 = crate::output::FORMAT_VERSION as u64;
 
+/// What is wrong with the address ranges of `record`, if anything. `page_size`: the run's (the
+/// start record's own for itself; `None` before it, when only the order is checked).
+fn check_ranges(record: &Record, page_size: Option<u64>) -> Result<(), String> {
+    let page_size = match record {
+        Record::Start(s) => Some(s.page_size),
+        _ => page_size,
+    }
+    .filter(|p| p.is_power_of_two()); // else the start record is refused for it
+    let check = |start: HexAddr, end: HexAddr| {
+        if start.0 > end.0 {
+            return Err(format!(
+                "range {:#x}-{:#x} ends before it starts",
+                start.0, end.0
+            ));
+        }
+        match page_size {
+            Some(p) if !start.0.is_multiple_of(p) || !end.0.is_multiple_of(p) => Err(format!(
+                "range {:#x}-{:#x} is not on the page grid (page_size {p})",
+                start.0, end.0
+            )),
+            _ => Ok(()),
+        }
+    };
+    match record {
+        Record::Start(Start { ranges, .. }) | Record::Exec(Exec { ranges }) => {
+            ranges.iter().try_for_each(|r| check(r.start, r.end))
+        }
+        Record::Delta(d) => d.ranges.iter().try_for_each(|r| check(r.start, r.end)),
+        Record::Mapping(m) => {
+            check(m.start, m.end)?;
+            match m.from {
+                Some(from) => {
+                    let end = from.0.checked_add(m.end.0 - m.start.0).ok_or_else(|| {
+                        format!(
+                            "a mapping of {:#x} bytes moved from {:#x} would end past the top of the address space",
+                            m.end.0 - m.start.0,
+                            from.0
+                        )
+                    })?;
+                    check(from, HexAddr(end))
+                }
+                None => Ok(()),
+            }
+        }
+        Record::End(_) => Ok(()),
+    }
+}
+
 /// Feed every record of `input` to `each`, with its line number. `name` names the input in
 /// errors (`TRACE line 17: …`). Returns a warning when the last line was cut short.
 pub fn read_records(
@@ -135,6 +188,7 @@ pub fn read_records(
 ) -> Result<Option<String>> {
     let mut line = Vec::new();
     let mut number = 0;
+    let mut page_size = None;
     loop {
         line.clear();
         let n = input
@@ -148,7 +202,17 @@ pub fn read_records(
             continue;
         }
         match serde_json::from_slice::<Record>(&line) {
-            Ok(record) => each(number, record)?,
+            Ok(record) => {
+                check_ranges(&record, page_size).map_err(|e| {
+                    anyhow!(
+                        "{name} line {number}: {e}: give the output of `uffd-dirty track --format json`"
+                    )
+                })?;
+                if let Record::Start(s) = &record {
+                    page_size = Some(s.page_size);
+                }
+                each(number, record)?
+            }
             Err(_) if is_foreign(&line) => {}
             // A tracker killed mid-write leaves its last line without its newline.
             Err(e) if e.is_eof() && line.last() != Some(&b'\n') => {
@@ -164,7 +228,7 @@ pub fn read_records(
                     "not JSON"
                 };
                 return Err(anyhow!(
-                    "{name} line {number}: {what} ({e}): give the output of `uffd-dirty track --format json`"
+                    "{name} line {number}: {what} ({e}): give the output of `uffd-dirty track --format json` (with `-- CMD`, record with `--output FILE` so the command's own output stays out)"
                 ));
             }
         }
@@ -210,5 +274,68 @@ mod tests {
         // Cut short but followed by more: not the last line, so an error.
         let err = types("{\"type\":\"delta\"\n{}\n").unwrap_err();
         assert!(err.to_string().starts_with("T line 1: not JSON"), "{err}");
+    }
+
+    /// A start record with `ranges`, then `rest`.
+    fn run(ranges: &str, rest: &str) -> String {
+        format!(
+            "{{\"type\":\"start\",\"version\":1,\"pid\":7,\"page_size\":4096,\"method\":\"m\",\"interval_ms\":100,\"ranges\":[{ranges}],\"time\":\"2026-01-01T00:00:00Z\"}}\n{rest}\n"
+        )
+    }
+
+    fn delta(runs: &str) -> String {
+        format!(
+            "{{\"type\":\"delta\",\"elapsed_ms\":100,\"dirty_pages\":1,\"ranges\":[{runs}],\"time\":\"2026-01-01T00:00:00Z\"}}"
+        )
+    }
+
+    fn moved(start: &str, end: &str, from: &str) -> String {
+        format!(
+            "{{\"type\":\"mapping\",\"event\":\"moved\",\"start\":\"{start}\",\"end\":\"{end}\",\"from\":\"{from}\",\"mapping\":\"m\"}}"
+        )
+    }
+
+    #[test]
+    fn nonsense_addresses_are_errors_naming_the_line() {
+        let range =
+            |s: &str, e: &str| format!("{{\"start\":\"{s}\",\"end\":\"{e}\",\"mapping\":\"m\"}}");
+        let run_of = |s: &str, e: &str| format!("{{\"start\":\"{s}\",\"end\":\"{e}\"}}");
+        let top = "0xfffffffffffff000";
+        let cases = [
+            (
+                run(&range("0x2000", "0x1000"), ""),
+                "T line 1: range 0x2000-0x1000 ends before it starts",
+            ),
+            (
+                run("", &delta(&run_of("0x1000", "0xffffffffffffffff"))),
+                "T line 2: range 0x1000-0xffffffffffffffff is not on the page grid (page_size 4096)",
+            ),
+            (
+                run("", &delta(&run_of("0xffffffffffffffff", "0x0"))),
+                "T line 2: range 0xffffffffffffffff-0x0 ends before it starts",
+            ),
+            (
+                run("", &moved("0x0", "0x2000", top)),
+                "T line 2: a mapping of 0x2000 bytes moved from 0xfffffffffffff000 would end past the top",
+            ),
+            (
+                run("", &moved("0x3000", "0x1000", "0x0")),
+                "T line 2: range 0x3000-0x1000 ends before it starts",
+            ),
+        ];
+        for (text, says) in cases {
+            let err = types(&text).unwrap_err().to_string();
+            assert!(err.starts_with(says), "expected {says:?}: {err}");
+        }
+        // The top of the address space itself is fine.
+        let ok = run(
+            &range("0x0", top),
+            &format!(
+                "{}\n{}",
+                delta(&run_of("0x0", top)),
+                moved("0x0", "0x1000", "0xffffffffffffe000")
+            ),
+        );
+        assert_eq!(types(&ok).unwrap().0, ["1:Start", "2:Delta", "3:Mapping"]);
     }
 }
