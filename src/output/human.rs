@@ -14,7 +14,6 @@ const TOP_MAPPINGS: usize = 3;
 pub struct Human<W: Write> {
     out: W,
     page_size: u64,
-    interval_s: f64,
     styled: bool,
     totals: MappingTotals,
     clock: DeltaClock,
@@ -28,7 +27,6 @@ impl<W: Write> Human<W> {
         Human {
             out,
             page_size: 4096,
-            interval_s: 1.0,
             styled,
             totals: MappingTotals::new(4096),
             clock: DeltaClock::default(),
@@ -108,7 +106,6 @@ impl<W: Write> Emitter for Human<W> {
             Record::Start(s) => {
                 self.page_size = s.page_size;
                 self.totals.set_page_size(s.page_size);
-                self.interval_s = (s.interval_ms as f64 / 1000.0).max(0.001);
                 let pages: u64 = s.ranges.iter().map(|r| r.pages).sum();
                 let line = format!(
                     "tracking PID {} with {}: {} ranges, {} pages ({:.1} MiB), every {} ms; attach took {:.1} ms",
