@@ -140,6 +140,7 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand --write-first 'Bursts write only pages [0, N) of the region (0: all of it); the rest stays untouched'
             cand --seed 'seed'
             cand --log 'Write the ground-truth log (NDJSON) here'
+            cand --until-stdin 'Stop writing at the first byte on stdin, or its end (after --wait''s byte, if any), as well as at --run-for: a test that needs writes until it has looked says when to stop'
             cand --hold 'After the last burst, print `done` and wait for stdin to close before exiting'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'

@@ -4,8 +4,11 @@
 //! Module map: [`sys`] (kernel ABI and raw calls), [`target`] (the process, by pidfd),
 //! [`attach`] (creating a userfaultfd inside the target by ptrace), [`uffd`] (handshake and
 //! registration), [`maps`] (VMAs and what to track), [`scan`] (harvesting), [`track`] (the
-//! loop), [`output`] (records and formats), [`report`] (a recorded run as a heatmap), [`launch`] (`-- CMD`), [`cli`], [`exit`], and
-//! [`workload`] (a writer with ground truth, for the demo and the tests).
+//! loop), [`output`] (records and formats), [`view`] (`track --view`, the live terminal
+//! picture), [`progress`] (the attach progress bar), [`report`] (a recorded run as a
+//! heatmap), [`launch`] (`-- CMD`), [`check`] (what this machine supports), [`compare`] and
+//! [`bench`] (against soft-dirty), [`cli`], [`exit`], and [`workload`] (a writer with ground
+//! truth, for the demo and the tests).
 
 pub mod attach;
 pub mod bench;
@@ -30,25 +33,40 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
+use clap::ValueEnum;
 
 use cli::{ArmMethod, Cli, Command, DemoArgs, Method, TargetArgs, TrackArgs};
 use exit::ExitCode;
 
-/// Stop flag set by SIGINT/SIGTERM; a second SIGINT exits at once with 130.
-fn stop_flag() -> Result<Arc<AtomicBool>> {
+/// Stop flag set by SIGINT/SIGTERM; a second SIGINT exits at once with 130. With `view`
+/// (the terminal saved by [`view::open_terminal`]), that exit gives the terminal back first:
+/// `q` sets the same flag, so any signal after it takes this path.
+fn stop_flag(view: bool) -> Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // Order matters: the conditional exit must see the flag before this signal sets it.
-        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&flag))?;
+        if view {
+            view::exit_on_second_signal(sig, Arc::clone(&flag))?;
+        } else {
+            signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&flag))?;
+        }
         signal_hook::flag::register(sig, Arc::clone(&flag))?;
     }
     Ok(flag)
 }
 
 fn track(args: &TrackArgs) -> Result<ExitCode> {
-    // Before anything else: without a terminal, --view is a usage error.
+    // Before anything else: a --format the view would ignore, and --view without a terminal,
+    // are usage errors.
+    if args.view && args.output.output.is_none() && args.output.format != cli::Format::Human {
+        let format = args.output.format.to_possible_value().expect("not skipped");
+        return Err(exit::usage(format!(
+            "--view draws on the terminal, so --format {} has nowhere to go: add --output FILE to record while viewing",
+            format.get_name()
+        )));
+    }
     let tty = args.view.then(view::open_terminal).transpose()?;
-    let stop = stop_flag()?;
+    let stop = stop_flag(args.view)?;
     let sink = output::sink_for(&args.output)?;
     let emitter: Box<dyn output::Emitter> = match tty {
         Some(tty) => {
@@ -115,7 +133,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo(args) => demo(&args),
         Command::Bench(args) => bench::run(&args),
         Command::BenchTarget(args) => bench::run_target(&args),
-        Command::Compare(args) => compare::run(&args, &*stop_flag()?),
+        Command::Compare(args) => compare::run(&args, &*stop_flag(false)?),
         Command::Check(args) => check::run(&args.output),
         Command::Report(args) => report::run(&args),
         Command::Scenario(args) => {

@@ -123,6 +123,11 @@ impl Writer {
         self.stdin.as_mut().unwrap().flush().unwrap();
     }
 
+    /// Tell a `--until-stdin` writer to stop writing (one byte on its stdin).
+    pub fn stop_writing(&mut self) {
+        self.go();
+    }
+
     /// Wait for the `done` line of a `--hold` writer.
     pub fn wait_done(&mut self) {
         let mut line = String::new();

@@ -57,12 +57,22 @@ impl Tmux {
         self.run(&["display-message", "-p", f]).trim().to_string()
     }
 
-    /// Wait until the pane shows something `ok` accepts; that capture.
+    /// Wait until the pane shows something `ok` accepts, twice in a row; that capture. A
+    /// frame is one write, but tmux may take it in pieces: a capture can hold the top of a
+    /// new frame over the rest of the old one. The view draws at each delta and key, so the
+    /// same capture a moment later is (almost surely) a whole frame.
     fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
         let mut last = String::new();
         let found = wait_until(Duration::from_secs(20), || {
             last = self.capture(false);
-            ok(&last)
+            if !ok(&last) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(30));
+            let again = self.capture(false);
+            let same = again == last;
+            last = again;
+            same
         });
         assert!(found, "the pane never showed {what}:\n{last}");
         last
@@ -82,6 +92,12 @@ fn status(pane: &str) -> Option<(u64, u64)> {
     let seq = words.find(|w| w.starts_with('#'))?[1..].parse().ok()?;
     let pages = words.next()?.parse().ok()?;
     Some((seq, pages))
+}
+
+/// The selected mapping, as the `all … > NAME RANGE SIZE` scope line names it.
+fn selection(pane: &str) -> Option<String> {
+    let line = pane.lines().find(|l| l.starts_with("all "))?;
+    Some(line.split_once("  > ")?.1.trim_end().to_string())
 }
 
 /// `0x1000-0x2000` in `line` as (start, end), and the `cell = N pages` grain.
@@ -118,7 +134,10 @@ fn view_draws_written_and_clean_cells_and_quits_like_sigint() {
             "--bursts=0",
             "--burst-pages=64",
             "--gap=2ms",
-            "--run-for=12s",
+            // Writing until the cells have been checked, however slow this machine is: a
+            // hot cell fades to clean 16 deltas after its last write.
+            "--until-stdin",
+            "--run-for=120s",
             "--hold",
         ],
         None,
@@ -155,20 +174,26 @@ fn view_draws_written_and_clean_cells_and_quits_like_sigint() {
             .map(zoom_header)
             .is_some_and(|(s, e, _)| s <= base && end <= e)
     };
+    // Each j waits for its redraw, so that a slow one cannot make the next j skip the buffer.
+    let mut pane = tmux.wait_for("the selected mapping", |p| selection(p).is_some());
     for _ in 0..40 {
-        if holds_buffer(&tmux.capture(false)) {
+        if holds_buffer(&pane) {
             break;
         }
+        let before = selection(&pane).unwrap();
         tmux.keys("j");
-        std::thread::sleep(Duration::from_millis(100));
+        pane = tmux.wait_for("the selection moving down", |p| {
+            selection(p).is_some_and(|s| s != before)
+        });
     }
-    assert!(
-        holds_buffer(&tmux.capture(false)),
-        "j never selected the buffer"
-    );
+    assert!(holds_buffer(&pane), "j never selected the buffer:\n{pane}");
     tmux.keys("z");
+    // The whole zoomed frame: below the header, the selected mapping's rows and nothing of
+    // the unzoomed frame (other mappings' rows start with a space).
     let pane = tmux.wait_for("the zoomed mapping", |p| {
-        p.lines().any(|l| l.starts_with("zoom [anon] 0x"))
+        let mut lines = p.lines().skip_while(|l| !l.starts_with("zoom [anon] 0x"));
+        lines.next().is_some()
+            && lines.all(|l| l.starts_with('>') || l.trim().is_empty() || l.starts_with("q quit"))
     });
     let header = pane.lines().find(|l| l.starts_with("zoom ")).unwrap();
     let (start, _, grain) = zoom_header(header);
@@ -200,6 +225,7 @@ fn view_draws_written_and_clean_cells_and_quits_like_sigint() {
         hot > 50 && cold > 150,
         "hot {hot}, cold {cold} cells:\n{pane}"
     );
+    writer.stop_writing();
     tmux.keys("u");
     tmux.wait_for("the zoom left", |p| {
         p.lines().any(|l| l.starts_with("all "))
@@ -237,7 +263,8 @@ fn killing_the_view_leaves_the_target_running() {
             "--pages=2048",
             "--bursts=0",
             "--gap=2ms",
-            "--run-for=4s",
+            "--until-stdin",
+            "--run-for=120s",
             "--hold",
         ],
         None,
@@ -268,7 +295,10 @@ fn killing_the_view_leaves_the_target_running() {
         "the target died"
     );
     let text = std::fs::read_to_string(&records).unwrap();
-    let types: Vec<String> = text
+    // Killed mid-write, the file may end in part of a record (a long one leaves the buffer in
+    // pieces): only whole lines count.
+    let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    let types: Vec<String> = whole
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["type"].to_string())
         .collect();
@@ -276,9 +306,193 @@ fn killing_the_view_leaves_the_target_running() {
         types.len() >= 3 && types[0] == "\"start\"" && types[1..].iter().all(|t| t == "\"delta\""),
         "{types:?}"
     );
+    writer.stop_writing();
     writer.wait_done();
     let (status, _) = writer.finish();
     assert!(status.success(), "the writer's memory changed: {status}");
+}
+
+/// The pid of a child of `parent` (the tracker that the pane's shell runs).
+fn child_of(parent: i32) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.find_map(|e| {
+        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // pid (comm) state ppid …: comm may hold spaces, so count from the last ')'.
+        let ppid: i32 = stat[stat.rfind(')')? + 1..]
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        (ppid == parent).then_some(pid)
+    })
+}
+
+/// Whether `pid`'s main thread sleeps in a write to a full pipe (`anon_pipe_write`,
+/// `fifo_pipe_write` or, on older kernels, `pipe_write`).
+fn blocked_writing_a_pipe(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/wchan")).is_ok_and(|w| w.contains("pipe_write"))
+}
+
+/// Whether a SIGINT sent to `pid` still waits to be delivered.
+fn sigint_pending(pid: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("ShdPnd:")
+                .or_else(|| l.strip_prefix("SigPnd:"))
+        })
+        .any(|mask| {
+            u64::from_str_radix(mask.trim(), 16).unwrap_or(0) & (1 << (libc::SIGINT - 1)) != 0
+        })
+}
+
+/// What sets the stop flag before the SIGINT that must exit at once.
+#[derive(Clone, Copy)]
+enum FirstStop {
+    QuitKey,
+    Sigint,
+}
+
+/// A tracker held between its stop request and its exit, then sent a SIGINT: it exits 130 at
+/// once, with the terminal given back (settings, alternate screen, cursor) and the target as
+/// it was. It is held there for as long as the test needs by an `--output` FIFO that nobody
+/// reads: its final records cannot be written.
+fn a_signal_after_stopping_gives_the_terminal_back(name: &str, first: FirstStop) {
+    use std::os::unix::fs::OpenOptionsExt;
+
+    if !kernel_can_track() {
+        return;
+    }
+    let dir = scratch();
+    let mut writer = Writer::spawn(
+        dir.path(),
+        &[
+            "--pages=2048",
+            "--bursts=0",
+            "--gap=2ms",
+            "--until-stdin",
+            "--run-for=120s",
+            "--hold",
+        ],
+        None,
+    );
+    let fifo = dir.path().join("records.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // A reader that never reads: the tracker's open succeeds and its writes fill the pipe.
+    let unread = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    // SAFETY: fcntl on a descriptor we own; the smallest pipe fills after a few deltas.
+    unsafe {
+        libc::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&unread),
+            libc::F_SETPIPE_SZ,
+            4096,
+        )
+    };
+    let command = format!(
+        "before=$(stty -g); NO_COLOR=1 {BIN} track --view --interval 50ms --output {} --pid {}; echo exit=$?; if [ \"$(stty -g)\" = \"$before\" ]; then echo tty=restored; else echo tty=changed; fi; sleep 60",
+        fifo.display(),
+        writer.pid
+    );
+    let Some(tmux) = Tmux::start(name, &command) else {
+        return;
+    };
+    // The FIFO may fill before the first delta is drawn (the start record alone can do it).
+    tmux.wait_for("the view", |p| status(p).is_some());
+    let shell: i32 = tmux.format("#{pane_pid}").parse().unwrap();
+    let mut tracker = None;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            tracker = child_of(shell);
+            tracker.is_some()
+        }),
+        "no tracker under the pane's shell"
+    );
+    let tracker = tracker.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || blocked_writing_a_pipe(tracker)),
+        "the tracker never blocked on the unread FIFO"
+    );
+    assert_eq!(tmux.format("#{alternate_on}"), "1");
+
+    match first {
+        FirstStop::QuitKey => {
+            tmux.keys("q");
+            // The key thread redraws after it has set the stop flag.
+            tmux.wait_for("the view stopping", |p| p.contains("stopping"));
+        }
+        FirstStop::Sigint => {
+            // SAFETY: kill(2) of the tracker the pane's shell runs for us.
+            unsafe { libc::kill(tracker, libc::SIGINT) };
+            assert!(
+                wait_until(Duration::from_secs(20), || !sigint_pending(tracker)),
+                "the first SIGINT was never delivered"
+            );
+            // Delivered is not yet handled: give the handler time to set the flag, so that
+            // the next SIGINT is a second one and not merged with or racing the first.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    // Still held: only the next signal can end it.
+    assert!(blocked_writing_a_pipe(tracker), "the tracker moved on");
+    // SAFETY: as above.
+    unsafe { libc::kill(tracker, libc::SIGINT) };
+    let pane = tmux.wait_for("the exit status and the tty check", |p| p.contains("tty="));
+    assert!(pane.contains("exit=130"), "{pane}");
+    assert!(pane.contains("tty=restored"), "{pane}");
+    assert_eq!(tmux.format("#{alternate_on}"), "0", "{pane}");
+    assert_eq!(tmux.format("#{cursor_flag}"), "1", "cursor hidden");
+    assert!(
+        writer.child.try_wait().unwrap().is_none(),
+        "the target died"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || !has_userfaultfd(writer.pid)
+            && tracer_pid(writer.pid) == 0),
+        "the target kept our userfaultfd or tracer"
+    );
+    drop(unread);
+    writer.stop_writing();
+    writer.wait_done();
+    let (status, _) = writer.finish();
+    assert!(status.success(), "the writer's memory changed: {status}");
+}
+
+#[test]
+fn a_sigint_after_q_gives_the_terminal_back_and_exits_130() {
+    a_signal_after_stopping_gives_the_terminal_back("after-q", FirstStop::QuitKey);
+}
+
+#[test]
+fn a_second_sigint_in_the_view_gives_the_terminal_back_and_exits_130() {
+    a_signal_after_stopping_gives_the_terminal_back("second-sigint", FirstStop::Sigint);
+}
+
+#[test]
+fn view_with_a_format_and_no_output_file_is_a_usage_error() {
+    let mut victim = Command::new("sleep").arg("10").spawn().unwrap();
+    let pid = victim.id().to_string();
+    for format in ["json", "bitmap"] {
+        let out = uffd_dirty()
+            .args(["track", "--view", "--format", format, "--pid", &pid])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&format!("--format {format}")) && err.contains("add --output FILE"),
+            "{err}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+    assert_eq!(tracer_pid(victim.id() as i32), 0);
+    let _ = victim.kill();
+    let _ = victim.wait();
 }
 
 #[test]
@@ -294,6 +508,36 @@ fn view_without_a_terminal_is_a_usage_error() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("--view") && err.contains("terminal"), "{err}");
     assert!(out.stdout.is_empty());
+    assert_eq!(tracer_pid(victim.id() as i32), 0);
+    let _ = victim.kill();
+    let _ = victim.wait();
+}
+
+#[test]
+fn view_without_a_controlling_terminal_says_what_to_do() {
+    // stdout is the pane, but setsid leaves no controlling terminal: /dev/tty cannot open.
+    let mut victim = Command::new("sleep").arg("60").spawn().unwrap();
+    let command = format!(
+        "setsid -w {BIN} track --view --pid {}; echo exit=$?; sleep 60",
+        victim.id()
+    );
+    let Some(tmux) = Tmux::start("no-ctty", &command) else {
+        let _ = victim.kill();
+        let _ = victim.wait();
+        return;
+    };
+    tmux.wait_for("the exit status", |p| p.contains("exit="));
+    // -J: the message is one line, wrapped by the pane.
+    let pane = tmux.run(&["capture-pane", "-p", "-J"]);
+    assert!(pane.contains("exit=2"), "{pane}");
+    let err = pane
+        .lines()
+        .find(|l| l.starts_with("uffd-dirty:"))
+        .unwrap_or_else(|| panic!("no error line:\n{pane}"));
+    assert!(
+        err.contains("/dev/tty") && err.contains("drop --view"),
+        "{pane}"
+    );
     assert_eq!(tracer_pid(victim.id() as i32), 0);
     let _ = victim.kill();
     let _ = victim.wait();
@@ -339,7 +583,17 @@ fn attach_progress_bar_shows_on_a_terminal_and_is_erased() {
         !pane.contains("arming"),
         "the bar was left on screen:\n{pane}"
     );
-    let bytes = std::fs::read(&log).unwrap();
+    // tmux hands the bytes to `cat`, which appends them when it runs: wait for the log itself
+    // to reach the exit status.
+    let mut bytes = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            bytes = std::fs::read(&log).unwrap_or_default();
+            String::from_utf8_lossy(&bytes).contains("exit=")
+        }),
+        "the pane log never reached the exit status: {:?}",
+        String::from_utf8_lossy(&bytes)
+    );
     let text = String::from_utf8_lossy(&bytes);
     let drawn = text
         .rfind("\rarming [")

@@ -5,9 +5,10 @@
 //! them on to `--output FILE` as well, when given). A key-reader thread shares the
 //! [`model::Model`] under a mutex and redraws at once on a key; it also notices a resize. `q`
 //! or Ctrl-C sets the tracker's stop flag, so the tracking loop ends exactly as on SIGINT
-//! (final harvest, end record, the target left as it was). The terminal is taken over at the
-//! start record (after attach, so the attach's progress bar and warnings stay on the normal
-//! screen) and given back at the end record, on drop, or by the panic hook.
+//! (final harvest, end record, the target left as it was), and a SIGINT or SIGTERM after it
+//! exits at once with 130 as a second one does. The terminal is taken over at the start record
+//! (after attach, so the attach's progress bar and warnings stay on the normal screen) and
+//! given back at the end record, on drop, by the panic hook, or by that signal's handler.
 
 pub mod model;
 mod terminal;
@@ -19,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::exit::usage;
@@ -31,22 +32,32 @@ use model::Model;
 const KEY_POLL_MS: u16 = 100;
 
 /// The terminal the view draws on and reads keys from, or the usage error that says why there
-/// is none. Called before anything touches the target.
+/// is none. Called before anything touches the target, and before the signal handlers are
+/// registered: it saves the terminal's settings for [`exit_on_second_signal`].
 pub fn open_terminal() -> Result<File> {
     if !io::stdout().is_terminal() {
         return Err(usage(
             "--view draws on a terminal, and stdout is not one: run it in a terminal, or drop --view (--format json for scripts)",
         ));
     }
-    std::fs::OpenOptions::new()
+    let tty = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/tty")
         .map_err(|e| {
             usage(format!(
-                "--view reads keys from the controlling terminal: /dev/tty: {e}"
+                "--view reads keys from the controlling terminal, and /dev/tty cannot be opened ({e}): run it from an interactive terminal, or drop --view (--format json for scripts)"
             ))
-        })
+        })?;
+    // Before any signal handler exists: a second SIGINT restores these settings.
+    terminal::save(&tty).context("reading the settings of /dev/tty")?;
+    Ok(tty)
+}
+
+/// In view mode, a second SIGINT or SIGTERM (or one after `q`) still exits at once with 130,
+/// but gives the terminal back first. Register it before the handler that sets `stop`.
+pub fn exit_on_second_signal(sig: i32, stop: Arc<AtomicBool>) -> io::Result<()> {
+    terminal::exit_on_second_signal(sig, stop)
 }
 
 /// What the drawing thread and the key thread share.

@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -79,6 +80,10 @@ pub struct WriterArgs {
     /// Pages [pre-write, pre-write + N) are only read before waiting (zero page).
     #[arg(long, default_value_t = 0)]
     pub pre_read: u64,
+    /// Stop writing at the first byte on stdin, or its end (after --wait's byte, if any), as
+    /// well as at --run-for: a test that needs writes until it has looked says when to stop.
+    #[arg(long)]
+    pub until_stdin: bool,
     /// After the last burst, print `done` and wait for stdin to close before exiting.
     #[arg(long)]
     pub hold: bool,
@@ -254,10 +259,24 @@ pub fn run_writer(args: &WriterArgs) -> Result<i32> {
         let _ = s.join();
     }
     let deadline = args.run_for.map(|d| Instant::now() + d);
+    let told_to_stop = Arc::new(AtomicBool::new(false));
+    if args.until_stdin {
+        let told = Arc::clone(&told_to_stop);
+        std::thread::spawn(move || {
+            let mut b = [0u8; 1];
+            // A byte or the end of stdin; EINTR (which a tracker must not cause) is not a stop.
+            while let Err(e) = io::stdin().read(&mut b) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    break;
+                }
+            }
+            told.store(true, Ordering::SeqCst);
+        });
+    }
     let results: Vec<ThreadResult> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..args.threads)
             .map(|t| {
-                let region = &region;
+                let (region, told_to_stop) = (&region, &*told_to_stop);
                 s.spawn(move || {
                     let mut rng = Rng(args.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
                         ^ (t + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9)
@@ -266,6 +285,7 @@ pub fn run_writer(args: &WriterArgs) -> Result<i32> {
                     let mut b = 0;
                     while (args.bursts == 0 || b < args.bursts)
                         && deadline.is_none_or(|d| Instant::now() < d)
+                        && !told_to_stop.load(Ordering::SeqCst)
                     {
                         let pages = pick_pages(args, t, b, &mut rng);
                         let start_ns = now_ns();
