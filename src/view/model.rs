@@ -223,7 +223,7 @@ pub struct Model {
     last_dirty: u64,
     last_mib_s: f64,
     total: u64,
-    last_elapsed_ms: u64,
+    clock: crate::output::DeltaClock,
     segments: Vec<Segment>,
     /// Dirty runs of the last HEAT_DELTAS deltas, newest first.
     history: VecDeque<Vec<Span>>,
@@ -256,9 +256,7 @@ impl Model {
                 self.set_segments(&spans_of(&x.ranges), vmas);
             }
             Record::Delta(d) => {
-                let seconds =
-                    (d.elapsed_ms.saturating_sub(self.last_elapsed_ms) as f64 / 1000.0).max(0.001);
-                self.last_elapsed_ms = d.elapsed_ms;
+                let seconds = self.clock.advance(d.elapsed_ms).seconds;
                 self.seq = d.seq;
                 self.last_dirty = d.dirty_pages;
                 self.last_mib_s = mib(d.dirty_pages, self.page_size) / seconds;
