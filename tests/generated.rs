@@ -50,7 +50,7 @@ fn expected_files() -> Vec<(PathBuf, Vec<u8>)> {
         let sub = sub
             .clone()
             .name(static_name)
-            .bin_name(name.replace('-', " "));
+            .bin_name(format!("uffd-dirty {}", sub.get_name()));
         files.push((root.join(format!("man/{name}.1")), man_page(sub, true)));
     }
     for (shell, file) in [

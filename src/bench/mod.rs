@@ -253,10 +253,7 @@ struct Tracked {
 impl Tracked {
     fn attach(proc: BenchTarget, method: Method, arming: Arming) -> Result<Tracked> {
         let target = Target::open(proc.pid())?;
-        let source = match method {
-            Method::SoftDirty => track::attach_soft(&target, &WHOLE, true, true)?.mm,
-            m => track::attach_mm(&target, &WHOLE, false, arming, m, &mut |_, _| {})?.mm,
-        };
+        let source = attach_source(&target, method, arming)?;
         Ok(Tracked {
             proc,
             target,
@@ -283,6 +280,17 @@ impl Tracked {
         track::method_name(self.method)
     }
 }
+
+/// Attach to the whole of `target` as `track` does.
+fn attach_source(target: &Target, method: Method, arming: Arming) -> Result<Source> {
+    Ok(match method {
+        Method::SoftDirty => track::attach_soft(target, &WHOLE, true, true)?.mm,
+        m => track::attach_mm(target, &WHOLE, false, arming, m, &mut |_, _| {})?.mm,
+    })
+}
+
+/// Attaches (and detaches) timed per case: the median of three, on one target.
+const ATTACH_ROUNDS: usize = 3;
 
 /// The kernel's own cost: `PAGEMAP_SCAN` get + re-protect over the whole address space, as
 /// the fast-path harvest issues it, into a buffer allocated once, counting pages only.
@@ -466,23 +474,30 @@ impl Bench<'_> {
             for case in [case, unpopulated] {
                 for method in methods(&self.args.methods) {
                     let proc = BenchTarget::spawn(case.layout(self.page))?;
-                    let (pid, populated_pages) = (proc.pid(), proc.populated);
-                    let vmpte_before_kib = vm_pte_kib(pid);
-                    let t0 = Instant::now();
-                    let t = Tracked::attach(proc, method, self.arming)?;
-                    let attach_ms = ms(t0.elapsed());
-                    let vmpte_growth_kib = vm_pte_kib(pid) as i64 - vmpte_before_kib as i64;
-                    let Tracked { proc, source, .. } = t;
-                    let t0 = Instant::now();
-                    drop(source);
-                    let detach_ms = ms(t0.elapsed());
-                    drop(proc);
+                    let target = Target::open(proc.pid())?;
+                    let vmpte_before_kib = vm_pte_kib(target.pid);
+                    let mut vmpte_growth_kib = 0;
+                    let (mut attach, mut detach) = (Vec::new(), Vec::new());
+                    // Detaching drops every protection, so each attach arms the same memory
+                    // afresh (page tables that arming allocated stay: counted once).
+                    for round in 0..ATTACH_ROUNDS {
+                        let t0 = Instant::now();
+                        let source = attach_source(&target, method, self.arming)?;
+                        attach.push(ms(t0.elapsed()));
+                        if round == 0 {
+                            vmpte_growth_kib =
+                                vm_pte_kib(target.pid) as i64 - vmpte_before_kib as i64;
+                        }
+                        let t0 = Instant::now();
+                        drop(source);
+                        detach.push(ms(t0.elapsed()));
+                    }
                     self.results.attach.push(AttachRow {
                         case,
                         method: track::method_name(method),
-                        populated_pages,
-                        attach_ms,
-                        detach_ms,
+                        populated_pages: proc.populated,
+                        attach_ms: median(&mut attach),
+                        detach_ms: median(&mut detach),
                         vmpte_before_kib,
                         vmpte_growth_kib,
                     });

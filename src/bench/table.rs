@@ -131,7 +131,7 @@ fn harvest(out: &mut impl Write, r: &Results) -> io::Result<()> {
 fn attach(out: &mut impl Write, r: &Results) -> io::Result<()> {
     writeln!(
         out,
-        "\n## Attach and detach\n\nAttach: from the first ptrace call to armed (register + initial protection; soft-dirty: freeze + clear_refs). Detach: closing the userfaultfd (the kernel unregisters every range). VmPTE: the target's page-table memory before attaching, and what arming added.\n"
+        "\n## Attach and detach\n\nMedian of 3 attach + detach cycles on one target. Attach: from the first ptrace call to armed (register + initial protection; soft-dirty: freeze + clear_refs). Detach: closing the userfaultfd (the kernel unregisters every range). VmPTE: the target's page-table memory before attaching, and what arming added.\n"
     )?;
     writeln!(
         out,
