@@ -95,11 +95,13 @@ pub(super) fn measure(proc: &mut BenchTarget, method: Method, time: Duration) ->
     let records = dir.join("footprint.ndjson");
     let k = ((proc.populated as f64 * 0.01).round() as u64).max(1);
     proc.start_rewriting(time + Duration::from_secs(1), k)?;
+    // The tracker runs until stopped after the window (its --duration only bounds a run whose
+    // stop went astray), so it is alive whenever it is sampled, however slow the machine.
     let mut tracker = std::process::Command::new(std::env::current_exe()?)
         .args(["track", "--pid", &proc.pid().to_string()])
         .args(["--method", track::method_name(method)])
         .args(["--interval", &format!("{}ms", interval.as_millis())])
-        .args(["--duration", &format!("{}ms", time.as_millis())])
+        .args(["--duration", &format!("{}ms", (time * 4).as_millis())])
         .args(["--format", "json", "--output"])
         .arg(&records)
         .spawn()
@@ -120,18 +122,20 @@ pub(super) fn measure(proc: &mut BenchTarget, method: Method, time: Duration) ->
     }
     let attached = Instant::now();
     let attach_cpu = cpu_so_far(pid)?;
-    // The window: from the first delta to one interval before the end (the last harvest and
-    // the detach come after it).
+    // The window: from the first delta to `time` after attach (the last harvest and the
+    // detach come after it).
     std::thread::sleep(interval + interval / 2);
     let (cpu0, t0, (n0, h0)) = (cpu_so_far(pid)?, Instant::now(), deltas_so_far(&records));
-    std::thread::sleep((attached + time).saturating_duration_since(Instant::now() + interval));
+    std::thread::sleep((attached + time).saturating_duration_since(Instant::now()));
     let (cpu1, t1, (n1, h1)) = (cpu_so_far(pid)?, Instant::now(), deltas_so_far(&records));
     // The peak of the tracker's own address space (getrusage's maxrss would count this
     // process's memory too: a child starts as a copy of it).
     let peak_rss_kib = crate::target::read_status(&format!("/proc/{pid}/status"))
         .context("reading the tracker's status")?
         .vm_hwm_kib;
-    let status = tracker.wait_with_output()?.status;
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let status = tracker.wait()?;
     proc.writes()?;
     let _ = std::fs::remove_dir_all(&dir);
     if !status.success() {
