@@ -251,14 +251,10 @@ fn view_draws_written_and_clean_cells_and_quits_like_sigint() {
     assert!(status.success(), "the writer's memory changed: {status}");
 }
 
-#[test]
-fn killing_the_view_leaves_the_target_running() {
-    if !kernel_can_track() {
-        return;
-    }
-    let dir = scratch();
-    let mut writer = Writer::spawn(
-        dir.path(),
+/// A writer of 2048 pages that writes until its stdin says stop (or two minutes pass).
+fn endless_writer(dir: &std::path::Path) -> Writer {
+    Writer::spawn(
+        dir,
         &[
             "--pages=2048",
             "--bursts=0",
@@ -268,7 +264,16 @@ fn killing_the_view_leaves_the_target_running() {
             "--hold",
         ],
         None,
-    );
+    )
+}
+
+#[test]
+fn killing_the_view_leaves_the_target_running() {
+    if !kernel_can_track() {
+        return;
+    }
+    let dir = scratch();
+    let mut writer = endless_writer(dir.path());
     // --output FILE beside the view: the records go there as NDJSON.
     let records = dir.path().join("records.json");
     let command = format!(
@@ -365,18 +370,7 @@ fn a_signal_after_stopping_gives_the_terminal_back(name: &str, first: FirstStop)
         return;
     }
     let dir = scratch();
-    let mut writer = Writer::spawn(
-        dir.path(),
-        &[
-            "--pages=2048",
-            "--bursts=0",
-            "--gap=2ms",
-            "--until-stdin",
-            "--run-for=120s",
-            "--hold",
-        ],
-        None,
-    );
+    let mut writer = endless_writer(dir.path());
     let fifo = dir.path().join("records.fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     // A reader that never reads: the tracker's open succeeds and its writes fill the pipe.
