@@ -125,3 +125,19 @@ fn bench_refuses_bad_sizes_in_one_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("give at least 1M"), "{err}");
 }
+
+#[test]
+fn bench_of_soft_dirty_without_it_is_exit_69() {
+    if !kernel_can_track() || uffd_dirty::scan::soft_dirty::works().unwrap_or(true) {
+        eprintln!("SKIPPED: this kernel has soft-dirty (or cannot track): nothing to refuse");
+        return;
+    }
+    let out = uffd_dirty()
+        .args(["bench", "--methods", "soft-dirty", "--sizes", "16M"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no working soft-dirty"), "{err}");
+}

@@ -216,7 +216,7 @@ fn vm_pte_kib(pid: i32) -> u64 {
     crate::target::read_status(&format!("/proc/{pid}/status")).map_or(0, |s| s.vm_pte_kib)
 }
 
-/// The methods this kernel supports, or those asked for (an unsupported one fails when used).
+/// The methods this kernel supports, or those asked for (checked in `run`).
 fn methods(asked: &[Method]) -> Vec<Method> {
     if !asked.is_empty() {
         return asked.to_vec();
@@ -348,6 +348,12 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     }
     let support = crate::uffd::probe()?;
     support.require_async_wp()?;
+    if args.methods.contains(&Method::SoftDirty) && !crate::scan::soft_dirty::works()? {
+        return Err(crate::exit::unsupported(format!(
+            "this kernel ({}) has no working soft-dirty tracking: leave soft-dirty out of --methods (vm/bench.sh measures it in a VM)",
+            crate::uffd::kernel_release()
+        )));
+    }
     let mut bench = Bench {
         args,
         arming: Arming::choose(crate::cli::ArmMethod::Auto, &support),
