@@ -155,22 +155,43 @@ pub fn read_maps(pid: i32) -> io::Result<Vec<Vma>> {
     MapsReader::new(pid).read()
 }
 
-/// `/proc/PID/maps` read every interval: into buffers kept between reads, and parsed only
-/// when the listing differs from the last one, so a steady address space costs one read and
-/// one comparison, no allocation.
+/// `/proc/PID/maps` read every interval, as cheaply as a steady address space allows: where
+/// the kernel has `PROCMAP_QUERY` (6.11+), one ioctl per VMA on an fd kept open tells whether
+/// anything changed (a pass costs about half the text's formatting); the text is read only
+/// when something did, into buffers kept between reads, and parsed only when it differs from
+/// the last listing.
 pub struct MapsReader {
     path: String,
     text: String,
     last: String,
+    /// Kept open for `PROCMAP_QUERY` (see [`MapsReader::watching`]); `None` without it.
+    query: Option<fs::File>,
+    /// What the queries saw at the last listing, and now: per VMA its range, permissions,
+    /// offset and inode (all that decides what is tracked; names are for display only).
+    shape: Vec<[u64; 5]>,
+    shape_now: Vec<[u64; 5]>,
 }
 
 impl MapsReader {
+    /// A reader of the text alone.
     pub fn new(pid: i32) -> MapsReader {
         MapsReader {
             path: format!("/proc/{pid}/maps"),
             text: String::new(),
             last: String::new(),
+            query: None,
+            shape: Vec::new(),
+            shape_now: Vec::new(),
         }
+    }
+
+    /// A reader for [`MapsReader::changed`] every interval, using `PROCMAP_QUERY` where the
+    /// kernel has it. The fd belongs to the address space of the moment: after an exec, make
+    /// a new reader.
+    pub fn watching(pid: i32) -> MapsReader {
+        let mut reader = MapsReader::new(pid);
+        reader.query = fs::File::open(&reader.path).ok();
+        reader
     }
 
     fn read_text(&mut self) -> io::Result<()> {
@@ -186,15 +207,58 @@ impl MapsReader {
         self.last.lines().filter_map(parse_line).collect()
     }
 
+    /// Query every VMA into `shape_now`. `Ok(false)`: the kernel has no `PROCMAP_QUERY`
+    /// (and it is not asked again).
+    fn query_shape(&mut self) -> io::Result<bool> {
+        use std::os::fd::AsFd;
+        let Some(maps) = &self.query else {
+            return Ok(false);
+        };
+        self.shape_now.clear();
+        let mut addr = 0;
+        loop {
+            let mut q = crate::sys::abi::ProcmapQuery {
+                query_flags: crate::sys::abi::PROCMAP_QUERY_COVERING_OR_NEXT_VMA,
+                query_addr: addr,
+                ..Default::default()
+            };
+            match crate::sys::procmap_query(maps.as_fd(), &mut q) {
+                Ok(()) => {
+                    let vma = [q.vma_start, q.vma_end, q.vma_flags, q.vma_offset, q.inode];
+                    self.shape_now.push(vma);
+                    addr = q.vma_end;
+                }
+                // Past the last VMA.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(true),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) => {
+                    self.query = None;
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// The VMAs now.
     pub fn read(&mut self) -> io::Result<Vec<Vma>> {
+        if self.query_shape()? {
+            std::mem::swap(&mut self.shape, &mut self.shape_now);
+        }
         self.read_text()?;
         Ok(self.take_listing())
     }
 
-    /// The VMAs now, or `None` when the listing is the same as at the last read. (A VMA
-    /// replaced in place by an identical one lists the same: see `PagemapScan::unarmed`.)
+    /// The VMAs now, or `None` when nothing changed since the last read. (A VMA replaced in
+    /// place by an identical one looks the same: see `PagemapScan::unarmed`.)
     pub fn changed(&mut self) -> io::Result<Option<Vec<Vma>>> {
+        if self.query_shape()? {
+            if self.shape_now == self.shape && !self.last.is_empty() {
+                return Ok(None);
+            }
+            // Queried before the text is read: a change in between is seen again next time
+            // (and then found already in the text), never missed.
+            std::mem::swap(&mut self.shape, &mut self.shape_now);
+        }
         self.read_text()?;
         Ok((self.text != self.last).then(|| self.take_listing()))
     }
@@ -375,19 +439,12 @@ pub fn vma_at(vmas: &[Vma], addr: u64) -> Option<&Vma> {
 mod subtract_tests {
     use super::*;
 
-    #[test]
-    fn maps_reader_parses_only_a_changed_listing() {
-        let mut maps = MapsReader::new(std::process::id() as i32);
+    /// Read until the listing holds still (other test threads may map memory meanwhile),
+    /// then map something: the change is seen, and it lists the new mapping.
+    fn sees_changes(mut maps: MapsReader) {
         let first = maps.read().unwrap();
         assert!(!first.is_empty());
-        // Other test threads may map memory meanwhile: read until the listing is still.
-        let mut still = false;
-        for _ in 0..100 {
-            if maps.changed().unwrap().is_none() {
-                still = true;
-                break;
-            }
-        }
+        let still = (0..100).any(|_| maps.changed().unwrap().is_none());
         assert!(still, "the listing never held still");
         let region = crate::sys::AnonMapping::new(7 << 12, 0).unwrap();
         let now = maps
@@ -399,6 +456,22 @@ mod subtract_tests {
                 .any(|v| v.start <= region.addr() && region.addr() < v.end),
             "the new mapping is listed"
         );
+    }
+
+    #[test]
+    fn maps_reader_parses_only_a_changed_listing() {
+        sees_changes(MapsReader::new(std::process::id() as i32));
+    }
+
+    #[test]
+    fn maps_reader_watching_with_procmap_query_sees_changes_too() {
+        let mut maps = MapsReader::watching(std::process::id() as i32);
+        if !maps.query_shape().unwrap() {
+            eprintln!("SKIPPED: this kernel has no PROCMAP_QUERY (Linux 6.11+)");
+            return;
+        }
+        assert!(maps.shape_now.len() > 5, "{:?}", maps.shape_now);
+        sees_changes(maps);
     }
 
     #[test]

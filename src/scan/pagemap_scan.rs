@@ -159,8 +159,11 @@ impl PagemapScan {
         };
         // One pass per cluster of nearby spans: one ioctl for thousands of small VMAs, but
         // no walk of big unarmed memory (read-only mappings) far from any armed span. What
-        // lies between the spans of a cluster is dropped when clipping to them.
+        // lies between the spans of a cluster is dropped when clipping to them. A cluster of
+        // few spans is queried span by span instead: then nothing between them (program
+        // text, mostly) is walked at all.
         const NEAR: u64 = 64 << 20;
+        const SPAN_BY_SPAN: usize = 32;
         let mut i = 0;
         while i < spans.len() {
             let mut j = i;
@@ -168,6 +171,11 @@ impl PagemapScan {
                 j += 1;
             }
             let cluster = &spans[i..=j];
+            if cluster.len() <= SPAN_BY_SPAN {
+                self.runs_of(query, cluster, out)?;
+                i = j + 1;
+                continue;
+            }
             let mut found = Vec::new();
             self.walk(
                 Span::new(cluster[0].start, cluster[cluster.len() - 1].end),

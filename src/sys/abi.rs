@@ -35,6 +35,9 @@ pub const UFFDIO_REGISTER: u64 = 0xC020_AA00;
 pub const UFFDIO_UNREGISTER: u64 = 0x8010_AA01;
 pub const UFFDIO_WRITEPROTECT: u64 = 0xC018_AA06;
 pub const PAGEMAP_SCAN: u64 = 0xC060_6610;
+/// `/proc/PID/maps` one VMA per call, without the text (Linux 6.11).
+pub const PROCMAP_QUERY: u64 = 0xC068_6611;
+pub const PROCMAP_QUERY_COVERING_OR_NEXT_VMA: u64 = 0x10;
 
 // PAGEMAP_SCAN page categories and flags.
 pub const PAGE_IS_WPALLOWED: u64 = 1 << 0;
@@ -152,12 +155,33 @@ pub struct PageRegion {
     pub categories: u64,
 }
 
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProcmapQuery {
+    pub size: u64,
+    pub query_flags: u64,
+    pub query_addr: u64,
+    pub vma_start: u64,
+    pub vma_end: u64,
+    pub vma_flags: u64,
+    pub vma_page_size: u64,
+    pub vma_offset: u64,
+    pub inode: u64,
+    pub dev_major: u32,
+    pub dev_minor: u32,
+    pub vma_name_size: u32,
+    pub build_id_size: u32,
+    pub vma_name_addr: u64,
+    pub build_id_addr: u64,
+}
+
 const _: () = assert!(size_of::<UffdioApi>() == 24);
 const _: () = assert!(size_of::<UffdioRange>() == 16);
 const _: () = assert!(size_of::<UffdioRegister>() == 32);
 const _: () = assert!(size_of::<UffdioWriteprotect>() == 24);
 const _: () = assert!(size_of::<PmScanArg>() == 96);
 const _: () = assert!(size_of::<PageRegion>() == 24);
+const _: () = assert!(size_of::<ProcmapQuery>() == 104);
 const _: () = assert!(size_of::<PtraceRseqConfiguration>() == 24);
 
 #[cfg(test)]
@@ -229,12 +253,31 @@ mod tests {
             | (u64::from(b'f') << 8)
             | 16;
         assert_eq!(PAGEMAP_SCAN, iowr);
+        // Nor a PROCMAP_QUERY one: _IOWR('f', 17, procmap_query).
+        let iowr = (3u64 << 30)
+            | ((size_of::<g::procmap_query>() as u64) << 16)
+            | (u64::from(b'f') << 8)
+            | 17;
+        assert_eq!(PROCMAP_QUERY, iowr);
+        assert_eq!(
+            PROCMAP_QUERY_COVERING_OR_NEXT_VMA,
+            g::procmap_query_flags::PROCMAP_QUERY_COVERING_OR_NEXT_VMA as u64
+        );
     }
 
     #[test]
     fn layouts_match_kernel_uapi() {
         assert_eq!(size_of::<PmScanArg>(), size_of::<g::pm_scan_arg>());
         assert_eq!(size_of::<PageRegion>(), size_of::<g::page_region>());
+        assert_eq!(size_of::<ProcmapQuery>(), size_of::<g::procmap_query>());
+        assert_eq!(
+            std::mem::offset_of!(ProcmapQuery, inode),
+            std::mem::offset_of!(g::procmap_query, inode)
+        );
+        assert_eq!(
+            std::mem::offset_of!(ProcmapQuery, build_id_addr),
+            std::mem::offset_of!(g::procmap_query, build_id_addr)
+        );
         assert_eq!(size_of::<UffdioApi>(), size_of::<g::uffdio_api>());
         assert_eq!(size_of::<UffdioRegister>(), size_of::<g::uffdio_register>());
         assert_eq!(

@@ -134,6 +134,19 @@ pub fn pagemap_scan(
     Ok(n as usize)
 }
 
+/// `PROCMAP_QUERY` on a `/proc/PID/maps` fd: fills `q` with the VMA its `query_addr` and
+/// `query_flags` ask for (no name, no build ID). ENOENT: no such VMA; ENOTTY: kernel before
+/// 6.11.
+pub fn procmap_query(maps: BorrowedFd<'_>, q: &mut ProcmapQuery) -> io::Result<()> {
+    q.size = size_of::<ProcmapQuery>() as u64;
+    q.vma_name_size = 0;
+    q.build_id_size = 0;
+    // SAFETY: `q` is a valid, exclusively borrowed procmap_query; with both buffer sizes 0
+    // the kernel writes nothing but `q`.
+    cvt_ioctl(unsafe { libc::ioctl(maps.as_raw_fd(), PROCMAP_QUERY as _, q as *mut ProcmapQuery) })
+        .map(drop)
+}
+
 /// `pread` that fills `buf` completely unless EOF comes first; returns the bytes read.
 pub fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut done = 0;

@@ -119,7 +119,7 @@ pub(crate) fn attach_mm(
             uffd: Uffd::handshake(fd)?,
             scanner: PagemapScan::new(target.open_proc("pagemap")?),
             registry: Registry::default(),
-            maps: maps::MapsReader::new(target.pid),
+            maps: maps::MapsReader::watching(target.pid),
             vmas: Vec::new(),
             runs: Vec::with_capacity(1024),
             populated: Vec::new(),
