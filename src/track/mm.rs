@@ -274,7 +274,12 @@ impl Mm {
         scope: &[Span],
         time: Timestamp,
     ) -> io::Result<Vec<output::Mapping>> {
-        let listed = self.maps.changed()?;
+        // After a piece was dropped as unmapped meanwhile, list afresh: it may be back, and
+        // the listing that had it is stale either way.
+        let listed = match self.registry.retry {
+            true => Some(self.maps.read()?),
+            false => self.maps.changed()?,
+        };
         // Memory we believe registered that is not (a VMA replaced in place): the kernel skips
         // registered VMAs without walking them, so this costs little.
         let mut stale = Vec::new();
@@ -282,7 +287,7 @@ impl Mm {
         let vmas = match listed {
             Some(vmas) => vmas,
             // The steady state: nothing to register, nothing to report.
-            None if stale.is_empty() && !self.registry.retry => return Ok(Vec::new()),
+            None if stale.is_empty() => return Ok(Vec::new()),
             None => self.vmas.clone(),
         };
         let old_vmas = std::mem::replace(&mut self.vmas, vmas);
