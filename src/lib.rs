@@ -6,9 +6,9 @@
 //! registration), [`maps`] (VMAs and what to track), [`scan`] (harvesting), [`track`] (the
 //! loop), [`output`] (records and formats), [`view`] (`track --view`, the live terminal
 //! picture), [`progress`] (the attach progress bar), [`report`] (a recorded run as a
-//! heatmap), [`launch`] (`-- CMD`), [`check`] (what this machine supports), [`compare`] and
-//! [`bench`] (against soft-dirty), [`cli`], [`exit`], and [`workload`] (a writer with ground
-//! truth, for the demo and the tests).
+//! heatmap), [`launch`] (`-- CMD`), [`check`] (what this machine supports), [`compare`]
+//! (uffd-wp against soft-dirty), [`bench`] (what tracking costs), [`cli`], [`exit`], and
+//! [`workload`] (a writer with ground truth, for the demo and the tests).
 
 pub mod attach;
 pub mod bench;
