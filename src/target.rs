@@ -32,7 +32,8 @@ pub struct Status {
     pub vm_hwm_kib: u64,
 }
 
-fn kib(value: &str) -> u64 {
+/// A `/proc` value in kB (`  1234 kB`), 0 if it is not one.
+pub(crate) fn kib(value: &str) -> u64 {
     value.trim_end_matches("kB").trim().parse().unwrap_or(0)
 }
 

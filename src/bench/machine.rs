@@ -39,7 +39,7 @@ impl Machine {
             .and_then(|m| {
                 m.lines()
                     .find_map(|l| l.strip_prefix("MemTotal:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                    .map(crate::target::kib)
             })
             .unwrap_or(0);
         Machine {

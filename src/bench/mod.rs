@@ -93,7 +93,7 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
-pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_uppercase();
     let t = t
         .strip_suffix("IB")

@@ -77,23 +77,9 @@ impl PagemapScan {
             return_mask: abi::PAGE_IS_WRITTEN,
             ..Default::default()
         };
-        let mut armed: Vec<Span> = Vec::new();
-        self.walk(span, arm, |regions| {
-            armed.extend(regions.iter().map(|r| Span::new(r.start, r.end)))
-        })?;
-        let check = abi::PmScanArg {
-            category_mask: abi::PAGE_IS_PRESENT,
-            return_mask: abi::PAGE_IS_PRESENT,
-            ..Default::default()
-        };
-        for span in armed {
-            self.walk(span, check, |regions| {
-                for r in regions {
-                    push_run(populated, Span::new(r.start, r.end));
-                }
-            })?;
-        }
-        Ok(())
+        let mut armed = Vec::new();
+        self.runs_of(arm, &[span], &mut armed)?;
+        self.present(&armed, populated)
     }
 
     /// Append to `out` the runs of populated (present or swapped) pages in `spans`.
