@@ -212,6 +212,12 @@ impl MapsReader {
         reader
     }
 
+    /// Whether [`MapsReader::changed`] starts with a `PROCMAP_QUERY` pass (on the address
+    /// space the reader was made for: after an exec it fails with ESRCH).
+    pub fn queries(&self) -> bool {
+        self.query.is_some()
+    }
+
     fn read_text(&mut self) -> io::Result<()> {
         use io::Read;
         self.text.clear();
@@ -268,6 +274,8 @@ impl MapsReader {
 
     /// The VMAs now, or `None` when nothing changed since the last listing parsed. (A VMA
     /// replaced in place by an identical one looks the same: see `PagemapScan::unarmed`.)
+    /// Every VMA is queried, whatever its permissions: memory made writable, written and
+    /// made read-only again between two passes must have been armed before.
     pub fn changed(&mut self) -> io::Result<Option<Vec<Vma>>> {
         if self.query_shape()? && self.shape_now == self.shape && !self.last.is_empty() {
             return Ok(None);
@@ -311,15 +319,28 @@ impl fmt::Display for Span {
 
 /// Sort and merge overlapping or touching spans.
 pub fn union(mut spans: Vec<Span>) -> Vec<Span> {
-    spans.sort();
-    let mut out: Vec<Span> = Vec::with_capacity(spans.len());
-    for s in spans.into_iter().filter(|s| !s.is_empty()) {
-        match out.last_mut() {
+    union_in_place(&mut spans);
+    spans
+}
+
+/// Sort and merge overlapping or touching spans, in place (no allocation).
+pub fn union_in_place(spans: &mut Vec<Span>) {
+    spans.sort_unstable();
+    let mut kept = 0_usize;
+    for i in 0..spans.len() {
+        let s = spans[i];
+        if s.is_empty() {
+            continue;
+        }
+        match kept.checked_sub(1).map(|k| &mut spans[k]) {
             Some(last) if s.start <= last.end => last.end = last.end.max(s.end),
-            _ => out.push(s),
+            _ => {
+                spans[kept] = s;
+                kept += 1;
+            }
         }
     }
-    out
+    spans.truncate(kept);
 }
 
 /// One piece of a VMA chosen for tracking (the VMA clipped to the user's scope).
@@ -416,6 +437,19 @@ mod tests {
 /// `a \ b` for two sorted unions of spans.
 pub fn subtract(a: &[Span], b: &[Span]) -> Vec<Span> {
     let mut out = Vec::new();
+    subtract_into(a, b, &mut out);
+    out
+}
+
+/// `a ∩ b` for two sorted unions of spans.
+pub fn intersect(a: &[Span], b: &[Span]) -> Vec<Span> {
+    let mut out = Vec::new();
+    intersect_into(a, b, &mut out);
+    out
+}
+
+/// Append `a \ b` to `out` (sorted unions of spans).
+pub fn subtract_into(a: &[Span], b: &[Span], out: &mut Vec<Span>) {
     let mut j = 0;
     for &s in a {
         let mut cur = s.start;
@@ -434,12 +468,21 @@ pub fn subtract(a: &[Span], b: &[Span]) -> Vec<Span> {
             out.push(Span::new(cur, s.end));
         }
     }
-    out
 }
 
-/// `a ∩ b` for two sorted unions of spans.
-pub fn intersect(a: &[Span], b: &[Span]) -> Vec<Span> {
-    subtract(a, &subtract(a, b))
+/// Append `a ∩ b` to `out` (sorted unions of spans).
+pub fn intersect_into(a: &[Span], b: &[Span], out: &mut Vec<Span>) {
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if let Some(part) = a[i].intersect(&b[j]) {
+            out.push(part);
+        }
+        if a[i].end <= b[j].end {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
 }
 
 /// The VMA containing `addr`; `vmas` sorted by start.
@@ -509,5 +552,42 @@ mod subtract_tests {
         );
         assert_eq!(subtract(&a, &[]), a.to_vec());
         assert!(subtract(&a, &[Span::new(0, 40)]).is_empty());
+    }
+
+    /// Span arithmetic against sets of unit cells, over many random unions.
+    #[test]
+    fn span_arithmetic_matches_sets_of_cells() {
+        use std::collections::BTreeSet;
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let cells = |spans: &[Span]| -> BTreeSet<u64> {
+            spans.iter().flat_map(|s| s.start..s.end).collect()
+        };
+        for _ in 0..500 {
+            let mut random = || -> Vec<Span> {
+                let raw: Vec<Span> = (0..next(6))
+                    .map(|_| {
+                        let start = next(64);
+                        Span::new(start, start + next(12))
+                    })
+                    .collect();
+                let mut u = raw.clone();
+                union_in_place(&mut u);
+                assert_eq!(cells(&u), cells(&raw), "union of {raw:?}");
+                assert!(u.windows(2).all(|w| w[0].end < w[1].start), "{u:?}");
+                u
+            };
+            let (a, b) = (random(), random());
+            let (ca, cb) = (cells(&a), cells(&b));
+            let both: BTreeSet<u64> = ca.intersection(&cb).copied().collect();
+            let only_a: BTreeSet<u64> = ca.difference(&cb).copied().collect();
+            assert_eq!(cells(&intersect(&a, &b)), both, "{a:?} ∩ {b:?}");
+            assert_eq!(cells(&subtract(&a, &b)), only_a, "{a:?} \\ {b:?}");
+        }
     }
 }

@@ -36,14 +36,20 @@ impl Arming {
     }
 }
 
-/// Pieces at least this large, and populated to less than 1/SPARSE_FILL of it (and every
-/// piece not writable when first seen), are tracked as sparse: only their populated pages are
+/// Pieces at least this large, and populated to less than 1/SPARSE_FILL of it (and pieces
+/// not writable when first seen, see SPARSE_READ_ONLY_MIN), are tracked as sparse: only their populated pages are
 /// ever protected, because arming empty slots makes the kernel allocate page tables for all of
 /// it (1/512 of the size: 2 GiB for a 1 TiB reservation). Pages populated later are caught as
 /// present-but-unprotected, and pages that vanish (zapped) by comparing the populated set
 /// between harvests.
 pub(crate) const SPARSE_MIN: u64 = 1 << 30;
 pub(crate) const SPARSE_FILL: u64 = 8;
+/// Memory that is not writable (PROT_NONE reservations, read-only anonymous memory) is sparse
+/// from this size: it may be huge, and is written only after an mprotect, so how much of it
+/// is populated now tells nothing. Smaller pieces (guard pages of thread stacks, mostly) are
+/// armed whole: at most two page tables, and the one fast-path harvest covers them instead
+/// of two queries each per interval.
+pub(crate) const SPARSE_READ_ONLY_MIN: u64 = 2 << 20;
 
 /// Arming goes in pieces cut at multiples of this size, so that progress can be reported
 /// while a single huge mapping is armed (1 GiB populated takes about 12 ms). As large as the
@@ -224,11 +230,9 @@ impl Mm {
             .iter()
             .filter(|p| spans.iter().any(|a| a.intersect(&p.span).is_some()))
             .collect();
-        // Memory that is not writable (PROT_NONE reservations, read-only anonymous memory) is
-        // always armed page by page: it may be huge, and it is written only after an mprotect.
         let read_only: Vec<Span> = new
             .iter()
-            .filter(|p| !p.vma.write)
+            .filter(|p| !p.vma.write && p.span.len() >= SPARSE_READ_ONLY_MIN)
             .map(|p| p.span)
             .collect();
         self.sparse.extend(read_only);
@@ -283,7 +287,8 @@ impl Mm {
         // Memory we believe registered that is not (a VMA replaced in place): the kernel skips
         // registered VMAs without walking them, so this costs little.
         let mut stale = Vec::new();
-        self.scanner.unarmed(&self.registry.armed, &mut stale)?;
+        self.scanner
+            .unarmed(&self.registry.armed, &self.vmas, &mut stale)?;
         let vmas = match listed {
             Some(vmas) => vmas,
             // The steady state: nothing to register, nothing to report.
@@ -454,8 +459,11 @@ impl Mm {
         // this point may be seen only by the next harvest, and so may a page written after it.
         let time = SystemTime::now();
         let t0 = Instant::now();
-        // An exec leaves our fds on the old, dead mm, where queries just find nothing: check.
-        if self.scanner.mm_is_gone() {
+        // An exec leaves our fds on the old, dead mm, where PAGEMAP_SCAN just finds nothing:
+        // check, unless the refresh starts with a PROCMAP_QUERY pass, which fails with ESRCH
+        // there.
+        let queries_first = self.maps.queries() && !self.registry.retry;
+        if !queries_first && self.scanner.mm_is_gone() {
             return Ok(Err(if target.check_alive().is_err() {
                 Gone::Exited
             } else {
