@@ -170,6 +170,10 @@ pub struct HarvestRow {
     pub us_per_dirty_page: Option<f64>,
     /// The bare PAGEMAP_SCAN get + re-protect ioctl over the same memory (pagemap-scan only).
     pub bare_ioctl_ms_median: Option<f64>,
+    /// The part of a harvest that watches the mappings (userfaultfd methods), and the
+    /// harvest without it.
+    pub watch_us_median: Option<f64>,
+    pub without_watch_ms_median: Option<f64>,
     /// What the target's first write to a page after re-protection costs beyond a rewrite.
     pub first_write_extra_us: Option<f64>,
 }
@@ -271,7 +275,11 @@ impl Tracked {
             .source
             .harvest(&self.target, &WHOLE, self.seq, self.since, sys::page_size())?
         {
-            Ok((_, delta)) => Ok(delta.dirty_pages),
+            Ok((_, delta)) => {
+                let pages = delta.dirty_pages;
+                self.source.recycle(delta);
+                Ok(pages)
+            }
             Err(_) => bail!("the bench target went away"),
         }
     }
@@ -418,12 +426,18 @@ impl Bench<'_> {
                 for &fraction in &self.args.fractions {
                     let n = (populated as f64 * fraction).round() as u64;
                     let (mut times, mut bare_times, mut extra) = (vec![], vec![], vec![]);
+                    let (mut watches, mut without_watch) = (vec![], vec![]);
                     for _ in 0..rounds {
                         let first = t.proc.dirty(n)?;
                         let again = t.proc.dirty(n)?;
                         let t0 = Instant::now();
                         let reported = t.harvest()?;
-                        times.push(ms(t0.elapsed()));
+                        let took = t0.elapsed();
+                        times.push(ms(took));
+                        if let Some(watch) = t.source.watch() {
+                            watches.push(watch.as_secs_f64() * 1e6);
+                            without_watch.push(ms(took.saturating_sub(watch)));
+                        }
                         if reported < n {
                             bail!(
                                 "{}: only {reported} of {n} dirtied pages were reported",
@@ -463,6 +477,9 @@ impl Bench<'_> {
                         us_per_dirty_page: (n > 0).then(|| med * 1000.0 / n as f64),
                         bare_ioctl_ms_median: (!bare_times.is_empty())
                             .then(|| median(&mut bare_times)),
+                        watch_us_median: (!watches.is_empty()).then(|| median(&mut watches)),
+                        without_watch_ms_median: (!without_watch.is_empty())
+                            .then(|| median(&mut without_watch)),
                         first_write_extra_us: (!extra.is_empty()).then(|| median(&mut extra)),
                     });
                 }

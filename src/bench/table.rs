@@ -54,18 +54,18 @@ pub fn print(out: &mut impl Write, r: &Results) -> io::Result<()> {
 fn harvest(out: &mut impl Write, r: &Results) -> io::Result<()> {
     writeln!(
         out,
-        "\n## Harvest\n\nMedian of {} harvests per case (min–max); a harvest is what one `track` interval does: mapping refresh + get + re-arm, checked to report every dirtied page. Dirty = part of the populated pages written before the harvest. *Bare ioctl*: `PAGEMAP_SCAN` get + re-protect alone over the same memory; *ours ÷ bare*: what our userspace adds. *First write*: extra cost to the target of its first write to a page after re-protection, over a rewrite.\n",
+        "\n## Harvest\n\nMedian of {} harvests per case (min–max); a harvest is what one `track` interval does: mapping refresh + get + re-arm, checked to report every dirtied page. Dirty = part of the populated pages written before the harvest. *Bare ioctl*: `PAGEMAP_SCAN` get + re-protect alone over the same memory; *ours ÷ bare*: the whole harvest against it. *Watch*: the part of a harvest that looks for new, changed and replaced mappings (a `PROCMAP_QUERY` per VMA, a `PAGEMAP_SCAN` query of the armed memory): kernel calls whose cost follows the number of VMAs, not the tracked size. *(ours − watch) ÷ bare*: what our userspace adds to the kernel's `PAGEMAP_SCAN`. *First write*: extra cost to the target of its first write to a page after re-protection, over a rewrite.\n",
         r.rounds
     )?;
     writeln!(
         out,
-        "| size | populated | method | dirty | harvest ms (min–max) | ms per GiB | µs per dirty page | bare ioctl ms | ours ÷ bare | first write +µs/page |"
+        "| size | populated | method | dirty | harvest ms (min–max) | ms per GiB | µs per dirty page | bare ioctl ms | ours ÷ bare | watch µs | (ours − watch) ÷ bare | first write +µs/page |"
     )?;
-    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|")?;
     for h in &r.harvest {
         writeln!(
             out,
-            "| {} | {} | {} | {} ({} p) | {:.2} ({:.2}–{:.2}) | {:.2} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} ({} p) | {:.2} ({:.2}–{:.2}) | {:.2} | {} | {} | {} | {} | {} | {} |",
             size(h.case.size_bytes),
             populated(&h.case),
             h.method,
@@ -82,13 +82,16 @@ fn harvest(out: &mut impl Write, r: &Results) -> io::Result<()> {
                     .map(|b| h.harvest_ms_median / b.max(1e-6)),
                 2
             ),
+            opt(h.watch_us_median, 1),
+            opt(
+                h.bare_ioctl_ms_median
+                    .zip(h.without_watch_ms_median)
+                    .map(|(b, w)| w / b.max(1e-6)),
+                2
+            ),
             opt(h.first_write_extra_us, 2),
         )?;
     }
-    writeln!(
-        out,
-        "\nHarvest time of each method ÷ pagemap-scan's, same size and dirty fraction (higher: pagemap-scan is that many times faster).\n"
-    )?;
     let others: Vec<&str> = {
         let mut m: Vec<&str> = r.harvest.iter().map(|h| h.method).collect();
         m.dedup();
@@ -97,6 +100,13 @@ fn harvest(out: &mut impl Write, r: &Results) -> io::Result<()> {
         m.dedup();
         m
     };
+    if others.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "\nHarvest time of each method ÷ pagemap-scan's, same size and dirty fraction (higher: pagemap-scan is that many times faster).\n"
+    )?;
     write!(out, "| size | populated | dirty |")?;
     for m in &others {
         write!(out, " {m} ÷ pagemap-scan |")?;

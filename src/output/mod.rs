@@ -198,13 +198,18 @@ impl DeltaClock {
 
 /// Dirty runs to records, with page counts.
 pub fn dirty_runs(runs: &[Span], page_size: u64) -> Vec<DirtyRun> {
-    runs.iter()
-        .map(|r| DirtyRun {
-            start: Addr(r.start),
-            end: Addr(r.end),
-            pages: r.len() / page_size,
-        })
-        .collect()
+    let mut out = Vec::with_capacity(runs.len());
+    dirty_runs_into(runs, page_size, &mut out);
+    out
+}
+
+/// Append the records of `runs` to `out`.
+pub fn dirty_runs_into(runs: &[Span], page_size: u64, out: &mut Vec<DirtyRun>) {
+    out.extend(runs.iter().map(|r| DirtyRun {
+        start: Addr(r.start),
+        end: Addr(r.end),
+        pages: r.len() / page_size,
+    }));
 }
 
 /// Where records go: stdout, or `--output FILE`, created 0600. An existing symlink is

@@ -257,3 +257,44 @@ fn clip(found: &[Span], spans: &[Span], out: &mut Vec<Span>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vma(line: &str) -> Vma {
+        crate::maps::parse_line(line).unwrap()
+    }
+
+    #[test]
+    fn mapped_within_counts_only_the_gap() {
+        let vmas = [
+            vma("1000-3000 r-xp 00000000 08:01 7 /lib/a.so"),
+            vma("3000-4000 rw-p 00002000 08:01 7 /lib/a.so"),
+            vma("8000-a000 r--p 00000000 08:01 8 /lib/b.so"),
+        ];
+        assert_eq!(mapped_within(&vmas, Span::new(0x2000, 0x9000)), 0x3000);
+        assert_eq!(mapped_within(&vmas, Span::new(0x4000, 0x8000)), 0, "a hole");
+        assert_eq!(mapped_within(&vmas, Span::new(0xa000, 0xf000)), 0);
+    }
+
+    #[test]
+    fn clip_keeps_only_what_lies_in_the_spans() {
+        let spans = [Span::new(0x1000, 0x3000), Span::new(0x5000, 0x6000)];
+        let found = [
+            Span::new(0x0, 0x2000),
+            Span::new(0x2800, 0x5800),
+            Span::new(0x7000, 0x8000),
+        ];
+        let mut out = Vec::new();
+        clip(&found, &spans, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                Span::new(0x1000, 0x2000),
+                Span::new(0x2800, 0x3000),
+                Span::new(0x5000, 0x5800)
+            ]
+        );
+    }
+}

@@ -37,7 +37,8 @@ impl Arming {
 }
 
 /// Pieces at least this large, and populated to less than 1/SPARSE_FILL of it (and pieces
-/// not writable when first seen, see SPARSE_READ_ONLY_MIN), are tracked as sparse: only their populated pages are
+/// not writable when first seen, see SPARSE_READ_ONLY_MIN), are tracked as sparse: only
+/// their populated pages are
 /// ever protected, because arming empty slots makes the kernel allocate page tables for all of
 /// it (1/512 of the size: 2 GiB for a 1 TiB reservation). Pages populated later are caught as
 /// present-but-unprotected, and pages that vanish (zapped) by comparing the populated set
@@ -90,6 +91,40 @@ pub(crate) struct Mm {
     /// Sparse memory (see SPARSE_MIN), and its populated pages at the last harvest.
     pub(crate) sparse: Vec<Span>,
     pub(crate) sparse_populated: Vec<Span>,
+    /// What a harvest covers, recomputed only when the scope or the registry changed.
+    coverage: Coverage,
+    coverage_stale: bool,
+    /// Buffers a harvest works in, kept so that a steady-state harvest allocates nothing.
+    scratch: Scratch,
+    /// How long the last harvest spent watching the mappings (see `refresh_mappings`).
+    pub(crate) watch: Duration,
+}
+
+/// What a harvest covers: derived from the scope and the registry.
+#[derive(Default)]
+struct Coverage {
+    /// The scope it was derived for.
+    scope: Vec<Span>,
+    /// The scope less the memory that failed to register, and its dense and sparse parts.
+    harvested: Vec<Span>,
+    dense: Vec<Span>,
+    sparse: Vec<Span>,
+    /// Shared memory in it.
+    shared: Vec<Span>,
+    /// The armed memory in the scope.
+    armed: Vec<Span>,
+}
+
+#[derive(Default)]
+struct Scratch {
+    now: Vec<Span>,
+    written: Vec<Span>,
+    before: Vec<Span>,
+    vanished: Vec<Span>,
+    shared_now: Vec<Span>,
+    /// The vectors of the last delta, handed back by [`Mm::recycle`].
+    ranges: Vec<output::DirtyRun>,
+    tracked: Vec<Span>,
 }
 
 /// A fresh attachment to the target's current address space.
@@ -132,6 +167,10 @@ pub(crate) fn attach_mm(
             shared_populated: Vec::new(),
             sparse: Vec::new(),
             sparse_populated: Vec::new(),
+            coverage: Coverage::default(),
+            coverage_stale: true,
+            scratch: Scratch::default(),
+            watch: Duration::ZERO,
         };
         let skipped =
             mm.arm(target, scope, arming, progress)
@@ -295,6 +334,7 @@ impl Mm {
             None if stale.is_empty() => return Ok(Vec::new()),
             None => self.vmas.clone(),
         };
+        self.coverage_stale = true;
         let old_vmas = std::mem::replace(&mut self.vmas, vmas);
         let before = std::mem::take(&mut self.registry.armed);
         let skipped = self
@@ -312,65 +352,100 @@ impl Mm {
         Ok(mapping_events(&old_vmas, &self.vmas, added, removed, time))
     }
 
+    /// Derive what a harvest covers, unless neither `scope` nor the registry changed since.
+    fn cover(&mut self, scope: &[Span]) {
+        if !self.coverage_stale && self.coverage.scope == scope {
+            return;
+        }
+        let harvested = maps::subtract(scope, &self.registry.excluded);
+        let shared = maps::union(
+            self.registry
+                .pieces
+                .iter()
+                .filter(|p| p.vma.shared)
+                .map(|p| p.span)
+                .collect(),
+        );
+        self.coverage = Coverage {
+            scope: scope.to_vec(),
+            dense: maps::subtract(&harvested, &self.sparse),
+            sparse: maps::intersect(&self.sparse, &harvested),
+            shared: maps::intersect(&shared, &harvested),
+            armed: maps::intersect(&self.registry.armed, scope),
+            harvested,
+        };
+        self.coverage_stale = false;
+    }
+
     /// The fast path over dense memory; over sparse memory, written pages that exist plus the
     /// pages that vanished since the last harvest (zapped: their content is zero now).
     pub(crate) fn harvest_all(&mut self, scope: &[Span]) -> io::Result<()> {
-        let scope = &maps::subtract(scope, &self.registry.excluded);
+        self.cover(scope);
+        let coverage = std::mem::take(&mut self.coverage);
+        let r = self.harvest_covered(&coverage);
+        self.coverage = coverage;
+        r
+    }
+
+    fn harvest_covered(&mut self, c: &Coverage) -> io::Result<()> {
         // Shared memory: punching a hole (MADV_REMOVE, fallocate) zeroes pages but the kernel
         // re-installs the uffd-wp marker over them, so they read clean. Pages present at the
         // last harvest and gone now are reported (a zap that kept the page, MADV_DONTNEED of a
         // shared mapping, is a false positive).
-        let shared: Vec<Span> = maps::intersect(
-            &maps::union(
-                self.registry
-                    .pieces
-                    .iter()
-                    .filter(|p| p.vma.shared)
-                    .map(|p| p.span)
-                    .collect(),
-            ),
-            scope,
-        );
-        let mut shared_now = Vec::new();
-        if !shared.is_empty() {
-            self.scanner.present(&shared, &mut shared_now)?;
+        let mut shared_now = std::mem::take(&mut self.scratch.shared_now);
+        shared_now.clear();
+        if !c.shared.is_empty() {
+            self.scanner.present(&c.shared, &mut shared_now)?;
         }
-        let r = self.harvest_unshared(scope);
-        if !shared.is_empty() {
-            let before = maps::intersect(&self.shared_populated, &shared);
-            let vanished = maps::subtract(&before, &shared_now);
-            shared_now.extend(maps::intersect(&self.runs, &shared));
-            self.shared_populated = maps::union(shared_now);
+        let r = self.harvest_unshared(c);
+        if !c.shared.is_empty() {
+            let Scratch {
+                before, vanished, ..
+            } = &mut self.scratch;
+            before.clear();
+            maps::intersect_into(&self.shared_populated, &c.shared, before);
+            vanished.clear();
+            maps::subtract_into(before, &shared_now, vanished);
+            maps::intersect_into(&self.runs, &c.shared, &mut shared_now);
+            maps::union_in_place(&mut shared_now);
+            std::mem::swap(&mut self.shared_populated, &mut shared_now);
             if !vanished.is_empty() {
-                self.runs.extend(vanished);
-                self.runs = maps::union(std::mem::take(&mut self.runs));
+                self.runs.extend_from_slice(vanished);
+                maps::union_in_place(&mut self.runs);
             }
         }
+        self.scratch.shared_now = shared_now;
         r
     }
 
-    pub(crate) fn harvest_unshared(&mut self, scope: &[Span]) -> io::Result<()> {
+    fn harvest_unshared(&mut self, c: &Coverage) -> io::Result<()> {
         if self.reader.is_some() {
-            return self.harvest_by_reads(scope);
+            return self.harvest_by_reads(&c.harvested);
         }
-        if self.sparse.is_empty() {
-            return self.scanner.harvest(scope, &mut self.runs);
+        if c.sparse.is_empty() {
+            return self.scanner.harvest(&c.harvested, &mut self.runs);
         }
-        let dense = maps::subtract(scope, &self.sparse);
-        self.scanner.harvest(&dense, &mut self.runs)?;
-        let sparse = maps::intersect(&self.sparse, scope);
-        let mut now = Vec::new();
-        self.scanner.populated(&sparse, &mut now)?;
-        let mut written = Vec::new();
-        self.scanner.harvest_populated(&sparse, &mut written)?;
-        let before = maps::intersect(&self.sparse_populated, &sparse);
-        self.runs.extend(maps::subtract(&before, &now));
-        self.runs.extend_from_slice(&written);
-        self.runs = maps::union(std::mem::take(&mut self.runs));
+        self.scanner.harvest(&c.dense, &mut self.runs)?;
+        let Scratch {
+            now,
+            written,
+            before,
+            ..
+        } = &mut self.scratch;
+        now.clear();
+        self.scanner.populated(&c.sparse, now)?;
+        written.clear();
+        self.scanner.harvest_populated(&c.sparse, written)?;
+        before.clear();
+        maps::intersect_into(&self.sparse_populated, &c.sparse, before);
+        maps::subtract_into(before, now, &mut self.runs);
+        self.runs.extend_from_slice(written);
+        maps::union_in_place(&mut self.runs);
         // A page populated after the snapshot but found written by the harvest counts as
         // populated too, or a zap of it before the next harvest would go unseen.
-        now.extend(written);
-        self.sparse_populated = maps::union(now);
+        now.extend_from_slice(written);
+        maps::union_in_place(now);
+        std::mem::swap(&mut self.sparse_populated, now);
         Ok(())
     }
 
@@ -424,16 +499,26 @@ impl Mm {
         Ok(())
     }
 
-    /// What a delta's bitmaps cover: the armed memory in scope, and memory that stopped being
-    /// tracked (made read-only) but stays registered until unmapped, whose writes are still
-    /// reported. Linear in the runs; only dirty runs outside the armed memory are sorted in.
-    fn tracked(&self, scope: &[Span]) -> Vec<Span> {
-        let armed = maps::intersect(&self.registry.armed, scope);
-        let outside = maps::subtract(&self.runs, &armed);
-        if outside.is_empty() {
-            return armed;
+    /// What a delta's bitmaps cover, into `out`: the armed memory in scope, and memory that
+    /// stopped being tracked (made read-only) but stays registered until unmapped, whose
+    /// writes are still reported. Linear in the runs; only dirty runs outside the armed
+    /// memory are sorted in.
+    fn tracked_into(&mut self, out: &mut Vec<Span>) {
+        out.clear();
+        out.extend_from_slice(&self.coverage.armed);
+        let outside = &mut self.scratch.vanished;
+        outside.clear();
+        maps::subtract_into(&self.runs, &self.coverage.armed, outside);
+        if !outside.is_empty() {
+            out.extend_from_slice(outside);
+            maps::union_in_place(out);
         }
-        maps::union(armed.into_iter().chain(outside).collect())
+    }
+
+    /// Take back the vectors of a delta this `Mm` made, to fill them again next time.
+    pub(crate) fn recycle(&mut self, delta: output::Delta) {
+        self.scratch.ranges = delta.ranges;
+        self.scratch.tracked = delta.tracked;
     }
 
     /// Tell apart an exited target, an exec (our mm is gone, the process lives on), and a
@@ -477,6 +562,7 @@ impl Mm {
                 None => return Err(e).context("refreshing the target's mappings"),
             },
         };
+        self.watch = t0.elapsed();
         self.runs.clear();
         if let Err(e) = self.harvest_all(scope) {
             return match self.gone(target, &e) {
@@ -489,18 +575,23 @@ impl Mm {
         let scan_us = t0.elapsed().as_micros() as u64;
         if !self.populated.is_empty() {
             self.runs.append(&mut self.populated);
-            self.runs = maps::union(std::mem::take(&mut self.runs));
+            maps::union_in_place(&mut self.runs);
         }
         let dirty_pages = self.runs.iter().map(|r| r.len()).sum::<u64>() / page_size;
+        let mut ranges = std::mem::take(&mut self.scratch.ranges);
+        ranges.clear();
+        output::dirty_runs_into(&self.runs, page_size, &mut ranges);
+        let mut tracked = std::mem::take(&mut self.scratch.tracked);
+        self.tracked_into(&mut tracked);
         let delta = output::Delta {
             seq,
             time: Timestamp(time),
             elapsed_ms: since.elapsed().as_millis() as u64,
             dirty_pages,
-            ranges: output::dirty_runs(&self.runs, page_size),
+            ranges,
             scan_us,
             bitmap: None,
-            tracked: self.tracked(scope),
+            tracked,
         };
         Ok(Ok((events, delta)))
     }
@@ -609,5 +700,169 @@ mod tests {
                 ("removed", 0x20000, None)
             ]
         );
+    }
+}
+
+/// A steady-state harvest allocates nothing: counted by a global allocator in this test
+/// binary, per thread, over harvests of a live target that writes dense, shared and sparse
+/// memory between them.
+#[cfg(test)]
+mod steady_state {
+    use super::*;
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    struct Counting;
+
+    thread_local! {
+        static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    fn count() {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+    }
+
+    // SAFETY: every call is passed to the system allocator unchanged; counting touches only
+    // a const-initialized thread-local Cell, which never allocates.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            count();
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            count();
+            // SAFETY: as above.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            count();
+            // SAFETY: as above.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: as above.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    fn map(len: usize, flags: i32) -> *mut u8 {
+        // SAFETY: a fresh anonymous mapping, never unmapped (the child dies with it).
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        p.cast()
+    }
+
+    #[test]
+    fn a_steady_state_harvest_allocates_nothing() {
+        let support = uffd::probe().and_then(|s| s.require_async_wp().map(|()| s));
+        match support {
+            Ok(s) if s.pmd_hole_fix => {}
+            Ok(_) => {
+                eprintln!("SKIPPED: this kernel lacks the PMD-hole fix the test arms with");
+                return;
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: this kernel cannot track: {e:#}");
+                return;
+            }
+        }
+        let page = sys::page_size() as usize;
+        let (dense_len, shared_len, sparse_len) = (256 * page, 64 * page, 2usize << 30);
+        let dense = map(dense_len, libc::MAP_PRIVATE);
+        let shared = map(shared_len, libc::MAP_SHARED);
+        let sparse = map(sparse_len, libc::MAP_PRIVATE | libc::MAP_NORESERVE);
+        // SAFETY: the child only writes memory mapped above and sleeps: no allocation, no
+        // lock, so forking from this multi-threaded test binary is sound.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let mut i = 0usize;
+            loop {
+                // SAFETY: every address lies inside a live mapping of this process.
+                unsafe {
+                    dense.add(i % dense_len).write_volatile(i as u8);
+                    shared.add((i * 7) % shared_len).write_volatile(i as u8);
+                    sparse.add((i % 16) * (64 << 20)).write_volatile(i as u8);
+                    libc::usleep(200);
+                }
+                i += page;
+            }
+        }
+        let child = scopeguard(pid);
+        let target = Target::open(pid).unwrap();
+        let attached = attach_mm(
+            &target,
+            &[Span::new(0, abi::TASK_SIZE)],
+            false,
+            Arming::Scan,
+            Method::PagemapScan,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let Source::Uffd(mut mm) = attached.mm else {
+            unreachable!("attach_mm gives a userfaultfd source")
+        };
+        assert!(!mm.sparse.is_empty(), "the 2 GiB reservation is sparse");
+        let scope = [Span::new(0, abi::TASK_SIZE)];
+        let since = Instant::now();
+        let harvest = |mm: &mut Mm, seq| {
+            std::thread::sleep(Duration::from_millis(5));
+            let before = ALLOCATIONS.with(Cell::get);
+            let delta = match mm.harvest(&target, &scope, seq, since, page as u64) {
+                Ok(Ok((events, delta))) => {
+                    assert!(
+                        events.is_empty(),
+                        "the child's mappings changed: {events:?}"
+                    );
+                    delta
+                }
+                _ => panic!("harvest failed"),
+            };
+            let allocations = ALLOCATIONS.with(Cell::get) - before;
+            let pages = delta.dirty_pages;
+            mm.recycle(delta);
+            (allocations, pages)
+        };
+        // Warm up: buffers grow to what the child's writes need.
+        for seq in 1..=20 {
+            harvest(&mut mm, seq);
+        }
+        let (mut allocations, mut pages) = (0, 0);
+        for seq in 21..=60 {
+            let (a, p) = harvest(&mut mm, seq);
+            allocations += a;
+            pages += p;
+        }
+        drop(child);
+        assert!(pages > 40, "the child's writes were seen ({pages} pages)");
+        assert_eq!(allocations, 0, "allocations in 40 steady-state harvests");
+    }
+
+    /// Kills and reaps the child when dropped, the test failing or not.
+    fn scopeguard(pid: i32) -> impl Drop {
+        struct Reap(i32);
+        impl Drop for Reap {
+            fn drop(&mut self) {
+                // SAFETY: our own child.
+                unsafe {
+                    libc::kill(self.0, libc::SIGKILL);
+                    libc::waitpid(self.0, std::ptr::null_mut(), 0);
+                }
+            }
+        }
+        Reap(pid)
     }
 }

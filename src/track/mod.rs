@@ -142,6 +142,21 @@ impl Source {
             Source::Soft(s) => s.harvest(target, scope, seq, since, page_size),
         }
     }
+
+    /// How long the last harvest spent watching the mappings (userfaultfd methods).
+    pub(crate) fn watch(&self) -> Option<Duration> {
+        match self {
+            Source::Uffd(mm) => Some(mm.watch),
+            Source::Soft(_) => None,
+        }
+    }
+
+    /// Hand back a delta once written, so that its vectors are filled again next time.
+    pub(crate) fn recycle(&mut self, delta: output::Delta) {
+        if let Source::Uffd(mm) = self {
+            mm.recycle(delta);
+        }
+    }
 }
 
 /// The record stream. A reader that goes away (`| head`) is a clean end, not an error.
@@ -151,11 +166,11 @@ pub(crate) struct Out<'a> {
 }
 
 impl Out<'_> {
-    fn emit(&mut self, record: Record, vmas: &[Vma]) -> Result<()> {
+    fn emit(&mut self, record: &Record, vmas: &[Vma]) -> Result<()> {
         if self.closed {
             return Ok(());
         }
-        match self.emitter.emit(&record, vmas) {
+        match self.emitter.emit(record, vmas) {
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
                 self.closed = true;
                 Ok(())
@@ -329,7 +344,7 @@ pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> R
         emitter: out,
         closed: false,
     };
-    out.emit(Record::Start(start), attachment.mm.vmas())?;
+    out.emit(&Record::Start(start), attachment.mm.vmas())?;
     let mut tracking = Tracking {
         fork_noted: false,
         target: &target,
@@ -352,7 +367,7 @@ pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> R
         error: error.clone(),
         time: Timestamp(SystemTime::now()),
     };
-    out.emit(Record::End(end), &[])?;
+    out.emit(&Record::End(end), &[])?;
     if let Some(e) = error {
         return Err(anyhow!(e));
     }
@@ -473,12 +488,16 @@ impl Tracking<'_> {
                         ));
                     }
                     for ev in events {
-                        out.emit(Record::Mapping(ev), mm.vmas())?;
+                        out.emit(&Record::Mapping(ev), mm.vmas())?;
                     }
                     self.seq += 1;
                     self.total += delta.dirty_pages;
                     self.note_fork();
-                    out.emit(Record::Delta(delta), mm.vmas())?;
+                    let record = Record::Delta(delta);
+                    out.emit(&record, mm.vmas())?;
+                    if let Record::Delta(delta) = record {
+                        mm.recycle(delta);
+                    }
                 }
                 Ok(Err(Gone::Exited)) => return Ok((EndReason::TargetExited, None)),
                 Ok(Err(Gone::Exec)) => {
@@ -507,7 +526,7 @@ impl Tracking<'_> {
                                 .map(|p| p.display().to_string())
                                 .unwrap_or_default();
                             out.emit(
-                                Record::Exec(output::Exec {
+                                &Record::Exec(output::Exec {
                                     pid: self.target.pid,
                                     exe,
                                     ranges: tracked_ranges(&a.pieces, self.page_size),
