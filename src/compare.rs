@@ -5,7 +5,6 @@
 //! each harvest cost.
 
 use std::io::{self, Write};
-use std::sync::atomic::AtomicBool;
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result};
@@ -16,6 +15,7 @@ use crate::cli::{ArmMethod, CompareArgs, Format, Method};
 use crate::exit::{ExitCode, unsupported};
 use crate::maps::{self, Span};
 use crate::output::{DirtyRun, Timestamp, dirty_runs};
+use crate::stop::Stop;
 use crate::sys;
 use crate::track::{self, Arming, Cadence, Gone, Source, Wake};
 use crate::uffd;
@@ -96,7 +96,7 @@ fn print_row(
     )
 }
 
-pub fn run(args: &CompareArgs, stop: &AtomicBool) -> Result<ExitCode> {
+pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
     if args.output.format == Format::Bitmap {
         return Err(crate::exit::usage(
             "--format bitmap applies to `track` only: use human or json",

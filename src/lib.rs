@@ -22,6 +22,7 @@ pub mod output;
 pub mod progress;
 pub mod report;
 pub mod scan;
+pub mod stop;
 pub mod sys;
 pub mod target;
 pub mod track;
@@ -30,7 +31,8 @@ pub mod view;
 pub mod workload;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+
+use stop::Stop;
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
@@ -38,21 +40,21 @@ use clap::ValueEnum;
 use cli::{ArmMethod, Cli, Command, DemoArgs, Method, TargetArgs, TrackArgs};
 use exit::ExitCode;
 
-/// Stop flag set by SIGINT/SIGTERM; a second SIGINT exits at once with 130. With `view`
-/// (the terminal saved by [`view::open_terminal`]), that exit gives the terminal back first:
-/// `q` sets the same flag, so any signal after it takes this path.
-fn stop_flag(view: bool) -> Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
+/// The stop request, made by SIGINT/SIGTERM; a second SIGINT exits at once with 130. With
+/// `view` (the terminal saved by [`view::open_terminal`]), that exit gives the terminal back
+/// first: `q` makes the same request, so any signal after it takes this path.
+fn stop_on_signals(view: bool) -> Result<Arc<Stop>> {
+    let stop = Arc::new(Stop::new().context("creating the stop pipe")?);
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // Order matters: the conditional exit must see the flag before this signal sets it.
         if view {
-            view::exit_on_second_signal(sig, Arc::clone(&flag))?;
+            view::exit_on_second_signal(sig, stop.flag())?;
         } else {
-            signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&flag))?;
+            signal_hook::flag::register_conditional_shutdown(sig, 130, stop.flag())?;
         }
-        signal_hook::flag::register(sig, Arc::clone(&flag))?;
+        stop.on_signal(sig)?;
     }
-    Ok(flag)
+    Ok(stop)
 }
 
 fn track(args: &TrackArgs) -> Result<ExitCode> {
@@ -66,7 +68,7 @@ fn track(args: &TrackArgs) -> Result<ExitCode> {
         )));
     }
     let tty = args.view.then(view::open_terminal).transpose()?;
-    let stop = stop_flag(args.view)?;
+    let stop = stop_on_signals(args.view)?;
     let sink = output::sink_for(&args.output)?;
     let emitter: Box<dyn output::Emitter> = match tty {
         Some(tty) => {
@@ -133,7 +135,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo(args) => demo(&args),
         Command::Bench(args) => bench::run(&args),
         Command::BenchTarget(args) => bench::run_target(&args),
-        Command::Compare(args) => compare::run(&args, &*stop_flag(false)?),
+        Command::Compare(args) => compare::run(&args, &*stop_on_signals(false)?),
         Command::Check(args) => check::run(&args.output),
         Command::Report(args) => report::run(&args),
         Command::Scenario(args) => {

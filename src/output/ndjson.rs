@@ -7,18 +7,26 @@ use crate::maps::Vma;
 
 pub struct Ndjson<W: Write> {
     out: W,
+    /// One line, built here and written whole: serde_json's many small writes are cheap
+    /// into a Vec and not through a `dyn Write`. Kept between records.
+    line: Vec<u8>,
 }
 
 impl<W: Write> Ndjson<W> {
     pub fn new(out: W) -> Self {
-        Ndjson { out }
+        Ndjson {
+            out,
+            line: Vec::new(),
+        }
     }
 }
 
 impl<W: Write> Emitter for Ndjson<W> {
     fn emit(&mut self, record: &Record, _vmas: &[Vma]) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, record)?;
-        self.out.write_all(b"\n")?;
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, record)?;
+        self.line.push(b'\n');
+        self.out.write_all(&self.line)?;
         self.out.flush()
     }
 }

@@ -9,10 +9,10 @@ mod mm;
 mod registry;
 mod soft;
 
+use crate::stop::Stop;
 use std::collections::HashSet;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow};
@@ -29,9 +29,6 @@ use crate::sys::{self, abi};
 use crate::target::Target;
 use crate::uffd::{self, Uffd};
 
-/// Longest single sleep while waiting for the next tick, so a stop request is seen promptly.
-const WAIT_SLICE: Duration = Duration::from_millis(50);
-
 use mm::mapping_events;
 pub(crate) use mm::{Arming, Attachment, Mm, attach_mm};
 use registry::{Registry, Skip, is_gone};
@@ -44,24 +41,25 @@ pub(crate) enum Wake {
 }
 
 /// Sleep until `deadline`, waking early for a stop request or the target's exit.
-pub(crate) fn wait_until(deadline: Instant, target: &Target, stop: &AtomicBool) -> Wake {
+pub(crate) fn wait_until(deadline: Instant, target: &Target, stop: &Stop) -> Wake {
     loop {
-        if stop.load(Ordering::Relaxed) {
+        if stop.requested() {
             return Wake::Stop;
         }
         let now = Instant::now();
         if now >= deadline {
             return Wake::Tick;
         }
-        let slice = (deadline - now).min(WAIT_SLICE);
-        let mut pfd = libc::pollfd {
-            fd: target.pidfd.as_raw_fd(),
+        // Rounded up, so that the wait never ends just short of the deadline.
+        let ms = (deadline - now).as_micros().div_ceil(1000);
+        let mut pfds = [target.pidfd.as_raw_fd(), stop.fd().as_raw_fd()].map(|fd| libc::pollfd {
+            fd,
             events: libc::POLLIN,
             revents: 0,
-        };
-        // SAFETY: one valid pollfd for the duration of the call.
-        let r = unsafe { libc::poll(&mut pfd, 1, slice.as_millis().max(1) as libc::c_int) };
-        if r > 0 && pfd.revents & libc::POLLIN != 0 {
+        });
+        // SAFETY: two valid pollfds for the duration of the call.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms.min(i32::MAX as u128) as i32) };
+        if r > 0 && pfds[0].revents & libc::POLLIN != 0 {
             return Wake::TargetExited;
         }
     }
@@ -269,7 +267,7 @@ pub(crate) fn method_name(m: Method) -> &'static str {
     }
 }
 
-pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> Result<Outcome> {
+pub fn run(args: &TrackArgs, stop: &Stop, out: Box<dyn Emitter + '_>) -> Result<Outcome> {
     let support = uffd::probe()?;
     if args.method == Method::SoftDirty {
         if !crate::scan::soft_dirty::works().context("probing soft-dirty")? {
@@ -347,6 +345,7 @@ pub fn run(args: &TrackArgs, stop: &AtomicBool, out: Box<dyn Emitter + '_>) -> R
     out.emit(&Record::Start(start), attachment.mm.vmas())?;
     let mut tracking = Tracking {
         fork_noted: false,
+        fork_checked: None,
         target: &target,
         scope,
         args,
@@ -415,8 +414,10 @@ impl Cadence {
 
 /// The tracking loop's state, which lives across re-attaches after exec.
 struct Tracking<'a> {
-    /// Whether the "a fork is not tracked" note was printed.
+    /// Whether the "a fork is not tracked" note was printed, and when children were last
+    /// looked for.
     fork_noted: bool,
+    fork_checked: Option<Instant>,
     target: &'a Target,
     scope: Vec<Span>,
     args: &'a TrackArgs,
@@ -427,11 +428,14 @@ struct Tracking<'a> {
 
 impl Tracking<'_> {
     /// Say once that children the target forked are not tracked (their memory is their own
-    /// mm; the kernel resets their VMAs' registration at fork).
+    /// mm; the kernel resets their VMAs' registration at fork). Looked for at most once a
+    /// second: it lists every thread's children, which would cost more than a harvest.
     fn note_fork(&mut self) {
-        if self.fork_noted {
+        const EVERY: Duration = Duration::from_secs(1);
+        if self.fork_noted || self.fork_checked.is_some_and(|t| t.elapsed() < EVERY) {
             return;
         }
+        self.fork_checked = Some(Instant::now());
         let Ok(tids) = self.target.threads() else {
             return;
         };
@@ -455,7 +459,7 @@ impl Tracking<'_> {
     fn follow(
         &mut self,
         first: Attachment,
-        stop: &AtomicBool,
+        stop: &Stop,
         out: &mut Out,
     ) -> Result<(EndReason, Option<String>)> {
         let since = Instant::now();

@@ -16,7 +16,7 @@ mod terminal;
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -26,6 +26,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use crate::exit::usage;
 use crate::maps::Vma;
 use crate::output::{Emitter, Record};
+use crate::stop::Stop;
 use model::Model;
 
 /// How often the key reader looks for a resize and for the end of the view.
@@ -112,7 +113,7 @@ impl Shared {
 /// The live view; see the module header.
 pub struct View {
     shared: Arc<Shared>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Stop>,
     /// `--output FILE`: the records go there too.
     file: Option<Box<dyn Emitter>>,
     screen: Option<terminal::Screen>,
@@ -120,9 +121,9 @@ pub struct View {
 }
 
 impl View {
-    /// A view on `tty` (from [`open_terminal`]); `stop` is the tracker's stop flag, which the
-    /// quit keys set.
-    pub fn new(tty: File, stop: Arc<AtomicBool>, file: Option<Box<dyn Emitter>>) -> View {
+    /// A view on `tty` (from [`open_terminal`]); `stop` is the tracker's stop request, which
+    /// the quit keys make.
+    pub fn new(tty: File, stop: Arc<Stop>, file: Option<Box<dyn Emitter>>) -> View {
         View {
             shared: Arc::new(Shared {
                 tty,
@@ -192,7 +193,7 @@ impl Emitter for View {
 }
 
 /// The key thread: apply keys and redraw at once; redraw on a resize; end with the view.
-fn read_keys(shared: &Shared, stop: &AtomicBool) {
+fn read_keys(shared: &Shared, stop: &Stop) {
     let mut buf = [0u8; 64];
     loop {
         if shared.lock().done {
@@ -209,7 +210,7 @@ fn read_keys(shared: &Shared, stop: &AtomicBool) {
             };
             for key in model::parse_keys(&buf[..n]) {
                 if state.model.key(key) {
-                    stop.store(true, Ordering::Relaxed);
+                    stop.request();
                 }
             }
         } else if state.size == shared.size() {
