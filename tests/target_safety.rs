@@ -1,4 +1,4 @@
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::common::*;
 use crate::ground_truth::run_against_writer;
@@ -131,6 +131,31 @@ fn tracking_ends_cleanly_when_target_exits() {
         .try_wait()
         .unwrap()
         .is_some()));
+}
+
+#[test]
+fn sigint_ends_a_long_interval_at_once() {
+    if !kernel_can_track() {
+        return;
+    }
+    let dir = scratch();
+    let mut writer = Writer::spawn(dir.path(), &["--wait=stdin"], None);
+    let pid = writer.pid.to_string();
+    // The first harvest is a minute away: the wait must end on the signal, not on time.
+    let tracker = Tracker::spawn(&["--pid", &pid, "--interval", "60s"], None);
+    std::thread::sleep(Duration::from_millis(200));
+    let signalled = Instant::now();
+    tracker.signal(libc::SIGINT);
+    let (status, records) = tracker.finish();
+    let took = signalled.elapsed();
+    assert!(status.success(), "tracker exit {status:?}");
+    assert_eq!(records.last().unwrap()["reason"], "signal");
+    assert!(
+        took < Duration::from_secs(5),
+        "the tracker took {took:?} to stop"
+    );
+    writer.go();
+    writer.finish();
 }
 
 #[test]

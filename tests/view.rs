@@ -617,3 +617,32 @@ fn attach_progress_bar_shows_on_a_terminal_and_is_erased() {
         "{err:?}"
     );
 }
+
+#[test]
+fn q_ends_a_long_interval_at_once() {
+    if !kernel_can_track() {
+        return;
+    }
+    let dir = scratch();
+    let mut writer = Writer::spawn(dir.path(), &["--wait=stdin"], None);
+    // The next harvest is a minute away: q must wake the wait, not the clock.
+    let command = format!(
+        "{BIN} track --view --interval 60s --pid {}; echo exit=$?; sleep 60",
+        writer.pid
+    );
+    let Some(tmux) = Tmux::start("view-long-interval", &command) else {
+        return;
+    };
+    tmux.wait_for("the view", |p| p.contains("uffd-dirty  PID"));
+    let pressed = std::time::Instant::now();
+    tmux.keys("q");
+    let pane = tmux.wait_for("the exit status", |p| p.contains("exit="));
+    let took = pressed.elapsed();
+    assert!(pane.contains("exit=0"), "{pane}");
+    assert!(
+        took < Duration::from_secs(5),
+        "q took {took:?} to end tracking"
+    );
+    writer.go();
+    writer.finish();
+}
