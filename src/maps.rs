@@ -209,6 +209,11 @@ impl MapsReader {
     pub fn watching(pid: i32) -> MapsReader {
         let mut reader = MapsReader::new(pid);
         reader.query = fs::File::open(&reader.path).ok();
+        // One pass now, so that `queries()` is known from the start: without PROCMAP_QUERY
+        // (or on any failure) the fd is dropped and the text is read.
+        if !matches!(reader.query_shape(), Ok(true)) {
+            reader.query = None;
+        }
         reader
     }
 
@@ -588,6 +593,13 @@ mod subtract_tests {
             let only_a: BTreeSet<u64> = ca.difference(&cb).copied().collect();
             assert_eq!(cells(&intersect(&a, &b)), both, "{a:?} ∩ {b:?}");
             assert_eq!(cells(&subtract(&a, &b)), only_a, "{a:?} \\ {b:?}");
+            // The _into forms append, leaving what was there.
+            let mark = Span::new(u64::MAX - 1, u64::MAX);
+            let mut out = vec![mark];
+            intersect_into(&a, &b, &mut out);
+            subtract_into(&a, &b, &mut out);
+            assert_eq!(out[0], mark);
+            assert_eq!(cells(&out[1..]), ca, "(a ∩ b) + (a \\ b) = a");
         }
     }
 }

@@ -38,18 +38,28 @@ impl Stop {
     }
 
     pub fn requested(&self) -> bool {
-        self.flag.load(Ordering::Relaxed)
+        self.flag.load(Ordering::Acquire)
     }
 
     pub fn request(&self) {
-        self.flag.store(true, Ordering::Relaxed);
+        self.flag.store(true, Ordering::Release);
         // A full pipe is already readable: nothing is lost when the write fails.
         let _ = nix::unistd::write(&self.writable, b"s");
     }
 
-    /// Readable once a stop was requested (never drained: a stop is final).
+    /// Readable once a stop was requested (a stop is final, so it stays readable).
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.readable.as_fd()
+    }
+
+    /// Empty the pipe when it woke a wait without a request behind it: a launched command
+    /// signalled between fork and exec runs our handler with its own copy of the flag but
+    /// writes this very pipe. Left readable, it would make every wait return at once.
+    pub fn drain_stray_wakeups(&self) {
+        let mut buf = [0u8; 64];
+        while !self.requested()
+            && matches!(nix::unistd::read(&self.readable, &mut buf), Ok(n) if n > 0)
+        {}
     }
 }
 
@@ -73,5 +83,17 @@ mod tests {
         assert!(!stop.requested() && !readable(&stop));
         stop.request();
         assert!(stop.requested() && readable(&stop));
+        // A real request stays readable: every later wait ends at once.
+        stop.drain_stray_wakeups();
+        assert!(readable(&stop));
+    }
+
+    #[test]
+    fn a_wakeup_without_a_request_is_drained() {
+        let stop = Stop::new().unwrap();
+        nix::unistd::write(&stop.writable, b"xx").unwrap();
+        assert!(readable(&stop));
+        stop.drain_stray_wakeups();
+        assert!(!readable(&stop) && !stop.requested());
     }
 }

@@ -269,6 +269,9 @@ pub trait Emitter {
 
 #[cfg(test)]
 mod tests {
+
+    use super::*;
+
     #[test]
     fn addresses_serialize_as_hex_strings() {
         for v in [0, 1, 0xf, 0x10, 0x7fff_dead_b000, u64::MAX] {
@@ -276,8 +279,6 @@ mod tests {
             assert_eq!(json, format!("\"{v:#x}\""));
         }
     }
-
-    use super::*;
 
     #[test]
     fn the_delta_clock_measures_from_the_previous_delta() {

@@ -18,8 +18,9 @@ use crate::sys::{self, abi};
 const VEC_LEN: usize = 2048;
 /// 64 Ki regions of 24 bytes: 1.5 MiB at most.
 const VEC_LEN_MAX: usize = 1 << 16;
-/// The buffer offered to the unarmed-memory query, which usually finds nothing. The kernel allocates a bounce buffer of up to 512 regions per call:
-/// 12 KiB from the page allocator, where 64 regions come from a slab.
+/// The buffer offered to the unarmed-memory query, which usually finds nothing. The kernel
+/// allocates a bounce buffer of up to 512 regions per call: 12 KiB from the page allocator,
+/// where 64 regions come from a slab.
 const FEW: usize = 64;
 
 pub struct PagemapScan {

@@ -38,9 +38,8 @@ impl Arming {
 
 /// Pieces at least this large, and populated to less than 1/SPARSE_FILL of it (and pieces
 /// not writable when first seen, see SPARSE_READ_ONLY_MIN), are tracked as sparse: only
-/// their populated pages are
-/// ever protected, because arming empty slots makes the kernel allocate page tables for all of
-/// it (1/512 of the size: 2 GiB for a 1 TiB reservation). Pages populated later are caught as
+/// their populated pages are ever protected, because arming empty slots makes the kernel
+/// allocate page tables for all of it (1/512 of the size: 2 GiB for a 1 TiB reservation). Pages populated later are caught as
 /// present-but-unprotected, and pages that vanish (zapped) by comparing the populated set
 /// between harvests.
 pub(crate) const SPARSE_MIN: u64 = 1 << 30;
@@ -122,6 +121,7 @@ struct Scratch {
     before: Vec<Span>,
     vanished: Vec<Span>,
     shared_now: Vec<Span>,
+    outside: Vec<Span>,
     /// The vectors of the last delta, handed back by [`Mm::recycle`].
     ranges: Vec<output::DirtyRun>,
     tracked: Vec<Span>,
@@ -506,7 +506,7 @@ impl Mm {
     fn tracked_into(&mut self, out: &mut Vec<Span>) {
         out.clear();
         out.extend_from_slice(&self.coverage.armed);
-        let outside = &mut self.scratch.vanished;
+        let outside = &mut self.scratch.outside;
         outside.clear();
         maps::subtract_into(&self.runs, &self.coverage.armed, outside);
         if !outside.is_empty() {
@@ -789,16 +789,25 @@ mod steady_state {
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork failed");
         if pid == 0 {
-            let mut i = 0usize;
-            loop {
-                // SAFETY: every address lies inside a live mapping of this process.
-                unsafe {
-                    dense.add(i % dense_len).write_volatile(i as u8);
-                    shared.add((i * 7) % shared_len).write_volatile(i as u8);
+            let nap = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 200_000,
+            };
+            // SAFETY: prctl and nanosleep are async-signal-safe; every address written lies
+            // inside a live mapping of this process.
+            unsafe {
+                // Dies with the test binary, however that ends.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                let mut i = 0usize;
+                loop {
+                    dense.add(i * page % dense_len).write_volatile(i as u8);
+                    shared
+                        .add(i * 7 * page % shared_len)
+                        .write_volatile(i as u8);
                     sparse.add((i % 16) * (64 << 20)).write_volatile(i as u8);
-                    libc::usleep(200);
+                    libc::nanosleep(&nap, std::ptr::null_mut());
+                    i += 1;
                 }
-                i += page;
             }
         }
         let child = scopeguard(pid);
@@ -847,6 +856,12 @@ mod steady_state {
             pages += p;
         }
         drop(child);
+        // SAFETY: unmapping exactly what `map` mapped above; the child is gone.
+        unsafe {
+            libc::munmap(dense.cast(), dense_len);
+            libc::munmap(shared.cast(), shared_len);
+            libc::munmap(sparse.cast(), sparse_len);
+        }
         assert!(pages > 40, "the child's writes were seen ({pages} pages)");
         assert_eq!(allocations, 0, "allocations in 40 steady-state harvests");
     }

@@ -9,7 +9,6 @@ mod mm;
 mod registry;
 mod soft;
 
-use crate::stop::Stop;
 use std::collections::HashSet;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -25,6 +24,7 @@ use crate::maps::{self, Selected, Span, Vma};
 use crate::output::{self, Addr, Emitter, EndReason, Record, Timestamp};
 use crate::progress;
 use crate::scan::{PagemapRead, PagemapScan, SoftDirty};
+use crate::stop::Stop;
 use crate::sys::{self, abi};
 use crate::target::Target;
 use crate::uffd::{self, Uffd};
@@ -61,6 +61,9 @@ pub(crate) fn wait_until(deadline: Instant, target: &Target, stop: &Stop) -> Wak
         let r = unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms.min(i32::MAX as u128) as i32) };
         if r > 0 && pfds[0].revents & libc::POLLIN != 0 {
             return Wake::TargetExited;
+        }
+        if r > 0 && pfds[1].revents & libc::POLLIN != 0 {
+            stop.drain_stray_wakeups();
         }
     }
 }
