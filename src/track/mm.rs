@@ -39,9 +39,9 @@ impl Arming {
 /// Pieces at least this large, and populated to less than 1/SPARSE_FILL of it (and pieces
 /// not writable when first seen, see SPARSE_READ_ONLY_MIN), are tracked as sparse: only
 /// their populated pages are ever protected, because arming empty slots makes the kernel
-/// allocate page tables for all of it (1/512 of the size: 2 GiB for a 1 TiB reservation). Pages populated later are caught as
-/// present-but-unprotected, and pages that vanish (zapped) by comparing the populated set
-/// between harvests.
+/// allocate page tables for all of it (1/512 of the size: 2 GiB for a 1 TiB reservation).
+/// Pages populated later are caught as present-but-unprotected, and pages that vanish
+/// (zapped) by comparing the populated set between harvests.
 pub(crate) const SPARSE_MIN: u64 = 1 << 30;
 pub(crate) const SPARSE_FILL: u64 = 8;
 /// Memory that is not writable (PROT_NONE reservations, read-only anonymous memory) is sparse
@@ -750,7 +750,7 @@ mod steady_state {
     static COUNTING: Counting = Counting;
 
     fn map(len: usize, flags: i32) -> *mut u8 {
-        // SAFETY: a fresh anonymous mapping, never unmapped (the child dies with it).
+        // SAFETY: a fresh anonymous mapping of our own, unmapped at the end of the test.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
