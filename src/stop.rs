@@ -68,13 +68,8 @@ mod tests {
     use super::*;
 
     fn readable(stop: &Stop) -> bool {
-        let mut pfd = libc::pollfd {
-            fd: std::os::fd::AsRawFd::as_raw_fd(&stop.fd()),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the duration of the call.
-        unsafe { libc::poll(&mut pfd, 1, 0) == 1 }
+        let [readable] = crate::sys::readable([stop.fd()], std::time::Duration::ZERO);
+        readable
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::{Context, Result};
 
@@ -165,14 +165,8 @@ impl Target {
 
     /// Whether the process has exited (its pidfd polls readable), zombie or reaped.
     pub fn has_exited(&self) -> bool {
-        let mut pfd = libc::pollfd {
-            fd: self.pidfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, no timeout.
-        let r = unsafe { libc::poll(&mut pfd, 1, 0) };
-        r > 0 && pfd.revents & libc::POLLIN != 0
+        let [exited] = sys::readable([self.pidfd.as_fd()], std::time::Duration::ZERO);
+        exited
     }
 
     /// Open a `/proc/PID/<name>` file of this very process.

@@ -175,6 +175,23 @@ pub fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result
     Ok(done)
 }
 
+/// Which of `fds` are readable, waiting up to `timeout` (rounded up to whole milliseconds;
+/// zero: just look) for one to be. A signal ends the wait with none readable.
+pub fn readable<const N: usize>(
+    fds: [BorrowedFd<'_>; N],
+    timeout: std::time::Duration,
+) -> [bool; N] {
+    let mut pfds = fds.map(|fd| libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: N valid pollfds, exclusively borrowed for the duration of the call.
+    let r = unsafe { libc::poll(pfds.as_mut_ptr(), N as libc::nfds_t, ms) };
+    pfds.map(|p| r > 0 && p.revents & libc::POLLIN != 0)
+}
+
 /// The size of the terminal behind `fd`, as (columns, rows).
 pub fn window_size(fd: BorrowedFd<'_>) -> io::Result<(u16, u16)> {
     let mut ws = libc::winsize {

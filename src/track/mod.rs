@@ -11,7 +11,7 @@ mod soft;
 
 use std::collections::HashSet;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow};
@@ -50,19 +50,12 @@ pub(crate) fn wait_until(deadline: Instant, target: &Target, stop: &Stop) -> Wak
         if now >= deadline {
             return Wake::Tick;
         }
-        // Rounded up, so that the wait never ends just short of the deadline.
-        let ms = (deadline - now).as_micros().div_ceil(1000);
-        let mut pfds = [target.pidfd.as_raw_fd(), stop.fd().as_raw_fd()].map(|fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        // SAFETY: two valid pollfds for the duration of the call.
-        let r = unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms.min(i32::MAX as u128) as i32) };
-        if r > 0 && pfds[0].revents & libc::POLLIN != 0 {
+        // Rounded up to whole milliseconds: the wait never ends just short of the deadline.
+        let [exited, woken] = sys::readable([target.pidfd.as_fd(), stop.fd()], deadline - now);
+        if exited {
             return Wake::TargetExited;
         }
-        if r > 0 && pfds[1].revents & libc::POLLIN != 0 {
+        if woken {
             stop.drain_stray_wakeups();
         }
     }
