@@ -62,6 +62,9 @@ pub enum Command {
     /// Ground-truth scenarios of a changing address space (used by the tests).
     #[command(hide = true)]
     Scenario(crate::workload::scenario::ScenarioArgs),
+    /// The attach helper (started by `track` itself: it borrows the target's thread).
+    #[command(hide = true)]
+    AttachHelper(crate::attach::helper::HelperArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -112,11 +112,11 @@ pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
     }
     let scope = args.target.scope();
     let arming = Arming::choose(ArmMethod::Auto, &support);
-    let (target, mut child) = track::open_target(&args.target)?;
+    let (target, mut child) = track::open_target(&args.target, Method::PagemapScan)?;
     let mut uffd_side = track::attach_mm(
         &target,
         &scope,
-        child.is_some(),
+        child.as_mut().and_then(|c| c.helper.as_mut()),
         arming,
         Method::PagemapScan,
         &mut |_, _| {},

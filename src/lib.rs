@@ -138,6 +138,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Compare(args) => compare::run(&args, &*stop_on_signals(false)?),
         Command::Check(args) => check::run(&args.output),
         Command::Report(args) => report::run(&args),
+        Command::AttachHelper(args) => {
+            attach::helper::serve(&args)?;
+            Ok(ExitCode::Success)
+        }
         Command::Scenario(args) => {
             workload::scenario::run_scenario(&args)?;
             Ok(ExitCode::Success)

@@ -27,3 +27,5 @@ mod bench;
 mod view;
 // `uffd-dirty report`: a real run rendered and screenshotted in Chromium; its refusals.
 mod report;
+// The tracker SIGKILLed at every step of attach: the target must come out untouched.
+mod kill_sweep;

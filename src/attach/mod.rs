@@ -4,11 +4,13 @@
 //! target. One thread is borrowed with ptrace: seized, interrupted, pointed at an existing
 //! `syscall` instruction of its own (the vDSO's, found by reading, never writing, its memory),
 //! made to call `userfaultfd()`, then `close()` on its copy once `pidfd_getfd` has pulled a
-//! duplicate into the tracker. Other threads never stop. Between injected calls the thread is
+//! duplicate out. Other threads never stop. The borrowing is done by an [`helper`] process,
+//! never by the tracker, so that the tracker's death cannot strand the thread mid-way. Between injected calls the thread is
 //! *parked* on registers it could safely resume from if the tracker died, and the exact
 //! original registers go back only at a stop inside `get_signal()`, so the kernel itself applies
 //! the restart rules of whatever blocking call the thread was interrupted in.
 
+pub mod helper;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 #[cfg(target_arch = "x86_64")]
@@ -444,6 +446,12 @@ fn syscall_insn_before(pid: i32, ip: u64) -> bool {
 }
 
 fn seize_error(target: &Target, tid: i32, e: io::Error) -> anyhow::Error {
+    // An exiting thread cannot be seized (EPERM): that is an exit, not a permission problem.
+    if matches!(e.raw_os_error(), Some(libc::EPERM | libc::ESRCH))
+        && (target.check_alive().is_err() || thread_is_dead(target.pid, tid))
+    {
+        return anyhow!("PID {} exited while being attached to", target.pid);
+    }
     if e.raw_os_error() == Some(libc::EPERM) {
         if let Ok(Some((t, tracer))) = target.traced_thread() {
             return anyhow!(
@@ -545,8 +553,27 @@ fn create_and_take(b: &Borrowed, target: &Target) -> Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Attach to a running process: borrow its best-placed thread to create a userfaultfd.
+/// Attach to a running process: a helper borrows its best-placed thread to create a
+/// userfaultfd, gives the thread back, and hands the fd over.
 pub fn take_userfaultfd(target: &Target) -> Result<Injection<OwnedFd>> {
+    helper::Helper::start(target.pid, target.pidfd.as_fd(), false)?.take()
+}
+
+/// The threads of the target in the order to try them for borrowing, each ranked once
+/// (ranks read from /proc change under a running program: never compare them twice).
+fn threads_by_rank(target: &Target) -> Result<Vec<i32>> {
+    let mut ranked: Vec<(u8, i32)> = target
+        .threads()?
+        .into_iter()
+        .map(|t| (thread_rank(target.pid, t), t))
+        .collect();
+    ranked.sort_unstable();
+    Ok(ranked.into_iter().map(|(_, t)| t).collect())
+}
+
+/// In the helper: borrow the best-placed thread, create and take the userfaultfd, give the
+/// thread back.
+fn take_userfaultfd_here(target: &Target) -> Result<Injection<OwnedFd>> {
     if let Some((tid, tracer)) = target.traced_thread()? {
         bail!(
             "thread {tid} of PID {} is already traced by PID {tracer}: detach that debugger or tracer first",
@@ -554,14 +581,11 @@ pub fn take_userfaultfd(target: &Target) -> Result<Injection<OwnedFd>> {
         );
     }
     let site = find_syscall_site(target)?;
-    let mut threads = target.threads()?;
-    threads.sort_by_key(|&t| thread_rank(target.pid, t));
-    let tid = *threads
+    let tid = *threads_by_rank(target)?
         .first()
         .ok_or_else(|| anyhow!("PID {} has no threads", target.pid))?;
     refuse_seccomp(target, tid)?;
 
-    let _blocked = SignalsBlocked::new()?;
     let started = Instant::now();
     ptrace(
         libc::PTRACE_SEIZE,
@@ -570,19 +594,35 @@ pub fn take_userfaultfd(target: &Target) -> Result<Injection<OwnedFd>> {
         libc::PTRACE_O_TRACESYSGOOD as usize,
     )
     .map_err(|e| seize_error(target, tid, e))?;
+    interrupt_and_wait(tid, target)?;
+    borrow_and_inject(tid, target, site, started, Ok)
+}
+
+/// Stop a seized thread with `PTRACE_INTERRUPT`. A signal on its way in is let through, and
+/// the interrupt asked for again: the signal's delivery stop may have used it up (under a
+/// flood of signals the thread would otherwise run on from stop to stop).
+fn interrupt_and_wait(tid: i32, target: &Target) -> Result<()> {
     ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0)
         .with_context(|| format!("interrupting thread {tid}"))?;
     let deadline = Instant::now() + STOP_TIMEOUT;
     loop {
-        match wait_stop(tid, Some(deadline))? {
-            Stop::Interrupt | Stop::Group => break,
-            // A signal was on its way in: let it through; our interrupt is still pending.
-            Stop::Signal(sig) => resume(libc::PTRACE_CONT, tid, sig)?,
-            Stop::Syscall | Stop::Event(_) => resume(libc::PTRACE_CONT, tid, 0)?,
-            Stop::Exited => bail!("PID {} exited while being attached to", target.pid),
+        match wait_stop(tid, Some(deadline)) {
+            Ok(Stop::Interrupt | Stop::Group) => return Ok(()),
+            Ok(Stop::Signal(sig)) => {
+                resume(libc::PTRACE_CONT, tid, sig)?;
+                ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0)
+                    .with_context(|| format!("interrupting thread {tid}"))?;
+            }
+            Ok(Stop::Syscall | Stop::Event(_)) => resume(libc::PTRACE_CONT, tid, 0)?,
+            Ok(Stop::Exited) => bail!("PID {} exited while being attached to", target.pid),
+            Err(e) => {
+                // Not stopped: detach (allowed on a running tracee only once it stops, so
+                // this may fail; the helper's exit then detaches it, registers untouched).
+                let _ = ptrace(libc::PTRACE_DETACH, tid, 0, 0);
+                return Err(e);
+            }
         }
     }
-    borrow_and_inject(tid, target, site, started, Ok)
 }
 
 /// Inject, then run `while_stopped` on the userfaultfd before the thread is given back.
@@ -610,16 +650,15 @@ fn borrow_and_inject<T>(
     })
 }
 
-/// Launch mode: `tid` is a child seized with `PTRACE_O_TRACEEXEC` and now in its exec event
-/// stop. Step it to the exit of `execve` (before the new image runs any instruction), inject,
-/// and run `arm` on the userfaultfd while the command, single-threaded after exec, is still
-/// stopped: it starts running only once fully tracked.
-pub fn take_userfaultfd_after_exec<T>(
+/// In the helper, launch mode: `target` is a child seized with `PTRACE_O_TRACEEXEC` and now
+/// in its exec event stop. Step it to the exit of `execve` (before the new image runs any
+/// instruction), inject, and run `arm` on the userfaultfd while the command, single-threaded
+/// after exec, is still stopped: it starts running only once fully tracked.
+fn take_userfaultfd_after_exec_here<T>(
     target: &Target,
     arm: impl FnOnce(OwnedFd) -> Result<T>,
 ) -> Result<Injection<T>> {
     let tid = target.pid;
-    let _blocked = SignalsBlocked::new()?;
     let started = Instant::now();
     resume(libc::PTRACE_SYSCALL, tid, 0)?;
     loop {

@@ -293,7 +293,7 @@ impl Tracked {
 fn attach_source(target: &Target, method: Method, arming: Arming) -> Result<Source> {
     Ok(match method {
         Method::SoftDirty => track::attach_soft(target, &WHOLE, true, true)?.mm,
-        m => track::attach_mm(target, &WHOLE, false, arming, m, &mut |_, _| {})?.mm,
+        m => track::attach_mm(target, &WHOLE, None, arming, m, &mut |_, _| {})?.mm,
     })
 }
 

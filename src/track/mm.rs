@@ -143,7 +143,7 @@ pub(crate) struct Attachment {
 pub(crate) fn attach_mm(
     target: &Target,
     scope: &[Span],
-    at_exec: bool,
+    at_exec: Option<&mut attach::helper::Helper>,
     arming: Arming,
     method: Method,
     progress: &mut dyn FnMut(u64, u64),
@@ -182,8 +182,8 @@ pub(crate) fn attach_mm(
     };
     // A launched command is armed before it runs at all; a running process keeps running
     // (only one thread stops, for the injected calls) while it is armed.
-    let (mm, skipped, stopped) = if at_exec {
-        let inj = attach::take_userfaultfd_after_exec(target, arm)?;
+    let (mm, skipped, stopped) = if let Some(helper) = at_exec {
+        let inj = helper.take_after_exec(arm)?;
         (inj.value.0, inj.value.1, inj.stopped)
     } else {
         let inj = attach::take_userfaultfd(target)?;
@@ -815,7 +815,7 @@ mod steady_state {
         let attached = attach_mm(
             &target,
             &[Span::new(0, abi::TASK_SIZE)],
-            false,
+            None,
             Arming::Scan,
             Method::PagemapScan,
             &mut |_, _| {},

@@ -65,8 +65,11 @@ pub(crate) fn wait_until(deadline: Instant, target: &Target, stop: &Stop) -> Wak
 pub(crate) struct Child {
     pid: i32,
     status: Option<i32>,
-    /// Stopped under our ptrace: SIGTERM would wait for nothing, so it is killed outright.
+    /// Stopped under ptrace (ours or the helper's): SIGTERM would wait for nothing, so it is
+    /// killed outright.
     pub(crate) traced: bool,
+    /// The attach helper holding it at its exec, for userfaultfd tracking.
+    pub(crate) helper: Option<attach::helper::Helper>,
 }
 
 impl Child {
@@ -232,7 +235,7 @@ fn check_scope(target: &Target, ranges: &[Span], vmas: &[Vma]) -> Result<()> {
 /// The target: a running process, or a launched command held at its exec (still traced: on
 /// any error before it is attached, it is killed). `--range` values are checked against its
 /// mappings before anything touches it.
-pub(crate) fn open_target(args: &TargetArgs) -> Result<(Target, Option<Child>)> {
+pub(crate) fn open_target(args: &TargetArgs, method: Method) -> Result<(Target, Option<Child>)> {
     match args.pid {
         Some(pid) => {
             let target = Target::open(pid)?;
@@ -241,11 +244,12 @@ pub(crate) fn open_target(args: &TargetArgs) -> Result<(Target, Option<Child>)> 
             Ok((target, None))
         }
         None => {
-            let launched = launch::spawn(&args.command)?;
+            let launched = launch::spawn(&args.command, method != Method::SoftDirty)?;
             let child = Child {
                 pid: launched.target.pid,
                 status: None,
                 traced: true,
+                helper: launched.helper,
             };
             let vmas = maps::read_maps(child.pid).context("reading the command's mappings")?;
             check_scope(&launched.target, &args.ranges, &vmas)?;
@@ -284,7 +288,7 @@ pub fn run(args: &TrackArgs, stop: &Stop, out: Box<dyn Emitter + '_>) -> Result<
             uffd::kernel_release()
         );
     }
-    let (target, mut child) = open_target(&args.target)?;
+    let (target, mut child) = open_target(&args.target, args.method)?;
     let attachment = match args.method {
         Method::SoftDirty => {
             // Launch mode: the command is held at its exec stop; its bits are cleared there,
@@ -310,7 +314,7 @@ pub fn run(args: &TrackArgs, stop: &Stop, out: Box<dyn Emitter + '_>) -> Result<
             attach_mm(
                 &target,
                 &scope,
-                child.is_some(),
+                child.as_mut().and_then(|c| c.helper.as_mut()),
                 arming,
                 m,
                 &mut |done, total| bar.update(done, total),
@@ -514,7 +518,7 @@ impl Tracking<'_> {
                         m => attach_mm(
                             self.target,
                             &self.scope,
-                            false,
+                            None,
                             Arming::Unpopulated,
                             m,
                             &mut |_, _| {},
