@@ -172,7 +172,14 @@ impl Target {
     /// Open a `/proc/PID/<name>` file of this very process.
     pub fn open_proc(&self, name: &str) -> Result<File> {
         let path = self.proc_path(name);
-        let f = File::open(&path).with_context(|| format!("opening {path}"))?;
+        let f = match File::open(&path) {
+            Ok(f) => f,
+            // An exiting process's files fail to open: say it exited.
+            Err(_) if self.check_alive().is_err() || self.has_exited() => {
+                anyhow::bail!("PID {} has exited", self.pid)
+            }
+            Err(e) => return Err(e).with_context(|| format!("opening {path}")),
+        };
         self.check_alive()?;
         Ok(f)
     }

@@ -456,3 +456,81 @@ pub fn track_records(args: &[&str]) -> (ExitStatus, Vec<Value>, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A C program (or, with `-shared -fPIC` in `flags`, a library) from `tests/c/NAME.c`,
+/// compiled once per test run; `None`, with the reason printed, where there is no compiler.
+pub fn c_build(name: &str, flags: &[&str]) -> Option<PathBuf> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static BUILT: OnceLock<Mutex<HashMap<String, Option<PathBuf>>>> = OnceLock::new();
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        tempfile::Builder::new()
+            .prefix("uffd-dirty-c")
+            .tempdir()
+            .unwrap()
+            .keep()
+    });
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
+    built
+        .entry(name.to_string())
+        .or_insert_with(|| {
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
+            let out = dir.join(if flags.contains(&"-shared") {
+                format!("{name}.so")
+            } else {
+                name.to_string()
+            });
+            let status = Command::new("cc")
+                .args(["-O1", "-o"])
+                .arg(&out)
+                .arg(&src)
+                .args(flags)
+                .status();
+            match status {
+                Ok(s) if s.success() => Some(out),
+                other => {
+                    eprintln!(
+                        "SKIPPED: cannot compile {} with cc: {other:?}",
+                        src.display()
+                    );
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// A C test program from `tests/c/`, started with piped stdin and stdout, once it printed
+/// `ready PID`.
+pub struct CProgram {
+    pub child: Child,
+    pub pid: i32,
+    pub stdout: BufReader<ChildStdout>,
+}
+
+impl CProgram {
+    pub fn spawn(path: &Path, args: &[&str]) -> CProgram {
+        let mut child = Command::new(path)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let pid = line
+            .strip_prefix("ready ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{} said {line:?}", path.display()));
+        CProgram { child, pid, stdout }
+    }
+}
+
+impl Drop for CProgram {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -30,41 +30,15 @@ struct Built {
     shim: PathBuf,
 }
 
-/// The target and the preload shim, compiled once per test run; `None` (with the reason
-/// printed) where there is no C compiler.
+/// The target and the preload shim; `None` where they cannot be compiled.
 fn built() -> Option<&'static Built> {
     static BUILT: OnceLock<Option<Built>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let dir = tempfile::Builder::new()
-                .prefix("uffd-dirty-sweep")
-                .tempdir()
-                .unwrap()
-                .keep();
-            let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/c");
-            let blocker = dir.join("blocker");
-            let shim = dir.join("ptrace_kill_shim.so");
-            let compile = |args: &[&std::ffi::OsStr]| {
-                Command::new("cc")
-                    .args(args)
-                    .status()
-                    .is_ok_and(|s| s.success())
-            };
-            let ok = compile(&[
-                "-O1".as_ref(),
-                "-o".as_ref(),
-                blocker.as_os_str(),
-                src.join("blocker.c").as_os_str(),
-            ]) && compile(&[
-                "-O1".as_ref(),
-                "-shared".as_ref(),
-                "-fPIC".as_ref(),
-                "-o".as_ref(),
-                shim.as_os_str(),
-                src.join("ptrace_kill_shim.c").as_os_str(),
-                "-ldl".as_ref(),
-            ]);
-            ok.then_some(Built { blocker, shim })
+            Some(Built {
+                blocker: c_build("blocker", &[])?,
+                shim: c_build("ptrace_kill_shim", &["-shared", "-fPIC", "-ldl"])?,
+            })
         })
         .as_ref()
 }
@@ -73,11 +47,7 @@ fn can_sweep() -> Option<&'static Built> {
     if !kernel_can_track() {
         return None;
     }
-    let b = built();
-    if b.is_none() {
-        eprintln!("SKIPPED: no working C compiler (cc) to build the sweep's target and shim");
-    }
-    b
+    built()
 }
 
 /// When to kill the tracker.
@@ -294,12 +264,15 @@ fn launch_trial(
     count_file: Option<&std::path::Path>,
 ) -> Option<String> {
     let b = built().unwrap();
+    // Names the command (and the tracker's child before its exec) among all processes.
+    let token = format!("sweep-{}-{}", std::process::id(), next_token());
     let started = Instant::now();
     let mut tracker = tracker_command(kill, count_file)
         .args(["track", "--interval", "20ms", "--duration", "3s"])
         .args(["--output", "/dev/null", "--format", "json", "--"])
         .arg(&b.blocker)
         .arg(mode)
+        .arg(&token)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -311,15 +284,51 @@ fn launch_trial(
     end_tracker(tracker, kill, started);
     let mut target = match reader.join().unwrap() {
         Ok(t) => t,
-        // The tracker died before it forked the command: nothing to harm.
-        Err(e) if matches!(kill, Kill::After(d) if d < Duration::from_millis(5)) => {
-            eprintln!("{e} (the tracker died before it started the command)");
-            return None;
+        Err(e) => {
+            let stuck = processes_named(&token);
+            if stuck.is_empty() {
+                // The tracker died before it forked the command: nothing to harm.
+                return None;
+            }
+            let states: Vec<String> = stuck
+                .iter()
+                .map(|&pid| {
+                    let st = uffd_dirty::target::read_status(&format!("/proc/{pid}/status"));
+                    // SAFETY: kill(2) on a process of this trial.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    format!(
+                        "PID {pid} {:?}",
+                        st.map(|s| (s.name, s.state, s.tracer_pid))
+                    )
+                })
+                .collect();
+            return Some(format!("{e}: {}", states.join(", ")));
         }
-        Err(e) => return Some(e),
     };
     // What /proc shows: inside sigsuspend, its temporary mask (the blocker checks its own).
     target.harm("0000000000000000")
+}
+
+fn next_token() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Live processes whose command line holds `token`.
+fn processes_named(token: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == token.as_bytes()))
+        })
+        .filter(|&pid| {
+            uffd_dirty::target::read_status(&format!("/proc/{pid}/status"))
+                .is_ok_and(|s| !matches!(s.state, 'Z' | 'X'))
+        })
+        .collect()
 }
 
 type Trial = fn(&'static str, Kill, Option<&std::path::Path>) -> Option<String>;
@@ -424,7 +433,7 @@ fn tracker_killed_at_random_instants_leaves_the_target_untouched() {
     if can_sweep().is_none() {
         return;
     }
-    let mut harmed = random_kills(pid_trial, 6);
-    harmed.extend(random_kills(launch_trial, 2));
+    let mut harmed = random_kills(pid_trial, 15);
+    harmed.extend(random_kills(launch_trial, 4));
     assert!(harmed.is_empty(), "harmed targets:\n{}", harmed.join("\n"));
 }

@@ -29,3 +29,5 @@ mod view;
 mod report;
 // The tracker SIGKILLed at every step of attach: the target must come out untouched.
 mod kill_sweep;
+// Attaching under adverse conditions: busy threads, signal floods, exiting targets.
+mod attach;

@@ -353,39 +353,44 @@ pub fn serve(args: &HelperArgs) -> Result<()> {
     // Ask the OOM killer to pass us by while we hold a thread (only root may lower it).
     let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
     let sock = inherited_socket()?;
-    if pidfd_pid(PIDFD_FD) != Some(args.pid) {
-        bail!(
+    let outcome = match pidfd_pid(PIDFD_FD) {
+        Some(pid) if pid == args.pid => {
+            // SAFETY: fd 4 is the pidfd the tracker passed (checked just above), ours now.
+            let pidfd = unsafe { OwnedFd::from_raw_fd(PIDFD_FD) };
+            let target = Target {
+                pid: args.pid,
+                pidfd,
+            };
+            attach(&target, sock.as_fd(), args.launched)
+        }
+        // A pidfd whose process has been reaped names no PID.
+        Some(_) => Err(anyhow!("PID {} exited while being attached to", args.pid)),
+        None => Err(usage(format!(
             "{SUBCOMMAND}: fd {PIDFD_FD} is not a pidfd of PID {}",
             args.pid
-        );
-    }
-    // SAFETY: fd 4 is the pidfd the tracker passed (checked just above), ours from here on.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(PIDFD_FD) };
-    let target = Target {
-        pid: args.pid,
-        pidfd,
+        ))),
     };
-    let outcome = if args.launched {
-        serve_launched(&target, sock.as_fd())
-    } else {
-        match super::take_userfaultfd_here(&target) {
-            Ok(inj) => send(
-                sock.as_fd(),
-                &Report::Taken {
-                    tid: inj.tid,
-                    stopped_us: inj.stopped.as_micros() as u64,
-                    given_back: true,
-                },
-                Some(inj.value.as_fd()),
-            ),
-            Err(e) => Err(e),
-        }
-    };
-    if let Err(e) = &outcome {
-        // The tracker may be gone: then nobody hears it, and nothing is left to undo.
-        let _ = send(sock.as_fd(), &failure(e), None);
+    match outcome {
+        // Told to the tracker, which says it; said here only if the tracker is gone.
+        Err(e) if send(sock.as_fd(), &failure(&e), None).is_err() => Err(e),
+        _ => Ok(()),
     }
-    outcome
+}
+
+fn attach(target: &Target, sock: BorrowedFd<'_>, launched: bool) -> Result<()> {
+    if launched {
+        return serve_launched(target, sock);
+    }
+    let inj = super::take_userfaultfd_here(target)?;
+    send(
+        sock,
+        &Report::Taken {
+            tid: inj.tid,
+            stopped_us: inj.stopped.as_micros() as u64,
+            given_back: true,
+        },
+        Some(inj.value.as_fd()),
+    )
 }
 
 fn serve_launched(target: &Target, sock: BorrowedFd<'_>) -> Result<()> {

@@ -580,7 +580,6 @@ fn take_userfaultfd_here(target: &Target) -> Result<Injection<OwnedFd>> {
             target.pid
         );
     }
-    let site = find_syscall_site(target)?;
     let tid = *threads_by_rank(target)?
         .first()
         .ok_or_else(|| anyhow!("PID {} has no threads", target.pid))?;
@@ -595,6 +594,15 @@ fn take_userfaultfd_here(target: &Target) -> Result<Injection<OwnedFd>> {
     )
     .map_err(|e| seize_error(target, tid, e))?;
     interrupt_and_wait(tid, target)?;
+    // Looked for only now that the thread is stopped: a target that execs meanwhile has its
+    // vDSO elsewhere, and the old address would fault.
+    let site = match find_syscall_site(target) {
+        Ok(site) => site,
+        Err(e) => {
+            let _ = ptrace(libc::PTRACE_DETACH, tid, 0, 0);
+            return Err(e);
+        }
+    };
     borrow_and_inject(tid, target, site, started, Ok)
 }
 

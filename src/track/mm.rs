@@ -172,12 +172,9 @@ pub(crate) fn attach_mm(
             scratch: Scratch::default(),
             watch: Duration::ZERO,
         };
-        let skipped =
-            mm.arm(target, scope, arming, progress)
-                .map_err(|e| match target.check_alive() {
-                    Err(_) => anyhow!("PID {} exited while being attached to", target.pid),
-                    Ok(()) => e,
-                })?;
+        let skipped = mm
+            .arm(target, scope, arming, progress)
+            .map_err(|e| attach_failed(target, e))?;
         Ok((mm, skipped))
     };
     // A launched command is armed before it runs at all; a running process keeps running
@@ -199,6 +196,27 @@ pub(crate) fn attach_mm(
         attach_us: started.elapsed().as_micros() as u64,
         thread_stopped_us: stopped.as_micros() as u64,
     })
+}
+
+/// What an arming error means when the target's memory went away under it: an exit (its
+/// mm is torn down before its pidfd says so: give it a moment), or an exec.
+fn attach_failed(target: &Target, e: anyhow::Error) -> anyhow::Error {
+    let [exited] = sys::readable([target.pidfd.as_fd()], Duration::from_secs(1));
+    if exited || target.check_alive().is_err() {
+        return anyhow!("PID {} exited while being attached to", target.pid);
+    }
+    // ENOMEM/ESRCH: the userfaultfd's mm is gone while the process lives on: an execve.
+    let mm_gone = e
+        .chain()
+        .filter_map(|c| c.downcast_ref::<io::Error>())
+        .any(|io| matches!(io.raw_os_error(), Some(libc::ENOMEM | libc::ESRCH)));
+    if mm_gone {
+        return anyhow!(
+            "PID {} ran a new program (execve) while being attached to: attach again ({e:#})",
+            target.pid
+        );
+    }
+    e
 }
 
 impl Mm {

@@ -215,8 +215,17 @@ fn warn_skipped(pid: i32, skips: &[Skip]) {
 
 /// Check `--range` values against the target's mappings before anything touches it.
 fn check_scope(target: &Target, ranges: &[Span], vmas: &[Vma]) -> Result<()> {
+    // An exiting process loses its mappings: that is an exit, not a bad range.
+    let exiting = || {
+        let [exited] = sys::readable([target.pidfd.as_fd()], Duration::from_secs(1));
+        exited || vmas.is_empty()
+    };
+    let exited = || anyhow!("PID {} exited while being attached to", target.pid);
     for r in ranges {
         if maps::select(vmas, std::slice::from_ref(r)).is_empty() {
+            if exiting() {
+                return Err(exited());
+            }
             return Err(usage(format!(
                 "--range {r} holds no writable mapping of PID {}: pick a range from /proc/{}/maps",
                 target.pid, target.pid
@@ -224,6 +233,9 @@ fn check_scope(target: &Target, ranges: &[Span], vmas: &[Vma]) -> Result<()> {
         }
     }
     if maps::select(vmas, &[Span::new(0, abi::TASK_SIZE)]).is_empty() {
+        if exiting() {
+            return Err(exited());
+        }
         return Err(usage(format!(
             "PID {} has no writable mappings to track",
             target.pid
