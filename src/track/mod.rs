@@ -382,11 +382,14 @@ pub(crate) struct Cadence {
 }
 
 impl Cadence {
+    /// The parsers bound both times by [`crate::cli::MAX_DURATION`]; a `--duration` past the
+    /// clock's range all the same (a caller building `TargetArgs` by hand) never ends.
     pub(crate) fn start(args: &TargetArgs, since: Instant) -> Cadence {
+        let interval = args.interval.min(crate::cli::MAX_DURATION);
         Cadence {
-            next: since + args.interval,
-            interval: args.interval,
-            end_at: args.duration.map(|d| since + d),
+            next: since + interval,
+            interval,
+            end_at: args.duration.and_then(|d| since.checked_add(d)),
         }
     }
 
