@@ -378,10 +378,13 @@ See it work in five seconds:
         "OUTPUT FORMAT",
         "With --format json, stdout carries NDJSON, one object per line, and nothing else. \
 Every record has a \"type\": \"start\" (once: version, pid, page_size, method, interval_ms, the tracked \
-ranges with their mapping name and kind, the skipped ranges with a reason, attach timings), \"delta\" \
+ranges with their mapping name and kind, the skipped ranges with a reason, blind: signs of writes \
+no tracker can see, attach timings), \"delta\" \
 (once per interval, also when nothing was written: seq, time, elapsed_ms, dirty_pages, ranges, \
 scan_us), \"mapping\" (a tracked range appeared, moved or went away: event added, moved with \
-from, or removed), \"exec\" (the target exec'ed and the tracker attached to the new program) and \
+from, or removed), \"exec\" (the target exec'ed and the tracker attached to the new program), \
+\"blind\" (a sign of unseen writes found while tracking: kind io_uring, rdma, vfio or pinned, fd, \
+detail, ranges) and \
 \"end\" (reason: signal, count, duration, target-exited, exec or error; deltas, \
 dirty_pages_total, and the command's exit_status in launch mode).
 
@@ -394,7 +397,13 @@ attach is reported with its populated pages dirty in the next delta, as they may
 written before it was armed; moved and replaced memory is reported dirty whole; zapped pages \
 (MADV_DONTNEED) are reported, since their content became zero. Writable reservations of 1 GiB \
 or more that are less than 1/8 populated are armed page by page as they fill, so that their page \
-tables are not allocated in full.",
+tables are not allocated in full.
+
+Not seen by any page-table tracker: the kernel or a device writing through a long-term pin \
+(io_uring fixed buffers, RDMA, VFIO), other processes writing shared memory or a file through \
+their own mappings, and write(2) to the file behind a MAP_SHARED mapping. What can be detected \
+(an io_uring with registered buffers, an RDMA or VFIO device, VmPin) is warned about once per \
+kind on stderr and listed in blind.",
     ),
     (
         "EXIT STATUS",
