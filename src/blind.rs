@@ -142,7 +142,9 @@ fn scan(pid: i32, pins: Pins, page_size: u64) -> Vec<Blind> {
     };
     fds.sort_unstable();
     let mut explained_kib = 0;
-    let mut devices = false;
+    // An RDMA or VFIO fd, or an io_uring whose buffers' sizes were not printed: VmPin is
+    // theirs to explain, and not reported again as `pinned`.
+    let mut unsized_pins = false;
     for fd in fds {
         let Ok(link) = fs::read_link(format!("/proc/{pid}/fd/{fd}")) else {
             continue;
@@ -155,7 +157,12 @@ fn scan(pid: i32, pins: Pins, page_size: u64) -> Vec<Blind> {
                 Some(b) if b.count == 0 => continue,
                 Some(b) => {
                     let bytes: u64 = b.ranges.iter().map(|r| r.1).sum();
-                    explained_kib += bytes / 1024;
+                    // Pinned whole pages, as VmPin counts them.
+                    explained_kib += page_runs(&b.ranges, page_size)
+                        .iter()
+                        .map(|r| r.pages * page_size / 1024)
+                        .sum::<u64>();
+                    unsized_pins |= b.ranges.is_empty();
                     let size = if b.ranges.is_empty() {
                         String::new()
                     } else {
@@ -178,7 +185,7 @@ fn scan(pid: i32, pins: Pins, page_size: u64) -> Vec<Blind> {
                 ranges: bufs.map_or_else(Vec::new, |b| page_runs(&b.ranges, page_size)),
             });
         } else if let Some(kind) = device_kind(&link) {
-            devices = true;
+            unsized_pins = true;
             let what = if kind == "rdma" {
                 "an RDMA device"
             } else {
@@ -194,7 +201,7 @@ fn scan(pid: i32, pins: Pins, page_size: u64) -> Vec<Blind> {
             });
         }
     }
-    if !devices && pins.pinned_kib > explained_kib {
+    if !unsized_pins && pins.pinned_kib > explained_kib {
         found.push(Blind {
             kind: "pinned",
             fd: None,

@@ -280,3 +280,27 @@ fn an_io_uring_registered_while_tracking_is_announced() {
     );
     assert_eq!(err.try_iter().count(), 0, "one warning only");
 }
+
+#[test]
+fn pinned_memory_without_its_fd_is_announced_as_pinned() {
+    let Some(mut target) = Target::start(false) else {
+        return;
+    };
+    // The ring outlives its fd through its mappings; only VmPin still shows the buffer.
+    target.send(b'c', "closed").unwrap();
+    let (t, out, err) = tracker(target.pid());
+    let start: Value = serde_json::from_str(&next_line(&out, "start record", |l| {
+        l.contains("\"start\"")
+    }))
+    .unwrap();
+    let blind = start["blind"].as_array().expect("a blind field");
+    assert_eq!(blind.len(), 1, "{start}");
+    assert_eq!(blind[0]["kind"], "pinned", "{start}");
+    assert!(
+        blind[0]["detail"].as_str().unwrap().starts_with("1024 kB"),
+        "{start}"
+    );
+    let warning = next_line(&err, "warning", |_| true);
+    assert!(warning.contains("pinned long-term (VmPin)"), "{warning}");
+    stop(t, &out, &mut vec![start]);
+}

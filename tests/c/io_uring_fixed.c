@@ -5,9 +5,9 @@
  * usage: io_uring_fixed FILE PAGES [late]
  * Maps and populates PAGES pages, registers them at once (or, with `late`, after the first
  * byte on stdin), then for every further byte on stdin: 'r' reads PAGES pages of FILE into the
- * buffer through the ring, 'w' writes every page from the CPU. Each step is acknowledged on
+ * buffer through the ring, 'w' writes every page from the CPU, 'c' closes the ring's fd. Each step is acknowledged on
  * stdout with one line. Exits at stdin's end.
- *   stdout: "buffer 0x<addr> <pages>", then "registered", "read <bytes>", "wrote"
+ *   stdout: "buffer 0x<addr> <pages>", then "registered", "read <bytes>", "wrote", "closed"
  *   exit 3 with "io_uring: <errno text>" on stderr when the kernel refuses io_uring.
  */
 #define _GNU_SOURCE
@@ -115,6 +115,10 @@ int main(int argc, char **argv) {
             printf("registered\n");
         } else if (c == 'r') {
             printf("read %d\n", read_fixed(file, buf, len));
+        } else if (c == 'c') {
+            /* The ring lives on through its mappings, its buffers still pinned. */
+            close(ring_fd);
+            printf("closed\n");
         } else if (c == 'w') {
             for (size_t i = 0; i < len; i += page) buf[i]++;
             printf("wrote\n");
