@@ -37,10 +37,10 @@ complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "writer" -d 'A
 complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "scenario" -d 'Ground-truth scenarios of a changing address space (used by the tests)'
 complete -c uffd-dirty -n "__fish_uffd_dirty_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s p -l pid -d 'Process to attach to. It is never signalled, and it is left exactly as it was on exit' -r
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s i -l interval -d 'Time between harvests (e.g. 100ms, 1s, 2m)' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s i -l interval -d 'Time between harvests (e.g. 100ms, 1s, 2m), from 1ms to 100y' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s r -l range -d 'Follow only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: the target\'s whole address space' -r
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s n -l count -d 'Stop after N intervals' -r
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s d -l duration -d 'Stop after this long (e.g. 10s)' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s n -l count -d 'Stop after N intervals (at least 1)' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s d -l duration -d 'Stop after this long (e.g. 10s). Longer than 100 years: until stopped' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s m -l method -d 'How dirty pages are found' -r -f -a "pagemap-scan\t'userfaultfd async write-protect, harvested by PAGEMAP_SCAN with atomic re-protect'
 pagemap-read\t'The same arming, harvested by plain reads of /proc/PID/pagemap (bit 57 clear = written) and re-protected with UFFDIO_WRITEPROTECT'
 soft-dirty\t'clear_refs soft-dirty (pagemap bit 55), no userfaultfd; the target is frozen while its bits are read and cleared (see --no-freeze). Needs CONFIG_MEM_SOFT_DIRTY'"
@@ -57,10 +57,10 @@ complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -l no-freez
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -l no-follow-exec -d 'End tracking (reason `exec`) when the target calls execve, instead of attaching to the new program and going on'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s p -l pid -d 'Process to attach to. It is never signalled, and it is left exactly as it was on exit' -r
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s i -l interval -d 'Time between harvests (e.g. 100ms, 1s, 2m)' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s i -l interval -d 'Time between harvests (e.g. 100ms, 1s, 2m), from 1ms to 100y' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s r -l range -d 'Follow only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: the target\'s whole address space' -r
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s n -l count -d 'Stop after N intervals' -r
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s d -l duration -d 'Stop after this long (e.g. 10s)' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s n -l count -d 'Stop after N intervals (at least 1)' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s d -l duration -d 'Stop after this long (e.g. 10s). Longer than 100 years: until stopped' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s f -l format -d 'Output format' -r -f -a "human\t'One line per delta for people'
 json\t'NDJSON: one JSON object per line, for scripts'
 bitmap\t'`SEQ START END HEX` per tracked range per delta: the dirty-page bitmap, bit i = page START + i*page_size, least significant bit first in each byte (track only)'"
@@ -68,11 +68,11 @@ complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s o -l o
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand compare" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l sizes -d 'Tracked sizes, each optionally `@` the part populated (default all), e.g. `64M,1G,16G@1%`. A sparse case is populated in 2 MiB chunks spread over it' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l fractions -d 'Fractions of the populated pages dirtied before each harvest' -r
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l rounds -d 'Harvests timed per case (the median is reported, with min and max)' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l rounds -d 'Harvests timed per case (the median is reported, with min and max); at least 1' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l slowdown-size -d 'Buffer size of the slowdown runs (all populated)' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l slowdown-dirty -d 'Part of the slowdown buffer the target writes over and over' -r
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l rates -d 'Harvest rates (per second) of the slowdown runs' -r
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l run-time -d 'How long each slowdown and footprint run lasts' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l rates -d 'Harvest rates (per second) of the slowdown runs, 1 to 1000 (track\'s shortest --interval is 1ms)' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l run-time -d 'How long each slowdown and footprint run lasts, from 1ms to 100y' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l methods -d 'Methods to measure (default: every one this kernel supports)' -r -f -a "pagemap-scan\t'userfaultfd async write-protect, harvested by PAGEMAP_SCAN with atomic re-protect'
 pagemap-read\t'The same arming, harvested by plain reads of /proc/PID/pagemap (bit 57 clear = written) and re-protected with UFFDIO_WRITEPROTECT'
 soft-dirty\t'clear_refs soft-dirty (pagemap bit 55), no userfaultfd; the target is frozen while its bits are read and cleared (see --no-freeze). Needs CONFIG_MEM_SOFT_DIRTY'"
@@ -85,8 +85,8 @@ complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -s h -l hel
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench-target" -l pages -d 'Pages in the buffer' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench-target" -l populate-every -d 'Every how many 2 MiB chunks one is populated (1: all; 0: none)' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench-target" -s h -l help -d 'Print help'
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s i -l interval -d 'Time between harvests' -r
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s d -l duration -d 'How long the demo runs' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s i -l interval -d 'Time between harvests, from 1ms to 100y' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s d -l duration -d 'How long the demo runs. Longer than 100 years: until stopped' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -l log -d 'Also keep the writer\'s exact log of written pages here' -r -F
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s f -l format -d 'Output format' -r -f -a "human\t'One line per delta for people'
 json\t'NDJSON: one JSON object per line, for scripts'
@@ -105,7 +105,7 @@ complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l threads
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l bursts -d 'Bursts per thread (0: until --run-for ends)' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l burst-pages -d 'Pages written per burst' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l gap -d 'Pause between bursts' -r
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l run-for -d 'Stop writing after this long' -r
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l run-for -d 'Stop writing after this long (over 100 years: never)' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l wait -d 'What to do before writing' -r -f -a "none\t'Start writing at once'
 stdin\t'Block in read(2) on stdin until a byte arrives'
 nanosleep\t'Sleep --sleep in one nanosleep(2) call, then start'

@@ -121,8 +121,8 @@ pub struct TargetArgs {
     )]
     pub pid: Option<i32>,
 
-    /// Time between harvests (e.g. 100ms, 1s, 2m).
-    #[arg(short, long, value_name = "DURATION", default_value = "1s", value_parser = parse_interval)]
+    /// Time between harvests (e.g. 100ms, 1s, 2m), from 1ms to 100y.
+    #[arg(short, long, value_name = "DURATION", default_value = "1s", value_parser = parse_interval, allow_hyphen_values = true)]
     pub interval: Duration,
 
     /// Follow only START-END (hex with 0x, or decimal; END exclusive; page-aligned).
@@ -130,12 +130,12 @@ pub struct TargetArgs {
     #[arg(short, long = "range", value_name = "START-END", value_parser = parse_range)]
     pub ranges: Vec<Span>,
 
-    /// Stop after N intervals.
-    #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Stop after N intervals (at least 1).
+    #[arg(short = 'n', long, value_name = "N", value_parser = parse_count, allow_hyphen_values = true)]
     pub count: Option<u64>,
 
-    /// Stop after this long (e.g. 10s).
-    #[arg(short, long, value_name = "DURATION", value_parser = parse_interval)]
+    /// Stop after this long (e.g. 10s). Longer than 100 years: until stopped.
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_run_time, allow_hyphen_values = true)]
     pub duration: Option<Duration>,
 
     /// Command to launch and follow from its first instruction (after `--`).
@@ -209,12 +209,12 @@ pub struct CompareArgs {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Time between harvests.
-    #[arg(short, long, value_name = "DURATION", default_value = "250ms", value_parser = parse_interval)]
+    /// Time between harvests, from 1ms to 100y.
+    #[arg(short, long, value_name = "DURATION", default_value = "250ms", value_parser = parse_interval, allow_hyphen_values = true)]
     pub interval: Duration,
 
-    /// How long the demo runs.
-    #[arg(short, long, value_name = "DURATION", default_value = "5s", value_parser = parse_interval)]
+    /// How long the demo runs. Longer than 100 years: until stopped.
+    #[arg(short, long, value_name = "DURATION", default_value = "5s", value_parser = parse_run_time, allow_hyphen_values = true)]
     pub duration: Duration,
 
     /// Also keep the writer's exact log of written pages here.
@@ -245,13 +245,63 @@ pub struct ReportArgs {
     pub output: PathBuf,
 }
 
-/// Parse a positive duration such as `100ms` or `1s`.
+/// The longest time any option takes: a century (humantime's `100y`). Deadlines are
+/// `Instant + Duration`, which panics past the monotonic clock's range (values such as
+/// `584542046090y` parse, since humantime only needs them to fit a u64 of seconds), and
+/// `interval_ms` stays far below 2^53, exact in every JSON reader.
+pub const MAX_DURATION: Duration = Duration::from_secs(3_155_760_000);
+
+/// Parse a time between 1ms and [`MAX_DURATION`], such as `100ms` or `1s`: intervals, and
+/// every other duration that is waited for as given.
 pub fn parse_interval(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 100ms, 1s, 2m)"))?;
-    if d < Duration::from_millis(1) {
-        return Err("must be at least 1ms".into());
+    match parse_positive(s)? {
+        Some(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err("longer than 100 years: give at most 100y (examples: 100ms, 1s, 2m)".into()),
     }
-    Ok(d)
+}
+
+/// Parse how long to run (`--duration`): as [`parse_interval`], except that anything longer
+/// than [`MAX_DURATION`] means "until stopped" and is saturated to it, not refused.
+pub fn parse_run_time(s: &str) -> Result<Duration, String> {
+    Ok(parse_positive(s)?.map_or(MAX_DURATION, |d| d.min(MAX_DURATION)))
+}
+
+/// A duration of at least 1ms; `None` when it is too large for humantime (beyond u64 seconds).
+fn parse_positive(s: &str) -> Result<Option<Duration>, String> {
+    if s.trim_start().starts_with('-') {
+        return Err("a duration cannot be negative: give at least 1ms".into());
+    }
+    let d = match humantime::parse_duration(s) {
+        Ok(d) => d,
+        Err(humantime::DurationError::NumberOverflow) => return Ok(None),
+        Err(e) => return Err(format!("{e} (examples: 100ms, 1s, 2m)")),
+    };
+    if d < Duration::from_millis(1) {
+        return Err("shorter than 1ms: give at least 1ms".into());
+    }
+    Ok(Some(d))
+}
+
+/// The one line `main` prints for a bad option value (`uffd-dirty: invalid value 'X' for
+/// '--interval <DURATION>': …`), in place of clap's three-line error and usage hint: the
+/// parsers' messages already name the problem and the fix. `None` for every other kind of
+/// error (help, version, missing or unknown arguments), which clap prints itself.
+pub fn one_line_error(err: &clap::Error) -> Option<String> {
+    if err.kind() != clap::error::ErrorKind::ValueValidation {
+        return None;
+    }
+    let text = err.render().to_string();
+    let first = text.lines().next()?;
+    Some(first.strip_prefix("error: ").unwrap_or(first).to_string())
+}
+
+/// A count of intervals: at least 1.
+pub fn parse_count(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(0) => Err("0 intervals would end before the first harvest: give at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("not a whole number of intervals: give 1 or more, e.g. 10".into()),
+    }
 }
 
 fn parse_addr(s: &str) -> Result<u64, String> {
@@ -331,10 +381,13 @@ See it work in five seconds:
         "OUTPUT FORMAT",
         "With --format json, stdout carries NDJSON, one object per line, and nothing else. \
 Every record has a \"type\": \"start\" (once: version, pid, page_size, method, interval_ms, the tracked \
-ranges with their mapping name and kind, the skipped ranges with a reason, attach timings), \"delta\" \
+ranges with their mapping name and kind, the skipped ranges with a reason, blind: signs of writes \
+no tracker can see, attach timings), \"delta\" \
 (once per interval, also when nothing was written: seq, time, elapsed_ms, dirty_pages, ranges, \
 scan_us), \"mapping\" (a tracked range appeared, moved or went away: event added, moved with \
-from, or removed), \"exec\" (the target exec'ed and the tracker attached to the new program) and \
+from, or removed), \"exec\" (the target exec'ed and the tracker attached to the new program), \
+\"blind\" (a sign of unseen writes found while tracking: kind io_uring, rdma, vfio or pinned, fd, \
+detail, ranges) and \
 \"end\" (reason: signal, count, duration, target-exited, exec or error; deltas, \
 dirty_pages_total, and the command's exit_status in launch mode).
 
@@ -347,7 +400,13 @@ attach is reported with its populated pages dirty in the next delta, as they may
 written before it was armed; moved and replaced memory is reported dirty whole; zapped pages \
 (MADV_DONTNEED) are reported, since their content became zero. Writable reservations of 1 GiB \
 or more that are less than 1/8 populated are armed page by page as they fill, so that their page \
-tables are not allocated in full.",
+tables are not allocated in full.
+
+Not seen by any page-table tracker: the kernel or a device writing through a long-term pin \
+(io_uring fixed buffers, RDMA, VFIO), other processes writing shared memory or a file through \
+their own mappings, and write(2) to the file behind a MAP_SHARED mapping. What can be detected \
+(an io_uring with registered buffers, an RDMA or VFIO device, VmPin) is warned about once per \
+kind on stderr and listed in blind.",
     ),
     (
         "EXIT STATUS",
@@ -405,6 +464,113 @@ mod tests {
     #[test]
     fn verify_cli() {
         Cli::command().debug_assert();
+    }
+
+    /// The first error of `args`, as `main` prints it, or the parse result's debug form.
+    fn error_line(args: &[&str]) -> String {
+        match Cli::try_parse_from(args) {
+            Ok(cli) => panic!("{args:?} parsed: {cli:?}"),
+            Err(e) => one_line_error(&e).unwrap_or_else(|| panic!("not one line: {e}")),
+        }
+    }
+
+    #[test]
+    fn absurd_durations_and_counts_are_one_line_usage_errors() {
+        let huge = "584542046090y";
+        for (args, expect) in [
+            (
+                vec!["track", "--pid", "1", "--interval", huge],
+                "at most 100y",
+            ),
+            (
+                vec!["track", "--pid", "1", "--interval", "101y"],
+                "at most 100y",
+            ),
+            (
+                vec![
+                    "track",
+                    "--pid",
+                    "1",
+                    "--interval",
+                    "99999999999999999999999y",
+                ],
+                "at most 100y",
+            ),
+            (
+                vec!["track", "--pid", "1", "--interval", "0ms"],
+                "at least 1ms",
+            ),
+            (
+                vec!["track", "--pid", "1", "--interval", "500us"],
+                "at least 1ms",
+            ),
+            (
+                vec!["track", "--pid", "1", "--interval", "-1s"],
+                "cannot be negative",
+            ),
+            (
+                vec!["track", "--pid", "1", "--duration", "0s"],
+                "at least 1ms",
+            ),
+            (
+                vec!["track", "--pid", "1", "--duration", "-5s"],
+                "cannot be negative",
+            ),
+            (
+                vec!["track", "--pid", "1", "--duration", "10"],
+                "time unit needed",
+            ),
+            (vec!["track", "--pid", "1", "--count", "0"], "at least 1"),
+            (vec!["track", "--pid", "1", "--count", "-1"], "whole number"),
+            (
+                vec!["compare", "--pid", "1", "--interval", huge],
+                "at most 100y",
+            ),
+            (vec!["demo", "--interval", huge], "at most 100y"),
+            (vec!["demo", "--duration", "0ms"], "at least 1ms"),
+            (vec!["bench", "--run-time", huge], "at most 100y"),
+            (vec!["bench", "--run-time", "0s"], "at least 1ms"),
+            (vec!["bench", "--rounds", "0"], "not in 1.."),
+            (vec!["bench", "--rates", "10,0"], "not in 1..=1000"),
+            (vec!["bench", "--rates", "5000"], "not in 1..=1000"),
+            (vec!["bench", "--sizes", "1G,200000G"], "user address space"),
+            (vec!["writer", "--gap", huge], "at most 100y"),
+        ] {
+            let mut argv = vec!["uffd-dirty"];
+            argv.extend(&args);
+            let line = error_line(&argv);
+            assert!(line.contains(expect), "{args:?}: {line}");
+            assert!(line.starts_with("invalid value '"), "{args:?}: {line}");
+            assert!(!line.contains('\n'), "{args:?}: {line}");
+        }
+    }
+
+    #[test]
+    fn a_duration_past_a_century_means_until_stopped() {
+        for (value, expect) in [
+            ("10s", Duration::from_secs(10)),
+            ("100y", MAX_DURATION),
+            ("101y", MAX_DURATION),
+            ("584542046090y", MAX_DURATION),
+            ("99999999999999999999999y", MAX_DURATION),
+        ] {
+            let cli =
+                Cli::try_parse_from(["uffd-dirty", "track", "--pid", "1", "--duration", value])
+                    .unwrap();
+            let Command::Track(t) = cli.command else {
+                panic!()
+            };
+            assert_eq!(t.target.duration, Some(expect), "{value}");
+            let cli = Cli::try_parse_from(["uffd-dirty", "demo", "--duration", value]).unwrap();
+            let Command::Demo(d) = cli.command else {
+                panic!()
+            };
+            assert_eq!(d.duration, expect, "{value}");
+        }
+        // Every deadline the tracker computes from the longest values is representable.
+        let now = std::time::Instant::now();
+        let _ = now + MAX_DURATION * 3;
+        assert!(MAX_DURATION.as_millis() < 1 << 53);
     }
 
     #[test]

@@ -139,6 +139,10 @@ pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
         let _ = uffd_side.harvest(&target, &scope, 0, Instant::now(), page_size)?;
         let _ = soft_side.harvest(&target, &scope, 0, Instant::now(), page_size)?;
     }
+    // Both mechanisms share these blind spots: said on stderr (at attach only; `track` also
+    // records them).
+    let (mut blind, found) = crate::blind::Watch::start(target.pid, page_size);
+    blind.warn(&found);
     let mut out = crate::output::sink_for(&args.output)?;
     let begin = Begin {
         pid: target.pid,

@@ -1,7 +1,7 @@
 //! uffd-dirty: which pages of a process's memory were written, and when, from userfaultfd
 //! asynchronous write-protection and the `PAGEMAP_SCAN` ioctl.
 //!
-//! Module map: [`sys`] (kernel ABI and raw calls), [`target`] (the process, by pidfd),
+//! Module map: [`sys`] (kernel ABI and raw calls), [`blind`] (writes no tracker can see), [`target`] (the process, by pidfd),
 //! [`attach`] (creating a userfaultfd inside the target by ptrace), [`uffd`] (handshake and
 //! registration), [`maps`] (VMAs and what to track), [`scan`] (harvesting), [`track`] (the
 //! loop), [`output`] (records and formats), [`view`] (`track --view`, the live terminal
@@ -12,6 +12,7 @@
 
 pub mod attach;
 pub mod bench;
+pub mod blind;
 pub mod check;
 pub mod cli;
 pub mod compare;

@@ -1,7 +1,18 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let cli = uffd_dirty::cli::Cli::parse();
+    let cli = match uffd_dirty::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => match uffd_dirty::cli::one_line_error(&err) {
+            Some(line) => {
+                eprintln!("uffd-dirty: {line}");
+                return std::process::ExitCode::from(u8::from(
+                    uffd_dirty::exit::ExitCode::UsageError,
+                ));
+            }
+            None => err.exit(),
+        },
+    };
     match uffd_dirty::run(cli) {
         Ok(code) => std::process::ExitCode::from(u8::from(code)),
         Err(err) => {

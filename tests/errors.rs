@@ -203,3 +203,58 @@ fn soft_dirty_without_kernel_support_is_a_clear_error() {
     assert!(err.contains("CONFIG_MEM_SOFT_DIRTY"), "{err}");
     victim.assert_untouched();
 }
+
+#[test]
+fn absurd_durations_are_refused_before_attaching() {
+    let mut victim = Victim::sleep();
+    let pid = victim.pid().to_string();
+    let huge = "584542046090y";
+    for args in [
+        vec!["track", "--pid", &pid, "-f", "json", "--interval", huge],
+        vec!["track", "--pid", &pid, "-f", "json", "--interval", "0ms"],
+        vec!["track", "--pid", &pid, "-f", "json", "--interval", "-1s"],
+        vec!["track", "--pid", &pid, "-f", "json", "--duration", "0s"],
+        vec!["track", "--pid", &pid, "-f", "json", "--count", "0"],
+        vec!["compare", "--pid", &pid, "-f", "json", "--interval", huge],
+        vec!["demo", "-f", "json", "--interval", huge],
+        vec!["bench", "--run-time", huge],
+    ] {
+        // `fails` checks that stdout is empty: no start record.
+        let (code, err) = fails(&args);
+        one_line(&err);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(err.contains("give at"), "{args:?}: no fix named: {err}");
+    }
+    victim.assert_untouched();
+}
+
+#[test]
+fn a_duration_past_a_century_runs_until_stopped() {
+    if !kernel_can_track() {
+        return;
+    }
+    let out = uffd_dirty()
+        .args([
+            "track",
+            "-f",
+            "json",
+            "--interval=10ms",
+            "--count=2",
+            "--duration=584542046090y",
+            "--",
+            "sleep",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(last.contains("\"reason\":\"count\""), "{last}");
+}

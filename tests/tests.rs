@@ -9,6 +9,8 @@ mod ground_truth;
 mod target_safety;
 // `track -- CMD`: launch mode and exit statuses.
 mod launch;
+// Writes no tracker can see (io_uring fixed buffers): announced at attach and while tracking.
+mod blind;
 // Refusals: bad PIDs, bad ranges, traced targets; each a one-line error, the target untouched.
 mod errors;
 // man/ and completions/ against the clap definitions.

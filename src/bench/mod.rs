@@ -63,8 +63,8 @@ pub struct BenchArgs {
     /// Fractions of the populated pages dirtied before each harvest.
     #[arg(long, value_delimiter = ',', default_value = "0,0.001,0.01,0.1,1", value_parser = parse_fraction)]
     pub fractions: Vec<f64>,
-    /// Harvests timed per case (the median is reported, with min and max).
-    #[arg(long, default_value_t = 5)]
+    /// Harvests timed per case (the median is reported, with min and max); at least 1.
+    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub rounds: usize,
     /// Buffer size of the slowdown runs (all populated).
     #[arg(long, default_value = "1G", value_parser = parse_size)]
@@ -72,11 +72,12 @@ pub struct BenchArgs {
     /// Part of the slowdown buffer the target writes over and over.
     #[arg(long, default_value = "1%", value_parser = parse_fraction)]
     pub slowdown_dirty: f64,
-    /// Harvest rates (per second) of the slowdown runs.
-    #[arg(long, value_delimiter = ',', default_value = "10,100")]
+    /// Harvest rates (per second) of the slowdown runs, 1 to 1000 (track's shortest
+    /// --interval is 1ms).
+    #[arg(long, value_delimiter = ',', default_value = "10,100", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub rates: Vec<u32>,
-    /// How long each slowdown and footprint run lasts.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    /// How long each slowdown and footprint run lasts, from 1ms to 100y.
+    #[arg(long, default_value = "2s", value_parser = crate::cli::parse_interval)]
     pub run_time: Duration,
     /// Methods to measure (default: every one this kernel supports).
     #[arg(long, value_delimiter = ',', value_enum)]
@@ -113,6 +114,11 @@ fn parse_size(s: &str) -> Result<u64, String> {
     if bytes < 1 << 20 {
         return Err(format!(
             "`{s}` is below the smallest bench size: give at least 1M"
+        ));
+    }
+    if bytes > abi::TASK_SIZE {
+        return Err(format!(
+            "`{s}` does not fit in the user address space (128 TiB): give a smaller size, e.g. 16G"
         ));
     }
     Ok(bytes)

@@ -125,6 +125,9 @@ impl<W: Write> Emitter for Human<W> {
                         k.start.0, k.end.0, k.mapping, k.reason
                     )?;
                 }
+                for b in &s.blind {
+                    writeln!(self.out, "  not seen: {}", b.detail)?;
+                }
             }
             Record::Mapping(m) => {
                 let from = m
@@ -189,6 +192,14 @@ impl<W: Write> Emitter for Human<W> {
                     x.attach_us as f64 / 1000.0,
                     x.ranges.len(),
                     pages
+                )?;
+            }
+            Record::Blind(b) => {
+                writeln!(
+                    self.out,
+                    "{}  not seen from now on: {}",
+                    clock(b.time.0),
+                    b.blind.detail
                 )?;
             }
             Record::End(e) => {

@@ -66,7 +66,7 @@ pub struct SkippedRange {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DirtyRun {
     pub start: Addr,
     pub end: Addr,
@@ -82,12 +82,40 @@ pub struct Start {
     pub interval_ms: u64,
     pub ranges: Vec<TrackedRange>,
     pub skipped: Vec<SkippedRange>,
+    /// Signs of writes no tracker can see (memory pinned for the kernel or a device); empty
+    /// when none was found. Added within version 1: older traces lack it.
+    pub blind: Vec<Blind>,
     /// How the initial protection was applied (`pagemap-scan` or `writeprotect`).
     pub arm_method: &'static str,
     /// How long the attach took, from the first ptrace call to armed, and how long the
     /// borrowed target thread was stopped.
     pub attach_us: u64,
     pub thread_stopped_us: u64,
+    pub time: Timestamp,
+}
+
+/// A source of writes the tracker cannot see (`crate::blind`): in the start record's `blind`,
+/// and as a `blind` record when one appears while tracking.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Blind {
+    /// `io_uring` (registered buffers), `rdma`, `vfio` (a DMA-capable device is open), or
+    /// `pinned` (`VmPin` that no fd explains).
+    pub kind: &'static str,
+    /// The target's fd it was found through (not for `pinned`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i32>,
+    /// What is not seen and why, for people.
+    pub detail: String,
+    /// The pages written unseen, where the kernel says (io_uring's registered buffers).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ranges: Vec<DirtyRun>,
+}
+
+/// A [`Blind`] source found while tracking, at the harvest of `time`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlindFound {
+    #[serde(flatten)]
+    pub blind: Blind,
     pub time: Timestamp,
 }
 
@@ -166,16 +194,17 @@ pub struct End {
 /// holding only what it needs (`report::trace::Record`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
-pub enum Envelope<S, M, D, X, E> {
+pub enum Envelope<S, M, D, X, E, B> {
     Start(S),
     Mapping(M),
     Delta(D),
     Exec(X),
     End(E),
+    Blind(B),
 }
 
 /// All records the tracker writes.
-pub type Record = Envelope<Start, Mapping, Delta, Exec, End>;
+pub type Record = Envelope<Start, Mapping, Delta, Exec, End, BlindFound>;
 
 /// The time each delta covered: from the `elapsed_ms` of the delta before it (of attach, for the
 /// first) to its own. One clock for every reader of deltas, so their rates agree.

@@ -59,7 +59,7 @@ impl Tracked {
                     self.live = maps::union(std::mem::take(&mut self.live));
                 }
             }
-            Record::Delta(_) | Record::End(_) => return false,
+            Record::Delta(_) | Record::End(_) | Record::Blind(_) => return false,
         }
         true
     }
@@ -152,6 +152,7 @@ impl Survey {
                 h.dirty_pages = h.dirty_pages.max(e.dirty_pages_total);
                 h.last_time = e.time.0;
             }
+            Record::Blind(_) => {}
         }
         Ok(())
     }

@@ -112,7 +112,7 @@ pub struct End {
 }
 
 /// A record as the report reads it.
-pub type Record = Envelope<Start, Mapping, Delta, Exec, End>;
+pub type Record = Envelope<Start, Mapping, Delta, Exec, End, serde::de::IgnoredAny>;
 
 /// Whether `line` is a JSON object of a record type the tracker does not write (a launched
 /// program's own output sharing stdout, a type added later): those are skipped. The known
@@ -124,7 +124,7 @@ fn is_foreign(line: &[u8]) -> bool {
         #[serde(rename = "type")]
         _type: String,
     }
-    type Known = Envelope<IgnoredAny, IgnoredAny, IgnoredAny, IgnoredAny, IgnoredAny>;
+    type Known = Envelope<IgnoredAny, IgnoredAny, IgnoredAny, IgnoredAny, IgnoredAny, IgnoredAny>;
     serde_json::from_slice::<Tagged>(line).is_ok() && serde_json::from_slice::<Known>(line).is_err()
 }
 
@@ -175,7 +175,7 @@ fn check_ranges(record: &Record, page_size: Option<u64>) -> Result<(), String> {
                 None => Ok(()),
             }
         }
-        Record::End(_) => Ok(()),
+        Record::End(_) | Record::Blind(_) => Ok(()),
     }
 }
 

@@ -337,6 +337,8 @@ pub fn run(args: &TrackArgs, stop: &Stop, out: Box<dyn Emitter + '_>) -> Result<
         c.traced = false;
     }
     let page_size = sys::page_size();
+    let (mut blind, blind_found) = crate::blind::Watch::start(target.pid, page_size);
+    blind.warn(&blind_found);
     let start = output::Start {
         version: output::FORMAT_VERSION,
         pid: target.pid,
@@ -345,6 +347,7 @@ pub fn run(args: &TrackArgs, stop: &Stop, out: Box<dyn Emitter + '_>) -> Result<
         interval_ms: args.target.interval.as_millis() as u64,
         ranges: tracked_ranges(&attachment.pieces, page_size),
         skipped: skipped_ranges(&attachment.skipped),
+        blind: blind_found,
         arm_method: attachment.arm_method,
         attach_us: attachment.attach_us,
         thread_stopped_us: attachment.thread_stopped_us,
@@ -358,6 +361,8 @@ pub fn run(args: &TrackArgs, stop: &Stop, out: Box<dyn Emitter + '_>) -> Result<
     let mut tracking = Tracking {
         fork_noted: false,
         fork_checked: None,
+        blind,
+        blind_checked: Instant::now(),
         target: &target,
         scope,
         args,
@@ -398,11 +403,14 @@ pub(crate) struct Cadence {
 }
 
 impl Cadence {
+    /// The parsers bound both times by [`crate::cli::MAX_DURATION`]; a `--duration` past the
+    /// clock's range all the same (a caller building `TargetArgs` by hand) never ends.
     pub(crate) fn start(args: &TargetArgs, since: Instant) -> Cadence {
+        let interval = args.interval.min(crate::cli::MAX_DURATION);
         Cadence {
-            next: since + args.interval,
-            interval: args.interval,
-            end_at: args.duration.map(|d| since + d),
+            next: since + interval,
+            interval,
+            end_at: args.duration.and_then(|d| since.checked_add(d)),
         }
     }
 
@@ -430,6 +438,9 @@ struct Tracking<'a> {
     /// looked for.
     fork_noted: bool,
     fork_checked: Option<Instant>,
+    /// Writes the tracker cannot see, looked for again at most once a second.
+    blind: crate::blind::Watch,
+    blind_checked: Instant,
     target: &'a Target,
     scope: Vec<Span>,
     args: &'a TrackArgs,
@@ -464,6 +475,26 @@ impl Tracking<'_> {
                 self.target.pid, self.target.pid
             );
         }
+    }
+
+    /// Announce sources of unseen writes that appeared since attach (a `blind` record each,
+    /// one stderr line per kind). Looked for at most once a second: one status read, and the
+    /// fd list only when the pinned counts moved.
+    fn note_blind(&mut self, out: &mut Out, vmas: &[Vma]) -> Result<()> {
+        if self.blind_checked.elapsed() < Duration::from_secs(1) {
+            return Ok(());
+        }
+        self.blind_checked = Instant::now();
+        let found = self.blind.check();
+        self.blind.warn(&found);
+        for blind in found {
+            let record = output::BlindFound {
+                blind,
+                time: Timestamp(SystemTime::now()),
+            };
+            out.emit(&Record::Blind(record), vmas)?;
+        }
+        Ok(())
     }
 
     /// Harvest every interval until something ends tracking; after an exec, attach to the new
@@ -509,6 +540,7 @@ impl Tracking<'_> {
                     self.seq += 1;
                     self.total += delta.dirty_pages;
                     self.note_fork();
+                    self.note_blind(out, mm.vmas())?;
                     let record = Record::Delta(delta);
                     out.emit(&record, mm.vmas())?;
                     if let Record::Delta(delta) = record {

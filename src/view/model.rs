@@ -274,7 +274,7 @@ impl Model {
                 }
                 self.set_segments(&d.tracked, vmas);
             }
-            Record::Mapping(_) | Record::End(_) => {}
+            Record::Mapping(_) | Record::End(_) | Record::Blind(_) => {}
         }
     }
 

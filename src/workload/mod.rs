@@ -65,8 +65,8 @@ pub struct WriterArgs {
     /// Pause between bursts.
     #[arg(long, default_value = "5ms", value_parser = parse_interval)]
     pub gap: Duration,
-    /// Stop writing after this long.
-    #[arg(long, value_parser = parse_interval)]
+    /// Stop writing after this long (over 100 years: never).
+    #[arg(long, value_parser = crate::cli::parse_run_time)]
     pub run_for: Option<Duration>,
     /// What to do before writing.
     #[arg(long, value_enum, default_value_t = WaitMode::None)]
