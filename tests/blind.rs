@@ -56,22 +56,8 @@ impl Target {
             eprintln!("SKIPPED: io_uring is disabled (kernel.io_uring_disabled = 2)");
             return None;
         }
+        let exe = c_build("io_uring_fixed", &[])?;
         let dir = scratch();
-        let exe = dir.path().join("io_uring_fixed");
-        let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/c/io_uring_fixed.c");
-        match Command::new("cc")
-            .args(["-O2", "-Wall", "-o"])
-            .arg(&exe)
-            .arg(source)
-            .output()
-        {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => panic!("cc failed: {}", String::from_utf8_lossy(&o.stderr)),
-            Err(e) => {
-                eprintln!("SKIPPED: no C compiler (cc: {e})");
-                return None;
-            }
-        }
         let data = dir.path().join("data");
         std::fs::write(&data, vec![0xa5u8; 1 << 20]).unwrap();
         let mut child = Command::new(&exe)
