@@ -406,3 +406,21 @@ fn pagemap_read_reports_zaps_and_churn() {
 fn private_and_shared_file_mappings() {
     check("filemap", 60, 0);
 }
+
+#[test]
+fn read_only_private_file_made_writable_briefly() {
+    // Pages read from the file are not written: no false positive.
+    check("ro-file", 60, 0);
+}
+
+#[test]
+fn read_only_shared_memory_made_writable_briefly() {
+    check("ro-shared", 60, 0);
+}
+
+#[test]
+fn dlopen_like_mapping_relocated_then_read_only() {
+    // False positives: pages of the file read (faulted in) before the tracker first saw the
+    // mapping, which it cannot tell from pages written then (see README).
+    check("dlopen-like", 60, usize::MAX);
+}
