@@ -215,14 +215,14 @@ fn check_scope(target: &Target, ranges: &[Span], vmas: &[Vma]) -> Result<()> {
     for r in ranges {
         if maps::select(vmas, std::slice::from_ref(r)).is_empty() {
             return Err(usage(format!(
-                "--range {r} holds no writable mapping of PID {}: pick a range from /proc/{}/maps",
+                "--range {r} holds no trackable mapping of PID {}: pick a range from /proc/{}/maps",
                 target.pid, target.pid
             )));
         }
     }
     if maps::select(vmas, &[Span::new(0, abi::TASK_SIZE)]).is_empty() {
         return Err(usage(format!(
-            "PID {} has no writable mappings to track",
+            "PID {} has no trackable mappings",
             target.pid
         )));
     }
