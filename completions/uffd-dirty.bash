@@ -495,7 +495,7 @@ _uffd__dirty() {
             return 0
             ;;
         uffd__subcmd__dirty__subcmd__scenario)
-            opts="-h --steps --seed --gap --log --help churn mremap dontneed thp shared filemap brk fork hugetlb sparse mprotect own-uffd"
+            opts="-h --steps --seed --gap --log --help churn mremap dontneed thp shared filemap brk fork hugetlb sparse mprotect own-uffd ro-file ro-shared dlopen-like"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -415,7 +415,7 @@ kind on stderr and listed in blind.",
 
 1: runtime error (for report: a trace that cannot be read, with the line at fault).
 
-2: usage error: a bad option value, a range that holds no writable mapping, a PID that cannot be \
+2: usage error: a bad option value, a range that holds no trackable mapping, a PID that cannot be \
 a target, a report TRACE file that does not exist or an output name that is neither .html nor .svg.
 
 69: the kernel lacks a required feature (EX_UNAVAILABLE).

@@ -103,12 +103,23 @@ impl Vma {
         }
     }
 
-    /// A mapping the tracker follows by default: writable memory, and private anonymous memory
-    /// that is not writable right now (it may hold pages written before an mprotect, and may
-    /// become writable again); never a kernel special mapping. Read-only file mappings are
-    /// left alone: their pages change only through a writable mapping.
+    /// A mapping the tracker follows by default: every one that can ever be written
+    /// (`VM_MAYWRITE`), whatever its permissions now, never a kernel special mapping. Memory
+    /// made writable, written and made read-only again between two harvests (ld.so's RELRO
+    /// after every `dlopen()`, a JIT's code) must have been armed before, since a listing
+    /// taken afterwards looks exactly as before. Every private mapping may be written
+    /// (`mprotect` can always add `PROT_WRITE` to it; text and `PROT_NONE` included); a
+    /// shared one only if its file was opened for writing, which `/proc/PID/maps` does not
+    /// show: registering one that cannot fails with EPERM, and it is reported as skipped.
     pub fn is_trackable_by_default(&self) -> bool {
-        self.kind() != VmaKind::Special && (self.write || (!self.shared && self.inode == 0))
+        self.kind() != VmaKind::Special
+    }
+
+    /// A private mapping of a regular file: its pages are the file's until written, when
+    /// they are copied (anonymous), so a present page that is still the file's was never
+    /// written through it.
+    pub fn is_private_file(&self) -> bool {
+        !self.shared && self.kind() == VmaKind::File
     }
 }
 
@@ -402,7 +413,16 @@ mod tests {
         );
         let v = parse_line("7f1c2e000000-7f1c2e100000 r-xp 00000000 08:01 99 /usr/lib/libc.so.6")
             .unwrap();
-        assert!(!v.is_trackable_by_default());
+        assert!(
+            v.is_trackable_by_default() && v.is_private_file(),
+            "program text may be made writable (and RELRO was)"
+        );
+        let v =
+            parse_line("7f1c2e000000-7f1c2e100000 r--s 00000000 08:01 99 /var/cache/x").unwrap();
+        assert!(
+            v.is_trackable_by_default() && !v.is_private_file(),
+            "a read-only shared mapping is tried: EPERM tells it can never be written"
+        );
         let v = parse_line(
             "7f1c2e000000-7f1c2e100000 rw-p 00001000 08:01 99 /usr/lib/x86_64-linux-gnu/libc.so.6",
         )
@@ -428,13 +448,18 @@ mod tests {
         let vmas = vec![
             parse_line("1000-5000 rw-p 00000000 00:00 0").unwrap(),
             parse_line("5000-6000 r--p 00000000 08:01 7 /usr/lib/libfoo.so").unwrap(),
+            parse_line("6000-7000 r--p 00000000 00:00 0 [vvar]").unwrap(),
             parse_line("8000-9000 rw-p 00000000 00:00 0").unwrap(),
         ];
         let s = select(&vmas, &[Span::new(0x2000, 0x8800)]);
         let spans: Vec<_> = s.iter().map(|s| s.span).collect();
         assert_eq!(
             spans,
-            vec![Span::new(0x2000, 0x5000), Span::new(0x8000, 0x8800)]
+            vec![
+                Span::new(0x2000, 0x5000),
+                Span::new(0x5000, 0x6000),
+                Span::new(0x8000, 0x8800)
+            ]
         );
     }
 }

@@ -128,7 +128,9 @@ pub fn register_failure_reason(e: &io::Error) -> String {
         Some(libc::EINVAL) => {
             "cannot be registered with userfaultfd (special or droppable mapping)".into()
         }
-        Some(libc::EPERM) => "shared mapping of a file opened read-only (no VM_MAYWRITE)".into(),
+        Some(libc::EPERM) => {
+            "shared mapping of a file opened read-only: never writable (no VM_MAYWRITE)".into()
+        }
         Some(libc::EBUSY) => {
             "already registered by another userfaultfd (the program's own, or another tracker's)"
                 .into()

@@ -181,7 +181,7 @@ fn bad_ranges() {
     let (code, err) = fails(&["track", "--pid", &pid, "--range", "0x10000-0x20000"]);
     one_line(&err);
     assert_eq!(code, 2);
-    assert!(err.contains("holds no writable mapping"), "{err}");
+    assert!(err.contains("holds no trackable mapping"), "{err}");
     victim.assert_untouched();
 }
 

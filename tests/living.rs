@@ -406,3 +406,24 @@ fn pagemap_read_reports_zaps_and_churn() {
 fn private_and_shared_file_mappings() {
     check("filemap", 60, 0);
 }
+
+#[test]
+fn read_only_private_file_made_writable_briefly() {
+    // Pages read from the file are not written: no false positive.
+    check("ro-file", 60, 0);
+}
+
+#[test]
+fn read_only_shared_memory_made_writable_briefly() {
+    // False positives: pages of the shared mappings only read before the tracker first saw
+    // them (one per mapping and round at most): in shared memory a page written and one read
+    // are alike, both the file's page.
+    check("ro-shared", 60, 60 * 2);
+}
+
+#[test]
+fn dlopen_like_mapping_relocated_then_read_only() {
+    // Pages only read (faulted in from the file) before the tracker first saw the mapping are
+    // still the file's pages, so they are not reported: no false positive.
+    check("dlopen-like", 60, 0);
+}

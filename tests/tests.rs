@@ -19,6 +19,8 @@ mod generated;
 mod living;
 // Stock Debian kernels under QEMU: soft-dirty and a kernel without async write-protect.
 mod vm;
+// Memory written while briefly writable: real dlopen() and ld.so's RELRO, against /proc/PID/mem.
+mod relro;
 // `uffd-dirty check` against this machine.
 mod check;
 // Output contracts: the schema, bitmaps, --output, exit codes.

@@ -387,8 +387,11 @@ fn a_signal_after_stopping_gives_the_terminal_back(name: &str, first: FirstStop)
             4096,
         )
     };
+    // Only the writer's region is tracked, so that the start record (one entry per tracked
+    // range, every library's included otherwise) fits in the pipe and the view is drawn.
+    let (lo, hi) = writer.span();
     let command = format!(
-        "before=$(stty -g); NO_COLOR=1 {BIN} track --view --interval 50ms --output {} --pid {}; echo exit=$?; if [ \"$(stty -g)\" = \"$before\" ]; then echo tty=restored; else echo tty=changed; fi; sleep 60",
+        "before=$(stty -g); NO_COLOR=1 {BIN} track --view --interval 50ms --output {} --pid {} --range {lo:#x}-{hi:#x}; echo exit=$?; if [ \"$(stty -g)\" = \"$before\" ]; then echo tty=restored; else echo tty=changed; fi; sleep 60",
         fifo.display(),
         writer.pid
     );

@@ -89,6 +89,22 @@ impl PagemapScan {
         self.present(&armed, populated)
     }
 
+    /// Protect the present pages of `span` that belong to a file, not to the process (in a
+    /// private file mapping: never written, since a write copies the page), reporting
+    /// nothing. Page by page under the page-table lock, as every WP_MATCHING walk: a page
+    /// written after it was looked at is copied, unprotected, and read written next time.
+    pub fn protect_file_pages(&mut self, span: Span) -> io::Result<()> {
+        let query = abi::PmScanArg {
+            flags: abi::PM_SCAN_WP_MATCHING,
+            category_mask: abi::PAGE_IS_PRESENT | abi::PAGE_IS_FILE,
+            return_mask: abi::PAGE_IS_PRESENT,
+            ..Default::default()
+        };
+        // A vector is passed, so the no-vector fast path, which protects everything, is never
+        // taken.
+        self.walk(span, query, VEC_LEN_MAX, |_| {})
+    }
+
     /// Append to `out` the runs of populated (present or swapped) pages in `spans`.
     pub fn populated(&mut self, spans: &[Span], out: &mut Vec<Span>) -> io::Result<()> {
         self.having(abi::PAGE_IS_PRESENT | abi::PAGE_IS_SWAPPED, spans, out)

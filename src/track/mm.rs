@@ -44,11 +44,15 @@ impl Arming {
 /// (zapped) by comparing the populated set between harvests.
 pub(crate) const SPARSE_MIN: u64 = 1 << 30;
 pub(crate) const SPARSE_FILL: u64 = 8;
-/// Memory that is not writable (PROT_NONE reservations, read-only anonymous memory) is sparse
-/// from this size: it may be huge, and is written only after an mprotect, so how much of it
-/// is populated now tells nothing. Smaller pieces (guard pages of thread stacks, mostly) are
-/// armed whole: at most two page tables, and the one fast-path harvest covers them instead
-/// of two queries each per interval.
+/// Anonymous memory that is not writable (PROT_NONE reservations, read-only anonymous memory)
+/// is sparse from this size: it may be huge, and is written only after an mprotect, so how
+/// much of it is populated now tells nothing; a read of it maps the zero page, reported once.
+/// Smaller pieces (guard pages of thread stacks, mostly) are armed whole: at most two page
+/// tables, and the one fast-path harvest covers them instead of two queries each per
+/// interval. Read-only *file* mappings (program text, RELRO, data files) are sized like
+/// writable memory instead: a page read from them later is the file's, not the zero page, so
+/// arming only what is populated would report every page read for the first time, and they
+/// are no larger than their files.
 pub(crate) const SPARSE_READ_ONLY_MIN: u64 = 2 << 20;
 
 /// Arming goes in pieces cut at multiples of this size, so that progress can be reported
@@ -260,6 +264,9 @@ impl Mm {
                 progress(done, total);
             }
         }
+        if arming == Arming::Unpopulated {
+            self.protect_file_pages(&dense)?;
+        }
         for span in chunks(&dense, ARM_CHUNK) {
             let r = match arming {
                 Arming::Scan => self.scanner.protect(span),
@@ -287,15 +294,16 @@ impl Mm {
             .iter()
             .filter(|p| spans.iter().any(|a| a.intersect(&p.span).is_some()))
             .collect();
+        let read_only_anon = |p: &Selected| !p.vma.write && p.vma.inode == 0;
         let read_only: Vec<Span> = new
             .iter()
-            .filter(|p| !p.vma.write && p.span.len() >= SPARSE_READ_ONLY_MIN)
+            .filter(|p| read_only_anon(p) && p.span.len() >= SPARSE_READ_ONLY_MIN)
             .map(|p| p.span)
             .collect();
         self.sparse.extend(read_only);
         let big: Vec<Span> = new
             .iter()
-            .filter(|p| p.vma.write && p.span.len() >= SPARSE_MIN)
+            .filter(|p| !read_only_anon(p) && p.span.len() >= SPARSE_MIN)
             .map(|p| p.span)
             .collect();
         for span in big {
@@ -307,6 +315,26 @@ impl Mm {
             }
         }
         self.sparse = maps::union(std::mem::take(&mut self.sparse));
+        Ok(())
+    }
+
+    /// In the private file mappings among freshly registered `spans`, protect the present
+    /// pages that are still the file's: never written through the mapping (a write copies
+    /// the page), so they need not be reported the way other pages populated before arming
+    /// are. Without this, every page of a library's text that ran before the tracker first
+    /// saw the library would be reported written.
+    fn protect_file_pages(&mut self, spans: &[Span]) -> io::Result<()> {
+        let files = maps::union(
+            self.registry
+                .pieces
+                .iter()
+                .filter(|p| p.vma.is_private_file())
+                .map(|p| p.span)
+                .collect(),
+        );
+        for span in maps::intersect(&files, spans) {
+            self.scanner.protect_file_pages(span)?;
+        }
         Ok(())
     }
 
@@ -363,7 +391,9 @@ impl Mm {
         let removed = maps::subtract(&before, &self.registry.armed);
         self.sparse = maps::intersect(&self.sparse, &self.registry.armed);
         self.classify_sparse(&added)?;
-        for span in maps::subtract(&added, &self.sparse) {
+        let dense = maps::subtract(&added, &self.sparse);
+        self.protect_file_pages(&dense)?;
+        for span in dense {
             self.scanner
                 .protect_unpopulated(span, &mut self.populated)?;
         }

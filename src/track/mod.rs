@@ -227,7 +227,7 @@ fn check_scope(target: &Target, ranges: &[Span], vmas: &[Vma]) -> Result<()> {
                 return Err(exited());
             }
             return Err(usage(format!(
-                "--range {r} holds no writable mapping of PID {}: pick a range from /proc/{}/maps",
+                "--range {r} holds no trackable mapping of PID {}: pick a range from /proc/{}/maps",
                 target.pid, target.pid
             )));
         }
@@ -237,7 +237,7 @@ fn check_scope(target: &Target, ranges: &[Span], vmas: &[Vma]) -> Result<()> {
             return Err(exited());
         }
         return Err(usage(format!(
-            "PID {} has no writable mappings to track",
+            "PID {} has no trackable mappings",
             target.pid
         )));
     }

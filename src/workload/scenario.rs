@@ -43,6 +43,16 @@ pub enum Scenario {
     /// The program tracks its own writes with an async userfaultfd of its own (as Wine's
     /// GetWriteWatch does); it fails if it ever misses one of them.
     OwnUffd,
+    /// A read-only private file mapping made writable for a moment, written and made
+    /// read-only again between two harvests.
+    RoFile,
+    /// Read-only shared mappings of a memfd and of a file opened read-write, made writable,
+    /// written and made read-only again between two harvests (and one of a file opened
+    /// read-only, which can never be written).
+    RoShared,
+    /// What dlopen() does: map a file privately, read (text) and write (relocate) some pages,
+    /// make it read-only, all between two harvests.
+    DlopenLike,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -703,6 +713,148 @@ fn mprotect_scenario(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Resul
     Ok(())
 }
 
+/// A data file of `pages` pages beside the log, each page holding its index (so a page read
+/// from it is not the zero page), open read-write.
+fn data_file(args: &ScenarioArgs, name: &str, pages: usize) -> Result<(File, PathBuf)> {
+    let path = args.log.with_extension(name);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    for i in 0..pages {
+        file.write_all(&[i as u8 | 0x80; PAGE])?;
+    }
+    Ok((file, path))
+}
+
+fn mprotect(start: usize, len: usize, prot: i32) -> Result<()> {
+    // SAFETY: every caller passes pages of a live mapping the scenario owns.
+    check(
+        unsafe { libc::mprotect(start as *mut _, len, prot) },
+        "mprotect",
+    )
+}
+
+/// Read one byte of each page (a file page is faulted in; nothing changes).
+fn read_pages(pages: &[usize]) {
+    for &p in pages {
+        // SAFETY: every address passed here is a page of a live readable mapping of ours.
+        std::hint::black_box(unsafe { std::ptr::read_volatile(p as *const u8) });
+    }
+}
+
+/// Pages of `(start, pages)` mappings made writable for a moment, written and made read-only
+/// again, with a few pages only read: the writable window is far shorter than an interval.
+fn brief_windows(
+    args: &ScenarioArgs,
+    rng: &mut Rng,
+    log: &mut Log,
+    mappings: &[(usize, usize)],
+) -> Result<()> {
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    for step in 0..args.steps {
+        for &(start, pages) in mappings {
+            // A window of 1-8 pages somewhere in the mapping (it splits the VMA).
+            let len = 1 + rng.next() as usize % 8;
+            let first = start + (rng.next() as usize % (pages - len + 1)) * PAGE;
+            let t0 = now_ns();
+            mprotect(first, len * PAGE, rw)?;
+            let w = write_pages(&some_pages(rng, first, len, 2), step as u8);
+            mprotect(first, len * PAGE, libc::PROT_READ)?;
+            log.changed(t0, w);
+            read_pages(&some_pages(rng, start, pages, 1));
+        }
+        std::thread::sleep(args.gap);
+    }
+    Ok(())
+}
+
+const RO_FILE_PAGES: usize = 64;
+
+/// Mapped before attach, some pages read: a read-only private file mapping the tracker finds.
+fn ro_file_setup(args: &ScenarioArgs, rng: &mut Rng) -> Result<(usize, PathBuf)> {
+    use std::os::fd::AsRawFd;
+    let (file, path) = data_file(args, "data", RO_FILE_PAGES)?;
+    let private = map(
+        RO_FILE_PAGES * PAGE,
+        libc::PROT_READ,
+        libc::MAP_PRIVATE,
+        file.as_raw_fd(),
+    )?;
+    read_pages(&some_pages(rng, private, RO_FILE_PAGES, 16));
+    Ok((private, path))
+}
+
+fn ro_file(
+    args: &ScenarioArgs,
+    rng: &mut Rng,
+    log: &mut Log,
+    (private, path): (usize, PathBuf),
+) -> Result<()> {
+    log.watch(private, RO_FILE_PAGES * PAGE);
+    let r = brief_windows(args, rng, log, &[(private, RO_FILE_PAGES)]);
+    let _ = std::fs::remove_file(&path);
+    r
+}
+
+fn ro_shared(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Result<()> {
+    const PAGES: usize = 64;
+    use std::os::fd::AsRawFd;
+    let name = c"uffd-dirty-ro-shared";
+    // SAFETY: creating a memfd; the name is a valid C string.
+    let memfd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if memfd < 0 {
+        bail!("memfd_create: {}", io::Error::last_os_error());
+    }
+    // SAFETY: sizing our own memfd.
+    check(
+        unsafe { libc::ftruncate(memfd, (PAGES * PAGE) as libc::off_t) },
+        "ftruncate",
+    )?;
+    let (file, path) = data_file(args, "data", PAGES)?;
+    let (_, ro_path) = data_file(args, "ro", PAGES)?;
+    let read_only = File::open(&ro_path)?;
+    let shared = libc::MAP_SHARED;
+    let of_memfd = map(PAGES * PAGE, libc::PROT_READ, shared, memfd)?;
+    let of_file = map(PAGES * PAGE, libc::PROT_READ, shared, file.as_raw_fd())?;
+    // Never writable (no VM_MAYWRITE): the tracker cannot register it, and needs not.
+    let never = map(PAGES * PAGE, libc::PROT_READ, shared, read_only.as_raw_fd())?;
+    read_pages(&some_pages(rng, never, PAGES, 8));
+    log.watch(of_memfd, PAGES * PAGE);
+    log.watch(of_file, PAGES * PAGE);
+    log.watch(never, PAGES * PAGE);
+    let r = brief_windows(args, rng, log, &[(of_memfd, PAGES), (of_file, PAGES)]);
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&ro_path);
+    r
+}
+
+/// Like ld.so's dlopen(): a fresh private mapping of a file, some pages read (text), some
+/// written (relocations), then made read-only (RELRO), within one interval. All stay mapped
+/// (a mapping made where an unmapped one was, with the same file and permissions, looks
+/// unchanged and is reported whole: the churn scenario covers that).
+fn dlopen_like(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Result<()> {
+    const PAGES: usize = 32;
+    use std::os::fd::AsRawFd;
+    let (file, path) = data_file(args, "data", PAGES)?;
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    for step in 0..args.steps {
+        let t0 = now_ns();
+        let start = map(PAGES * PAGE, rw, libc::MAP_PRIVATE, file.as_raw_fd())?;
+        log.watch(start, PAGES * PAGE);
+        read_pages(&some_pages(rng, start, PAGES, 4));
+        let w = write_pages(&some_pages(rng, start, PAGES, 6), step as u8);
+        mprotect(start, PAGES * PAGE, libc::PROT_READ)?;
+        log.changed(t0, w);
+        std::thread::sleep(args.gap * 3);
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
 fn own_uffd(args: &ScenarioArgs, rng: &mut Rng, own: &mut OwnTracking) -> Result<()> {
     for step in 0..args.steps {
         let mut w = write_pages(&some_pages(rng, own.start, own.pages, 3), step as u8);
@@ -737,6 +889,11 @@ pub fn run_scenario(args: &ScenarioArgs) -> Result<i32> {
     } else {
         None
     };
+    let ro_file_region = if args.scenario == Scenario::RoFile {
+        Some(ro_file_setup(args, &mut rng)?)
+    } else {
+        None
+    };
     let pte_before = vm_pte_kib();
     let mut own = if args.scenario == Scenario::OwnUffd {
         Some(own_uffd_setup()?)
@@ -766,6 +923,14 @@ pub fn run_scenario(args: &ScenarioArgs) -> Result<i32> {
         Scenario::Hugetlb => hugetlb(args, &mut rng, &mut log)?,
         Scenario::Mprotect => mprotect_scenario(args, &mut rng, &mut log)?,
         Scenario::OwnUffd => own_uffd(args, &mut rng, own.as_mut().expect("set up above"))?,
+        Scenario::RoFile => ro_file(
+            args,
+            &mut rng,
+            &mut log,
+            ro_file_region.expect("set up above"),
+        )?,
+        Scenario::RoShared => ro_shared(args, &mut rng, &mut log)?,
+        Scenario::DlopenLike => dlopen_like(args, &mut rng, &mut log)?,
         Scenario::Sparse => sparse(
             args,
             &mut rng,
