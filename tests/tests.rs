@@ -9,6 +9,8 @@ mod ground_truth;
 mod target_safety;
 // `track -- CMD`: launch mode and exit statuses.
 mod launch;
+// A target's exit told from an exec, by PID and in launch mode.
+mod exits;
 // Refusals: bad PIDs, bad ranges, traced targets; each a one-line error, the target untouched.
 mod errors;
 // man/ and completions/ against the clap definitions.
