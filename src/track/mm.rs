@@ -521,14 +521,13 @@ impl Mm {
         self.scratch.tracked = delta.tracked;
     }
 
-    /// Tell apart an exited target, an exec (our mm is gone, the process lives on), and a
-    /// real error.
+    /// Tell apart an exit, an exec (our mm is gone, see `why_gone`), and a real error.
     pub(crate) fn gone(&self, target: &Target, e: &io::Error) -> Option<Gone> {
         if target.check_alive().is_err() {
             return Some(Gone::Exited);
         }
         let mm_may_be_gone = is_gone(e) || e.kind() == io::ErrorKind::NotFound;
-        (mm_may_be_gone && self.scanner.mm_is_gone()).then_some(Gone::Exec)
+        (mm_may_be_gone && self.scanner.mm_is_gone()).then(|| why_gone(target))
     }
 
     /// One harvest: mapping events and the delta, or why the memory is gone.
@@ -544,16 +543,12 @@ impl Mm {
         // this point may be seen only by the next harvest, and so may a page written after it.
         let time = SystemTime::now();
         let t0 = Instant::now();
-        // An exec leaves our fds on the old, dead mm, where PAGEMAP_SCAN just finds nothing:
+        // An exec or an exit leaves our fds on a dead mm, where PAGEMAP_SCAN just finds nothing:
         // check, unless the refresh starts with a PROCMAP_QUERY pass, which fails with ESRCH
         // there.
         let queries_first = self.maps.queries() && !self.registry.retry;
         if !queries_first && self.scanner.mm_is_gone() {
-            return Ok(Err(if target.check_alive().is_err() {
-                Gone::Exited
-            } else {
-                Gone::Exec
-            }));
+            return Ok(Err(why_gone(target)));
         }
         let events = match self.refresh_mappings(target, scope, Timestamp(time)) {
             Ok(ev) => ev,
