@@ -219,3 +219,25 @@ impl Target {
         Ok(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zombie_has_no_address_space() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let target = Target::open(child.id() as i32).unwrap();
+        assert!(target.has_mm().unwrap(), "a sleeping process has memory");
+        child.kill().unwrap();
+        // Not reaped: a zombie, whose pidfd is readable once its exit is complete.
+        let [exited] = sys::readable([target.pidfd.as_fd()], std::time::Duration::from_secs(10));
+        assert!(exited);
+        let has = target.has_mm();
+        child.wait().unwrap();
+        assert!(!has.unwrap(), "a zombie has no memory");
+    }
+}
