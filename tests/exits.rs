@@ -60,17 +60,23 @@ fn exiter() -> Option<&'static PathBuf> {
     BUILT
         .get_or_init(|| {
             let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+            // Built under a name of its own, then renamed: test runs side by side each see a
+            // whole binary.
             let src = dir.join(format!("exiter-{}.c", std::process::id()));
-            let bin = dir.join(format!("exiter-{}", std::process::id()));
+            let tmp = dir.join(format!("exiter-{}", std::process::id()));
+            let bin = dir.join("exiter");
             std::fs::write(&src, SOURCE).unwrap();
             let built = Command::new("cc")
                 .args(["-O2", "-o"])
-                .arg(&bin)
+                .arg(&tmp)
                 .arg(&src)
                 .status();
             let _ = std::fs::remove_file(&src);
             match built {
-                Ok(s) if s.success() => Some(bin),
+                Ok(s) if s.success() => {
+                    std::fs::rename(&tmp, &bin).unwrap();
+                    Some(bin)
+                }
                 r => {
                     eprintln!("SKIPPED: cannot build the C target with cc: {r:?}");
                     None
