@@ -5,6 +5,7 @@
 //! each harvest cost.
 
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result};
@@ -196,7 +197,8 @@ pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
         let frozen = Frozen::new(&target);
         let frozen = match frozen {
             Ok(f) => f,
-            Err(_) if target.check_alive().is_err() => break "target-exited",
+            // Stopping an exiting target fails before its memory is gone.
+            Err(_) if track::exits_within(&target, track::SETTLE) => break "target-exited",
             Err(e) => return Err(e),
         };
         let seq = total.intervals + 1;
@@ -319,7 +321,10 @@ pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
         r => r?,
     }
     drop(uffd_side);
-    let status = child.as_mut().and_then(|c| c.reap());
+    let status = child.as_mut().and_then(|c| match reason {
+        "target-exited" => c.wait_exit(target.pidfd.as_fd()),
+        _ => c.reap(),
+    });
     Ok(match status {
         Some(s) if reason == "target-exited" => ExitCode::Command(s.clamp(0, 255) as u8),
         _ => ExitCode::Success,

@@ -184,24 +184,45 @@ pub fn kill_and_reap(pid: i32) {
     let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
 }
 
-/// Reap the child if it has exited; its exit status then.
-pub fn try_reap(pid: i32) -> Option<i32> {
+/// Reap the child if it has exited; its exit status then. An error (ECHILD) when it is no
+/// longer ours to reap: someone reaped it already.
+pub fn try_reap(pid: i32) -> io::Result<Option<i32>> {
     let mut status = 0;
     // SAFETY: `status` is a valid out-pointer.
     let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-    (r == pid).then(|| exit_status(status))
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((r == pid).then(|| exit_status(status)))
+}
+
+/// Wait for the child to exit and reap it; its exit status. An error (ECHILD) when it is no
+/// longer ours to reap.
+pub fn wait(pid: i32) -> io::Result<i32> {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return Ok(exit_status(status));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 /// Terminate a child that outlived tracking: SIGTERM, then SIGKILL after the grace period.
 /// Returns its exit status.
 pub fn terminate(pid: i32) -> i32 {
-    if let Some(s) = try_reap(pid) {
+    if let Ok(Some(s)) = try_reap(pid) {
         return s;
     }
     let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
     let deadline = Instant::now() + TERMINATE_GRACE;
     while Instant::now() < deadline {
-        if let Some(s) = try_reap(pid) {
+        if let Ok(Some(s)) = try_reap(pid) {
             return s;
         }
         std::thread::sleep(Duration::from_millis(10));

@@ -169,6 +169,26 @@ impl Target {
         exited
     }
 
+    /// Whether the process has an address space now. `/proc/PID/status` has `Vm*` lines only
+    /// for a task whose mm is set (`task_mem` in fs/proc/array.c). An exiting task clears it
+    /// (`exit_mm`) well before its pidfd turns readable, and a cleared mm never comes back; an
+    /// exec installs the new mm before it lets go of the old one (`exec_mmap`). A leader that
+    /// exited before its threads has none of its own, so the threads are asked then. An error
+    /// when the process is gone from /proc (reaped).
+    pub fn has_mm(&self) -> io::Result<bool> {
+        let has = |path: &str| {
+            fs::read_to_string(path).map(|text| text.lines().any(|l| l.starts_with("VmSize:")))
+        };
+        if has(&self.proc_path("status"))? {
+            return Ok(true);
+        }
+        let tids = self.threads().unwrap_or_default();
+        Ok(tids
+            .iter()
+            .filter(|&&t| t != self.pid)
+            .any(|t| has(&format!("/proc/{}/task/{t}/status", self.pid)).unwrap_or(false)))
+    }
+
     /// Open a `/proc/PID/<name>` file of this very process.
     pub fn open_proc(&self, name: &str) -> Result<File> {
         let path = self.proc_path(name);
@@ -204,5 +224,27 @@ impl Target {
             }
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zombie_has_no_address_space() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let target = Target::open(child.id() as i32).unwrap();
+        assert!(target.has_mm().unwrap(), "a sleeping process has memory");
+        child.kill().unwrap();
+        // Not reaped: a zombie, whose pidfd is readable once its exit is complete.
+        let [exited] = sys::readable([target.pidfd.as_fd()], std::time::Duration::from_secs(10));
+        assert!(exited);
+        let has = target.has_mm();
+        child.wait().unwrap();
+        assert!(!has.unwrap(), "a zombie has no memory");
     }
 }

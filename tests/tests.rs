@@ -11,6 +11,8 @@ mod target_safety;
 mod launch;
 // Writes no tracker can see (io_uring fixed buffers): announced at attach and while tracking.
 mod blind;
+// A target's exit told from an exec, by PID and in launch mode.
+mod exits;
 // Refusals: bad PIDs, bad ranges, traced targets; each a one-line error, the target untouched.
 mod errors;
 // man/ and completions/ against the clap definitions.

@@ -38,6 +38,10 @@ pub const PAGEMAP_SCAN: u64 = 0xC060_6610;
 /// `/proc/PID/maps` one VMA per call, without the text (Linux 6.11).
 pub const PROCMAP_QUERY: u64 = 0xC068_6611;
 pub const PROCMAP_QUERY_COVERING_OR_NEXT_VMA: u64 = 0x10;
+/// A pidfd's process, or its exit once reaped (Linux 6.13; exit information 6.15):
+/// `_IOWR(0xFF, 11, struct pidfd_info)` with the first, 64-byte version of the struct.
+pub const PIDFD_GET_INFO: u64 = 0xC040_FF0B;
+pub const PIDFD_INFO_EXIT: u64 = 1 << 3;
 
 // PAGEMAP_SCAN page categories and flags.
 pub const PAGE_IS_WPALLOWED: u64 = 1 << 0;
@@ -175,7 +179,30 @@ pub struct ProcmapQuery {
     pub build_id_addr: u64,
 }
 
+/// `struct pidfd_info` as first released (`PIDFD_INFO_SIZE_VER0`, include/uapi/linux/pidfd.h);
+/// the kernel fills what fits in the size the request number carries.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PidfdInfo {
+    pub mask: u64,
+    pub cgroupid: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub ruid: u32,
+    pub rgid: u32,
+    pub euid: u32,
+    pub egid: u32,
+    pub suid: u32,
+    pub sgid: u32,
+    pub fsuid: u32,
+    pub fsgid: u32,
+    /// The wait status, as `waitpid` would have given it.
+    pub exit_code: i32,
+}
+
 const _: () = assert!(size_of::<UffdioApi>() == 24);
+const _: () = assert!(size_of::<PidfdInfo>() == 64);
 const _: () = assert!(size_of::<UffdioRange>() == 16);
 const _: () = assert!(size_of::<UffdioRegister>() == 32);
 const _: () = assert!(size_of::<UffdioWriteprotect>() == 24);
@@ -259,6 +286,9 @@ mod tests {
             | (u64::from(b'f') << 8)
             | 17;
         assert_eq!(PROCMAP_QUERY, iowr);
+        // Nor a PIDFD_GET_INFO one: _IOWR(0xFF, 11, struct pidfd_info), 64 bytes (VER0).
+        let iowr = (3u64 << 30) | ((size_of::<PidfdInfo>() as u64) << 16) | (0xFF << 8) | 11;
+        assert_eq!(PIDFD_GET_INFO, iowr);
         assert_eq!(
             PROCMAP_QUERY_COVERING_OR_NEXT_VMA,
             g::procmap_query_flags::PROCMAP_QUERY_COVERING_OR_NEXT_VMA as u64

@@ -55,6 +55,26 @@ pub fn pidfd_alive(pidfd: BorrowedFd<'_>) -> io::Result<()> {
     .map(drop)
 }
 
+/// The wait status of a pidfd's process once it has been reaped, by whoever reaped it
+/// (`PIDFD_GET_INFO` with `PIDFD_INFO_EXIT`, Linux 6.15). `None` while it is not reaped yet,
+/// or on kernels without exit information.
+pub fn pidfd_exit_code(pidfd: BorrowedFd<'_>) -> Option<i32> {
+    let mut info = PidfdInfo {
+        mask: PIDFD_INFO_EXIT,
+        ..Default::default()
+    };
+    // SAFETY: `info` is a valid, exclusively borrowed pidfd_info of the size the request
+    // number carries, for the duration of the call.
+    let r = unsafe {
+        libc::ioctl(
+            pidfd.as_raw_fd(),
+            PIDFD_GET_INFO as _,
+            &mut info as *mut PidfdInfo,
+        )
+    };
+    (r == 0 && info.mask & PIDFD_INFO_EXIT != 0).then_some(info.exit_code)
+}
+
 /// A userfaultfd in the *calling* process's mm: only for probing what the kernel offers.
 pub fn userfaultfd_local() -> io::Result<OwnedFd> {
     let flags = O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY;

@@ -205,8 +205,7 @@ pub(crate) fn attach_mm(
 /// What an arming error means when the target's memory went away under it: an exit (its
 /// mm is torn down before its pidfd says so: give it a moment), or an exec.
 fn attach_failed(target: &Target, e: anyhow::Error) -> anyhow::Error {
-    let [exited] = sys::readable([target.pidfd.as_fd()], Duration::from_secs(1));
-    if exited || target.check_alive().is_err() {
+    if super::exits_within(target, super::SETTLE) {
         return anyhow!("PID {} exited while being attached to", target.pid);
     }
     // ENOMEM/ESRCH: the userfaultfd's mm is gone while the process lives on: an execve.
@@ -569,14 +568,13 @@ impl Mm {
         self.scratch.tracked = delta.tracked;
     }
 
-    /// Tell apart an exited target, an exec (our mm is gone, the process lives on), and a
-    /// real error.
+    /// Tell apart an exit, an exec (our mm is gone, see `why_gone`), and a real error.
     pub(crate) fn gone(&self, target: &Target, e: &io::Error) -> Option<Gone> {
         if target.check_alive().is_err() {
             return Some(Gone::Exited);
         }
         let mm_may_be_gone = is_gone(e) || e.kind() == io::ErrorKind::NotFound;
-        (mm_may_be_gone && self.scanner.mm_is_gone()).then_some(Gone::Exec)
+        (mm_may_be_gone && self.scanner.mm_is_gone()).then(|| why_gone(target))
     }
 
     /// One harvest: mapping events and the delta, or why the memory is gone.
@@ -592,16 +590,12 @@ impl Mm {
         // this point may be seen only by the next harvest, and so may a page written after it.
         let time = SystemTime::now();
         let t0 = Instant::now();
-        // An exec leaves our fds on the old, dead mm, where PAGEMAP_SCAN just finds nothing:
+        // An exec or an exit leaves our fds on a dead mm, where PAGEMAP_SCAN just finds nothing:
         // check, unless the refresh starts with a PROCMAP_QUERY pass, which fails with ESRCH
         // there.
         let queries_first = self.maps.queries() && !self.registry.retry;
         if !queries_first && self.scanner.mm_is_gone() {
-            return Ok(Err(if target.check_alive().is_err() {
-                Gone::Exited
-            } else {
-                Gone::Exec
-            }));
+            return Ok(Err(why_gone(target)));
         }
         let events = match self.refresh_mappings(target, scope, Timestamp(time)) {
             Ok(ev) => ev,

@@ -11,7 +11,7 @@ mod soft;
 
 use std::collections::HashSet;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow};
@@ -65,6 +65,9 @@ pub(crate) fn wait_until(deadline: Instant, target: &Target, stop: &Stop) -> Wak
 pub(crate) struct Child {
     pid: i32,
     status: Option<i32>,
+    /// Reaped, but not by `reap` or `wait_exit`: a command that exits while we attach to it
+    /// (after an exec) is reaped by ptrace's wait for its next stop.
+    reaped_elsewhere: bool,
     /// Stopped under ptrace (ours or the helper's): SIGTERM would wait for nothing, so it is
     /// killed outright.
     pub(crate) traced: bool,
@@ -73,9 +76,39 @@ pub(crate) struct Child {
 }
 
 impl Child {
+    pub(crate) fn new(pid: i32, helper: Option<attach::helper::Helper>) -> Child {
+        Child {
+            pid,
+            status: None,
+            reaped_elsewhere: false,
+            traced: true,
+            helper,
+        }
+    }
+
+    /// Its exit status, if it has exited (reaped now, without waiting).
     pub(crate) fn reap(&mut self) -> Option<i32> {
-        if self.status.is_none() {
-            self.status = launch::try_reap(self.pid);
+        if self.status.is_none() && !self.reaped_elsewhere {
+            match launch::try_reap(self.pid) {
+                Ok(status) => self.status = status,
+                Err(_) => self.reaped_elsewhere = true,
+            }
+        }
+        self.status
+    }
+
+    /// Its exit status, waiting for the end of an exit under way: tracking ends with
+    /// `target-exited` as soon as the command's memory is gone, before it is a zombie. If it
+    /// was reaped elsewhere, the pidfd still has its status (Linux 6.15).
+    pub(crate) fn wait_exit(&mut self, pidfd: BorrowedFd<'_>) -> Option<i32> {
+        if self.status.is_none() && !self.reaped_elsewhere {
+            match launch::wait(self.pid) {
+                Ok(status) => self.status = Some(status),
+                Err(_) => self.reaped_elsewhere = true,
+            }
+        }
+        if self.status.is_none() && self.reaped_elsewhere {
+            self.status = sys::pidfd_exit_code(pidfd).map(launch::exit_status);
         }
         self.status
     }
@@ -87,7 +120,8 @@ impl Drop for Child {
             launch::kill_and_reap(self.pid);
             return;
         }
-        if self.reap().is_none() {
+        // Reaped already, by us or elsewhere: its PID may be another process's by now.
+        if self.reap().is_none() && !self.reaped_elsewhere {
             let status = launch::terminate(self.pid);
             eprintln!(
                 "uffd-dirty: tracking ended first: terminated the command (PID {}, exit status {status})",
@@ -107,6 +141,48 @@ pub struct Outcome {
 pub(crate) enum Gone {
     Exited,
     Exec,
+}
+
+/// How long a target is given to show that it is exiting when that is in doubt: its /proc
+/// entry is unreadable, or re-attaching to it failed (ptrace refuses a task that has begun to
+/// exit, a moment before the task drops its memory).
+pub(crate) const SETTLE: Duration = Duration::from_millis(500);
+
+/// Why the address space our fds are bound to is gone (no task uses it any more). That alone
+/// tells nothing: an exiting process drops its memory (`exit_mm`) before its pidfd turns
+/// readable, just as an exec'ing one drops the old image's. The process tells: an exec
+/// installs the new address space before it lets go of the old one, so a process that has one
+/// exec'ed, and one that has none is exiting (its new image too, if it exec'ed first).
+pub(crate) fn why_gone(target: &Target) -> Gone {
+    if target.has_exited() {
+        return Gone::Exited;
+    }
+    match target.has_mm() {
+        // The pidfd asked again: a PID reused after a reap would have memory too.
+        Ok(true) if !target.has_exited() => Gone::Exec,
+        Ok(_) => Gone::Exited,
+        Err(_) if exits_within(target, SETTLE) => Gone::Exited,
+        // /proc unreadable but the process lives on: the re-attach decides.
+        Err(_) => Gone::Exec,
+    }
+}
+
+/// Whether the target has exited or is exiting (its memory gone), waiting up to `patience`
+/// for it to be.
+pub(crate) fn exits_within(target: &Target, patience: Duration) -> bool {
+    const STEP: Duration = Duration::from_millis(2);
+    let deadline = Instant::now() + patience;
+    loop {
+        if target.has_exited() || matches!(target.has_mm(), Ok(false)) {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        // Wakes at once when the pidfd turns readable; the memory is looked at every STEP.
+        let _ = sys::readable([target.pidfd.as_fd()], STEP.min(deadline - now));
+    }
 }
 
 /// Where deltas come from: the target's userfaultfd (pagemap-scan, pagemap-read), or its
@@ -216,10 +292,7 @@ fn warn_skipped(pid: i32, skips: &[Skip]) {
 /// Check `--range` values against the target's mappings before anything touches it.
 fn check_scope(target: &Target, ranges: &[Span], vmas: &[Vma]) -> Result<()> {
     // An exiting process loses its mappings: that is an exit, not a bad range.
-    let exiting = || {
-        let [exited] = sys::readable([target.pidfd.as_fd()], Duration::from_secs(1));
-        exited || vmas.is_empty()
-    };
+    let exiting = || vmas.is_empty() || exits_within(target, SETTLE);
     let exited = || anyhow!("PID {} exited while being attached to", target.pid);
     for r in ranges {
         if maps::select(vmas, std::slice::from_ref(r)).is_empty() {
@@ -257,12 +330,7 @@ pub(crate) fn open_target(args: &TargetArgs, method: Method) -> Result<(Target, 
         }
         None => {
             let launched = launch::spawn(&args.command, method != Method::SoftDirty)?;
-            let child = Child {
-                pid: launched.target.pid,
-                status: None,
-                traced: true,
-                helper: launched.helper,
-            };
+            let child = Child::new(launched.target.pid, launched.helper);
             let vmas = maps::read_maps(child.pid).context("reading the command's mappings")?;
             check_scope(&launched.target, &args.ranges, &vmas)?;
             Ok((launched.target, Some(child)))
@@ -372,7 +440,9 @@ pub fn run(args: &TrackArgs, stop: &Stop, out: Box<dyn Emitter + '_>) -> Result<
     };
     let (reason, error) = tracking.follow(attachment, stop, &mut out)?;
     let exit_status = match reason {
-        EndReason::TargetExited => child.as_mut().and_then(Child::reap),
+        EndReason::TargetExited => child
+            .as_mut()
+            .and_then(|c| c.wait_exit(target.pidfd.as_fd())),
         _ => None,
     };
     let end = output::End {
@@ -589,8 +659,8 @@ impl Tracking<'_> {
                             // Harvest the new image at once, then keep the cadence.
                             continue;
                         }
-                        Err(e) if self.target.check_alive().is_err() => {
-                            let _ = e;
+                        // The new image exited, or was killed, while we attached.
+                        Err(_) if exits_within(self.target, SETTLE) => {
                             return Ok((EndReason::TargetExited, None));
                         }
                         Err(e) => {

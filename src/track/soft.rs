@@ -79,11 +79,12 @@ impl SoftMm {
     ) -> Result<Harvested> {
         let time = SystemTime::now();
         let t0 = Instant::now();
+        // ESRCH: the pagemap fd's mm is gone (see `SoftDirty::dirty`); NotFound: so is /proc/PID.
         let gone = |e: &io::Error| {
             if target.check_alive().is_err() {
                 Some(Gone::Exited)
             } else if e.raw_os_error() == Some(libc::ESRCH) || e.kind() == io::ErrorKind::NotFound {
-                Some(Gone::Exec)
+                Some(why_gone(target))
             } else {
                 None
             }
