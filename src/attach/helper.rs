@@ -166,6 +166,14 @@ fn recv<T: for<'de> Deserialize<'de>>(
     Ok(Some((msg, fd)))
 }
 
+/// The environment variable that names the executable to run as the helper, for programs
+/// that are not `uffd-dirty` themselves (tests of this library); by default, ourselves.
+pub const PROGRAM_ENV: &str = "UFFD_DIRTY_ATTACH_HELPER";
+
+fn program() -> std::ffi::OsString {
+    std::env::var_os(PROGRAM_ENV).unwrap_or_else(|| "/proc/self/exe".into())
+}
+
 /// The tracker's handle on a running helper.
 pub struct Helper {
     child: Child,
@@ -184,7 +192,7 @@ impl Helper {
         )
         .context("creating the attach helper's socket")?;
         let (sock_fd, pidfd) = (theirs.as_raw_fd(), target_pidfd.as_raw_fd());
-        let mut cmd = Command::new("/proc/self/exe");
+        let mut cmd = Command::new(program());
         cmd.arg(SUBCOMMAND)
             .arg("--pid")
             .arg(target_pid.to_string())
@@ -202,9 +210,13 @@ impl Helper {
                 if libc::setsid() < 0 {
                     return Err(io::Error::last_os_error());
                 }
-                // dup2 clears close-on-exec on the copies; both sources are close-on-exec.
-                for (from, to) in [(sock_fd, SOCKET_FD), (pidfd, PIDFD_FD)] {
-                    if libc::dup2(from, to) < 0 {
+                // Each source first out of the way (one may already sit at 3 or 4, where the
+                // other's dup2 would close it); the close-on-exec copies go at exec, and dup2
+                // clears close-on-exec on the ones at 3 and 4.
+                for (from, to) in [(sock_fd, SOCKET_FD), (pidfd, PIDFD_FD)]
+                    .map(|(from, to)| (libc::fcntl(from, libc::F_DUPFD_CLOEXEC, 10), to))
+                {
+                    if from < 0 || libc::dup2(from, to) < 0 {
                         return Err(io::Error::last_os_error());
                     }
                 }

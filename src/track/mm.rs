@@ -821,6 +821,20 @@ mod steady_state {
                 return;
             }
         }
+        // The attach helper is the uffd-dirty binary (beside this test's deps/ directory),
+        // not this test program.
+        let exe = std::env::current_exe().unwrap();
+        let Some(helper) = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .map(|dir| dir.join("uffd-dirty"))
+            .filter(|p| p.exists())
+        else {
+            eprintln!("SKIPPED: the uffd-dirty binary (the attach helper) is not built");
+            return;
+        };
+        // SAFETY: set before any thread of this test reads the environment.
+        unsafe { std::env::set_var(crate::attach::helper::PROGRAM_ENV, helper) };
         let page = sys::page_size() as usize;
         let (dense_len, shared_len, sparse_len) = (256 * page, 64 * page, 2usize << 30);
         let dense = map(dense_len, libc::MAP_PRIVATE);
