@@ -34,6 +34,7 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             [CompletionResult]::new('report', 'report', [CompletionResultType]::ParameterValue, 'Render a recorded run (the output of `track --format json`) as a self-contained heatmap of time × address, with the write-rate curve and per-mapping totals')
             [CompletionResult]::new('writer', 'writer', [CompletionResultType]::ParameterValue, 'A workload that writes pages in bursts and logs exactly which (used by the tests)')
             [CompletionResult]::new('scenario', 'scenario', [CompletionResultType]::ParameterValue, 'Ground-truth scenarios of a changing address space (used by the tests)')
+            [CompletionResult]::new('attach-helper', 'attach-helper', [CompletionResultType]::ParameterValue, 'The attach helper (started by `track` itself: it borrows the target''s thread)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -166,6 +167,13 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break
         }
+        'uffd-dirty;attach-helper' {
+            [CompletionResult]::new('--pid', '--pid', [CompletionResultType]::ParameterName, 'The target (its pidfd is fd 4)')
+            [CompletionResult]::new('--launched', '--launched', [CompletionResultType]::ParameterName, 'The target is a launched command waiting to exec: seize it first (on order)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
         'uffd-dirty;help' {
             [CompletionResult]::new('track', 'track', [CompletionResultType]::ParameterValue, 'Track the dirty pages of a running process (--pid) or of a command it launches')
             [CompletionResult]::new('compare', 'compare', [CompletionResultType]::ParameterValue, 'Run uffd-wp and soft-dirty tracking on the same target at once, and compare them')
@@ -176,6 +184,7 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             [CompletionResult]::new('report', 'report', [CompletionResultType]::ParameterValue, 'Render a recorded run (the output of `track --format json`) as a self-contained heatmap of time × address, with the write-rate curve and per-mapping totals')
             [CompletionResult]::new('writer', 'writer', [CompletionResultType]::ParameterValue, 'A workload that writes pages in bursts and logs exactly which (used by the tests)')
             [CompletionResult]::new('scenario', 'scenario', [CompletionResultType]::ParameterValue, 'Ground-truth scenarios of a changing address space (used by the tests)')
+            [CompletionResult]::new('attach-helper', 'attach-helper', [CompletionResultType]::ParameterValue, 'The attach helper (started by `track` itself: it borrows the target''s thread)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -204,6 +213,9 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             break
         }
         'uffd-dirty;help;scenario' {
+            break
+        }
+        'uffd-dirty;help;attach-helper' {
             break
         }
         'uffd-dirty;help;help' {

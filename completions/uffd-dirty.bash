@@ -16,6 +16,9 @@ _uffd__dirty() {
             ",$1")
                 cmd="uffd__dirty"
                 ;;
+            uffd__dirty,attach-helper)
+                cmd="uffd__dirty__subcmd__attach__subcmd__helper"
+                ;;
             uffd__dirty,bench)
                 cmd="uffd__dirty__subcmd__bench"
                 ;;
@@ -45,6 +48,9 @@ _uffd__dirty() {
                 ;;
             uffd__dirty,writer)
                 cmd="uffd__dirty__subcmd__writer"
+                ;;
+            uffd__dirty__subcmd__help,attach-helper)
+                cmd="uffd__dirty__subcmd__help__subcmd__attach__subcmd__helper"
                 ;;
             uffd__dirty__subcmd__help,bench)
                 cmd="uffd__dirty__subcmd__help__subcmd__bench"
@@ -83,12 +89,30 @@ _uffd__dirty() {
 
     case "${cmd}" in
         uffd__dirty)
-            opts="-h -V --help --version track compare bench bench-target demo check report writer scenario help"
+            opts="-h -V --help --version track compare bench bench-target demo check report writer scenario attach-helper help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        uffd__subcmd__dirty__subcmd__attach__subcmd__helper)
+            opts="-h --pid --launched --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --pid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -319,8 +343,22 @@ _uffd__dirty() {
             return 0
             ;;
         uffd__subcmd__dirty__subcmd__help)
-            opts="track compare bench bench-target demo check report writer scenario help"
+            opts="track compare bench bench-target demo check report writer scenario attach-helper help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        uffd__subcmd__dirty__subcmd__help__subcmd__attach__subcmd__helper)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -31,6 +31,7 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand report 'Render a recorded run (the output of `track --format json`) as a self-contained heatmap of time × address, with the write-rate curve and per-mapping totals'
             cand writer 'A workload that writes pages in bursts and logs exactly which (used by the tests)'
             cand scenario 'Ground-truth scenarios of a changing address space (used by the tests)'
+            cand attach-helper 'The attach helper (started by `track` itself: it borrows the target''s thread)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'uffd-dirty;track'= {
@@ -153,6 +154,12 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
+        &'uffd-dirty;attach-helper'= {
+            cand --pid 'The target (its pidfd is fd 4)'
+            cand --launched 'The target is a launched command waiting to exec: seize it first (on order)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
         &'uffd-dirty;help'= {
             cand track 'Track the dirty pages of a running process (--pid) or of a command it launches'
             cand compare 'Run uffd-wp and soft-dirty tracking on the same target at once, and compare them'
@@ -163,6 +170,7 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand report 'Render a recorded run (the output of `track --format json`) as a self-contained heatmap of time × address, with the write-rate curve and per-mapping totals'
             cand writer 'A workload that writes pages in bursts and logs exactly which (used by the tests)'
             cand scenario 'Ground-truth scenarios of a changing address space (used by the tests)'
+            cand attach-helper 'The attach helper (started by `track` itself: it borrows the target''s thread)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'uffd-dirty;help;track'= {
@@ -182,6 +190,8 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
         &'uffd-dirty;help;writer'= {
         }
         &'uffd-dirty;help;scenario'= {
+        }
+        &'uffd-dirty;help;attach-helper'= {
         }
         &'uffd-dirty;help;help'= {
         }

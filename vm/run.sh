@@ -115,22 +115,36 @@ apt_update_once() {
     [ "$apt_updated" = 1 ] && return 0
     apt_updated=1
     note "apt-get update"
-    apt-get update -qq >"$work/apt-update.log" 2>&1 || { cat "$work/apt-update.log" >&2; note "apt-get update failed"; }
+    apt-get update -qq -o DPkg::Lock::Timeout=600 >"$work/apt-update.log" 2>&1 || { cat "$work/apt-update.log" >&2; note "apt-get update failed"; }
 }
-need_pkgs=()
-command -v qemu-system-x86_64 >/dev/null || need_pkgs+=(qemu-system-x86)
-[ -x /bin/busybox ] && file -b /bin/busybox | grep -q 'statically linked' || need_pkgs+=(busybox-static)
-command -v cpio >/dev/null || need_pkgs+=(cpio)
-command -v gzip >/dev/null || need_pkgs+=(gzip)
-command -v dpkg-deb >/dev/null || need_pkgs+=(dpkg)
-command -v flock >/dev/null && command -v timeout >/dev/null || need_pkgs+=(util-linux coreutils)
-command -v file >/dev/null || need_pkgs+=(file)
+missing_pkgs() {
+    need_pkgs=()
+    command -v qemu-system-x86_64 >/dev/null || need_pkgs+=(qemu-system-x86)
+    [ -x /bin/busybox ] && file -b /bin/busybox 2>/dev/null | grep -q 'statically linked' || need_pkgs+=(busybox-static)
+    command -v cpio >/dev/null || need_pkgs+=(cpio)
+    command -v gzip >/dev/null || need_pkgs+=(gzip)
+    command -v dpkg-deb >/dev/null || need_pkgs+=(dpkg)
+    command -v flock >/dev/null && command -v timeout >/dev/null || need_pkgs+=(util-linux coreutils)
+    command -v file >/dev/null || need_pkgs+=(file)
+}
+missing_pkgs
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || die_setup "missing ${need_pkgs[*]} and not root: apt-get install -y ${need_pkgs[*]}"
-    apt_update_once
-    note "installing ${need_pkgs[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" \
-        >"$work/apt-install.log" 2>&1 || { cat "$work/apt-install.log" >&2; die_setup "apt-get install ${need_pkgs[*]} failed"; }
+    # Two runs at once (cargo test runs both VM tests in parallel) must not both call apt:
+    # one installs, the other waits and then finds everything there. apt itself waits for a
+    # dpkg lock held by anyone else.
+    mkdir -p "$cache"
+    exec 8>"$cache/.apt-lock"
+    command -v flock >/dev/null && flock 8
+    missing_pkgs
+    if [ ${#need_pkgs[@]} -gt 0 ]; then
+        apt_update_once
+        note "installing ${need_pkgs[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            -o DPkg::Lock::Timeout=600 "${need_pkgs[@]}" \
+            >"$work/apt-install.log" 2>&1 || { cat "$work/apt-install.log" >&2; die_setup "apt-get install ${need_pkgs[*]} failed"; }
+    fi
+    exec 8>&-
 fi
 busybox=/bin/busybox
 file -b "$busybox" | grep -q 'statically linked' || die_setup "$busybox is not the static busybox (install busybox-static)"
