@@ -22,7 +22,10 @@ the script's exit status.
 Options:
   --kernel SERIES     6.12 or 6.1 (required); newest Debian amd64 image of that series
   --bin PATH          static x86_64 binary, installed as /bin/uffd-dirty (required)
-  --timeout SECONDS   whole-VM time limit, boot included (default 120)
+  --timeout SECONDS   time limit for the whole VM, boot included, counted in CPU seconds
+                      QEMU got (default 120), so a busy host slows the run without
+                      failing it
+  --max-wall SECONDS  wall-clock limit however busy the host (default 1800)
   --accel tcg|kvm     default tcg (the nested KVM here fails on stock kernels)
   --cpu MODEL         QEMU -cpu model (default: QEMU's own for tcg, host for kvm)
   --mem MIB           guest memory (default 1024)
@@ -34,7 +37,8 @@ Options:
   -h, --help          this text
 
 Exit status: the script's own, 124 on timeout, 125 when the VM could not be set
-up or booted or died before the script finished (console log on stderr), 2 on
+up or booted or died before the script finished (console log on stderr), 77 when
+it cannot run on this host at all (not root and QEMU missing, no apt-get), 2 on
 usage errors.
 Environment: UFFD_DIRTY_VM_CACHE (default ${XDG_CACHE_HOME:-~/.cache}/uffd-dirty/vm),
 UFFD_DIRTY_VM_KERNEL_PKG (force an exact Debian package name, e.g. for bisecting).
@@ -43,10 +47,11 @@ EOF
 
 die_usage() { echo "$prog: $*" >&2; echo "Try '$prog --help'." >&2; exit 2; }
 die_setup() { echo "$prog: $*" >&2; exit 125; }
+die_skip() { echo "$prog: cannot run here: $*" >&2; exit 77; }
 note() { echo "$prog: $*" >&2; }
 
 # ---------------------------------------------------------------- arguments
-kernel_series='' bin='' script='' timeout_s=120 accel=tcg cpu='' mem=1024 smp=2 extra_append=''
+kernel_series='' bin='' script='' timeout_s=120 max_wall=1800 accel=tcg cpu='' mem=1024 smp=2 extra_append=''
 want_dmesg=0 want_console=0
 adds=()
 while [ $# -gt 0 ]; do
@@ -57,6 +62,8 @@ while [ $# -gt 0 ]; do
         --bin=*) bin=${1#*=}; shift ;;
         --timeout) timeout_s=${2-}; shift 2 || die_usage "--timeout needs a value" ;;
         --timeout=*) timeout_s=${1#*=}; shift ;;
+        --max-wall) max_wall=${2-}; shift 2 || die_usage "--max-wall needs a value" ;;
+        --max-wall=*) max_wall=${1#*=}; shift ;;
         --accel) accel=${2-}; shift 2 || die_usage "--accel needs a value" ;;
         --accel=*) accel=${1#*=}; shift ;;
         --cpu) cpu=${2-}; shift 2 || die_usage "--cpu needs a value" ;;
@@ -86,6 +93,7 @@ esac
 [ -n "$script" ] || die_usage "missing '-- SCRIPT_FILE'"
 [ -f "$script" ] || die_usage "no such script: $script"
 [[ "$timeout_s" =~ ^[0-9]+$ && "$timeout_s" -gt 0 ]] || die_usage "--timeout must be a positive integer"
+[[ "$max_wall" =~ ^[0-9]+$ && "$max_wall" -gt 0 ]] || die_usage "--max-wall must be a positive integer"
 [[ "$mem" =~ ^[0-9]+$ ]] || die_usage "--mem must be an integer (MiB)"
 [[ "$smp" =~ ^[0-9]+$ ]] || die_usage "--smp must be an integer"
 case "$accel" in tcg|kvm) ;; *) die_usage "--accel must be tcg or kvm" ;; esac
@@ -129,7 +137,8 @@ missing_pkgs() {
 }
 missing_pkgs
 if [ ${#need_pkgs[@]} -gt 0 ]; then
-    [ "$(id -u)" = 0 ] || die_setup "missing ${need_pkgs[*]} and not root: apt-get install -y ${need_pkgs[*]}"
+    [ "$(id -u)" = 0 ] || die_skip "missing ${need_pkgs[*]} and not root: apt-get install -y ${need_pkgs[*]}"
+    command -v apt-get >/dev/null || die_skip "missing ${need_pkgs[*]} and no apt-get to install them (not Debian?)"
     # Two runs at once (cargo test runs both VM tests in parallel) must not both call apt:
     # one installs, the other waits and then finds everything there. apt itself waits for a
     # dpkg lock held by anyone else.
@@ -339,7 +348,8 @@ cp "$base_cpio" "$initrd"
 # ---------------------------------------------------------------- boot
 console="$work/console.log" out="$work/stdout.log" err="$work/stderr.log"
 : >"$console"; : >"$out"; : >"$err"
-append="console=ttyS0 panic=-1 quiet oops=panic"
+# Not quiet: the boot messages on the console are the boot's progress, and what a failure shows.
+append="console=ttyS0 panic=-1 oops=panic"
 [ "$want_dmesg" = 1 ] && append+=" uffdvm.dmesg=1"
 [ -n "$extra_append" ] && append+=" $extra_append"
 qemu=(qemu-system-x86_64 -no-user-config -nodefaults -display none -no-reboot
@@ -349,11 +359,31 @@ qemu=(qemu-system-x86_64 -no-user-config -nodefaults -display none -no-reboot
 qemu+=(-accel "$accel")
 if [ -n "$cpu" ]; then qemu+=(-cpu "$cpu"); elif [ "$accel" = kvm ]; then qemu+=(-cpu host); fi
 
-note "booting $kernel_pkg ($accel, ${mem} MiB, ${smp} CPUs, timeout ${timeout_s}s)"
+note "booting $kernel_pkg ($accel, ${mem} MiB, ${smp} CPUs, timeout ${timeout_s} CPU-s, ${max_wall}s wall)"
+clk_tck=$(getconf CLK_TCK)
+# CPU seconds QEMU has had so far (user + system), from /proc/PID/stat.
+qemu_cpu() { awk -v t="$clk_tck" '{ sub(/^.*\) /, ""); printf "%d", ($12 + $13) / t }' "/proc/$qemu_pid/stat" 2>/dev/null || echo 0; }
+qemu_running() { [ -r "/proc/$qemu_pid/stat" ] && ! awk '{ sub(/^.*\) /, ""); exit $1 != "Z" }' "/proc/$qemu_pid/stat"; }
 t0=$(date +%s.%N)
+start=$(date +%s)
 set +e
-timeout -k 5 "$timeout_s" "${qemu[@]}" </dev/null >"$work/qemu.log" 2>&1 &
+"${qemu[@]}" </dev/null >"$work/qemu.log" 2>&1 &
 qemu_pid=$!
+timed_out='' booted='' cpu=0
+while qemu_running; do
+    sleep 0.5
+    wall=$(( $(date +%s) - start ))
+    cpu=$(qemu_cpu)
+    if [ -z "$booted" ] && grep -q '^VM-TEST-START' "$console" 2>/dev/null; then
+        booted=$wall
+        note "booted in ${wall}s (${cpu} CPU-s)"
+    fi
+    if [ "$cpu" -ge "$timeout_s" ] || [ "$wall" -ge "$max_wall" ]; then
+        timed_out="after ${wall}s wall, ${cpu} CPU-s for QEMU"
+        kill -TERM "$qemu_pid" 2>/dev/null; sleep 2; kill -KILL "$qemu_pid" 2>/dev/null
+        break
+    fi
+done
 wait "$qemu_pid"
 qrc=$?
 qemu_pid=
@@ -376,8 +406,10 @@ if [ -n "$status" ]; then
     note "script exited $status ($kernel_pkg, ${elapsed}s)"
     exit "$status"
 fi
-if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
-    note "timeout after ${timeout_s}s ($kernel_pkg); console log follows"
+if [ -n "$timed_out" ]; then
+    load=$(cut -d' ' -f1-3 /proc/loadavg)
+    if [ -z "$booted" ]; then phase="before the script started"; else phase="in the script (booted in ${booted}s)"; fi
+    note "timeout $timed_out, $phase ($kernel_pkg; host load $load on $(nproc) CPUs); console log follows"
     [ -s "$work/qemu.log" ] && { echo "----- qemu -----" >&2; cat "$work/qemu.log" >&2; }
     [ "$want_console" = 1 ] || show_console
     exit 124
