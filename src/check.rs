@@ -723,7 +723,7 @@ mod tests {
     #[test]
     fn pagemap_scan_rejects_an_unknown_category() {
         if !matches!(probe_pagemap_scan(), Ok(Some(_))) {
-            eprintln!("SKIPPED: no PAGEMAP_SCAN on this kernel");
+            crate::testing::skipped("no PAGEMAP_SCAN on this kernel");
             return;
         }
         let pagemap = File::open("/proc/self/pagemap").unwrap();

@@ -26,6 +26,8 @@ pub mod scan;
 pub mod stop;
 pub mod sys;
 pub mod target;
+#[doc(hidden)]
+pub mod testing;
 pub mod track;
 pub mod uffd;
 pub mod view;

@@ -553,7 +553,7 @@ mod subtract_tests {
     fn maps_reader_watching_with_procmap_query_sees_changes_too() {
         let mut maps = MapsReader::watching(std::process::id() as i32);
         if !maps.query_shape().unwrap() {
-            eprintln!("SKIPPED: this kernel has no PROCMAP_QUERY (Linux 6.11+)");
+            crate::testing::skipped("this kernel has no PROCMAP_QUERY (Linux 6.11+)");
             return;
         }
         assert!(maps.shape_now.len() > 5, "{:?}", maps.shape_now);

@@ -53,7 +53,7 @@ impl Target {
         if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
             && v.trim() == "2"
         {
-            eprintln!("SKIPPED: io_uring is disabled (kernel.io_uring_disabled = 2)");
+            skipped("io_uring is disabled (kernel.io_uring_disabled = 2)");
             return None;
         }
         let exe = c_build("io_uring_fixed", &[])?;
@@ -79,7 +79,7 @@ impl Target {
                 std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
                 if status.code() == Some(3) {
                     // The kernel refused io_uring_setup or IORING_REGISTER_BUFFERS.
-                    eprintln!("SKIPPED: the kernel refuses io_uring here: {}", err.trim());
+                    skipped(format!("the kernel refuses io_uring here: {}", err.trim()));
                     return None;
                 }
                 panic!("the io_uring target failed ({status}): {err}");
@@ -111,7 +111,7 @@ impl Target {
                 Some(line)
             }
             Err(_) if self.child.wait().unwrap().code() == Some(3) => {
-                eprintln!("SKIPPED: the kernel refuses io_uring here (setup or register)");
+                skipped("the kernel refuses io_uring here (setup or register)");
                 None
             }
             Err(e) => panic!("no {ack}: {e}"),

@@ -5,7 +5,7 @@ use std::process::Output;
 
 use serde_json::Value;
 
-use crate::common::uffd_dirty;
+use crate::common::{skipped, uffd_dirty};
 
 /// Every item `check` reports, in order.
 const ITEMS: &[&str] = &[
@@ -163,7 +163,7 @@ fn check_human_output_has_one_line_per_item() {
 fn check_pagemap_scan_accepts_the_6_7_categories() {
     let scan = uffd_dirty::uffd::probe().map(|s| s.pagemap_scan);
     if !matches!(scan, Ok(true)) {
-        eprintln!("SKIPPED: no PAGEMAP_SCAN on this kernel ({scan:?})");
+        skipped(format!("no PAGEMAP_SCAN on this kernel ({scan:?})"));
         return;
     }
     let (v, _) = check_json();

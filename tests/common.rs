@@ -19,12 +19,16 @@ pub fn uffd_dirty() -> Command {
     Command::new(BIN)
 }
 
+pub use uffd_dirty::testing::skipped;
+
 /// Skip (with a printed reason) unless this kernel can track: returns false to skip.
 pub fn kernel_can_track() -> bool {
     match uffd_dirty::uffd::probe().and_then(|s| s.require_async_wp()) {
         Ok(()) => true,
         Err(e) => {
-            eprintln!("SKIPPED: this kernel cannot run async write-protect tracking: {e:#}");
+            skipped(format!(
+                "this kernel cannot run async write-protect tracking: {e:#}"
+            ));
             false
         }
     }
@@ -490,10 +494,10 @@ pub fn c_build(name: &str, flags: &[&str]) -> Option<PathBuf> {
             match status {
                 Ok(s) if s.success() => Some(out),
                 other => {
-                    eprintln!(
-                        "SKIPPED: cannot compile {} with cc: {other:?}",
+                    skipped(format!(
+                        "cannot compile {} with cc: {other:?}",
                         src.display()
-                    );
+                    ));
                     None
                 }
             }

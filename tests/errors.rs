@@ -188,7 +188,7 @@ fn bad_ranges() {
 #[test]
 fn soft_dirty_without_kernel_support_is_a_clear_error() {
     if uffd_dirty::scan::soft_dirty::works().unwrap_or(false) {
-        eprintln!("SKIPPED: this kernel has soft-dirty (the VM lane tests the method itself)");
+        skipped("this kernel has soft-dirty (the VM lane tests the method itself)");
         return;
     }
     let mut victim = Victim::sleep();

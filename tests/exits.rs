@@ -78,7 +78,7 @@ fn exiter() -> Option<&'static PathBuf> {
                     Some(bin)
                 }
                 r => {
-                    eprintln!("SKIPPED: cannot build the C target with cc: {r:?}");
+                    skipped(format!("cannot build the C target with cc: {r:?}"));
                     None
                 }
             }

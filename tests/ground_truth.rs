@@ -172,7 +172,7 @@ fn unprivileged_user_tracks_own_process() {
         return;
     }
     if !is_root() {
-        eprintln!("SKIPPED: switching to user nobody needs root");
+        skipped("switching to user nobody needs root");
         return;
     }
     if std::process::Command::new("setpriv")
@@ -180,7 +180,7 @@ fn unprivileged_user_tracks_own_process() {
         .output()
         .is_err()
     {
-        eprintln!("SKIPPED: setpriv (util-linux) is not installed");
+        skipped("setpriv (util-linux) is not installed");
         return;
     }
     let probe = std::process::Command::new("setpriv")
@@ -194,9 +194,9 @@ fn unprivileged_user_tracks_own_process() {
         .output()
         .unwrap();
     if !probe.status.success() {
-        eprintln!(
-            "SKIPPED: user nobody cannot execute {BIN} (a parent directory is not world-executable)"
-        );
+        skipped(format!(
+            "user nobody cannot execute {BIN} (a parent directory is not world-executable)"
+        ));
         return;
     }
     run_against_writer(

@@ -355,9 +355,9 @@ fn hugetlb_pages_are_tracked_whole() {
         })
         .unwrap_or(0);
     if free < 2 {
-        eprintln!(
-            "SKIPPED: hugetlb needs 2 free huge pages (sysctl vm.nr_hugepages=16); this machine has {free}"
-        );
+        skipped(format!(
+            "hugetlb needs 2 free huge pages (sysctl vm.nr_hugepages=16); this machine has {free}"
+        ));
         return;
     }
     // A write dirties its whole huge page: up to 511 other pages per written huge page are

@@ -192,7 +192,7 @@ fn no_permission_to_attach_is_exit_77() {
         return;
     }
     if !is_root() {
-        eprintln!("SKIPPED: needs root to run the tracker as another user");
+        skipped("needs root to run the tracker as another user");
         return;
     }
     let mut victim = std::process::Command::new("sleep")

@@ -26,7 +26,7 @@ fn cc_available() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        eprintln!("SKIPPED: no C compiler (cc) to build the dlopen() test programs");
+        skipped("no C compiler (cc) to build the dlopen() test programs");
     }
     ok
 }

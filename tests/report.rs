@@ -118,9 +118,9 @@ fn the_picture_shows_what_the_writer_wrote() {
         return;
     }
     if !Path::new(CHROMIUM).exists() {
-        eprintln!(
-            "SKIPPED: the report screenshot needs {CHROMIUM} (apt-get install chromium; .ci/run does)"
-        );
+        skipped(format!(
+            "the report screenshot needs {CHROMIUM} (apt-get install chromium; .ci/run does)"
+        ));
         return;
     }
     // A diagonal sweep: each burst writes 8 pages, 4 further on than the last (plus 2 random

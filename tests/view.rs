@@ -15,7 +15,7 @@ impl Tmux {
     /// Start `command` (run by sh) in a fresh server; None (test skipped) without tmux.
     fn start(name: &str, command: &str) -> Option<Tmux> {
         if Command::new("tmux").arg("-V").output().is_err() {
-            eprintln!("SKIPPED: tmux is not installed (apt-get install tmux)");
+            skipped("tmux is not installed (apt-get install tmux)");
             return None;
         }
         let t = Tmux {

@@ -15,8 +15,8 @@ use crate::common::*;
 
 fn skip() -> bool {
     if std::env::var_os("UFFD_DIRTY_SKIP_VM").is_some() {
-        eprintln!(
-            "SKIPPED: UFFD_DIRTY_SKIP_VM is set: the VM lane (soft-dirty, Debian 6.12 and 6.1) did not run"
+        skipped(
+            "UFFD_DIRTY_SKIP_VM is set: the VM lane (soft-dirty, Debian 6.12 and 6.1) did not run",
         );
         return true;
     }
@@ -99,7 +99,7 @@ fn run_methods(kernel: &str, methods: &[&str]) -> Option<Boot> {
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let code = out.status.code().unwrap_or(-1);
     if code == 77 {
-        eprintln!("SKIPPED: the VM lane ({kernel}): {}", stderr.trim());
+        skipped(format!("the VM lane ({kernel}): {}", stderr.trim()));
         return None;
     }
     assert!(

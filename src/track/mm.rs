@@ -813,11 +813,11 @@ mod steady_state {
         match support {
             Ok(s) if s.pmd_hole_fix => {}
             Ok(_) => {
-                eprintln!("SKIPPED: this kernel lacks the PMD-hole fix the test arms with");
+                crate::testing::skipped("this kernel lacks the PMD-hole fix the test arms with");
                 return;
             }
             Err(e) => {
-                eprintln!("SKIPPED: this kernel cannot track: {e:#}");
+                crate::testing::skipped(format!("this kernel cannot track: {e:#}"));
                 return;
             }
         }
@@ -830,7 +830,7 @@ mod steady_state {
             .map(|dir| dir.join("uffd-dirty"))
             .filter(|p| p.exists())
         else {
-            eprintln!("SKIPPED: the uffd-dirty binary (the attach helper) is not built");
+            crate::testing::skipped("the uffd-dirty binary (the attach helper) is not built");
             return;
         };
         // SAFETY: set before any thread of this test reads the environment.
