@@ -154,6 +154,7 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             [CompletionResult]::new('--log', '--log', [CompletionResultType]::ParameterName, 'Write the ground-truth log (NDJSON) here')
             [CompletionResult]::new('--until-stdin', '--until-stdin', [CompletionResultType]::ParameterName, 'Stop writing at the first byte on stdin, or its end (after --wait''s byte, if any), as well as at --run-for: a test that needs writes until it has looked says when to stop')
             [CompletionResult]::new('--hold', '--hold', [CompletionResultType]::ParameterName, 'After the last burst, print `done` and wait for stdin to close before exiting')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print nothing on stdout (no `ready` line): the demo''s writer shares the tracker''s stdout')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break

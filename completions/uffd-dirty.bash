@@ -645,7 +645,7 @@ _uffd__dirty() {
             return 0
             ;;
         uffd__subcmd__dirty__subcmd__writer)
-            opts="-h --pages --threads --bursts --burst-pages --gap --run-for --wait --sleep --pre-write --pre-read --until-stdin --hold --spinner --linger --pattern --write-first --seed --log --help"
+            opts="-h --pages --threads --bursts --burst-pages --gap --run-for --wait --sleep --pre-write --pre-read --until-stdin --hold --spinner --linger --pattern --write-first --seed --log --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -143,6 +143,7 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand --log 'Write the ground-truth log (NDJSON) here'
             cand --until-stdin 'Stop writing at the first byte on stdin, or its end (after --wait''s byte, if any), as well as at --run-for: a test that needs writes until it has looked says when to stop'
             cand --hold 'After the last burst, print `done` and wait for stdin to close before exiting'
+            cand --quiet 'Print nothing on stdout (no `ready` line): the demo''s writer shares the tracker''s stdout'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }

@@ -124,6 +124,7 @@ complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l seed -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l log -d 'Write the ground-truth log (NDJSON) here' -r -F
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l until-stdin -d 'Stop writing at the first byte on stdin, or its end (after --wait\'s byte, if any), as well as at --run-for: a test that needs writes until it has looked says when to stop'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l hold -d 'After the last burst, print `done` and wait for stdin to close before exiting'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -l quiet -d 'Print nothing on stdout (no `ready` line): the demo\'s writer shares the tracker\'s stdout'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand writer" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand scenario" -l steps -d 'Rounds of the scenario after the go byte' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand scenario" -l seed -r

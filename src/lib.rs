@@ -93,16 +93,18 @@ fn track(args: &TrackArgs) -> Result<ExitCode> {
 
 fn demo(args: &DemoArgs) -> Result<ExitCode> {
     let exe = std::env::current_exe().context("locating the uffd-dirty executable")?;
-    let run_for = args.duration + args.interval * 2;
+    // The writer runs for the demo's duration and the tracking ends with it: its log gets
+    // written, and its exit status is the demo's.
     let mut writer: Vec<std::ffi::OsString> = vec![
         exe.into(),
         "writer".into(),
+        "--quiet".into(),
         "--pages=16384".into(),
         "--bursts=0".into(),
         "--burst-pages=96".into(),
         "--gap=10ms".into(),
         "--pattern=wave".into(),
-        format!("--run-for={}ms", run_for.as_millis()).into(),
+        format!("--run-for={}ms", args.duration.as_millis()).into(),
     ];
     if let Some(log) = &args.log {
         writer.push("--log".into());
@@ -118,7 +120,7 @@ fn demo(args: &DemoArgs) -> Result<ExitCode> {
             interval: args.interval,
             ranges: Vec::new(),
             count: None,
-            duration: Some(args.duration),
+            duration: None,
             command: writer,
         },
         method: Method::PagemapScan,

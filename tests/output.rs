@@ -217,3 +217,42 @@ fn no_permission_to_attach_is_exit_77() {
     assert_eq!(out.status.code(), Some(77), "{err}");
     assert!(err.contains("CAP_SYS_PTRACE"), "{err}");
 }
+
+#[test]
+fn demo_output_is_only_the_trackers_and_its_log_is_written() {
+    if !kernel_can_track() {
+        return;
+    }
+    let dir = scratch();
+    let log = dir.path().join("demo.log");
+    let out = uffd_dirty()
+        .args([
+            "demo",
+            "--duration",
+            "1s",
+            "--interval",
+            "100ms",
+            "--format",
+            "json",
+            "--log",
+        ])
+        .arg(&log)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo: {:?}: {stderr}", out.status);
+    // The writer shares the tracker's stdout: nothing of its own may land there.
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    for line in stdout.lines() {
+        let record: Value = serde_json::from_str(line).unwrap();
+        assert_schema(&record);
+    }
+    let end: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(end["reason"], "target-exited", "{end}");
+    assert!(
+        !stderr.contains("terminated"),
+        "the demo reads like an error: {stderr}"
+    );
+    let truth = truth_from_log(&log);
+    assert!(!truth.writes.is_empty(), "the demo's log holds no write");
+}

@@ -103,6 +103,9 @@ pub struct WriterArgs {
     /// Write the ground-truth log (NDJSON) here.
     #[arg(long)]
     pub log: Option<PathBuf>,
+    /// Print nothing on stdout (no `ready` line): the demo's writer shares the tracker's stdout.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 pub(crate) fn now_ns() -> u64 {
@@ -241,10 +244,12 @@ pub fn run_writer(args: &WriterArgs) -> Result<i32> {
         std::hint::black_box(region.read::<u64>((p * page) as usize));
     }
     let mut stdout = io::stdout().lock();
-    let ready = json!({"type": "ready", "pid": std::process::id(), "base": format!("{:#x}", region.addr()),
-        "pages": args.pages, "page_size": page});
-    writeln!(stdout, "{ready}")?;
-    stdout.flush()?;
+    if !args.quiet {
+        let ready = json!({"type": "ready", "pid": std::process::id(), "base": format!("{:#x}", region.addr()),
+            "pages": args.pages, "page_size": page});
+        writeln!(stdout, "{ready}")?;
+        stdout.flush()?;
+    }
 
     let spinner = args.spinner.map(|d| {
         std::thread::spawn(move || {
