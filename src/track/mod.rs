@@ -279,7 +279,7 @@ pub(crate) fn skipped_ranges(skips: &[Skip]) -> Vec<output::SkippedRange> {
 }
 
 fn warn_skipped(pid: i32, skips: &[Skip]) {
-    for s in skips {
+    for s in skips.iter().filter(|s| !s.never_writable) {
         eprintln!(
             "uffd-dirty: PID {pid}: not tracking {} {}: {}",
             s.piece.span,

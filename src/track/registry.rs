@@ -30,6 +30,9 @@ pub(crate) struct Registry {
 pub(crate) struct Skip {
     pub(crate) piece: Selected,
     pub(crate) reason: String,
+    /// The kernel refused it as never writable (EPERM: a shared mapping of a file opened
+    /// read-only): nothing can be missed there, so it is listed but not warned about.
+    pub(crate) never_writable: bool,
 }
 
 impl Registry {
@@ -91,6 +94,7 @@ impl Registry {
                                 skipped.push(Skip {
                                     piece: p.clone(),
                                     reason: uffd::register_failure_reason(&e),
+                                    never_writable: e.raw_os_error() == Some(libc::EPERM),
                                 });
                             }
                         }
