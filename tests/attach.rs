@@ -100,3 +100,44 @@ fn a_target_exiting_during_attach_is_reported_as_exited() {
     }
     eprintln!("{exited} of 60 attaches met the target's exit");
 }
+
+#[test]
+fn children_forked_during_attach_never_get_the_userfaultfd() {
+    if !kernel_can_track() {
+        return;
+    }
+    let Some(prog) = c_build("forker", &["-pthread"]) else {
+        return;
+    };
+    // The userfaultfd must never sit in the target's fd table: a thread forking in between
+    // would hand its child a copy, which keeps the target's memory registered (and
+    // write-protected) after the tracker is gone.
+    let mut target = CProgram::spawn(&prog, &[]);
+    let mut failed = Vec::new();
+    for i in 0..12 {
+        let (status, stderr) = attach_once(target.pid);
+        if !status.success() {
+            failed.push(format!("attach {i}: {status}: {stderr}"));
+        }
+    }
+    // Children live 50 ms: every one forked during an attach has looked by now.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let registered = std::fs::read_to_string(format!("/proc/{}/smaps", target.pid))
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("VmFlags:") && l.split_whitespace().any(|f| f == "uw"))
+        .count();
+    let _ = target.child.kill();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut target.stdout, &mut rest).unwrap();
+    let leaks = rest.lines().filter(|l| l.starts_with("leak")).count();
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    assert_eq!(
+        leaks, 0,
+        "{leaks} children of the target inherited a userfaultfd"
+    );
+    assert_eq!(
+        registered, 0,
+        "{registered} mappings of the target are still registered after the tracker exited"
+    );
+}

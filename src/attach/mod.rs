@@ -45,6 +45,10 @@ const EINTR_ON_STOP: &[i64] = &[
     libc::SYS_io_uring_enter,
 ];
 
+/// ptrace options of a borrowed thread, and of a launched command seized before its exec.
+const SEIZE_OPTIONS: i32 = libc::PTRACE_O_TRACESYSGOOD;
+const EXEC_SEIZE_OPTIONS: i32 = libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_TRACEEXEC;
+
 /// After this long waiting for a borrowed thread, say so on stderr (it may be frozen).
 const SLOW_STOP_WARNING: Duration = Duration::from_secs(3);
 
@@ -250,12 +254,14 @@ struct Borrowed {
     parked: arch::Regs,
     mask: u64,
     site: u64,
+    /// The ptrace options it was seized with.
+    options: i32,
     started: Instant,
 }
 
 impl Borrowed {
     /// `tid` must be in a ptrace stop; its current registers are the ones to give back.
-    fn take(tid: i32, pid: i32, site: u64, started: Instant) -> Result<Self> {
+    fn take(tid: i32, pid: i32, site: u64, options: i32, started: Instant) -> Result<Self> {
         let saved = arch::get_regs(tid)
             .with_context(|| format!("reading the registers of thread {tid}"))?;
         if !arch::is_64bit(&saved) {
@@ -286,6 +292,7 @@ impl Borrowed {
             parked,
             mask,
             site,
+            options,
             started,
         })
     }
@@ -493,26 +500,197 @@ fn refuse_seccomp(target: &Target, tid: i32) -> Result<()> {
     }
 }
 
-/// Make the borrowed thread create a userfaultfd, copy it into the tracker, and close the
-/// target's copy. The target's fd is closed whatever happens after it was created.
+/// Create the target's userfaultfd and take a copy of it, never leaving one in the target.
+///
+/// A userfaultfd created in the target's own fd table is there, however briefly, for any of
+/// its other threads to pass on: a `fork()` then gives the child a copy that keeps the
+/// target's memory registered once the tracker is gone (and a later tracker or the program's
+/// own userfaultfd gets EBUSY). So the borrowed thread clones a transient thread of the target
+/// that has its own copy of the fd table (no `CLONE_FILES`), which creates the userfaultfd
+/// there, is emptied by `pidfd_getfd` on a pidfd of that thread (`PIDFD_THREAD`, 6.9), and
+/// exits, its table with it. The target's own table is never touched. Before 6.9 the old way
+/// stays: create in the target's table, take, close ([`create_in_shared_table`]).
 fn create_and_take(b: &Borrowed, target: &Target) -> Result<OwnedFd> {
-    let flags = abi::O_CLOEXEC | abi::O_NONBLOCK | abi::UFFD_USER_MODE_ONLY;
-    let ret = b.syscall(abi::SYS_USERFAULTFD, [flags, 0, 0, 0, 0, 0])?;
-    if ret < 0 {
-        let err = io::Error::from_raw_os_error(-ret as i32);
-        return Err(match -ret as i32 {
-            libc::ENOSYS => {
-                unsupported("the kernel has no userfaultfd(2) (built without CONFIG_USERFAULTFD)")
+    if thread_pidfds_work() {
+        create_in_own_thread(b, target)
+    } else {
+        create_in_shared_table(b, target)
+    }
+}
+
+/// Whether `pidfd_open(PIDFD_THREAD)` works here (Linux 6.9+), tried on ourselves.
+fn thread_pidfds_work() -> bool {
+    // SAFETY: gettid has no preconditions.
+    let me = unsafe { libc::gettid() };
+    sys::pidfd_open_thread(me).is_ok()
+}
+
+/// The flags `userfaultfd()` is called with inside the target.
+const UFFD_FLAGS: u64 = abi::O_CLOEXEC | abi::O_NONBLOCK | abi::UFFD_USER_MODE_ONLY;
+
+fn userfaultfd_error(ret: i64, target: &Target) -> anyhow::Error {
+    let err = io::Error::from_raw_os_error(-ret as i32);
+    match -ret as i32 {
+        libc::ENOSYS => {
+            unsupported("the kernel has no userfaultfd(2) (built without CONFIG_USERFAULTFD)")
+        }
+        libc::EPERM => permission(format!(
+            "PID {} may not create a userfaultfd ({err}): an LSM or seccomp policy denies userfaultfd(2) to it",
+            target.pid
+        )),
+        libc::EINVAL => unsupported(
+            "userfaultfd(UFFD_USER_MODE_ONLY) is not supported: Linux 5.11 or newer is needed",
+        ),
+        _ => anyhow!("userfaultfd() inside PID {} failed: {err}", target.pid),
+    }
+}
+
+fn getfd_error(e: io::Error, fd: i32, target: &Target) -> anyhow::Error {
+    if e.raw_os_error() == Some(libc::EPERM) {
+        permission(format!(
+            "pidfd_getfd on PID {} was denied: CAP_SYS_PTRACE or the same user is needed{}",
+            target.pid,
+            yama_hint()
+        ))
+    } else {
+        anyhow!("pidfd_getfd({fd}) from PID {}: {e}", target.pid)
+    }
+}
+
+/// Check that a taken fd is a userfaultfd.
+fn is_userfaultfd(fd: OwnedFd, fd_in_target: i32, target: &Target) -> Result<OwnedFd> {
+    let ours = fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd)
+    ))?;
+    if ours.to_str() != Some("anon_inode:[userfaultfd]") {
+        bail!(
+            "fd {fd_in_target} taken from PID {} is {}, not a userfaultfd",
+            target.pid,
+            ours.display()
+        );
+    }
+    Ok(fd)
+}
+
+/// See [`create_and_take`]: the userfaultfd is created by a transient thread of the target
+/// with a fd table of its own.
+fn create_in_own_thread(b: &Borrowed, target: &Target) -> Result<OwnedFd> {
+    // The borrowed thread's clone is attached to us at once, stopped before its first
+    // instruction; the option is dropped again right after.
+    ptrace(
+        libc::PTRACE_SETOPTIONS,
+        b.tid,
+        0,
+        (b.options | libc::PTRACE_O_TRACECLONE) as usize,
+    )
+    .with_context(|| format!("setting ptrace options of thread {}", b.tid))?;
+    let cloned = b.syscall(abi::SYS_CLONE, [abi::CLONE_THREAD_OWN_FILES, 0, 0, 0, 0, 0]);
+    let _ = ptrace(libc::PTRACE_SETOPTIONS, b.tid, 0, b.options as usize);
+    let tid = cloned?;
+    if tid < 0 {
+        let err = io::Error::from_raw_os_error(-tid as i32);
+        bail!(
+            "thread {} of PID {} could not start a thread to create the userfaultfd in: {err}",
+            b.tid,
+            target.pid
+        );
+    }
+    let spawned = Spawned::adopt(tid as i32, b.site)?;
+    let taken = spawned.create_and_take(target);
+    spawned.exit()?;
+    taken
+}
+
+/// The transient thread of [`create_in_own_thread`]: its mask is every signal blocked (its
+/// parent's while borrowed), and between calls it is parked on `exit(0)`, so that whatever
+/// becomes of us it leaves without running a single instruction of the target's.
+struct Spawned {
+    tid: i32,
+    exit_regs: arch::Regs,
+    site: u64,
+}
+
+impl Spawned {
+    fn adopt(tid: i32, site: u64) -> Result<Spawned> {
+        // No deadline: it must be stopped before its registers can be set, and it stops
+        // before its first instruction.
+        match wait_stop(tid, None)? {
+            Stop::Interrupt | Stop::Group => {}
+            Stop::Exited => bail!("the transient thread {tid} ended before it ran"),
+            // Nothing else can reach it (all signals blocked) before its first stop.
+            other => bail!("the transient thread {tid} stopped as {other:?}"),
+        }
+        let regs = arch::get_regs(tid)
+            .with_context(|| format!("reading the registers of thread {tid}"))?;
+        let exit_regs = arch::syscall_regs(&regs, site, abi::SYS_EXIT, [0; 6]);
+        arch::set_regs(tid, &exit_regs).with_context(|| format!("parking thread {tid} on exit"))?;
+        Ok(Spawned {
+            tid,
+            exit_regs,
+            site,
+        })
+    }
+
+    fn syscall(&self, nr: i64, args: [u64; 6]) -> Result<i64> {
+        let tid = self.tid;
+        arch::set_regs(
+            tid,
+            &arch::syscall_regs(&self.exit_regs, self.site, nr, args),
+        )?;
+        for _ in 0..2 {
+            resume(libc::PTRACE_SYSCALL, tid, 0)?;
+            loop {
+                match wait_stop(tid, None)? {
+                    Stop::Syscall => break,
+                    Stop::Group | Stop::Interrupt | Stop::Event(_) => {
+                        resume(libc::PTRACE_SYSCALL, tid, 0)?
+                    }
+                    Stop::Signal(sig) => {
+                        arch::set_regs(tid, &self.exit_regs)?;
+                        bail!("the transient thread {tid} got signal {sig}");
+                    }
+                    Stop::Exited => bail!("the transient thread {tid} was killed"),
+                }
             }
-            libc::EPERM => permission(format!(
-                "PID {} may not create a userfaultfd ({err}): an LSM or seccomp policy denies userfaultfd(2) to it",
-                target.pid
-            )),
-            libc::EINVAL => unsupported(
-                "userfaultfd(UFFD_USER_MODE_ONLY) is not supported: Linux 5.11 or newer is needed",
-            ),
-            _ => anyhow!("userfaultfd() inside PID {} failed: {err}", target.pid),
-        });
+        }
+        let ret = arch::return_value(&arch::get_regs(tid)?);
+        arch::set_regs(tid, &self.exit_regs)?;
+        Ok(ret)
+    }
+
+    fn create_and_take(&self, target: &Target) -> Result<OwnedFd> {
+        let ret = self.syscall(abi::SYS_USERFAULTFD, [UFFD_FLAGS, 0, 0, 0, 0, 0])?;
+        if ret < 0 {
+            return Err(userfaultfd_error(ret, target));
+        }
+        let fd_in_thread = ret as i32;
+        let pidfd = sys::pidfd_open_thread(self.tid)
+            .with_context(|| format!("pidfd_open of thread {}", self.tid))?;
+        let fd = sys::pidfd_getfd(pidfd.as_fd(), fd_in_thread)
+            .map_err(|e| getfd_error(e, fd_in_thread, target))?;
+        is_userfaultfd(fd, fd_in_thread, target)
+    }
+
+    /// Let it run its `exit(0)`, and see it gone.
+    fn exit(self) -> Result<()> {
+        arch::set_regs(self.tid, &self.exit_regs)?;
+        resume(libc::PTRACE_CONT, self.tid, 0)?;
+        loop {
+            match wait_stop(self.tid, None)? {
+                Stop::Exited => return Ok(()),
+                _ => resume(libc::PTRACE_CONT, self.tid, 0)?,
+            }
+        }
+    }
+}
+
+/// Before Linux 6.9: create the userfaultfd in the target's own fd table, take a copy and
+/// close it there (another thread may pass it on by forking meanwhile).
+fn create_in_shared_table(b: &Borrowed, target: &Target) -> Result<OwnedFd> {
+    let ret = b.syscall(abi::SYS_USERFAULTFD, [UFFD_FLAGS, 0, 0, 0, 0, 0])?;
+    if ret < 0 {
+        return Err(userfaultfd_error(ret, target));
     }
     let fd_in_target = ret as i32;
     let taken = sys::pidfd_getfd(target.pidfd.as_fd(), fd_in_target);
@@ -528,29 +706,8 @@ fn create_and_take(b: &Borrowed, target: &Target) -> Result<OwnedFd> {
             );
         }
     }
-    let fd = taken.map_err(|e| {
-        if e.raw_os_error() == Some(libc::EPERM) {
-            permission(format!(
-                "pidfd_getfd on PID {} was denied: CAP_SYS_PTRACE or the same user is needed{}",
-                target.pid,
-                yama_hint()
-            ))
-        } else {
-            anyhow!("pidfd_getfd({fd_in_target}) from PID {}: {e}", target.pid)
-        }
-    })?;
-    let ours = fs::read_link(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&fd)
-    ))?;
-    if ours.to_str() != Some("anon_inode:[userfaultfd]") {
-        bail!(
-            "fd {fd_in_target} taken from PID {} is {}, not a userfaultfd",
-            target.pid,
-            ours.display()
-        );
-    }
-    Ok(fd)
+    let fd = taken.map_err(|e| getfd_error(e, fd_in_target, target))?;
+    is_userfaultfd(fd, fd_in_target, target)
 }
 
 /// Attach to a running process: a helper borrows its best-placed thread to create a
@@ -586,13 +743,8 @@ fn take_userfaultfd_here(target: &Target) -> Result<Injection<OwnedFd>> {
     refuse_seccomp(target, tid)?;
 
     let started = Instant::now();
-    ptrace(
-        libc::PTRACE_SEIZE,
-        tid,
-        0,
-        libc::PTRACE_O_TRACESYSGOOD as usize,
-    )
-    .map_err(|e| seize_error(target, tid, e))?;
+    ptrace(libc::PTRACE_SEIZE, tid, 0, SEIZE_OPTIONS as usize)
+        .map_err(|e| seize_error(target, tid, e))?;
     interrupt_and_wait(tid, target)?;
     // Looked for only now that the thread is stopped: a target that execs meanwhile has its
     // vDSO elsewhere, and the old address would fault.
@@ -603,7 +755,7 @@ fn take_userfaultfd_here(target: &Target) -> Result<Injection<OwnedFd>> {
             return Err(e);
         }
     };
-    borrow_and_inject(tid, target, site, started, Ok)
+    borrow_and_inject(tid, target, site, SEIZE_OPTIONS, started, Ok)
 }
 
 /// Stop a seized thread with `PTRACE_INTERRUPT`. A signal on its way in is let through, and
@@ -638,10 +790,11 @@ fn borrow_and_inject<T>(
     tid: i32,
     target: &Target,
     site: u64,
+    options: i32,
     started: Instant,
     while_stopped: impl FnOnce(OwnedFd) -> Result<T>,
 ) -> Result<Injection<T>> {
-    let borrowed = match Borrowed::take(tid, target.pid, site, started) {
+    let borrowed = match Borrowed::take(tid, target.pid, site, options, started) {
         Ok(b) => b,
         Err(e) => {
             // Nothing was changed yet: let the thread go as it was.
@@ -679,13 +832,12 @@ fn take_userfaultfd_after_exec_here<T>(
     }
     refuse_seccomp(target, tid)?;
     let site = find_syscall_site(target)?;
-    borrow_and_inject(tid, target, site, started, arm)
+    borrow_and_inject(tid, target, site, EXEC_SEIZE_OPTIONS, started, arm)
 }
 
 /// Launch-mode helpers for `track -- CMD`: seize the child before it execs.
 pub fn seize_for_exec(pid: i32) -> Result<()> {
-    let opts = libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_TRACEEXEC;
-    ptrace(libc::PTRACE_SEIZE, pid, 0, opts as usize)
+    ptrace(libc::PTRACE_SEIZE, pid, 0, EXEC_SEIZE_OPTIONS as usize)
         .with_context(|| format!("PTRACE_SEIZE of the launched command (PID {pid})"))
 }
 

@@ -6,11 +6,23 @@
 
 // Syscall numbers (x86_64; pidfd_* are the same on every architecture).
 pub const SYS_CLOSE: i64 = 3;
+pub const SYS_CLONE: i64 = 56;
+pub const SYS_EXIT: i64 = 60;
 pub const SYS_USERFAULTFD: i64 = 323;
 pub const SYS_PIDFD_OPEN: i64 = 434;
 pub const SYS_PIDFD_GETFD: i64 = 438;
 /// Not in the libc crate's x86_64 table.
 pub const SYS_IO_PGETEVENTS: i64 = 333;
+
+/// `pidfd_open` flag for a pidfd of one thread (6.9, include/uapi/linux/pidfd.h: `O_EXCL`);
+/// `pidfd_getfd` then takes from that thread's fd table.
+pub const PIDFD_THREAD: u32 = libc::O_EXCL as u32;
+/// clone(2) flags of a thread of the calling process with its own copy of the fd table.
+pub const CLONE_THREAD_OWN_FILES: u64 = (libc::CLONE_VM
+    | libc::CLONE_FS
+    | libc::CLONE_SIGHAND
+    | libc::CLONE_THREAD
+    | libc::CLONE_SYSVSEM) as u64;
 
 // userfaultfd(2) flags.
 pub const UFFD_USER_MODE_ONLY: u64 = 1;
@@ -254,6 +266,16 @@ mod tests {
         assert_eq!(PM_SCAN_WP_MATCHING, u64::from(g::PM_SCAN_WP_MATCHING));
         assert_eq!(PM_SCAN_CHECK_WPASYNC, u64::from(g::PM_SCAN_CHECK_WPASYNC));
         assert_eq!(SYS_CLOSE, libc::SYS_close);
+        assert_eq!(SYS_CLONE, libc::SYS_clone);
+        assert_eq!(SYS_EXIT, libc::SYS_exit);
+        assert_eq!(PIDFD_THREAD, g::O_EXCL);
+        assert_eq!(
+            CLONE_THREAD_OWN_FILES,
+            u64::from(
+                g::CLONE_VM | g::CLONE_FS | g::CLONE_SIGHAND | g::CLONE_THREAD | g::CLONE_SYSVSEM
+            )
+        );
+        assert_eq!(CLONE_THREAD_OWN_FILES & u64::from(g::CLONE_FILES), 0);
         assert_eq!(SYS_USERFAULTFD, libc::SYS_userfaultfd);
         assert_eq!(SYS_PIDFD_OPEN, libc::SYS_pidfd_open);
         assert_eq!(SYS_PIDFD_GETFD, libc::SYS_pidfd_getfd);

@@ -32,6 +32,14 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// `pidfd_open(tid, PIDFD_THREAD)`: a pidfd of one thread (Linux 6.9+; EINVAL before).
+pub fn pidfd_open_thread(tid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments; on success the kernel returns a new fd we own.
+    let fd = cvt(unsafe { libc::syscall(SYS_PIDFD_OPEN, tid, PIDFD_THREAD) })?;
+    // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// `pidfd_getfd(pidfd, target_fd, 0)`: a duplicate of another process's fd in this process.
 pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, target_fd: i32) -> io::Result<OwnedFd> {
     // SAFETY: integer arguments only; the returned fd is new and ours.
