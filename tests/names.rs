@@ -121,6 +121,15 @@ fn names_that_are_not_utf8_are_tracked_and_come_back_exactly() {
         assert!(!text.contains("\\u00"), "a control character in {text}");
     }
     assert_eq!(records.last().unwrap()["reason"], "signal");
+    // The schema holds names to the rule: a raw control, a lone backslash or a bad `\x` fail.
+    for bad in ["/x\u{1b}]0;t\u{7}", r"/x\y", r"/x\xff\x4", "/x\u{202e}"] {
+        let mut start = records[0].clone();
+        start["ranges"][0]["mapping"] = bad.into();
+        assert!(
+            !schema_errors(&start).is_empty(),
+            "{bad:?} passed the schema"
+        );
+    }
     let before = path_bytes(dir.path(), b"a\xff\xfe-before");
     let at_attach = named(records[0]["ranges"].as_array().unwrap(), &before);
     assert_eq!(
