@@ -32,7 +32,7 @@ struct Pins {
 }
 
 fn read_pins(pid: i32) -> Option<Pins> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let text = crate::target::read_proc(format!("/proc/{pid}/status")).ok()?;
     Some(parse_pins(&text))
 }
 

@@ -16,7 +16,11 @@ fn main() -> std::process::ExitCode {
     match uffd_dirty::run(cli) {
         Ok(code) => std::process::ExitCode::from(u8::from(code)),
         Err(err) => {
-            eprintln!("uffd-dirty: {err:#}");
+            // Names the target chose may be in the chain: nothing in it acts on the terminal.
+            eprintln!(
+                "uffd-dirty: {}",
+                uffd_dirty::maps::visible(&format!("{err:#}"))
+            );
             std::process::ExitCode::from(u8::from(uffd_dirty::exit::code_for(&err)))
         }
     }

@@ -19,7 +19,9 @@ pub struct Vma {
     pub shared: bool,
     pub offset: u64,
     pub inode: u64,
-    /// The pathname column: a file, `[heap]`, `[stack]`, `/memfd:x (deleted)`, or empty.
+    /// The pathname column: a file, `[heap]`, `[stack]`, `/memfd:x (deleted)`, or empty, as
+    /// text in the reversible form of [`name_text`]: the target chooses its files' names, and
+    /// a name is bytes (not always UTF-8, maybe with terminal escapes in it).
     pub name: String,
 }
 
@@ -136,14 +138,19 @@ impl fmt::Display for Vma {
 }
 
 /// Parse one maps line; `None` for a malformed line (never seen, but the kernel owns the format).
-pub fn parse_line(line: &str) -> Option<Vma> {
-    let mut fields = line.splitn(6, ' ');
-    let range = fields.next()?;
-    let perms = fields.next()?.as_bytes();
-    let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
-    let _dev = fields.next()?;
-    let inode = fields.next()?.parse().ok()?;
-    let name = fields.next().unwrap_or("").trim_start().to_string();
+/// A line is bytes: the name is whatever the target named its file (see [`name_text`]).
+pub fn parse_line(line: impl AsRef<[u8]>) -> Option<Vma> {
+    let line = line.as_ref();
+    let mut fields = line.splitn(6, |&b| b == b' ');
+    // The five fields before the name are ASCII, written by the kernel.
+    let mut ascii = || std::str::from_utf8(fields.next()?).ok();
+    let range = ascii()?;
+    let perms = ascii()?.as_bytes();
+    let offset = u64::from_str_radix(ascii()?, 16).ok()?;
+    let _dev = ascii()?;
+    let inode = ascii()?.parse().ok()?;
+    let name = fields.next().unwrap_or_default();
+    let name = &name[name.iter().take_while(|&&b| b == b' ').count()..];
     let (start, end) = range.split_once('-')?;
     if perms.len() < 4 {
         return None;
@@ -157,8 +164,106 @@ pub fn parse_line(line: &str) -> Option<Vma> {
         shared: perms[3] == b's',
         offset,
         inode,
-        name,
+        name: name_text(name),
     })
+}
+
+/// A name from the target (a mapping's path, an executable's, a thread's `comm`) as text that
+/// is safe to print anywhere and gives the bytes back: valid UTF-8 stays as it is, except
+/// that a backslash is written `\\`, and every byte of invalid UTF-8 or of a character that
+/// would act on a terminal or break a document (see [`is_unsafe_char`]) is written `\xNN`,
+/// two lowercase hex digits. [`name_bytes`] reverses it. The kernel has already written a
+/// newline in a path as `\012` (and left a backslash alone), so those four bytes are what
+/// come back for it.
+pub fn name_text(bytes: &[u8]) -> String {
+    use fmt::Write;
+    let mut out = String::with_capacity(bytes.len());
+    let mut utf8 = [0u8; 4];
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                out.push_str("\\\\");
+            } else if is_unsafe_char(c) {
+                for b in c.encode_utf8(&mut utf8).bytes() {
+                    let _ = write!(out, "\\x{b:02x}");
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+/// The bytes [`name_text`] wrote `text` from. Any other backslash is kept as it is.
+pub fn name_bytes(text: &str) -> Vec<u8> {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            if b.get(i + 1) == Some(&b'\\') {
+                out.push(b'\\');
+                i += 2;
+                continue;
+            }
+            if b.get(i + 1) == Some(&b'x')
+                && let Some(byte) = b
+                    .get(i + 2..i + 4)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                    .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())
+            {
+                out.push(byte);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// A character that must not reach a terminal or a document as it is: the control characters
+/// (C0, DEL, C1: a terminal acts on them, and XML 1.0 forbids most), the bidirectional
+/// formatting characters and the line and paragraph separators (they reorder or break what
+/// follows them on the line), and U+FFFE and U+FFFF (not characters in XML).
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200e}'
+                | '\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{fffe}'
+                | '\u{ffff}'
+        )
+}
+
+/// `text` with every character of [`is_unsafe_char`] written as its UTF-8 bytes, `\xNN` each
+/// (as [`name_text`] does), for text that did not go through it (an error message, a record
+/// read back from a file). Backslashes are left alone.
+pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
+    use fmt::Write;
+    if !text.chars().any(is_unsafe_char) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut utf8 = [0u8; 4];
+    for c in text.chars() {
+        if is_unsafe_char(c) {
+            for b in c.encode_utf8(&mut utf8).bytes() {
+                let _ = write!(out, "\\x{b:02x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
 }
 
 /// Read and parse `/proc/PID/maps`.
@@ -173,8 +278,9 @@ pub fn read_maps(pid: i32) -> io::Result<Vec<Vma>> {
 /// the last listing.
 pub struct MapsReader {
     path: String,
-    text: String,
-    last: String,
+    /// Bytes, not `String`: a name need not be UTF-8.
+    text: Vec<u8>,
+    last: Vec<u8>,
     /// Kept open for `PROCMAP_QUERY` (see [`MapsReader::watching`]); `None` without it.
     query: Option<fs::File>,
     /// The last listing parsed, and what the queries see now, per VMA: range, permissions,
@@ -206,8 +312,8 @@ impl MapsReader {
     pub fn new(pid: i32) -> MapsReader {
         MapsReader {
             path: format!("/proc/{pid}/maps"),
-            text: String::new(),
-            last: String::new(),
+            text: Vec::new(),
+            last: Vec::new(),
             query: None,
             shape: Vec::new(),
             shape_now: Vec::new(),
@@ -237,14 +343,19 @@ impl MapsReader {
     fn read_text(&mut self) -> io::Result<()> {
         use io::Read;
         self.text.clear();
-        fs::File::open(&self.path)?.read_to_string(&mut self.text)?;
+        fs::File::open(&self.path)?.read_to_end(&mut self.text)?;
         Ok(())
     }
 
     /// Keep what was read as the last listing, parse it, and remember its shape.
     fn take_listing(&mut self) -> Vec<Vma> {
         std::mem::swap(&mut self.text, &mut self.last);
-        let vmas: Vec<Vma> = self.last.lines().filter_map(parse_line).collect();
+        let vmas: Vec<Vma> = self
+            .last
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .filter_map(parse_line)
+            .collect();
         self.shape.clear();
         self.shape.extend(vmas.iter().filter_map(shape_of));
         vmas
@@ -429,6 +540,39 @@ mod tests {
         .unwrap();
         assert_eq!((v.kind(), v.offset, v.inode), (VmaKind::File, 0x1000, 99));
         assert!(parse_line("garbage").is_none());
+    }
+
+    /// Names are the target's bytes: not UTF-8, terminal escapes, spaces, the kernel's own
+    /// `\012` and ` (deleted)`. Each is parsed, written printably, and read back exactly.
+    #[test]
+    fn names_are_bytes_written_printably_and_reversibly() {
+        let cases: [(&[u8], &str); 8] = [
+            (b"/usr/lib/libc.so.6", "/usr/lib/libc.so.6"),
+            (b"/tmp/a b  c (deleted)", "/tmp/a b  c (deleted)"),
+            (b"/tmp/\xff\xfe-x", "/tmp/\\xff\\xfe-x"),
+            (b"/tmp/\x1b]0;pwned\x07", "/tmp/\\x1b]0;pwned\\x07"),
+            (b"/tmp/\x1b[2J\x1b[8m", "/tmp/\\x1b[2J\\x1b[8m"),
+            (b"/tmp/a\\012b\\x41", "/tmp/a\\\\012b\\\\x41"),
+            // C1 CSI and a right-to-left override, as their UTF-8 bytes; other text stays.
+            (
+                "/tmp/\u{9b}2J\u{202e}é✓".as_bytes(),
+                "/tmp/\\xc2\\x9b2J\\xe2\\x80\\xaeé✓",
+            ),
+            (b"/tmp/\xc3", "/tmp/\\xc3"),
+        ];
+        for (bytes, text) in cases {
+            let mut line = b"7f1c2e000000-7f1c2e100000 rw-p 00000000 08:01 99     ".to_vec();
+            line.extend_from_slice(bytes);
+            let v = parse_line(&line).unwrap();
+            assert_eq!(v.name, text);
+            assert_eq!(name_bytes(&v.name), bytes, "{text}");
+            assert!(!v.name.chars().any(is_unsafe_char), "{text}");
+            assert_eq!(v.kind(), VmaKind::File);
+        }
+        // A backslash not written by name_text is kept.
+        assert_eq!(name_bytes("a\\q\\x4\\x+1\\"), b"a\\q\\x4\\x+1\\");
+        assert_eq!(visible("ok \\x1b"), "ok \\x1b");
+        assert_eq!(visible("\x1b]0;t\x07\u{85}"), "\\x1b]0;t\\x07\\xc2\\x85");
     }
 
     #[test]

@@ -37,22 +37,35 @@ pub(crate) fn kib(value: &str) -> u64 {
     value.trim_end_matches("kB").trim().parse().unwrap_or(0)
 }
 
+/// A `/proc` file of the target's as text. Not `read_to_string`: the target names itself
+/// (`comm`, in `status` and `stat`), and a name need not be UTF-8, which must neither stop
+/// the tracker nor make the file unreadable; what is not UTF-8 becomes U+FFFD.
+pub fn read_proc(path: impl AsRef<std::path::Path>) -> io::Result<String> {
+    Ok(String::from_utf8_lossy(&fs::read(path)?).into_owned())
+}
+
 pub fn read_status(path: &str) -> io::Result<Status> {
-    let text = fs::read_to_string(path)?;
+    let bytes = fs::read(path)?;
     let mut st = Status::default();
-    for line in text.lines() {
-        let Some((key, value)) = line.split_once(':') else {
+    for line in bytes.split(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
         };
+        let (key, value) = (&line[..colon], &line[colon + 1..]);
+        if key == b"Name" {
+            // The target's own name, bytes it chose: kept printable (`maps::name_text`).
+            st.name = crate::maps::name_text(value.trim_ascii());
+            continue;
+        }
+        let value = String::from_utf8_lossy(value);
         let value = value.trim();
         match key {
-            "Name" => st.name = value.to_string(),
-            "State" => st.state = value.chars().next().unwrap_or('?'),
-            "Tgid" => st.tgid = value.parse().unwrap_or(0),
-            "TracerPid" => st.tracer_pid = value.parse().unwrap_or(0),
-            "Seccomp" => st.seccomp = value.parse().unwrap_or(0),
-            "VmPTE" => st.vm_pte_kib = kib(value),
-            "VmHWM" => st.vm_hwm_kib = kib(value),
+            b"State" => st.state = value.chars().next().unwrap_or('?'),
+            b"Tgid" => st.tgid = value.parse().unwrap_or(0),
+            b"TracerPid" => st.tracer_pid = value.parse().unwrap_or(0),
+            b"Seccomp" => st.seccomp = value.parse().unwrap_or(0),
+            b"VmPTE" => st.vm_pte_kib = kib(value),
+            b"VmHWM" => st.vm_hwm_kib = kib(value),
             _ => {}
         }
     }
@@ -60,7 +73,7 @@ pub fn read_status(path: &str) -> io::Result<Status> {
 }
 
 fn is_kernel_thread(pid: i32) -> io::Result<bool> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let stat = read_proc(format!("/proc/{pid}/stat"))?;
     // The comm field may hold spaces and parentheses: fields resume after the last ')'.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let flags: u64 = rest
@@ -176,9 +189,8 @@ impl Target {
     /// exited before its threads has none of its own, so the threads are asked then. An error
     /// when the process is gone from /proc (reaped).
     pub fn has_mm(&self) -> io::Result<bool> {
-        let has = |path: &str| {
-            fs::read_to_string(path).map(|text| text.lines().any(|l| l.starts_with("VmSize:")))
-        };
+        let has =
+            |path: &str| read_proc(path).map(|text| text.lines().any(|l| l.starts_with("VmSize:")));
         if has(&self.proc_path("status"))? {
             return Ok(true);
         }

@@ -422,6 +422,15 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// Validate one NDJSON record against docs/ndjson.schema.json, panicking with the errors.
 pub fn assert_schema(record: &Value) {
+    let errors = schema_errors(record);
+    assert!(
+        errors.is_empty(),
+        "record does not match docs/ndjson.schema.json: {errors:?}\n{record}"
+    );
+}
+
+/// What docs/ndjson.schema.json finds wrong with `record`.
+pub fn schema_errors(record: &Value) -> Vec<String> {
     static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
     let validator = SCHEMA.get_or_init(|| {
         let text = std::fs::read_to_string(concat!(
@@ -432,14 +441,10 @@ pub fn assert_schema(record: &Value) {
         jsonschema::validator_for(&serde_json::from_str(&text).unwrap())
             .expect("docs/ndjson.schema.json is a valid schema")
     });
-    let errors: Vec<String> = validator
+    validator
         .iter_errors(record)
         .map(|e| e.to_string())
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "record does not match docs/ndjson.schema.json: {errors:?}\n{record}"
-    );
+        .collect()
 }
 
 /// Run `uffd-dirty track ARGS` to completion: its status, its records (without a launched

@@ -35,5 +35,7 @@ mod view;
 mod report;
 // The tracker SIGKILLed at every step of attach: the target must come out untouched.
 mod kill_sweep;
+// Hostile names (not UTF-8, terminal escapes): tracked, round-tripped, escaped everywhere.
+mod names;
 // Attaching under adverse conditions: busy threads, signal floods, exiting targets.
 mod attach;

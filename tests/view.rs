@@ -649,3 +649,36 @@ fn q_ends_a_long_interval_at_once() {
     writer.go();
     writer.finish();
 }
+
+/// A target whose files are named `\e]0;pwned\a` (sets the window title) and `\e[2J\e[8m`
+/// (clears the screen, hides what follows): the view shows the names escaped, and neither
+/// reaches the terminal.
+#[test]
+fn escapes_in_names_reach_the_view_escaped() {
+    let dir = scratch();
+    let Some(target) = crate::names::odd_names(dir.path(), "escapes") else {
+        return;
+    };
+    let command = format!(
+        "NO_COLOR=1 {BIN} track --view --interval 100ms --pid {}; sleep 60",
+        target.pid
+    );
+    let Some(tmux) = Tmux::start("names", &command) else {
+        return;
+    };
+    let title = tmux.format("#{pane_title}");
+    let pane = tmux.wait_for("three deltas", |p| status(p).is_some_and(|(s, _)| s >= 3));
+    assert_ne!(tmux.format("#{pane_title}"), "pwned", "{pane}");
+    assert_eq!(
+        tmux.format("#{pane_title}"),
+        title,
+        "the title changed:\n{pane}"
+    );
+    let pane = tmux.wait_for("the escaped names", |p| {
+        p.contains(r"\x1b]0;pw") && p.contains(r"\x1b[2J")
+    });
+    // SGR 8 (concealed) would hide the text after the name: none is in the pane.
+    assert!(!tmux.capture(true).contains("\x1b[8m"), "{pane}");
+    tmux.keys("q");
+    drop(target);
+}

@@ -398,7 +398,7 @@ fn is_stop_signal(sig: i32) -> bool {
 
 /// Whether a signal not blocked by `mask` is pending for the thread or its process.
 fn unblocked_signal_pending(pid: i32, tid: i32, mask: u64) -> bool {
-    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")) else {
+    let Ok(text) = crate::target::read_proc(format!("/proc/{pid}/task/{tid}/status")) else {
         return false;
     };
     text.lines()

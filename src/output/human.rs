@@ -78,7 +78,7 @@ pub(crate) fn end_line(e: &super::End, page_size: u64) -> String {
         mib(e.dirty_pages_total, page_size),
         e.error
             .as_ref()
-            .map(|m| format!("; error: {m}"))
+            .map(|m| format!("; error: {}", crate::maps::visible(m)))
             .unwrap_or_default()
     )
 }

@@ -120,7 +120,7 @@ pub fn run(args: &ReportArgs) -> Result<ExitCode> {
     let (heatmap, warning) = analyse(input, &name)?;
     let mut notes = Vec::new();
     if let Some(w) = warning {
-        eprintln!("uffd-dirty: warning: {w}");
+        eprintln!("uffd-dirty: warning: {}", crate::maps::visible(&w));
         notes.push(w);
     }
     if heatmap.layout.deltas == 0 {

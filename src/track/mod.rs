@@ -641,7 +641,10 @@ impl Tracking<'_> {
                     match again {
                         Ok(a) => {
                             let exe = std::fs::read_link(self.target.proc_path("exe"))
-                                .map(|p| p.display().to_string())
+                                .map(|p| {
+                                    use std::os::unix::ffi::OsStrExt;
+                                    maps::name_text(p.as_os_str().as_bytes())
+                                })
                                 .unwrap_or_default();
                             out.emit(
                                 &Record::Exec(output::Exec {
