@@ -240,8 +240,9 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// The trace: a file written by `uffd-dirty track --format json`, or - for stdin. A last
-    /// line cut short (the tracker was killed) is ignored with a warning.
+    /// The trace: a file written by `uffd-dirty track --format json`, or - for stdin (copied to
+    /// a temporary file to be read twice: at most 1 GiB). A last line cut short (the tracker
+    /// was killed) is ignored with a warning; a line longer than 64 MiB is an error.
     #[arg(value_name = "TRACE")]
     pub trace: PathBuf,
 

@@ -1,8 +1,11 @@
 //! `uffd-dirty report`: a recorded run (`track --format json`) as a self-contained heatmap of
 //! time × address, with the write-rate curve and per-mapping totals; HTML or SVG.
 //!
-//! The trace is read twice ([`heatmap`] says why): a file directly, stdin through an unnamed
-//! temporary file, so memory stays bounded by the number of cells, not the length of the run.
+//! The trace is read twice ([`heatmap`] says why): a regular file in place, anything else
+//! (stdin, a FIFO) copied to an unnamed temporary file as the first pass reads it, at most
+//! [`MAX_SPOOL`] bytes; no line is longer than [`trace::MAX_LINE`]. Memory stays bounded by
+//! the number of cells, not the length of the run, and input that is no trace (`/dev/zero`)
+//! is an error, not an abort.
 
 pub mod heatmap;
 pub mod render;
