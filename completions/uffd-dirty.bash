@@ -511,7 +511,7 @@ _uffd__dirty() {
             return 0
             ;;
         uffd__subcmd__dirty__subcmd__report)
-            opts="-o -h --output --help"
+            opts="-o -f -h --output --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -523,6 +523,14 @@ _uffd__dirty() {
                     ;;
                 -o)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "html svg" -- "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -W "html svg" -- "${cur}"))
                     return 0
                     ;;
                 *)

@@ -118,10 +118,9 @@ pub fn run(output: &crate::cli::Output) -> Result<ExitCode> {
         ));
     }
     let report = report();
-    let mut sink = crate::output::sink_for(output)?;
-    match print(&report, output.format, &mut sink, output.output.is_none())
-        .and_then(|()| sink.flush())
-    {
+    let to_stdout = crate::output::sink::Destination::of(output.output.as_deref()).is_stdout();
+    let mut sink = crate::output::sink_for(output, None)?.writer;
+    match print(&report, output.format, &mut sink, to_stdout).and_then(|()| sink.flush()) {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
         other => other.context("writing the report to stdout")?,
     }

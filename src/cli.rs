@@ -103,7 +103,14 @@ pub struct Output {
     #[arg(short, long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
 
-    /// Write the output to FILE (created 0600; a symbolic link is refused) instead of stdout.
+    /// Write the output to FILE instead of stdout. A new file is created 0600; an existing
+    /// one is truncated (and, if yours, made private: group and other permissions removed). As
+    /// the kernel's fs.protected_* rules do, whatever the sysctls say: in a sticky directory
+    /// others can write (/tmp), a file owned neither by you nor by the directory's owner is
+    /// refused, and a symbolic link there is not followed unless it is yours or the
+    /// directory owner's; FILE itself is never a symbolic link. A FIFO waits for its reader
+    /// (SIGINT or SIGTERM ends the wait, exit 0). - , /dev/stdout, /dev/stderr and
+    /// /proc/self/fd/N write to that fd of ours.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 }
@@ -233,16 +240,30 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// The trace: a file written by `uffd-dirty track --format json`, or - for stdin. A last
-    /// line cut short (the tracker was killed) is ignored with a warning.
+    /// The trace: a file written by `uffd-dirty track --format json`, or - for stdin (copied to
+    /// a temporary file to be read twice: at most 1 GiB). A last line cut short (the tracker
+    /// was killed) is ignored with a warning; a line longer than 64 MiB is an error.
     #[arg(value_name = "TRACE")]
     pub trace: PathBuf,
 
-    /// Where to write the report (created 0600; a symbolic link is refused). The extension
-    /// picks the format: .html (the picture, the per-mapping table and a hover tooltip) or .svg
-    /// (the picture alone).
+    /// Where to write the report, by the rules of `track --output` (a new file is created
+    /// 0600; - or /dev/stdout: stdout). The extension picks the format: .html (the picture,
+    /// the per-mapping table and a hover tooltip) or .svg (the picture alone); HTML on stdout.
     #[arg(short, long, value_name = "FILE", default_value = "report.html")]
     pub output: PathBuf,
+
+    /// The report's format, whatever -o's name says.
+    #[arg(short, long, value_enum, value_name = "FORMAT")]
+    pub format: Option<ReportFormat>,
+}
+
+/// What `report` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// The picture, the per-mapping table and a hover tooltip.
+    Html,
+    /// The picture alone.
+    Svg,
 }
 
 /// The longest time any option takes: a century (humantime's `100y`). Deadlines are

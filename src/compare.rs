@@ -144,7 +144,7 @@ pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
     // records them).
     let (mut blind, found) = crate::blind::Watch::start(target.pid, page_size);
     blind.warn(&found);
-    let mut out = crate::output::sink_for(&args.output)?;
+    let mut out = crate::output::sink_for(&args.output, Some(stop))?.writer;
     let begin = Begin {
         pid: target.pid,
         page_size,
@@ -188,7 +188,7 @@ pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
         reason: "signal",
     };
     let reason = loop {
-        let wake = track::wait_until(cadence.deadline(), &target, stop);
+        let wake = track::wait_until(cadence.deadline(), &target, stop, None);
         if let Wake::TargetExited = wake {
             break "target-exited";
         }

@@ -61,9 +61,10 @@ fn stop_on_signals(view: bool) -> Result<Arc<Stop>> {
 }
 
 fn track(args: &TrackArgs) -> Result<ExitCode> {
+    let to_stdout = output::sink::Destination::of(args.output.output.as_deref()).is_stdout();
     // Before anything else: a --format the view would ignore, and --view without a terminal,
     // are usage errors.
-    if args.view && args.output.output.is_none() && args.output.format != cli::Format::Human {
+    if args.view && to_stdout && args.output.format != cli::Format::Human {
         let format = args.output.format.to_possible_value().expect("not skipped");
         return Err(exit::usage(format!(
             "--view draws on the terminal, so --format {} has nowhere to go: add --output FILE to record while viewing",
@@ -72,22 +73,36 @@ fn track(args: &TrackArgs) -> Result<ExitCode> {
     }
     let tty = args.view.then(view::open_terminal).transpose()?;
     let stop = stop_on_signals(args.view)?;
-    let sink = output::sink_for(&args.output)?;
-    let emitter: Box<dyn output::Emitter> = match tty {
+    let sink = match output::sink_for(&args.output, Some(&stop)) {
+        Err(e) if e.chain().any(output::sink::is_stopped) => {
+            eprintln!("uffd-dirty: {e:#}: nothing was tracked");
+            return Ok(ExitCode::Success);
+        }
+        r => r?,
+    };
+    let (emitter, watch): (Box<dyn output::Emitter>, _) = match tty {
         Some(tty) => {
             // The view is the human output; a file beside it gets records for scripts.
-            let file = args.output.output.is_some().then(|| {
+            let file = (!to_stdout).then(|| {
                 let format = match args.output.format {
                     cli::Format::Human => cli::Format::Json,
                     f => f,
                 };
-                track::emitter_for(format, sink, false)
+                track::emitter_for(format, sink.writer, false)
             });
-            Box::new(view::View::new(tty, Arc::clone(&stop), file))
+            // Without a file, stdout is the view's terminal, not a reader to watch.
+            let watch = if file.is_some() { sink.watch } else { None };
+            (
+                Box::new(view::View::new(tty, Arc::clone(&stop), file)),
+                watch,
+            )
         }
-        None => track::emitter_for(args.output.format, sink, args.output.output.is_none()),
+        None => (
+            track::emitter_for(args.output.format, sink.writer, to_stdout),
+            sink.watch,
+        ),
     };
-    let outcome = track::run(args, &stop, emitter)?;
+    let outcome = track::run(args, &stop, emitter, watch)?;
     Ok(outcome.exit)
 }
 

@@ -225,7 +225,7 @@ fn xml_error(path: &Path) -> Option<String> {
         Ok(o) if o.status.success() => None,
         Ok(o) => Some(String::from_utf8_lossy(&o.stderr).into_owned()),
         Err(e) => {
-            eprintln!("SKIPPED: the XML check: no python3 ({e})");
+            skipped(format!("the XML check: no python3 ({e})"));
             None
         }
     }

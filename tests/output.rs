@@ -1,5 +1,6 @@
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
 
 use serde_json::Value;
 
@@ -255,4 +256,262 @@ fn demo_output_is_only_the_trackers_and_its_log_is_written() {
     );
     let truth = truth_from_log(&log);
     assert!(!truth.writes.is_empty(), "the demo's log holds no write");
+}
+
+/// A sleeping process to point `--pid` at, killed on drop.
+struct Sleeper(std::process::Child);
+
+impl Sleeper {
+    fn new() -> Sleeper {
+        Sleeper(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap(),
+        )
+    }
+    fn pid(&self) -> String {
+        self.0.id().to_string()
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn names_of_our_own_fds_are_accepted() {
+    if !kernel_can_track() {
+        return;
+    }
+    let dir = scratch();
+    let target = Sleeper::new();
+    for (name, fd) in [
+        ("-", 1),
+        ("/dev/stdout", 1),
+        ("/proc/self/fd/1", 1),
+        ("/dev/stderr", 2),
+        ("/dev/fd/2", 2),
+    ] {
+        // Stdout and stderr are a file opened for appending: written through, not reopened
+        // and truncated.
+        let log = dir.path().join("log");
+        std::fs::write(&log, "before\n").unwrap();
+        let append = || std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        let mut cmd = uffd_dirty();
+        cmd.args([
+            "track",
+            "-f",
+            "json",
+            "-n",
+            "1",
+            "--interval=10ms",
+            "-o",
+            name,
+        ])
+        .args(["--pid", &target.pid()]);
+        let status = if fd == 1 {
+            cmd.stdout(append()).stderr(Stdio::null()).status()
+        } else {
+            cmd.stderr(append()).stdout(Stdio::null()).status()
+        }
+        .unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(status.success(), "-o {name}: {text}");
+        assert!(
+            text.starts_with("before\n")
+                && text.contains("\n{\"type\":\"start\"")
+                && text.contains("\n{\"type\":\"end\""),
+            "-o {name}: {text}"
+        );
+    }
+    // An fd that is not open is a one-line error.
+    let out = uffd_dirty()
+        .args([
+            "track",
+            "-n",
+            "1",
+            "-o",
+            "/proc/self/fd/57",
+            "--pid",
+            &target.pid(),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("fd 57 is not open"), "{err}");
+}
+
+#[test]
+fn a_fifo_waits_for_its_reader_and_a_signal_ends_the_wait() {
+    if !kernel_can_track() {
+        return;
+    }
+    let dir = scratch();
+    let fifo = dir.path().join("records.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let target = Sleeper::new();
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let mut tracker = uffd_dirty()
+            .args(["track", "-f", "json", "-n", "1", "-o"])
+            .arg(&fifo)
+            .args(["--pid", &target.pid()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert!(tracker.try_wait().unwrap().is_none(), "did not wait");
+        // SAFETY: kill(2) of our own child.
+        unsafe { libc::kill(tracker.id() as i32, sig) };
+        let ended = wait_until(std::time::Duration::from_secs(5), || {
+            tracker.try_wait().unwrap().is_some()
+        });
+        if !ended {
+            let _ = tracker.kill();
+        }
+        let out = tracker.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(ended, "signal {sig} did not end the wait for a reader");
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        assert!(
+            err.contains("waiting for a reader of the FIFO")
+                && err.contains("stopped while waiting for a reader")
+                && err.contains("nothing was tracked"),
+            "{err}"
+        );
+        assert_eq!(tracer_pid(target.0.id() as i32), 0);
+    }
+    // With a reader, the records go through it.
+    let reader = std::process::Command::new("cat")
+        .arg(&fifo)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = uffd_dirty()
+        .args(["track", "-f", "json", "-n", "1", "--interval=10ms", "-o"])
+        .arg(&fifo)
+        .args(["--pid", &target.pid()])
+        .status()
+        .unwrap();
+    let out = reader.wait_with_output().unwrap();
+    assert!(status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("{\"type\":\"start\""));
+}
+
+#[test]
+fn sticky_shared_directories_follow_the_protected_rules() {
+    if !is_root() {
+        skipped("needs root to make files of user nobody");
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let dir = scratch();
+    let sticky = dir.path().join("tmp");
+    std::fs::create_dir(&sticky).unwrap();
+    std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let nobody = 65534;
+    // `check` writes through the same --output as `track`, without a target.
+    let check_to = |path: &std::path::Path| {
+        uffd_dirty()
+            .args(["check", "-f", "json", "-o"])
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let refused = |path: &std::path::Path, says: &str| {
+        let out = check_to(path);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{}: {err}", path.display());
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(says), "{}: {err}", path.display());
+    };
+    let written = |path: &std::path::Path| {
+        let out = check_to(path);
+        assert!(
+            matches!(out.status.code(), Some(0 | 69)),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+
+    // Another user's file there (planted 0666): neither written nor reopened.
+    let planted = sticky.join("planted.json");
+    std::fs::write(&planted, "theirs\n").unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::os::unix::fs::chown(&planted, Some(nobody), None).unwrap();
+    refused(&planted, "belongs to user 65534 in a sticky directory");
+    assert_eq!(std::fs::read_to_string(&planted).unwrap(), "theirs\n");
+    // The same FIFO: refused too, at once.
+    let fifo = sticky.join("planted.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+    std::os::unix::fs::chown(&fifo, Some(nobody), None).unwrap();
+    refused(&fifo, "belongs to user 65534 in a sticky directory");
+
+    // Our own file there, left 0666: written, and made private.
+    let own = sticky.join("own.json");
+    std::fs::write(&own, "old\n").unwrap();
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o666)).unwrap();
+    written(&own);
+    let meta = std::fs::metadata(&own).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&own).unwrap().starts_with('{'));
+
+    // A directory symlink planted there by another user is not followed...
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let link = sticky.join("sub");
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(nobody), None).unwrap();
+    refused(
+        &link.join("out.json"),
+        "not followed (as fs.protected_symlinks does)",
+    );
+    assert!(
+        !elsewhere.join("out.json").exists(),
+        "the symlink was followed"
+    );
+    // ...ours is, and so is one outside sticky directories, anyone's.
+    let ours = sticky.join("ours");
+    std::os::unix::fs::symlink(&elsewhere, &ours).unwrap();
+    written(&ours.join("a.json"));
+    assert!(elsewhere.join("a.json").exists());
+    let plain = dir.path().join("plain");
+    std::os::unix::fs::symlink(&elsewhere, &plain).unwrap();
+    std::os::unix::fs::lchown(&plain, Some(nobody), None).unwrap();
+    written(&plain.join("b.json"));
+    assert!(elsewhere.join("b.json").exists());
+}
+
+#[test]
+fn a_closed_pipe_ends_tracking_at_once() {
+    if !kernel_can_track() {
+        return;
+    }
+    let target = Sleeper::new();
+    let t0 = std::time::Instant::now();
+    // `head` exits after the first line; the next harvest is 10 s away.
+    let out = std::process::Command::new("bash")
+        .args([
+            "-c",
+            &format!(
+                "{BIN} track --interval 10s --pid {} | head -n 1; echo status=${{PIPESTATUS[0]}}",
+                target.pid()
+            ),
+        ])
+        .output()
+        .unwrap();
+    let took = t0.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("tracking PID") && text.contains("status=0"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+    assert_eq!(tracer_pid(target.0.id() as i32), 0);
 }

@@ -357,3 +357,98 @@ fn refusals_are_one_line_with_the_right_exit_code() {
         );
     }
 }
+
+#[test]
+fn unbounded_inputs_and_other_formats_are_one_line_errors() {
+    let dir = scratch();
+    let out = dir.path().join("r.html");
+    let run = |trace: &str, stdin: Stdio, env: Option<&str>| {
+        let t0 = std::time::Instant::now();
+        let mut cmd = uffd_dirty();
+        cmd.args(["report", trace, "-o"]).arg(&out).stdin(stdin);
+        if let Some(max) = env {
+            cmd.env("UFFD_DIRTY_MAX_SPOOL", max);
+        }
+        let o = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(o.status.code(), Some(1), "{trace}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(20), "{trace}");
+        assert!(!out.exists(), "no report is written on error");
+        stderr
+    };
+    // A file without a newline: the first line's bound, not memory, ends it.
+    let e = run("/dev/zero", Stdio::null(), None);
+    assert!(e.contains("/dev/zero line 1 is longer than 64 MiB"), "{e}");
+    // The same on stdin, before it is all copied.
+    let zeros = dir.path().join("zeros");
+    std::fs::File::create(&zeros)
+        .unwrap()
+        .set_len(100 << 20)
+        .unwrap();
+    let e = run("-", std::fs::File::open(&zeros).unwrap().into(), None);
+    assert!(e.contains("stdin line 1 is longer than 64 MiB"), "{e}");
+    // Short lines, but more of them than the spool takes (lowered from 1 GiB for the test).
+    let blank = dir.path().join("blank");
+    std::fs::write(&blank, format!("{}\n", " ".repeat(4095)).repeat(2048)).unwrap();
+    let e = run(
+        "-",
+        std::fs::File::open(&blank).unwrap().into(),
+        Some("2097152"),
+    );
+    assert!(
+        e.contains("reading stdin: more than 2 MiB") && e.contains("save the trace to a file"),
+        "{e}"
+    );
+    // The other formats of `track`, named instead of serde's view of them.
+    let bitmap = dir.path().join("run.bitmap");
+    std::fs::write(&bitmap, "1 0x10000 0x14000 01\n2 0x10000 0x14000 00\n").unwrap();
+    let e = run(bitmap.to_str().unwrap(), Stdio::null(), None);
+    assert!(
+        e.contains("run.bitmap line 1: not JSON but a line of `track --format bitmap` output")
+            && !e.contains("Envelope"),
+        "{e}"
+    );
+    let number = dir.path().join("number.ndjson");
+    std::fs::write(&number, "7\n").unwrap();
+    let e = run(number.to_str().unwrap(), Stdio::null(), None);
+    assert!(
+        e.contains("line 1: JSON a number, not a uffd-dirty record") && !e.contains("Envelope"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_report_can_go_to_stdout() {
+    let dir = scratch();
+    let trace = dir.path().join("t.ndjson");
+    std::fs::write(&trace, format!("{START}\n{DELTA}\n{END}\n")).unwrap();
+    for (o, format, starts) in [
+        ("-", None, "<!DOCTYPE html>"),
+        ("/dev/stdout", None, "<!DOCTYPE html>"),
+        ("-", Some("svg"), "<svg"),
+        ("/proc/self/fd/1", Some("svg"), "<svg"),
+    ] {
+        let mut cmd = uffd_dirty();
+        cmd.current_dir(dir.path())
+            .arg("report")
+            .arg(&trace)
+            .args(["-o", o]);
+        if let Some(f) = format {
+            cmd.args(["--format", f]);
+        }
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "-o {o}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.trim_start().starts_with(starts),
+            "-o {o}: {stdout:.80}"
+        );
+    }
+    assert!(!dir.path().join("-").exists(), "a file named - was written");
+}

@@ -7,6 +7,7 @@
 pub mod bitmap;
 pub mod human;
 pub mod ndjson;
+pub mod sink;
 pub mod totals;
 
 use std::io;
@@ -250,40 +251,14 @@ pub fn dirty_runs_into(runs: &[Span], page_size: u64, out: &mut Vec<DirtyRun>) {
     }));
 }
 
-/// Where records go: stdout, or `--output FILE`, created 0600. An existing symlink is
-/// refused (O_NOFOLLOW), so the stream cannot be redirected into a file the user did not
-/// name; an existing regular file is truncated.
-pub fn open_sink(path: Option<&std::path::Path>) -> io::Result<Box<dyn io::Write>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match path {
-        None => Ok(Box::new(io::BufWriter::new(io::stdout()))),
-        Some(p) => {
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(p)
-                .map_err(|e| {
-                    if e.raw_os_error() == Some(libc::ELOOP) {
-                        io::Error::new(
-                            e.kind(),
-                            format!("{} is a symbolic link: name the file itself", p.display()),
-                        )
-                    } else {
-                        e
-                    }
-                })?;
-            Ok(Box::new(io::BufWriter::new(f)))
-        }
-    }
-}
-
-/// [`open_sink`] for the `--output` of a command, with the file named in the error.
-pub fn sink_for(output: &crate::cli::Output) -> anyhow::Result<Box<dyn io::Write>> {
+/// [`sink::open`] for the `--output` of a command, with the file named in the error. `stop`:
+/// what ends the wait for a FIFO's reader (see [`sink`]).
+pub fn sink_for(
+    output: &crate::cli::Output,
+    stop: Option<&crate::stop::Stop>,
+) -> anyhow::Result<sink::Sink> {
     use anyhow::Context;
-    open_sink(output.output.as_deref()).with_context(|| {
+    sink::open(&sink::Destination::of(output.output.as_deref()), stop).with_context(|| {
         format!(
             "opening {}",
             output.output.as_deref().unwrap_or("-".as_ref()).display()

@@ -9,7 +9,7 @@
 //! after end, on the page grid, a move that fits the address space), so that nothing after
 //! this module does arithmetic on nonsense.
 
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::time::SystemTime;
 
 use anyhow::{Result, anyhow};
@@ -179,11 +179,83 @@ fn check_ranges(record: &Record, page_size: Option<u64>) -> Result<(), String> {
     }
 }
 
+/// The longest line read. A record's line grows with its dirty runs (about 60 bytes each):
+/// 64 MiB is a million runs in one delta, every other page of 8 GiB. Without a bound, a file
+/// with no newline (`report /dev/zero`) is read into memory until the allocator aborts.
+pub const MAX_LINE: usize = 64 << 20;
+
+/// What a line that is not JSON looks like, when it is the output of another `--format`.
+fn looks_like(line: &[u8]) -> Option<&'static str> {
+    let text = std::str::from_utf8(line).ok()?.trim_end();
+    let hex = |s: &str, prefixed: bool| {
+        let digits = if prefixed {
+            s.strip_prefix("0x")
+        } else {
+            Some(s)
+        };
+        digits.is_some_and(|d| d.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    let fields: Vec<&str> = text.split(' ').collect();
+    if let [seq, start, end, bits] = fields[..]
+        && seq.parse::<u64>().is_ok()
+        && hex(start, true)
+        && hex(end, true)
+        && hex(bits, false)
+    {
+        return Some("a line of `track --format bitmap` output");
+    }
+    let human = text.starts_with("tracking PID ")
+        || text.starts_with("stopped (")
+        || (text.len() > 13
+            && text.as_bytes()[2] == b':'
+            && text.as_bytes()[12..].starts_with(b"  #"));
+    human.then_some("a line of `track --format human` output")
+}
+
+/// Why `line` is not a record, for the error that names it.
+fn not_a_record(line: &[u8], e: &serde_json::Error) -> String {
+    const FIX: &str = "give the output of `uffd-dirty track --format json` (with `-- CMD`, record with `--output FILE` so the command's own output stays out)";
+    if let Some(what) = looks_like(line) {
+        return format!(
+            "not JSON but {what}: a report is made from NDJSON records; record the run with `uffd-dirty track --format json`"
+        );
+    }
+    match serde_json::from_slice::<serde_json::Value>(line) {
+        Err(_) => format!("not JSON ({e}): {FIX}"),
+        Ok(serde_json::Value::Object(o)) if !o.contains_key("type") => {
+            format!("a JSON object without a \"type\", not a uffd-dirty record: {FIX}")
+        }
+        Ok(serde_json::Value::Object(o)) => {
+            format!("not a valid uffd-dirty {} record ({e}): {FIX}", o["type"])
+        }
+        Ok(v) => {
+            let kind = match v {
+                serde_json::Value::Array(_) => "an array",
+                serde_json::Value::String(_) => "a string",
+                serde_json::Value::Number(_) => "a number",
+                serde_json::Value::Bool(_) => "a boolean",
+                _ => "null",
+            };
+            format!("JSON {kind}, not a uffd-dirty record (an object with a \"type\"): {FIX}")
+        }
+    }
+}
+
 /// Feed every record of `input` to `each`, with its line number. `name` names the input in
 /// errors (`TRACE line 17: …`). Returns a warning when the last line was cut short.
 pub fn read_records(
+    input: impl BufRead,
+    name: &str,
+    each: impl FnMut(usize, Record) -> Result<()>,
+) -> Result<Option<String>> {
+    read_records_within(input, name, MAX_LINE, each)
+}
+
+/// [`read_records`] with lines of at most `max_line` bytes.
+fn read_records_within(
     mut input: impl BufRead,
     name: &str,
+    max_line: usize,
     mut each: impl FnMut(usize, Record) -> Result<()>,
 ) -> Result<Option<String>> {
     let mut line = Vec::new();
@@ -191,13 +263,20 @@ pub fn read_records(
     let mut page_size = None;
     loop {
         line.clear();
-        let n = input
+        let n = (&mut input)
+            .take(max_line as u64 + 1)
             .read_until(b'\n', &mut line)
             .map_err(|e| anyhow!("reading {name}: {e}"))?;
         if n == 0 {
             return Ok(None);
         }
         number += 1;
+        if line.len() > max_line {
+            return Err(anyhow!(
+                "{name} line {number} is longer than {} MiB, the most a record of `uffd-dirty track --format json` can be: give a trace it wrote",
+                max_line >> 20
+            ));
+        }
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
@@ -221,16 +300,7 @@ pub fn read_records(
                     number - 1
                 )));
             }
-            Err(e) => {
-                let what = if e.is_data() {
-                    "not a uffd-dirty record"
-                } else {
-                    "not JSON"
-                };
-                return Err(anyhow!(
-                    "{name} line {number}: {what} ({e}): give the output of `uffd-dirty track --format json` (with `-- CMD`, record with `--output FILE` so the command's own output stays out)"
-                ));
-            }
+            Err(e) => return Err(anyhow!("{name} line {number}: {}", not_a_record(&line, &e))),
         }
     }
 }
@@ -268,12 +338,54 @@ mod tests {
         let err = types("{\"type\":\"delta\",\"seq\":1}\n").unwrap_err();
         assert!(
             err.to_string()
-                .starts_with("T line 1: not a uffd-dirty record"),
+                .starts_with("T line 1: not a valid uffd-dirty \"delta\" record (missing field"),
             "{err}"
         );
         // Cut short but followed by more: not the last line, so an error.
         let err = types("{\"type\":\"delta\"\n{}\n").unwrap_err();
         assert!(err.to_string().starts_with("T line 1: not JSON"), "{err}");
+    }
+
+    #[test]
+    fn other_formats_and_other_json_say_what_was_expected() {
+        let cases = [
+            (
+                "7 0x10000 0x20000 0302\n",
+                "T line 1: not JSON but a line of `track --format bitmap` output",
+            ),
+            (
+                "tracking PID 8487 with pagemap-scan: 4 ranges\n",
+                "T line 1: not JSON but a line of `track --format human` output",
+            ),
+            (
+                "13:56:19.650  #1         1431 pages      5.59 MiB  [anon] 1332\n",
+                "T line 1: not JSON but a line of `track --format human` output",
+            ),
+            ("7\n", "T line 1: JSON a number, not a uffd-dirty record"),
+            ("[1]\n", "T line 1: JSON an array, not a uffd-dirty record"),
+            ("{\"a\":1}\n", "T line 1: a JSON object without a \"type\""),
+            ("é€ 12:3\n", "T line 1: not JSON"),
+        ];
+        for (text, says) in cases {
+            let err = types(text).unwrap_err().to_string();
+            assert!(err.starts_with(says), "expected {says:?}: {err}");
+            assert!(!err.contains("Envelope"), "serde internals: {err}");
+        }
+    }
+
+    #[test]
+    fn a_line_past_the_bound_is_an_error_naming_it() {
+        let big = format!("{{\"type\":\"ready\"}}\n{}\n", " ".repeat(3 << 20));
+        let err = read_records_within(big.as_bytes(), "T", 2 << 20, |_, _| Ok(()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("T line 2 is longer than 2 MiB, the most a record"),
+            "{err}"
+        );
+        // At the bound itself: read.
+        let edge = format!("{}\n", " ".repeat((2 << 20) - 1));
+        assert!(read_records_within(edge.as_bytes(), "T", 2 << 20, |_, _| Ok(())).is_ok());
     }
 
     /// A start record with `ranges`, then `rest`.

@@ -209,15 +209,38 @@ pub fn readable<const N: usize>(
     fds: [BorrowedFd<'_>; N],
     timeout: std::time::Duration,
 ) -> [bool; N] {
-    let mut pfds = fds.map(|fd| libc::pollfd {
+    poll(fds.map(|fd| (fd, libc::POLLIN)), timeout).map(|r| r & libc::POLLIN != 0)
+}
+
+/// `poll(2)` of each fd for its events (POLLERR and POLLHUP are always reported, so 0 asks
+/// for those alone: a pipe's write end reports POLLERR once its last reader is gone), waiting
+/// up to `timeout` (rounded up to whole milliseconds). The `revents` of each; all 0 after a
+/// timeout or a signal.
+pub fn poll<const N: usize>(
+    fds: [(BorrowedFd<'_>, libc::c_short); N],
+    timeout: std::time::Duration,
+) -> [libc::c_short; N] {
+    let mut pfds = fds.map(|(fd, events)| libc::pollfd {
         fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
+        events,
         revents: 0,
     });
     let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
     // SAFETY: N valid pollfds, exclusively borrowed for the duration of the call.
     let r = unsafe { libc::poll(pfds.as_mut_ptr(), N as libc::nfds_t, ms) };
-    pfds.map(|p| r > 0 && p.revents & libc::POLLIN != 0)
+    pfds.map(|p| if r > 0 { p.revents } else { 0 })
+}
+
+/// A close-on-exec duplicate of the fd numbered `fd`, which need not be ours to own: `-o
+/// /dev/stderr` or `/proc/self/fd/N` names an fd the caller opened for us.
+pub fn dup_raw(fd: i32) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC reads no memory; an fd that is not open is EBADF.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` was just returned by the kernel and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
 /// The size of the terminal behind `fd`, as (columns, rows).
@@ -233,6 +256,12 @@ pub fn window_size(fd: BorrowedFd<'_>) -> io::Result<(u16, u16)> {
         return Err(io::Error::last_os_error());
     }
     Ok((ws.ws_col, ws.ws_row))
+}
+
+/// Our effective user ID.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 /// The system page size.

@@ -38,10 +38,20 @@ pub(crate) enum Wake {
     Tick,
     Stop,
     TargetExited,
+    /// The reader of the output went away (POLLERR on a pipe whose read end closed).
+    OutputClosed,
 }
 
-/// Sleep until `deadline`, waking early for a stop request or the target's exit.
-pub(crate) fn wait_until(deadline: Instant, target: &Target, stop: &Stop) -> Wake {
+/// Sleep until `deadline`, waking early for a stop request, the target's exit, or `output`
+/// (the fd records are written to) losing its reader: `track --interval 10s | head -n 1` ends
+/// as soon as `head` does, not at the next harvest, with the target armed all that time.
+pub(crate) fn wait_until(
+    deadline: Instant,
+    target: &Target,
+    stop: &Stop,
+    output: Option<BorrowedFd<'_>>,
+) -> Wake {
+    const GONE: libc::c_short = libc::POLLERR | libc::POLLHUP;
     loop {
         if stop.requested() {
             return Wake::Stop;
@@ -51,11 +61,27 @@ pub(crate) fn wait_until(deadline: Instant, target: &Target, stop: &Stop) -> Wak
             return Wake::Tick;
         }
         // Rounded up to whole milliseconds: the wait never ends just short of the deadline.
-        let [exited, woken] = sys::readable([target.pidfd.as_fd(), stop.fd()], deadline - now);
-        if exited {
+        let watched = [
+            (target.pidfd.as_fd(), libc::POLLIN),
+            (stop.fd(), libc::POLLIN),
+        ];
+        let (exited, woken, closed) = match output {
+            Some(out) => {
+                let [e, w, o] = sys::poll([watched[0], watched[1], (out, 0)], deadline - now);
+                (e, w, o & GONE != 0)
+            }
+            None => {
+                let [e, w] = sys::poll(watched, deadline - now);
+                (e, w, false)
+            }
+        };
+        if closed {
+            return Wake::OutputClosed;
+        }
+        if exited & libc::POLLIN != 0 {
             return Wake::TargetExited;
         }
-        if woken {
+        if woken & libc::POLLIN != 0 {
             stop.drain_stray_wakeups();
         }
     }
@@ -236,6 +262,8 @@ impl Source {
 pub(crate) struct Out<'a> {
     emitter: Box<dyn Emitter + 'a>,
     closed: bool,
+    /// The fd written to, watched between harvests for its reader going away.
+    watch: Option<std::os::fd::OwnedFd>,
 }
 
 impl Out<'_> {
@@ -347,7 +375,13 @@ pub(crate) fn method_name(m: Method) -> &'static str {
     }
 }
 
-pub fn run(args: &TrackArgs, stop: &Stop, out: Box<dyn Emitter + '_>) -> Result<Outcome> {
+/// `watch`: the fd `out` writes to, to end tracking as soon as its reader is gone.
+pub fn run(
+    args: &TrackArgs,
+    stop: &Stop,
+    out: Box<dyn Emitter + '_>,
+    watch: Option<std::os::fd::OwnedFd>,
+) -> Result<Outcome> {
     let support = uffd::probe()?;
     if args.method == Method::SoftDirty {
         if !crate::scan::soft_dirty::works().context("probing soft-dirty")? {
@@ -424,6 +458,7 @@ pub fn run(args: &TrackArgs, stop: &Stop, out: Box<dyn Emitter + '_>) -> Result<
     let mut out = Out {
         emitter: out,
         closed: false,
+        watch,
     };
     out.emit(&Record::Start(start), attachment.mm.vmas())?;
     let mut tracking = Tracking {
@@ -580,9 +615,16 @@ impl Tracking<'_> {
         // Dropping an `Mm` closes its userfaultfd: the kernel drops every protection.
         let mut mm = first.mm;
         loop {
-            let wake = wait_until(cadence.deadline(), self.target, stop);
-            if let Wake::TargetExited = wake {
-                return Ok((EndReason::TargetExited, None));
+            let watch = out.watch.as_ref().map(|fd| fd.as_fd());
+            let wake = wait_until(cadence.deadline(), self.target, stop, watch);
+            match wake {
+                Wake::TargetExited => return Ok((EndReason::TargetExited, None)),
+                // Nobody reads what a harvest would report: end now, as a failed write does.
+                Wake::OutputClosed => {
+                    out.closed = true;
+                    return Ok((EndReason::OutputClosed, None));
+                }
+                _ => {}
             }
             match mm.harvest(
                 self.target,
