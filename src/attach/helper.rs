@@ -382,11 +382,12 @@ pub fn serve(args: &HelperArgs) -> Result<()> {
             args.pid
         ))),
     };
-    match outcome {
-        // Told to the tracker, which says it; said here only if the tracker is gone.
-        Err(e) if send(sock.as_fd(), &failure(&e), None).is_err() => Err(e),
-        _ => Ok(()),
+    // A failure is the tracker's to say. If the tracker is gone, nobody is listening: the
+    // thread was given back (or never taken), so there is nothing to say either.
+    if let Err(e) = &outcome {
+        let _ = send(sock.as_fd(), &failure(e), None);
     }
+    Ok(())
 }
 
 fn attach(target: &Target, sock: BorrowedFd<'_>, launched: bool) -> Result<()> {
