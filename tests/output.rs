@@ -11,8 +11,10 @@ fn every_record_matches_the_published_schema() {
     if !kernel_can_track() {
         return;
     }
+    // The new image lives half a second after its writes: on a loaded machine the tracker
+    // must get to run between the exec and the exit to see the exec at all.
     let script =
-        format!("sleep 0.1; exec {BIN} writer --pages=256 --bursts=20 --gap=3ms --linger=60ms");
+        format!("sleep 0.1; exec {BIN} writer --pages=256 --bursts=20 --gap=3ms --linger=500ms");
     let (status, mut records, _) = track_records(&[
         "--format=json",
         "--json-bitmap",
