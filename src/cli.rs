@@ -645,7 +645,7 @@ mod tests {
             (vec!["bench", "--run-time", "0s"], "at least 1ms"),
             (vec!["bench", "--rounds", "0"], "at least 1 round"),
             (vec!["bench", "--rounds", "-5"], "at least 1 round"),
-            (vec!["bench", "--run-time", "-5"], "cannot be negative",
+            (vec!["bench", "--run-time", "-5"], "cannot be negative"),
             (vec!["bench", "--rates", "10,0"], "not in 1..=1000"),
             (vec!["bench", "--rates", "5000"], "not in 1..=1000"),
             (vec!["bench", "--sizes", "1G,200000G"], "user address space"),
