@@ -224,7 +224,12 @@ pub fn report() -> Report {
     }
 }
 
-fn print(report: &Report, format: TableFormat, out: &mut dyn Write, colour: bool) -> io::Result<()> {
+fn print(
+    report: &Report,
+    format: TableFormat,
+    out: &mut dyn Write,
+    colour: bool,
+) -> io::Result<()> {
     match format {
         TableFormat::Json => {
             serde_json::to_writer(&mut *out, report)?;

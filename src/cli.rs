@@ -74,7 +74,7 @@ pub enum Format {
     /// NDJSON: one JSON object per line, for scripts.
     Json,
     /// `SEQ START END HEX` per tracked range per delta: the dirty-page bitmap, bit i = page
-    /// START + i*page_size, least significant bit first in each byte (track only).
+    /// START + i*page_size, least significant bit first in each byte.
     Bitmap,
 }
 
@@ -115,9 +115,10 @@ impl ColorChoice {
 /// prints for people.
 #[derive(Debug, Clone, Copy, Args)]
 pub struct Look {
-    /// Print less: no per-mapping table at the end, no list of skipped mappings and no notes
-    /// on stderr (a forked child, a terminated command, the demo's introduction). Errors, and
-    /// warnings about writes that are not reported, are always printed.
+    /// Print less for people: no per-mapping table at the end of `track`, no list of skipped
+    /// mappings, no closing note under `compare`'s total row, and no notes on stderr (a forked
+    /// child, a terminated command, the demo's introduction, `check`'s verdict). Errors, and
+    /// warnings about writes that go unreported, are always printed.
     #[arg(short, long)]
     pub quiet: bool,
 
@@ -630,10 +631,22 @@ mod tests {
                 "time unit needed",
             ),
             (vec!["track", "--pid", "1", "--count", "0"], "at least 1"),
-            (vec!["track", "--pid", "1", "--count", "-1"], "cannot be negative"),
-            (vec!["track", "--pid", "1", "--count=-5"], "cannot be negative"),
-            (vec!["track", "--pid", "1", "--interval=-5"], "cannot be negative"),
-            (vec!["track", "--pid", "1", "-i", "-5"], "cannot be negative"),
+            (
+                vec!["track", "--pid", "1", "--count", "-1"],
+                "cannot be negative",
+            ),
+            (
+                vec!["track", "--pid", "1", "--count=-5"],
+                "cannot be negative",
+            ),
+            (
+                vec!["track", "--pid", "1", "--interval=-5"],
+                "cannot be negative",
+            ),
+            (
+                vec!["track", "--pid", "1", "-i", "-5"],
+                "cannot be negative",
+            ),
             (vec!["track", "--pid", "1", "--count", "x"], "whole number"),
             (
                 vec!["compare", "--pid", "1", "--interval", huge],

@@ -17,6 +17,8 @@ mod exits;
 mod errors;
 // man/ and completions/ against the clap definitions.
 mod generated;
+// The completion scripts run in bash, zsh and fish.
+mod completions;
 // A living address space: churn, mremap, zaps, THP, shared memory, brk, fork.
 mod living;
 // Stock Debian kernels under QEMU: soft-dirty and a kernel without async write-protect.

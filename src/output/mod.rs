@@ -259,12 +259,8 @@ pub fn sink_for(
     stop: Option<&crate::stop::Stop>,
 ) -> anyhow::Result<sink::Sink> {
     use anyhow::Context;
-    sink::open(&sink::Destination::of(output), stop).with_context(|| {
-        format!(
-            "opening {}",
-            output.unwrap_or("-".as_ref()).display()
-        )
-    })
+    sink::open(&sink::Destination::of(output), stop)
+        .with_context(|| format!("opening {}", output.unwrap_or("-".as_ref()).display()))
 }
 
 /// Something that prints records. `vmas` gives human output the mapping names of a delta.

@@ -124,12 +124,7 @@ impl View {
     /// A view on `tty` (from [`open_terminal`]); `stop` is the tracker's stop request, which
     /// the quit keys make.
     /// `styled`: colours, or shading characters (`--color`, NO_COLOR).
-    pub fn new(
-        tty: File,
-        stop: Arc<Stop>,
-        file: Option<Box<dyn Emitter>>,
-        styled: bool,
-    ) -> View {
+    pub fn new(tty: File, stop: Arc<Stop>, file: Option<Box<dyn Emitter>>, styled: bool) -> View {
         View {
             shared: Arc::new(Shared {
                 tty,
