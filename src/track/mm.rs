@@ -237,7 +237,7 @@ fn why_none_registered(skipped: &[Skip]) -> String {
     if reasons.is_empty() {
         return "no trackable mapping in the selected ranges".into();
     }
-    reasons.sort_by(|a, b| b.1.cmp(&a.1));
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
     reasons
         .iter()
         .map(|(r, n)| format!("{r} ({})", crate::output::words::count(*n, "mapping")))
