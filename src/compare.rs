@@ -97,6 +97,14 @@ fn print_row(
     )
 }
 
+/// The first line of human output; the interval in the words `track` uses.
+fn header(pid: i32, interval: std::time::Duration) -> String {
+    format!(
+        "comparing uffd-wp (pagemap-scan) with soft-dirty on PID {pid}, every {}; pages, then ms",
+        crate::output::words::duration(interval)
+    )
+}
+
 pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
     let support = uffd::probe()?;
     support.require_async_wp()?;
@@ -155,12 +163,7 @@ pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
         out.flush()?;
     }
     if args.output.format == Format::Human {
-        writeln!(
-            out,
-            "comparing uffd-wp (pagemap-scan) with soft-dirty on PID {}, every {}; pages, then ms",
-            target.pid,
-            crate::output::words::duration(args.target.interval)
-        )?;
+        writeln!(out, "{}", header(target.pid, args.target.interval))?;
         writeln!(
             out,
             "{:>8} {:>10} {:>10} {:>12} {:>10} {:>12} {:>10} {:>10}",
@@ -331,4 +334,18 @@ pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
         Some(s) if reason == "target-exited" => ExitCode::Command(s.clamp(0, 255) as u8),
         _ => ExitCode::Success,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn the_interval_reads_as_in_track() {
+        // `{:?}` made it "200ms" here and "200 ms" in track's header.
+        let line = super::header(42, Duration::from_millis(200));
+        assert!(line.contains(", every 200 ms;"), "{line}");
+        let line = super::header(42, Duration::from_millis(1500));
+        assert!(line.contains(", every 1.5 s;"), "{line}");
+    }
 }
