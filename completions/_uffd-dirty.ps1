@@ -28,13 +28,9 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             [CompletionResult]::new('track', 'track', [CompletionResultType]::ParameterValue, 'Track the dirty pages of a running process (--pid) or of a command it launches')
             [CompletionResult]::new('compare', 'compare', [CompletionResultType]::ParameterValue, 'Run uffd-wp and soft-dirty tracking on the same target at once, and compare them')
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Measure the harvest cost of every available method on the same workload (Markdown table)')
-            [CompletionResult]::new('bench-target', 'bench-target', [CompletionResultType]::ParameterValue, 'The benchmark''s target process (used by `bench`)')
             [CompletionResult]::new('demo', 'demo', [CompletionResultType]::ParameterValue, 'Launch a small built-in writer and track it live: see what the tool does in seconds')
             [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Report what this machine''s kernel offers for dirty-page tracking, and what to fix')
             [CompletionResult]::new('report', 'report', [CompletionResultType]::ParameterValue, 'Render a recorded run (the output of `track --format json`) as a self-contained heatmap of time × address, with the write-rate curve and per-mapping totals')
-            [CompletionResult]::new('writer', 'writer', [CompletionResultType]::ParameterValue, 'A workload that writes pages in bursts and logs exactly which (used by the tests)')
-            [CompletionResult]::new('scenario', 'scenario', [CompletionResultType]::ParameterValue, 'Ground-truth scenarios of a changing address space (used by the tests)')
-            [CompletionResult]::new('attach-helper', 'attach-helper', [CompletionResultType]::ParameterValue, 'The attach helper (started by `track` itself: it borrows the target''s thread)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -43,8 +39,8 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             [CompletionResult]::new('--pid', '--pid', [CompletionResultType]::ParameterName, 'Process to attach to. It is never signalled, and it is left exactly as it was on exit')
             [CompletionResult]::new('-i', '-i', [CompletionResultType]::ParameterName, 'Time between harvests (e.g. 100ms, 1s, 2m), from 1ms to 100y')
             [CompletionResult]::new('--interval', '--interval', [CompletionResultType]::ParameterName, 'Time between harvests (e.g. 100ms, 1s, 2m), from 1ms to 100y')
-            [CompletionResult]::new('-r', '-r', [CompletionResultType]::ParameterName, 'Follow only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: the target''s whole address space')
-            [CompletionResult]::new('--range', '--range', [CompletionResultType]::ParameterName, 'Follow only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: the target''s whole address space')
+            [CompletionResult]::new('-r', '-r', [CompletionResultType]::ParameterName, 'Follow only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: every mapping that can ever be written (see the README, "What is tracked")')
+            [CompletionResult]::new('--range', '--range', [CompletionResultType]::ParameterName, 'Follow only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: every mapping that can ever be written (see the README, "What is tracked")')
             [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'Stop after N intervals (at least 1)')
             [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Stop after N intervals (at least 1)')
             [CompletionResult]::new('-d', '-d', [CompletionResultType]::ParameterName, 'Stop after this long (e.g. 10s). Longer than 100 years: until stopped')
@@ -55,7 +51,9 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Write the output to FILE instead of stdout. A new file is created 0600; an existing one is truncated (and, if yours, made private: group and other permissions removed). As the kernel''s fs.protected_* rules do, whatever the sysctls say: in a sticky directory others can write (/tmp), a file owned neither by you nor by the directory''s owner is refused, and a symbolic link there is not followed unless it is yours or the directory owner''s; FILE itself is never a symbolic link. A FIFO waits for its reader (SIGINT or SIGTERM ends the wait, exit 0). - , /dev/stdout, /dev/stderr and /proc/self/fd/N write to that fd of ours')
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Write the output to FILE instead of stdout. A new file is created 0600; an existing one is truncated (and, if yours, made private: group and other permissions removed). As the kernel''s fs.protected_* rules do, whatever the sysctls say: in a sticky directory others can write (/tmp), a file owned neither by you nor by the directory''s owner is refused, and a symbolic link there is not followed unless it is yours or the directory owner''s; FILE itself is never a symbolic link. A FIFO waits for its reader (SIGINT or SIGTERM ends the wait, exit 0). - , /dev/stdout, /dev/stderr and /proc/self/fd/N write to that fd of ours')
-            [CompletionResult]::new('--arm', '--arm', [CompletionResultType]::ParameterName, 'How to apply the initial write-protection (auto: PAGEMAP_SCAN where the kernel has the PMD-hole fix, else UFFDIO_WRITEPROTECT). For testing both paths on one kernel')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour output for people: auto (on a terminal, unless NO_COLOR is set), always (even into a pipe), never')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print less for people: no per-mapping table at the end of `track`, no list of skipped mappings, no closing note under `compare`''s total row, and no notes on stderr (a forked child, a terminated command, the demo''s introduction, `check`''s verdict). Errors, and warnings about writes that go unreported, are always printed')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print less for people: no per-mapping table at the end of `track`, no list of skipped mappings, no closing note under `compare`''s total row, and no notes on stderr (a forked child, a terminated command, the demo''s introduction, `check`''s verdict). Errors, and warnings about writes that go unreported, are always printed')
             [CompletionResult]::new('--json-bitmap', '--json-bitmap', [CompletionResultType]::ParameterName, 'Add each delta''s dirty-page bitmap per tracked range to the JSON delta (`"bitmap"`)')
             [CompletionResult]::new('--view', '--view', [CompletionResultType]::ParameterName, 'Show a live picture of the tracked memory on the terminal instead of a stream. Each mapping (name and size in the left margin) is a block of rows of cells; every cell covers the same number of pages (in the header), so a mapping''s rows are proportional to its size, with at least one row per mapping (a huge sparse reservation takes most of the screen: zoom into the others). A cell is brightest when written in the newest delta, then fades over 16 deltas (colours, or ░▒▓█ with NO_COLOR). Keys: j/k or arrows select a mapping, Enter/z zooms into it, Esc/u zooms out, ? explains, q or Ctrl-C stops (as SIGINT does). With --output FILE the records also go to FILE, as NDJSON (or --format bitmap). Needs a terminal on stdout')
             [CompletionResult]::new('--no-freeze', '--no-freeze', [CompletionResultType]::ParameterName, 'With --method soft-dirty, do not stop the target while its bits are read and cleared: no pause for it, but a write between the read and the clear is lost')
@@ -69,16 +67,19 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             [CompletionResult]::new('--pid', '--pid', [CompletionResultType]::ParameterName, 'Process to attach to. It is never signalled, and it is left exactly as it was on exit')
             [CompletionResult]::new('-i', '-i', [CompletionResultType]::ParameterName, 'Time between harvests (e.g. 100ms, 1s, 2m), from 1ms to 100y')
             [CompletionResult]::new('--interval', '--interval', [CompletionResultType]::ParameterName, 'Time between harvests (e.g. 100ms, 1s, 2m), from 1ms to 100y')
-            [CompletionResult]::new('-r', '-r', [CompletionResultType]::ParameterName, 'Follow only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: the target''s whole address space')
-            [CompletionResult]::new('--range', '--range', [CompletionResultType]::ParameterName, 'Follow only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: the target''s whole address space')
+            [CompletionResult]::new('-r', '-r', [CompletionResultType]::ParameterName, 'Follow only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: every mapping that can ever be written (see the README, "What is tracked")')
+            [CompletionResult]::new('--range', '--range', [CompletionResultType]::ParameterName, 'Follow only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: every mapping that can ever be written (see the README, "What is tracked")')
             [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'Stop after N intervals (at least 1)')
             [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Stop after N intervals (at least 1)')
             [CompletionResult]::new('-d', '-d', [CompletionResultType]::ParameterName, 'Stop after this long (e.g. 10s). Longer than 100 years: until stopped')
             [CompletionResult]::new('--duration', '--duration', [CompletionResultType]::ParameterName, 'Stop after this long (e.g. 10s). Longer than 100 years: until stopped')
             [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Output format')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
-            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Write the output to FILE instead of stdout. A new file is created 0600; an existing one is truncated (and, if yours, made private: group and other permissions removed). As the kernel''s fs.protected_* rules do, whatever the sysctls say: in a sticky directory others can write (/tmp), a file owned neither by you nor by the directory''s owner is refused, and a symbolic link there is not followed unless it is yours or the directory owner''s; FILE itself is never a symbolic link. A FIFO waits for its reader (SIGINT or SIGTERM ends the wait, exit 0). - , /dev/stdout, /dev/stderr and /proc/self/fd/N write to that fd of ours')
-            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Write the output to FILE instead of stdout. A new file is created 0600; an existing one is truncated (and, if yours, made private: group and other permissions removed). As the kernel''s fs.protected_* rules do, whatever the sysctls say: in a sticky directory others can write (/tmp), a file owned neither by you nor by the directory''s owner is refused, and a symbolic link there is not followed unless it is yours or the directory owner''s; FILE itself is never a symbolic link. A FIFO waits for its reader (SIGINT or SIGTERM ends the wait, exit 0). - , /dev/stdout, /dev/stderr and /proc/self/fd/N write to that fd of ours')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Write the output to FILE instead of stdout, by the rules of `track --output`')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Write the output to FILE instead of stdout, by the rules of `track --output`')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour output for people: auto (on a terminal, unless NO_COLOR is set), always (even into a pipe), never')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print less for people: no per-mapping table at the end of `track`, no list of skipped mappings, no closing note under `compare`''s total row, and no notes on stderr (a forked child, a terminated command, the demo''s introduction, `check`''s verdict). Errors, and warnings about writes that go unreported, are always printed')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print less for people: no per-mapping table at the end of `track`, no list of skipped mappings, no closing note under `compare`''s total row, and no notes on stderr (a forked child, a terminated command, the demo''s introduction, `check`''s verdict). Errors, and warnings about writes that go unreported, are always printed')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break
@@ -98,13 +99,6 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break
         }
-        'uffd-dirty;bench-target' {
-            [CompletionResult]::new('--pages', '--pages', [CompletionResultType]::ParameterName, 'Pages in the buffer')
-            [CompletionResult]::new('--populate-every', '--populate-every', [CompletionResultType]::ParameterName, 'Every how many 2 MiB chunks one is populated (1: all; 0: none)')
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
-            break
-        }
         'uffd-dirty;demo' {
             [CompletionResult]::new('-i', '-i', [CompletionResultType]::ParameterName, 'Time between harvests, from 1ms to 100y')
             [CompletionResult]::new('--interval', '--interval', [CompletionResultType]::ParameterName, 'Time between harvests, from 1ms to 100y')
@@ -115,6 +109,9 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Write the output to FILE instead of stdout. A new file is created 0600; an existing one is truncated (and, if yours, made private: group and other permissions removed). As the kernel''s fs.protected_* rules do, whatever the sysctls say: in a sticky directory others can write (/tmp), a file owned neither by you nor by the directory''s owner is refused, and a symbolic link there is not followed unless it is yours or the directory owner''s; FILE itself is never a symbolic link. A FIFO waits for its reader (SIGINT or SIGTERM ends the wait, exit 0). - , /dev/stdout, /dev/stderr and /proc/self/fd/N write to that fd of ours')
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Write the output to FILE instead of stdout. A new file is created 0600; an existing one is truncated (and, if yours, made private: group and other permissions removed). As the kernel''s fs.protected_* rules do, whatever the sysctls say: in a sticky directory others can write (/tmp), a file owned neither by you nor by the directory''s owner is refused, and a symbolic link there is not followed unless it is yours or the directory owner''s; FILE itself is never a symbolic link. A FIFO waits for its reader (SIGINT or SIGTERM ends the wait, exit 0). - , /dev/stdout, /dev/stderr and /proc/self/fd/N write to that fd of ours')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour output for people: auto (on a terminal, unless NO_COLOR is set), always (even into a pipe), never')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print less for people: no per-mapping table at the end of `track`, no list of skipped mappings, no closing note under `compare`''s total row, and no notes on stderr (a forked child, a terminated command, the demo''s introduction, `check`''s verdict). Errors, and warnings about writes that go unreported, are always printed')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print less for people: no per-mapping table at the end of `track`, no list of skipped mappings, no closing note under `compare`''s total row, and no notes on stderr (a forked child, a terminated command, the demo''s introduction, `check`''s verdict). Errors, and warnings about writes that go unreported, are always printed')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break
@@ -122,8 +119,11 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
         'uffd-dirty;check' {
             [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Output format')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
-            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Write the output to FILE instead of stdout. A new file is created 0600; an existing one is truncated (and, if yours, made private: group and other permissions removed). As the kernel''s fs.protected_* rules do, whatever the sysctls say: in a sticky directory others can write (/tmp), a file owned neither by you nor by the directory''s owner is refused, and a symbolic link there is not followed unless it is yours or the directory owner''s; FILE itself is never a symbolic link. A FIFO waits for its reader (SIGINT or SIGTERM ends the wait, exit 0). - , /dev/stdout, /dev/stderr and /proc/self/fd/N write to that fd of ours')
-            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Write the output to FILE instead of stdout. A new file is created 0600; an existing one is truncated (and, if yours, made private: group and other permissions removed). As the kernel''s fs.protected_* rules do, whatever the sysctls say: in a sticky directory others can write (/tmp), a file owned neither by you nor by the directory''s owner is refused, and a symbolic link there is not followed unless it is yours or the directory owner''s; FILE itself is never a symbolic link. A FIFO waits for its reader (SIGINT or SIGTERM ends the wait, exit 0). - , /dev/stdout, /dev/stderr and /proc/self/fd/N write to that fd of ours')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Write the output to FILE instead of stdout, by the rules of `track --output`')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Write the output to FILE instead of stdout, by the rules of `track --output`')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour output for people: auto (on a terminal, unless NO_COLOR is set), always (even into a pipe), never')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print less for people: no per-mapping table at the end of `track`, no list of skipped mappings, no closing note under `compare`''s total row, and no notes on stderr (a forked child, a terminated command, the demo''s introduction, `check`''s verdict). Errors, and warnings about writes that go unreported, are always printed')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print less for people: no per-mapping table at the end of `track`, no list of skipped mappings, no closing note under `compare`''s total row, and no notes on stderr (a forked child, a terminated command, the demo''s introduction, `check`''s verdict). Errors, and warnings about writes that go unreported, are always printed')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break
@@ -137,57 +137,13 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break
         }
-        'uffd-dirty;writer' {
-            [CompletionResult]::new('--pages', '--pages', [CompletionResultType]::ParameterName, 'Pages in the region')
-            [CompletionResult]::new('--threads', '--threads', [CompletionResultType]::ParameterName, 'Writer threads; thread t owns the pages with index % threads == t')
-            [CompletionResult]::new('--bursts', '--bursts', [CompletionResultType]::ParameterName, 'Bursts per thread (0: until --run-for ends)')
-            [CompletionResult]::new('--burst-pages', '--burst-pages', [CompletionResultType]::ParameterName, 'Pages written per burst')
-            [CompletionResult]::new('--gap', '--gap', [CompletionResultType]::ParameterName, 'Pause between bursts')
-            [CompletionResult]::new('--run-for', '--run-for', [CompletionResultType]::ParameterName, 'Stop writing after this long (over 100 years: never)')
-            [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'What to do before writing')
-            [CompletionResult]::new('--sleep', '--sleep', [CompletionResultType]::ParameterName, 'Sleep length for --wait nanosleep')
-            [CompletionResult]::new('--pre-write', '--pre-write', [CompletionResultType]::ParameterName, 'Pages [0, N) are written before waiting')
-            [CompletionResult]::new('--pre-read', '--pre-read', [CompletionResultType]::ParameterName, 'Pages [pre-write, pre-write + N) are only read before waiting (zero page)')
-            [CompletionResult]::new('--spinner', '--spinner', [CompletionResultType]::ParameterName, 'Run a thread that spins (so it is the one a tracker borrows) for this long, then exits')
-            [CompletionResult]::new('--linger', '--linger', [CompletionResultType]::ParameterName, 'Pause after the last burst before exiting (or holding)')
-            [CompletionResult]::new('--pattern', '--pattern', [CompletionResultType]::ParameterName, 'pattern')
-            [CompletionResult]::new('--write-first', '--write-first', [CompletionResultType]::ParameterName, 'Bursts write only pages [0, N) of the region (0: all of it); the rest stays untouched')
-            [CompletionResult]::new('--seed', '--seed', [CompletionResultType]::ParameterName, 'seed')
-            [CompletionResult]::new('--log', '--log', [CompletionResultType]::ParameterName, 'Write the ground-truth log (NDJSON) here')
-            [CompletionResult]::new('--until-stdin', '--until-stdin', [CompletionResultType]::ParameterName, 'Stop writing at the first byte on stdin, or its end (after --wait''s byte, if any), as well as at --run-for: a test that needs writes until it has looked says when to stop')
-            [CompletionResult]::new('--hold', '--hold', [CompletionResultType]::ParameterName, 'After the last burst, print `done` and wait for stdin to close before exiting')
-            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print nothing on stdout (no `ready` line): the demo''s writer shares the tracker''s stdout')
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
-            break
-        }
-        'uffd-dirty;scenario' {
-            [CompletionResult]::new('--steps', '--steps', [CompletionResultType]::ParameterName, 'Rounds of the scenario after the go byte')
-            [CompletionResult]::new('--seed', '--seed', [CompletionResultType]::ParameterName, 'seed')
-            [CompletionResult]::new('--gap', '--gap', [CompletionResultType]::ParameterName, 'Pause between rounds')
-            [CompletionResult]::new('--log', '--log', [CompletionResultType]::ParameterName, 'Write the ground-truth log (NDJSON) here')
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
-            break
-        }
-        'uffd-dirty;attach-helper' {
-            [CompletionResult]::new('--pid', '--pid', [CompletionResultType]::ParameterName, 'The target (its pidfd is fd 4)')
-            [CompletionResult]::new('--launched', '--launched', [CompletionResultType]::ParameterName, 'The target is a launched command waiting to exec: seize it first (on order)')
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
-            break
-        }
         'uffd-dirty;help' {
             [CompletionResult]::new('track', 'track', [CompletionResultType]::ParameterValue, 'Track the dirty pages of a running process (--pid) or of a command it launches')
             [CompletionResult]::new('compare', 'compare', [CompletionResultType]::ParameterValue, 'Run uffd-wp and soft-dirty tracking on the same target at once, and compare them')
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Measure the harvest cost of every available method on the same workload (Markdown table)')
-            [CompletionResult]::new('bench-target', 'bench-target', [CompletionResultType]::ParameterValue, 'The benchmark''s target process (used by `bench`)')
             [CompletionResult]::new('demo', 'demo', [CompletionResultType]::ParameterValue, 'Launch a small built-in writer and track it live: see what the tool does in seconds')
             [CompletionResult]::new('check', 'check', [CompletionResultType]::ParameterValue, 'Report what this machine''s kernel offers for dirty-page tracking, and what to fix')
             [CompletionResult]::new('report', 'report', [CompletionResultType]::ParameterValue, 'Render a recorded run (the output of `track --format json`) as a self-contained heatmap of time × address, with the write-rate curve and per-mapping totals')
-            [CompletionResult]::new('writer', 'writer', [CompletionResultType]::ParameterValue, 'A workload that writes pages in bursts and logs exactly which (used by the tests)')
-            [CompletionResult]::new('scenario', 'scenario', [CompletionResultType]::ParameterValue, 'Ground-truth scenarios of a changing address space (used by the tests)')
-            [CompletionResult]::new('attach-helper', 'attach-helper', [CompletionResultType]::ParameterValue, 'The attach helper (started by `track` itself: it borrows the target''s thread)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -200,9 +156,6 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
         'uffd-dirty;help;bench' {
             break
         }
-        'uffd-dirty;help;bench-target' {
-            break
-        }
         'uffd-dirty;help;demo' {
             break
         }
@@ -210,15 +163,6 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             break
         }
         'uffd-dirty;help;report' {
-            break
-        }
-        'uffd-dirty;help;writer' {
-            break
-        }
-        'uffd-dirty;help;scenario' {
-            break
-        }
-        'uffd-dirty;help;attach-helper' {
             break
         }
         'uffd-dirty;help;help' {

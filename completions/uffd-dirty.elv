@@ -25,13 +25,9 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand track 'Track the dirty pages of a running process (--pid) or of a command it launches'
             cand compare 'Run uffd-wp and soft-dirty tracking on the same target at once, and compare them'
             cand bench 'Measure the harvest cost of every available method on the same workload (Markdown table)'
-            cand bench-target 'The benchmark''s target process (used by `bench`)'
             cand demo 'Launch a small built-in writer and track it live: see what the tool does in seconds'
             cand check 'Report what this machine''s kernel offers for dirty-page tracking, and what to fix'
             cand report 'Render a recorded run (the output of `track --format json`) as a self-contained heatmap of time × address, with the write-rate curve and per-mapping totals'
-            cand writer 'A workload that writes pages in bursts and logs exactly which (used by the tests)'
-            cand scenario 'Ground-truth scenarios of a changing address space (used by the tests)'
-            cand attach-helper 'The attach helper (started by `track` itself: it borrows the target''s thread)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'uffd-dirty;track'= {
@@ -39,8 +35,8 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand --pid 'Process to attach to. It is never signalled, and it is left exactly as it was on exit'
             cand -i 'Time between harvests (e.g. 100ms, 1s, 2m), from 1ms to 100y'
             cand --interval 'Time between harvests (e.g. 100ms, 1s, 2m), from 1ms to 100y'
-            cand -r 'Follow only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: the target''s whole address space'
-            cand --range 'Follow only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: the target''s whole address space'
+            cand -r 'Follow only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: every mapping that can ever be written (see the README, "What is tracked")'
+            cand --range 'Follow only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: every mapping that can ever be written (see the README, "What is tracked")'
             cand -n 'Stop after N intervals (at least 1)'
             cand --count 'Stop after N intervals (at least 1)'
             cand -d 'Stop after this long (e.g. 10s). Longer than 100 years: until stopped'
@@ -51,7 +47,9 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand --format 'Output format'
             cand -o 'Write the output to FILE instead of stdout. A new file is created 0600; an existing one is truncated (and, if yours, made private: group and other permissions removed). As the kernel''s fs.protected_* rules do, whatever the sysctls say: in a sticky directory others can write (/tmp), a file owned neither by you nor by the directory''s owner is refused, and a symbolic link there is not followed unless it is yours or the directory owner''s; FILE itself is never a symbolic link. A FIFO waits for its reader (SIGINT or SIGTERM ends the wait, exit 0). - , /dev/stdout, /dev/stderr and /proc/self/fd/N write to that fd of ours'
             cand --output 'Write the output to FILE instead of stdout. A new file is created 0600; an existing one is truncated (and, if yours, made private: group and other permissions removed). As the kernel''s fs.protected_* rules do, whatever the sysctls say: in a sticky directory others can write (/tmp), a file owned neither by you nor by the directory''s owner is refused, and a symbolic link there is not followed unless it is yours or the directory owner''s; FILE itself is never a symbolic link. A FIFO waits for its reader (SIGINT or SIGTERM ends the wait, exit 0). - , /dev/stdout, /dev/stderr and /proc/self/fd/N write to that fd of ours'
-            cand --arm 'How to apply the initial write-protection (auto: PAGEMAP_SCAN where the kernel has the PMD-hole fix, else UFFDIO_WRITEPROTECT). For testing both paths on one kernel'
+            cand --color 'When to colour output for people: auto (on a terminal, unless NO_COLOR is set), always (even into a pipe), never'
+            cand -q 'Print less for people: no per-mapping table at the end of `track`, no list of skipped mappings, no closing note under `compare`''s total row, and no notes on stderr (a forked child, a terminated command, the demo''s introduction, `check`''s verdict). Errors, and warnings about writes that go unreported, are always printed'
+            cand --quiet 'Print less for people: no per-mapping table at the end of `track`, no list of skipped mappings, no closing note under `compare`''s total row, and no notes on stderr (a forked child, a terminated command, the demo''s introduction, `check`''s verdict). Errors, and warnings about writes that go unreported, are always printed'
             cand --json-bitmap 'Add each delta''s dirty-page bitmap per tracked range to the JSON delta (`"bitmap"`)'
             cand --view 'Show a live picture of the tracked memory on the terminal instead of a stream. Each mapping (name and size in the left margin) is a block of rows of cells; every cell covers the same number of pages (in the header), so a mapping''s rows are proportional to its size, with at least one row per mapping (a huge sparse reservation takes most of the screen: zoom into the others). A cell is brightest when written in the newest delta, then fades over 16 deltas (colours, or ░▒▓█ with NO_COLOR). Keys: j/k or arrows select a mapping, Enter/z zooms into it, Esc/u zooms out, ? explains, q or Ctrl-C stops (as SIGINT does). With --output FILE the records also go to FILE, as NDJSON (or --format bitmap). Needs a terminal on stdout'
             cand --no-freeze 'With --method soft-dirty, do not stop the target while its bits are read and cleared: no pause for it, but a write between the read and the clear is lost'
@@ -64,16 +62,19 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand --pid 'Process to attach to. It is never signalled, and it is left exactly as it was on exit'
             cand -i 'Time between harvests (e.g. 100ms, 1s, 2m), from 1ms to 100y'
             cand --interval 'Time between harvests (e.g. 100ms, 1s, 2m), from 1ms to 100y'
-            cand -r 'Follow only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: the target''s whole address space'
-            cand --range 'Follow only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: the target''s whole address space'
+            cand -r 'Follow only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: every mapping that can ever be written (see the README, "What is tracked")'
+            cand --range 'Follow only START-END (hex with 0x, or decimal; END exclusive; page-aligned). Repeatable. Default: every mapping that can ever be written (see the README, "What is tracked")'
             cand -n 'Stop after N intervals (at least 1)'
             cand --count 'Stop after N intervals (at least 1)'
             cand -d 'Stop after this long (e.g. 10s). Longer than 100 years: until stopped'
             cand --duration 'Stop after this long (e.g. 10s). Longer than 100 years: until stopped'
             cand -f 'Output format'
             cand --format 'Output format'
-            cand -o 'Write the output to FILE instead of stdout. A new file is created 0600; an existing one is truncated (and, if yours, made private: group and other permissions removed). As the kernel''s fs.protected_* rules do, whatever the sysctls say: in a sticky directory others can write (/tmp), a file owned neither by you nor by the directory''s owner is refused, and a symbolic link there is not followed unless it is yours or the directory owner''s; FILE itself is never a symbolic link. A FIFO waits for its reader (SIGINT or SIGTERM ends the wait, exit 0). - , /dev/stdout, /dev/stderr and /proc/self/fd/N write to that fd of ours'
-            cand --output 'Write the output to FILE instead of stdout. A new file is created 0600; an existing one is truncated (and, if yours, made private: group and other permissions removed). As the kernel''s fs.protected_* rules do, whatever the sysctls say: in a sticky directory others can write (/tmp), a file owned neither by you nor by the directory''s owner is refused, and a symbolic link there is not followed unless it is yours or the directory owner''s; FILE itself is never a symbolic link. A FIFO waits for its reader (SIGINT or SIGTERM ends the wait, exit 0). - , /dev/stdout, /dev/stderr and /proc/self/fd/N write to that fd of ours'
+            cand -o 'Write the output to FILE instead of stdout, by the rules of `track --output`'
+            cand --output 'Write the output to FILE instead of stdout, by the rules of `track --output`'
+            cand --color 'When to colour output for people: auto (on a terminal, unless NO_COLOR is set), always (even into a pipe), never'
+            cand -q 'Print less for people: no per-mapping table at the end of `track`, no list of skipped mappings, no closing note under `compare`''s total row, and no notes on stderr (a forked child, a terminated command, the demo''s introduction, `check`''s verdict). Errors, and warnings about writes that go unreported, are always printed'
+            cand --quiet 'Print less for people: no per-mapping table at the end of `track`, no list of skipped mappings, no closing note under `compare`''s total row, and no notes on stderr (a forked child, a terminated command, the demo''s introduction, `check`''s verdict). Errors, and warnings about writes that go unreported, are always printed'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
@@ -91,12 +92,6 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
-        &'uffd-dirty;bench-target'= {
-            cand --pages 'Pages in the buffer'
-            cand --populate-every 'Every how many 2 MiB chunks one is populated (1: all; 0: none)'
-            cand -h 'Print help'
-            cand --help 'Print help'
-        }
         &'uffd-dirty;demo'= {
             cand -i 'Time between harvests, from 1ms to 100y'
             cand --interval 'Time between harvests, from 1ms to 100y'
@@ -107,14 +102,20 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand --format 'Output format'
             cand -o 'Write the output to FILE instead of stdout. A new file is created 0600; an existing one is truncated (and, if yours, made private: group and other permissions removed). As the kernel''s fs.protected_* rules do, whatever the sysctls say: in a sticky directory others can write (/tmp), a file owned neither by you nor by the directory''s owner is refused, and a symbolic link there is not followed unless it is yours or the directory owner''s; FILE itself is never a symbolic link. A FIFO waits for its reader (SIGINT or SIGTERM ends the wait, exit 0). - , /dev/stdout, /dev/stderr and /proc/self/fd/N write to that fd of ours'
             cand --output 'Write the output to FILE instead of stdout. A new file is created 0600; an existing one is truncated (and, if yours, made private: group and other permissions removed). As the kernel''s fs.protected_* rules do, whatever the sysctls say: in a sticky directory others can write (/tmp), a file owned neither by you nor by the directory''s owner is refused, and a symbolic link there is not followed unless it is yours or the directory owner''s; FILE itself is never a symbolic link. A FIFO waits for its reader (SIGINT or SIGTERM ends the wait, exit 0). - , /dev/stdout, /dev/stderr and /proc/self/fd/N write to that fd of ours'
+            cand --color 'When to colour output for people: auto (on a terminal, unless NO_COLOR is set), always (even into a pipe), never'
+            cand -q 'Print less for people: no per-mapping table at the end of `track`, no list of skipped mappings, no closing note under `compare`''s total row, and no notes on stderr (a forked child, a terminated command, the demo''s introduction, `check`''s verdict). Errors, and warnings about writes that go unreported, are always printed'
+            cand --quiet 'Print less for people: no per-mapping table at the end of `track`, no list of skipped mappings, no closing note under `compare`''s total row, and no notes on stderr (a forked child, a terminated command, the demo''s introduction, `check`''s verdict). Errors, and warnings about writes that go unreported, are always printed'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
         &'uffd-dirty;check'= {
             cand -f 'Output format'
             cand --format 'Output format'
-            cand -o 'Write the output to FILE instead of stdout. A new file is created 0600; an existing one is truncated (and, if yours, made private: group and other permissions removed). As the kernel''s fs.protected_* rules do, whatever the sysctls say: in a sticky directory others can write (/tmp), a file owned neither by you nor by the directory''s owner is refused, and a symbolic link there is not followed unless it is yours or the directory owner''s; FILE itself is never a symbolic link. A FIFO waits for its reader (SIGINT or SIGTERM ends the wait, exit 0). - , /dev/stdout, /dev/stderr and /proc/self/fd/N write to that fd of ours'
-            cand --output 'Write the output to FILE instead of stdout. A new file is created 0600; an existing one is truncated (and, if yours, made private: group and other permissions removed). As the kernel''s fs.protected_* rules do, whatever the sysctls say: in a sticky directory others can write (/tmp), a file owned neither by you nor by the directory''s owner is refused, and a symbolic link there is not followed unless it is yours or the directory owner''s; FILE itself is never a symbolic link. A FIFO waits for its reader (SIGINT or SIGTERM ends the wait, exit 0). - , /dev/stdout, /dev/stderr and /proc/self/fd/N write to that fd of ours'
+            cand -o 'Write the output to FILE instead of stdout, by the rules of `track --output`'
+            cand --output 'Write the output to FILE instead of stdout, by the rules of `track --output`'
+            cand --color 'When to colour output for people: auto (on a terminal, unless NO_COLOR is set), always (even into a pipe), never'
+            cand -q 'Print less for people: no per-mapping table at the end of `track`, no list of skipped mappings, no closing note under `compare`''s total row, and no notes on stderr (a forked child, a terminated command, the demo''s introduction, `check`''s verdict). Errors, and warnings about writes that go unreported, are always printed'
+            cand --quiet 'Print less for people: no per-mapping table at the end of `track`, no list of skipped mappings, no closing note under `compare`''s total row, and no notes on stderr (a forked child, a terminated command, the demo''s introduction, `check`''s verdict). Errors, and warnings about writes that go unreported, are always printed'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
@@ -126,54 +127,13 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
-        &'uffd-dirty;writer'= {
-            cand --pages 'Pages in the region'
-            cand --threads 'Writer threads; thread t owns the pages with index % threads == t'
-            cand --bursts 'Bursts per thread (0: until --run-for ends)'
-            cand --burst-pages 'Pages written per burst'
-            cand --gap 'Pause between bursts'
-            cand --run-for 'Stop writing after this long (over 100 years: never)'
-            cand --wait 'What to do before writing'
-            cand --sleep 'Sleep length for --wait nanosleep'
-            cand --pre-write 'Pages [0, N) are written before waiting'
-            cand --pre-read 'Pages [pre-write, pre-write + N) are only read before waiting (zero page)'
-            cand --spinner 'Run a thread that spins (so it is the one a tracker borrows) for this long, then exits'
-            cand --linger 'Pause after the last burst before exiting (or holding)'
-            cand --pattern 'pattern'
-            cand --write-first 'Bursts write only pages [0, N) of the region (0: all of it); the rest stays untouched'
-            cand --seed 'seed'
-            cand --log 'Write the ground-truth log (NDJSON) here'
-            cand --until-stdin 'Stop writing at the first byte on stdin, or its end (after --wait''s byte, if any), as well as at --run-for: a test that needs writes until it has looked says when to stop'
-            cand --hold 'After the last burst, print `done` and wait for stdin to close before exiting'
-            cand --quiet 'Print nothing on stdout (no `ready` line): the demo''s writer shares the tracker''s stdout'
-            cand -h 'Print help (see more with ''--help'')'
-            cand --help 'Print help (see more with ''--help'')'
-        }
-        &'uffd-dirty;scenario'= {
-            cand --steps 'Rounds of the scenario after the go byte'
-            cand --seed 'seed'
-            cand --gap 'Pause between rounds'
-            cand --log 'Write the ground-truth log (NDJSON) here'
-            cand -h 'Print help (see more with ''--help'')'
-            cand --help 'Print help (see more with ''--help'')'
-        }
-        &'uffd-dirty;attach-helper'= {
-            cand --pid 'The target (its pidfd is fd 4)'
-            cand --launched 'The target is a launched command waiting to exec: seize it first (on order)'
-            cand -h 'Print help'
-            cand --help 'Print help'
-        }
         &'uffd-dirty;help'= {
             cand track 'Track the dirty pages of a running process (--pid) or of a command it launches'
             cand compare 'Run uffd-wp and soft-dirty tracking on the same target at once, and compare them'
             cand bench 'Measure the harvest cost of every available method on the same workload (Markdown table)'
-            cand bench-target 'The benchmark''s target process (used by `bench`)'
             cand demo 'Launch a small built-in writer and track it live: see what the tool does in seconds'
             cand check 'Report what this machine''s kernel offers for dirty-page tracking, and what to fix'
             cand report 'Render a recorded run (the output of `track --format json`) as a self-contained heatmap of time × address, with the write-rate curve and per-mapping totals'
-            cand writer 'A workload that writes pages in bursts and logs exactly which (used by the tests)'
-            cand scenario 'Ground-truth scenarios of a changing address space (used by the tests)'
-            cand attach-helper 'The attach helper (started by `track` itself: it borrows the target''s thread)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'uffd-dirty;help;track'= {
@@ -182,19 +142,11 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
         }
         &'uffd-dirty;help;bench'= {
         }
-        &'uffd-dirty;help;bench-target'= {
-        }
         &'uffd-dirty;help;demo'= {
         }
         &'uffd-dirty;help;check'= {
         }
         &'uffd-dirty;help;report'= {
-        }
-        &'uffd-dirty;help;writer'= {
-        }
-        &'uffd-dirty;help;scenario'= {
-        }
-        &'uffd-dirty;help;attach-helper'= {
         }
         &'uffd-dirty;help;help'= {
         }

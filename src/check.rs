@@ -14,7 +14,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::cli::Format;
+use crate::cli::TableFormat;
 use crate::exit::ExitCode;
 use crate::sys::{self, abi};
 use crate::uffd;
@@ -111,16 +111,25 @@ pub struct Report {
 }
 
 /// Print the report for this machine; exit 0 when `track` can work, 69 when it cannot.
-pub fn run(output: &crate::cli::Output) -> Result<ExitCode> {
-    if output.format == Format::Bitmap {
-        return Err(crate::exit::usage(
-            "--format bitmap applies to `track` only: use human or json",
-        ));
-    }
+pub fn run(output: &crate::cli::TableOutput) -> Result<ExitCode> {
     let report = report();
     let to_stdout = crate::output::sink::Destination::of(output.output.as_deref()).is_stdout();
-    let mut sink = crate::output::sink_for(output, None)?.writer;
-    match print(&report, output.format, &mut sink, to_stdout).and_then(|()| sink.flush()) {
+    let mut sink = crate::output::sink_for(output.output.as_deref(), None)?.writer;
+    // Colour (auto) only for a terminal on stdout, never into a file.
+    let colour = output
+        .look
+        .color
+        .enabled(to_stdout && io::stdout().is_terminal());
+    let printed = print(&report, output.format, &mut sink, colour);
+    if output.format == TableFormat::Human && !output.look.quiet {
+        let verdict = if report.track_possible {
+            "track can work on this machine"
+        } else {
+            "track cannot work on this machine: see the `missing` items"
+        };
+        eprintln!("uffd-dirty check: {verdict}");
+    }
+    match printed.and_then(|()| sink.flush()) {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
         other => other.context("writing the report to stdout")?,
     }
@@ -215,16 +224,18 @@ pub fn report() -> Report {
     }
 }
 
-fn print(report: &Report, format: Format, out: &mut dyn Write, to_stdout: bool) -> io::Result<()> {
+fn print(
+    report: &Report,
+    format: TableFormat,
+    out: &mut dyn Write,
+    colour: bool,
+) -> io::Result<()> {
     match format {
-        Format::Json => {
+        TableFormat::Json => {
             serde_json::to_writer(&mut *out, report)?;
             writeln!(out)?;
         }
-        Format::Human | Format::Bitmap => {
-            // Colour only for a terminal on stdout, never into a file.
-            let colour =
-                to_stdout && io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        TableFormat::Human => {
             let name_width = report.items.iter().map(|i| i.name.len()).max().unwrap_or(0);
             for item in &report.items {
                 let word = item.status.word();
@@ -241,12 +252,6 @@ fn print(report: &Report, format: Format, out: &mut dyn Write, to_stdout: bool) 
                 }
                 writeln!(out)?;
             }
-            let verdict = if report.track_possible {
-                "track can work on this machine".to_string()
-            } else {
-                "track cannot work on this machine: see the `missing` items".to_string()
-            };
-            eprintln!("uffd-dirty check: {verdict}");
         }
     }
     out.flush()

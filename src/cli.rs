@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum, ValueHint};
 
 use crate::maps::Span;
 
@@ -74,8 +74,58 @@ pub enum Format {
     /// NDJSON: one JSON object per line, for scripts.
     Json,
     /// `SEQ START END HEX` per tracked range per delta: the dirty-page bitmap, bit i = page
-    /// START + i*page_size, least significant bit first in each byte (track only).
+    /// START + i*page_size, least significant bit first in each byte.
     Bitmap,
+}
+
+/// The formats of the commands that print a table or a report, not deltas (`check`,
+/// `compare`): `bitmap` is a per-delta format, so it is not offered there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TableFormat {
+    /// Aligned text for people.
+    Human,
+    /// NDJSON: one JSON object per line, for scripts.
+    Json,
+}
+
+/// When to colour (and embolden) output for people; NDJSON and bitmaps are never coloured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum ColorChoice {
+    /// On a terminal, unless NO_COLOR is set.
+    #[default]
+    Auto,
+    /// Always, even into a pipe or a file, and whatever NO_COLOR says.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether to colour output that goes to a terminal when `to_terminal` (`auto`).
+    pub fn enabled(self, to_terminal: bool) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => to_terminal && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
+}
+
+/// How chatty and how colourful the output for people is: shared by every command that
+/// prints for people.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Look {
+    /// Print less for people: no per-mapping table at the end of `track`, no list of skipped
+    /// mappings, no closing note under `compare`'s total row, and no notes on stderr (a forked
+    /// child, a terminated command, the demo's introduction, `check`'s verdict). Errors, and
+    /// warnings about writes that go unreported, are always printed.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// When to colour output for people: auto (on a terminal, unless NO_COLOR is set),
+    /// always (even into a pipe), never.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -111,8 +161,27 @@ pub struct Output {
     /// directory owner's; FILE itself is never a symbolic link. A FIFO waits for its reader
     /// (SIGINT or SIGTERM ends the wait, exit 0). - , /dev/stdout, /dev/stderr and
     /// /proc/self/fd/N write to that fd of ours.
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(short, long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub output: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub look: Look,
+}
+
+/// `--format`, `--output` and the look of `check` and `compare`: as [`Output`], without the
+/// per-delta `bitmap` format.
+#[derive(Debug, Clone, Args)]
+pub struct TableOutput {
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = TableFormat::Human)]
+    pub format: TableFormat,
+
+    /// Write the output to FILE instead of stdout, by the rules of `track --output`.
+    #[arg(short, long, value_name = "FILE", value_hint = ValueHint::FilePath)]
+    pub output: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub look: Look,
 }
 
 /// What to follow and for how long: shared by `track` and `compare`.
@@ -123,30 +192,33 @@ pub struct TargetArgs {
         short,
         long,
         value_name = "PID",
+        value_hint = ValueHint::Other,
+        allow_negative_numbers = true,
         required_unless_present = "command",
         conflicts_with = "command"
     )]
     pub pid: Option<i32>,
 
     /// Time between harvests (e.g. 100ms, 1s, 2m), from 1ms to 100y.
-    #[arg(short, long, value_name = "DURATION", default_value = "1s", value_parser = parse_interval, allow_hyphen_values = true)]
+    #[arg(short, long, value_name = "DURATION", default_value = "1s", value_parser = parse_interval, allow_hyphen_values = true, value_hint = ValueHint::Other)]
     pub interval: Duration,
 
     /// Follow only START-END (hex with 0x, or decimal; END exclusive; page-aligned).
-    /// Repeatable. Default: the target's whole address space.
-    #[arg(short, long = "range", value_name = "START-END", value_parser = parse_range)]
+    /// Repeatable. Default: every mapping that can ever be written (see the README, "What is
+    /// tracked").
+    #[arg(short, long = "range", value_name = "START-END", value_parser = parse_range, value_hint = ValueHint::Other)]
     pub ranges: Vec<Span>,
 
     /// Stop after N intervals (at least 1).
-    #[arg(short = 'n', long, value_name = "N", value_parser = parse_count, allow_hyphen_values = true)]
+    #[arg(short = 'n', long, value_name = "N", value_parser = parse_count, allow_hyphen_values = true, value_hint = ValueHint::Other)]
     pub count: Option<u64>,
 
     /// Stop after this long (e.g. 10s). Longer than 100 years: until stopped.
-    #[arg(short, long, value_name = "DURATION", value_parser = parse_run_time, allow_hyphen_values = true)]
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_run_time, allow_hyphen_values = true, value_hint = ValueHint::Other)]
     pub duration: Option<Duration>,
 
     /// Command to launch and follow from its first instruction (after `--`).
-    #[arg(last = true, value_name = "CMD")]
+    #[arg(last = true, value_name = "CMD", value_hint = ValueHint::CommandWithArguments)]
     pub command: Vec<OsString>,
 }
 
@@ -211,17 +283,17 @@ pub struct CompareArgs {
     pub target: TargetArgs,
 
     #[command(flatten)]
-    pub output: Output,
+    pub output: TableOutput,
 }
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Time between harvests, from 1ms to 100y.
-    #[arg(short, long, value_name = "DURATION", default_value = "250ms", value_parser = parse_interval, allow_hyphen_values = true)]
+    #[arg(short, long, value_name = "DURATION", default_value = "250ms", value_parser = parse_interval, allow_hyphen_values = true, value_hint = ValueHint::Other)]
     pub interval: Duration,
 
     /// How long the demo runs. Longer than 100 years: until stopped.
-    #[arg(short, long, value_name = "DURATION", default_value = "5s", value_parser = parse_run_time, allow_hyphen_values = true)]
+    #[arg(short, long, value_name = "DURATION", default_value = "5s", value_parser = parse_run_time, allow_hyphen_values = true, value_hint = ValueHint::Other)]
     pub duration: Duration,
 
     /// Also keep the writer's exact log of written pages here.
@@ -235,7 +307,7 @@ pub struct DemoArgs {
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     #[command(flatten)]
-    pub output: Output,
+    pub output: TableOutput,
 }
 
 #[derive(Debug, Args)]
@@ -308,7 +380,21 @@ fn parse_positive(s: &str) -> Result<Option<Duration>, String> {
 /// parsers' messages already name the problem and the fix. `None` for every other kind of
 /// error (help, version, missing or unknown arguments), which clap prints itself.
 pub fn one_line_error(err: &clap::Error) -> Option<String> {
-    if err.kind() != clap::error::ErrorKind::ValueValidation {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if err.kind() == ErrorKind::UnknownArgument {
+        // `-5` where no option takes it: clap's tip ("to pass '-5' as a value, use '-- -5'")
+        // would launch a command named `-5`.
+        if let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) {
+            let digits = arg.strip_prefix('-').unwrap_or(arg);
+            if digits.starts_with(|c: char| c.is_ascii_digit()) {
+                return Some(format!(
+                    "unexpected argument '{arg}': no option takes a negative number (give a positive value, e.g. 5)"
+                ));
+            }
+        }
+        return None;
+    }
+    if err.kind() != ErrorKind::ValueValidation {
         return None;
     }
     let text = err.render().to_string();
@@ -318,6 +404,9 @@ pub fn one_line_error(err: &clap::Error) -> Option<String> {
 
 /// A count of intervals: at least 1.
 pub fn parse_count(s: &str) -> Result<u64, String> {
+    if s.trim_start().starts_with('-') {
+        return Err("a count cannot be negative: give 1 or more, e.g. 10".into());
+    }
     match s.trim().parse::<u64>() {
         Ok(0) => Err("0 intervals would end before the first harvest: give at least 1".into()),
         Ok(n) => Ok(n),
@@ -542,7 +631,23 @@ mod tests {
                 "time unit needed",
             ),
             (vec!["track", "--pid", "1", "--count", "0"], "at least 1"),
-            (vec!["track", "--pid", "1", "--count", "-1"], "whole number"),
+            (
+                vec!["track", "--pid", "1", "--count", "-1"],
+                "cannot be negative",
+            ),
+            (
+                vec!["track", "--pid", "1", "--count=-5"],
+                "cannot be negative",
+            ),
+            (
+                vec!["track", "--pid", "1", "--interval=-5"],
+                "cannot be negative",
+            ),
+            (
+                vec!["track", "--pid", "1", "-i", "-5"],
+                "cannot be negative",
+            ),
+            (vec!["track", "--pid", "1", "--count", "x"], "whole number"),
             (
                 vec!["compare", "--pid", "1", "--interval", huge],
                 "at most 100y",
@@ -551,7 +656,9 @@ mod tests {
             (vec!["demo", "--duration", "0ms"], "at least 1ms"),
             (vec!["bench", "--run-time", huge], "at most 100y"),
             (vec!["bench", "--run-time", "0s"], "at least 1ms"),
-            (vec!["bench", "--rounds", "0"], "not in 1.."),
+            (vec!["bench", "--rounds", "0"], "at least 1 round"),
+            (vec!["bench", "--rounds", "-5"], "at least 1 round"),
+            (vec!["bench", "--run-time", "-5"], "cannot be negative"),
             (vec!["bench", "--rates", "10,0"], "not in 1..=1000"),
             (vec!["bench", "--rates", "5000"], "not in 1..=1000"),
             (vec!["bench", "--sizes", "1G,200000G"], "user address space"),

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::attach::Frozen;
-use crate::cli::{ArmMethod, CompareArgs, Format, Method};
+use crate::cli::{ArmMethod, CompareArgs, Method, TableFormat as Format};
 use crate::exit::{ExitCode, unsupported};
 use crate::maps::{self, Span};
 use crate::output::{DirtyRun, Timestamp, dirty_runs};
@@ -97,12 +97,15 @@ fn print_row(
     )
 }
 
+/// The first line of human output; the interval in the words `track` uses.
+fn header(pid: i32, interval: std::time::Duration) -> String {
+    format!(
+        "comparing uffd-wp (pagemap-scan) with soft-dirty on PID {pid}, every {}; pages, then ms",
+        crate::output::words::duration(interval)
+    )
+}
+
 pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
-    if args.output.format == Format::Bitmap {
-        return Err(crate::exit::usage(
-            "--format bitmap applies to `track` only: use human or json",
-        ));
-    }
     let support = uffd::probe()?;
     support.require_async_wp()?;
     if !crate::scan::soft_dirty::works().context("probing soft-dirty")? {
@@ -114,6 +117,9 @@ pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
     let scope = args.target.scope();
     let arming = Arming::choose(ArmMethod::Auto, &support);
     let (target, mut child) = track::open_target(&args.target, Method::PagemapScan)?;
+    if let Some(c) = child.as_mut() {
+        c.quiet = args.output.look.quiet;
+    }
     let mut uffd_side = track::attach_mm(
         &target,
         &scope,
@@ -144,7 +150,7 @@ pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
     // records them).
     let (mut blind, found) = crate::blind::Watch::start(target.pid, page_size);
     blind.warn(&found);
-    let mut out = crate::output::sink_for(&args.output, Some(stop))?.writer;
+    let mut out = crate::output::sink_for(args.output.output.as_deref(), Some(stop))?.writer;
     let begin = Begin {
         pid: target.pid,
         page_size,
@@ -157,11 +163,7 @@ pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
         out.flush()?;
     }
     if args.output.format == Format::Human {
-        writeln!(
-            out,
-            "comparing uffd-wp (pagemap-scan) with soft-dirty on PID {}, every {:?}; pages, then ms",
-            target.pid, args.target.interval
-        )?;
+        writeln!(out, "{}", header(target.pid, args.target.interval))?;
         writeln!(
             out,
             "{:>8} {:>10} {:>10} {:>12} {:>10} {:>12} {:>10} {:>10}",
@@ -263,7 +265,7 @@ pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
             Format::Json => serde_json::to_writer(&mut out, &Record::Compare(&interval))
                 .map_err(io::Error::from)
                 .and_then(|()| writeln!(out)),
-            Format::Human | Format::Bitmap => print_row(
+            Format::Human => print_row(
                 &mut out,
                 &seq.to_string(),
                 interval.both,
@@ -292,7 +294,7 @@ pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
         Format::Json => serde_json::to_writer(&mut out, &Record::CompareTotal(&total))
             .map_err(io::Error::from)
             .and_then(|()| writeln!(out)),
-        Format::Human | Format::Bitmap => {
+        Format::Human => {
             let mean = |v: u64| v.checked_div(total.intervals).unwrap_or(0);
             let c = Costs {
                 uffd_us: mean(total.costs.uffd_us),
@@ -309,6 +311,9 @@ pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
                 &c,
             )
             .and_then(|()| {
+                if args.output.look.quiet {
+                    return Ok(());
+                }
                 writeln!(
                     out,
                     "(costs in the total row are means per interval; ended: {reason})"
@@ -329,4 +334,18 @@ pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
         Some(s) if reason == "target-exited" => ExitCode::Command(s.clamp(0, 255) as u8),
         _ => ExitCode::Success,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn the_interval_reads_as_in_track() {
+        // `{:?}` made it "200ms" here and "200 ms" in track's header.
+        let line = super::header(42, Duration::from_millis(200));
+        assert!(line.contains(", every 200 ms;"), "{line}");
+        let line = super::header(42, Duration::from_millis(1500));
+        assert!(line.contains(", every 1.5 s;"), "{line}");
+    }
 }

@@ -73,7 +73,8 @@ fn track(args: &TrackArgs) -> Result<ExitCode> {
     }
     let tty = args.view.then(view::open_terminal).transpose()?;
     let stop = stop_on_signals(args.view)?;
-    let sink = match output::sink_for(&args.output, Some(&stop)) {
+    let look = args.output.look;
+    let sink = match output::sink_for(args.output.output.as_deref(), Some(&stop)) {
         Err(e) if e.chain().any(output::sink::is_stopped) => {
             eprintln!("uffd-dirty: {e:#}: nothing was tracked");
             return Ok(ExitCode::Success);
@@ -88,17 +89,29 @@ fn track(args: &TrackArgs) -> Result<ExitCode> {
                     cli::Format::Human => cli::Format::Json,
                     f => f,
                 };
-                track::emitter_for(format, sink.writer, false)
+                track::emitter_for(format, sink.writer, false, look.quiet)
             });
             // Without a file, stdout is the view's terminal, not a reader to watch.
             let watch = if file.is_some() { sink.watch } else { None };
             (
-                Box::new(view::View::new(tty, Arc::clone(&stop), file)),
+                // The view is on a terminal: auto colours it unless NO_COLOR is set.
+                Box::new(view::View::new(
+                    tty,
+                    Arc::clone(&stop),
+                    file,
+                    look.color.enabled(true),
+                )),
                 watch,
             )
         }
         None => (
-            track::emitter_for(args.output.format, sink.writer, to_stdout),
+            track::emitter_for(
+                args.output.format,
+                sink.writer,
+                look.color
+                    .enabled(to_stdout && std::io::IsTerminal::is_terminal(&std::io::stdout())),
+                look.quiet,
+            ),
             sink.watch,
         ),
     };
@@ -125,10 +138,12 @@ fn demo(args: &DemoArgs) -> Result<ExitCode> {
         writer.push("--log".into());
         writer.push(log.into());
     }
-    eprintln!(
-        "uffd-dirty demo: tracking a writer that sweeps a 64 MiB buffer, for {:?}",
-        args.duration
-    );
+    if !args.output.look.quiet {
+        eprintln!(
+            "uffd-dirty demo: tracking a writer that sweeps a 64 MiB buffer, for {}",
+            output::words::duration(args.duration)
+        );
+    }
     track(&TrackArgs {
         target: TargetArgs {
             pid: None,

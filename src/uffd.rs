@@ -132,7 +132,7 @@ pub fn register_failure_reason(e: &io::Error) -> String {
             "shared mapping of a file opened read-only: never writable (no VM_MAYWRITE)".into()
         }
         Some(libc::EBUSY) => {
-            "already registered by another userfaultfd (the program's own, or another tracker's)"
+            "already registered by another userfaultfd: another uffd-dirty (or other tracker) on this process, or the program's own"
                 .into()
         }
         _ => format!("registration failed: {e}"),

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::CommandFactory;
+use clap::{Arg, ArgAction, Command, CommandFactory};
 use clap_complete::Shell;
 use uffd_dirty::cli::{Cli, MAN_SECTIONS};
 
@@ -29,12 +29,112 @@ fn section(title: &str, body: &str) -> String {
     out
 }
 
-fn man_page(cmd: clap::Command, with_sections: bool) -> Vec<u8> {
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_owned().into_boxed_str())
+}
+
+/// The SYNOPSIS line of `cmd` (built), with every option's value placeholder, which
+/// clap_mangen's own synopsis leaves out: `uffd-dirty track [-p|--pid PID] … [-- CMD...]`.
+pub fn synopsis(cmd: &Command) -> String {
+    let mut words = vec![cmd.get_bin_name().unwrap_or(cmd.get_name()).to_string()];
+    let value = |a: &Arg| match a.get_value_names() {
+        Some(names) => names
+            .iter()
+            .map(|n| n.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => a.get_id().as_str().to_uppercase(),
+    };
+    // Options first, then the operands, as man pages write them.
+    let (operands, options): (Vec<&Arg>, Vec<&Arg>) = cmd
+        .get_arguments()
+        .filter(|a| !a.is_hide_set())
+        .partition(|a| a.is_positional());
+    for a in options.into_iter().chain(operands) {
+        let many = matches!(a.get_action(), ArgAction::Append) || a.is_last_set();
+        let mut w = if a.is_positional() {
+            let v = format!("{}{}", value(a), if many { "..." } else { "" });
+            if a.is_last_set() {
+                format!("-- {v}")
+            } else {
+                v
+            }
+        } else {
+            let mut w = match (a.get_short(), a.get_long()) {
+                (Some(s), Some(l)) => format!("-{s}|--{l}"),
+                (Some(s), None) => format!("-{s}"),
+                (None, Some(l)) => format!("--{l}"),
+                (None, None) => continue,
+            };
+            if matches!(a.get_action(), ArgAction::Set | ArgAction::Append) {
+                w = format!("{w} {}", value(a));
+            }
+            w
+        };
+        w = if a.is_required_set() && !a.is_positional() {
+            w
+        } else if a.is_required_set() {
+            format!("<{w}>")
+        } else {
+            format!("[{w}]")
+        };
+        // A repeatable option: `[-r|--range START-END]...`.
+        if many && !a.is_positional() {
+            w.push_str("...");
+        }
+        words.push(w);
+    }
+    if cmd.has_subcommands() {
+        words.push("<COMMAND>".into());
+    }
+    words.join(" ")
+}
+
+/// The command the man pages and completions are rendered from: hidden subcommands (the
+/// tests' workloads, the attach helper) and hidden options (`--arm`) left out, since the
+/// completion generators list them all.
+fn shown(cmd: &Command) -> Command {
+    let mut out = Command::new(leak(cmd.get_name()));
+    if let Some(v) = cmd.get_version() {
+        out = out.version(leak(v));
+    }
+    if let Some(a) = cmd.get_about() {
+        out = out.about(a.clone());
+    }
+    if let Some(a) = cmd.get_long_about() {
+        out = out.long_about(a.clone());
+    }
+    out = out.args(cmd.get_arguments().filter(|a| !a.is_hide_set()).cloned());
+    out = out.groups(cmd.get_groups().cloned());
+    out.subcommands(
+        cmd.get_subcommands()
+            .filter(|s| !s.is_hide_set())
+            .map(shown),
+    )
+}
+
+/// clap_complete's bash script names each subcommand's case `uffd__subcmd__dirty__subcmd__…`
+/// (it turns the `-` of the binary's name into its subcommand separator) where its loop sets
+/// `uffd__dirty__subcmd__…`, so nothing after a subcommand completed. Rename the cases.
+fn fix_bash(script: String) -> String {
+    script.replace("uffd__subcmd__dirty__subcmd__", "uffd__dirty__subcmd__")
+}
+
+fn man_page(mut cmd: clap::Command, with_sections: bool, see_also: &str) -> Vec<u8> {
+    cmd.build();
+    let usage = synopsis(&cmd);
+    // No `help` subcommand in the pages: there is no uffd-dirty-help(1) for it to point to.
+    let cmd = cmd.override_usage(usage).disable_help_subcommand(true);
     let mut buf = Vec::new();
     clap_mangen::Man::new(cmd).render(&mut buf).unwrap();
     if with_sections {
         for (title, body) in MAN_SECTIONS {
-            buf.extend_from_slice(section(title, body).as_bytes());
+            let body = if *title == "SEE ALSO" {
+                format!("{see_also}, {body}")
+            } else {
+                body.to_string()
+            };
+            buf.extend_from_slice(section(title, &body).as_bytes());
         }
     }
     buf
@@ -42,16 +142,26 @@ fn man_page(cmd: clap::Command, with_sections: bool) -> Vec<u8> {
 
 fn expected_files() -> Vec<(PathBuf, Vec<u8>)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let cmd = Cli::command();
-    let mut files = vec![(root.join("man/uffd-dirty.1"), man_page(cmd.clone(), true))];
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+    let cmd = shown(&Cli::command()).disable_help_subcommand(true);
+    let subs: Vec<&Command> = cmd.get_subcommands().collect();
+    let pages: Vec<String> = subs
+        .iter()
+        .map(|s| format!("uffd-dirty-{}(1)", s.get_name()))
+        .collect();
+    let mut files = vec![(
+        root.join("man/uffd-dirty.1"),
+        man_page(cmd.clone(), true, &pages.join(", ")),
+    )];
+    for sub in &subs {
         let name = format!("uffd-dirty-{}", sub.get_name());
-        let static_name: &'static str = Box::leak(name.clone().into_boxed_str());
-        let sub = sub
+        let sub = (*sub)
             .clone()
-            .name(static_name)
+            .name(leak(&name))
             .bin_name(format!("uffd-dirty {}", sub.get_name()));
-        files.push((root.join(format!("man/{name}.1")), man_page(sub, true)));
+        files.push((
+            root.join(format!("man/{name}.1")),
+            man_page(sub, true, "uffd-dirty(1)"),
+        ));
     }
     for (shell, file) in [
         (Shell::Bash, "uffd-dirty.bash"),
@@ -61,7 +171,10 @@ fn expected_files() -> Vec<(PathBuf, Vec<u8>)> {
         (Shell::PowerShell, "_uffd-dirty.ps1"),
     ] {
         let mut buf = Vec::new();
-        clap_complete::generate(shell, &mut Cli::command(), "uffd-dirty", &mut buf);
+        clap_complete::generate(shell, &mut shown(&Cli::command()), "uffd-dirty", &mut buf);
+        if shell == Shell::Bash {
+            buf = fix_bash(String::from_utf8(buf).unwrap()).into_bytes();
+        }
         files.push((root.join("completions").join(file), buf));
     }
     files

@@ -17,6 +17,10 @@ mod exits;
 mod errors;
 // man/ and completions/ against the clap definitions.
 mod generated;
+// The completion scripts run in bash, zsh and fish.
+mod completions;
+// Conventions users expect: words, --quiet, --color, one-line errors, docs held to the program.
+mod conventions;
 // A living address space: churn, mremap, zaps, THP, shared memory, brk, fork.
 mod living;
 // Stock Debian kernels under QEMU: soft-dirty and a kernel without async write-protect.

@@ -54,30 +54,39 @@ pub enum Section {
     Footprint,
 }
 
+/// `--rounds`: a whole number, at least 1.
+fn parse_rounds(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<i64>() {
+        Ok(n) if n >= 1 => usize::try_from(n).map_err(|e| e.to_string()),
+        Ok(_) => Err("give at least 1 round, e.g. 5".into()),
+        Err(_) => Err("not a whole number of rounds: give 1 or more, e.g. 5".into()),
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Tracked sizes, each optionally `@` the part populated (default all), e.g.
     /// `64M,1G,16G@1%`. A sparse case is populated in 2 MiB chunks spread over it.
-    #[arg(long, value_delimiter = ',', default_value = "64M,1G,4G,16G@1%", value_parser = parse_case)]
+    #[arg(long, value_delimiter = ',', default_value = "64M,1G,4G,16G@1%", value_parser = parse_case, allow_negative_numbers = true, value_hint = clap::ValueHint::Other)]
     pub sizes: Vec<Case>,
     /// Fractions of the populated pages dirtied before each harvest.
-    #[arg(long, value_delimiter = ',', default_value = "0,0.001,0.01,0.1,1", value_parser = parse_fraction)]
+    #[arg(long, value_delimiter = ',', default_value = "0,0.001,0.01,0.1,1", value_parser = parse_fraction, allow_negative_numbers = true, value_hint = clap::ValueHint::Other)]
     pub fractions: Vec<f64>,
     /// Harvests timed per case (the median is reported, with min and max); at least 1.
-    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, default_value_t = 5, value_parser = parse_rounds, allow_negative_numbers = true, value_hint = clap::ValueHint::Other)]
     pub rounds: usize,
     /// Buffer size of the slowdown runs (all populated).
-    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    #[arg(long, default_value = "1G", value_parser = parse_size, allow_negative_numbers = true, value_hint = clap::ValueHint::Other)]
     pub slowdown_size: u64,
     /// Part of the slowdown buffer the target writes over and over.
-    #[arg(long, default_value = "1%", value_parser = parse_fraction)]
+    #[arg(long, default_value = "1%", value_parser = parse_fraction, allow_negative_numbers = true, value_hint = clap::ValueHint::Other)]
     pub slowdown_dirty: f64,
     /// Harvest rates (per second) of the slowdown runs, 1 to 1000 (track's shortest
     /// --interval is 1ms).
-    #[arg(long, value_delimiter = ',', default_value = "10,100", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, value_delimiter = ',', default_value = "10,100", value_parser = clap::value_parser!(u32).range(1..=1000), allow_negative_numbers = true, value_hint = clap::ValueHint::Other)]
     pub rates: Vec<u32>,
     /// How long each slowdown and footprint run lasts, from 1ms to 100y.
-    #[arg(long, default_value = "2s", value_parser = crate::cli::parse_interval)]
+    #[arg(long, default_value = "2s", value_parser = crate::cli::parse_interval, allow_hyphen_values = true, value_hint = clap::ValueHint::Other)]
     pub run_time: Duration,
     /// Methods to measure (default: every one this kernel supports).
     #[arg(long, value_delimiter = ',', value_enum)]

@@ -1,11 +1,13 @@
 //! The default for people: a header, one line per delta (time, dirty pages, MiB, MiB/s, the
 //! mappings that took most writes), and at the end a table per mapping: its size, pages
-//! written at least once, total page-writes and peak rate. Bold headers only on a terminal
-//! with NO_COLOR unset.
+//! written at least once, total page-writes and peak rate. Bold headers as `--color` says
+//! (auto: on a terminal with NO_COLOR unset); `--quiet` leaves out the table and the list of
+//! skipped mappings, never what is not seen.
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 
 use super::totals::{MappingTotals, mib, short_name};
+use super::words::{count, millis};
 use super::{DeltaClock, Emitter, Record};
 use crate::maps::{Span, Vma};
 
@@ -15,19 +17,20 @@ pub struct Human<W: Write> {
     out: W,
     page_size: u64,
     styled: bool,
+    quiet: bool,
     totals: MappingTotals,
     clock: DeltaClock,
 }
 
 impl<W: Write> Human<W> {
-    /// `to_terminal`: whether `out` is the user's terminal (then styling is allowed).
-    pub fn new(out: W, to_terminal: bool) -> Self {
-        let styled =
-            to_terminal && io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    /// `styled`: whether to embolden (see [`crate::cli::ColorChoice`]); `quiet`: no table at
+    /// the end and no list of skipped mappings.
+    pub fn new(out: W, styled: bool, quiet: bool) -> Self {
         Human {
             out,
             page_size: 4096,
             styled,
+            quiet,
             totals: MappingTotals::new(4096),
             clock: DeltaClock::default(),
         }
@@ -42,7 +45,7 @@ impl<W: Write> Human<W> {
     }
 
     fn summary(&mut self) -> io::Result<()> {
-        if self.totals.is_empty() {
+        if self.totals.is_empty() || self.quiet {
             return Ok(());
         }
         let header = format!(
@@ -66,15 +69,16 @@ impl<W: Write> Human<W> {
 }
 
 /// `stopped (signal) after 12 deltas: 3400 page writes (13.28 MiB)`, and the error if any.
+/// Also the end line of the live view.
 pub(crate) fn end_line(e: &super::End, page_size: u64) -> String {
     let reason = serde_json::to_value(e.reason)
         .ok()
         .and_then(|v| v.as_str().map(String::from))
         .unwrap_or_default();
     format!(
-        "stopped ({reason}) after {} deltas: {} page writes ({:.2} MiB){}",
-        e.deltas,
-        e.dirty_pages_total,
+        "stopped ({reason}) after {}: {} ({:.2} MiB){}",
+        count(e.deltas, "delta"),
+        count(e.dirty_pages_total, "page write"),
         mib(e.dirty_pages_total, page_size),
         e.error
             .as_ref()
@@ -108,17 +112,17 @@ impl<W: Write> Emitter for Human<W> {
                 self.totals.set_page_size(s.page_size);
                 let pages: u64 = s.ranges.iter().map(|r| r.pages).sum();
                 let line = format!(
-                    "tracking PID {} with {}: {} ranges, {} pages ({:.1} MiB), every {} ms; attach took {:.1} ms",
+                    "tracking PID {} with {}: {}, {} ({:.1} MiB), every {}; attach took {:.1} ms",
                     s.pid,
                     s.method,
-                    s.ranges.len(),
-                    pages,
+                    count(s.ranges.len() as u64, "range"),
+                    count(pages, "page"),
                     mib(pages, s.page_size),
-                    s.interval_ms,
+                    millis(s.interval_ms),
                     s.attach_us as f64 / 1000.0
                 );
                 writeln!(self.out, "{}", self.bold(&line))?;
-                for k in &s.skipped {
+                for k in s.skipped.iter().filter(|_| !self.quiet) {
                     writeln!(
                         self.out,
                         "  skipped {:#x}-{:#x} {}: {}",
@@ -173,10 +177,11 @@ impl<W: Write> Emitter for Human<W> {
                     .collect();
                 writeln!(
                     self.out,
-                    "{}  #{:<5} {:>8} pages {:>9.2} MiB {:>9.2} MiB/s  {}",
+                    "{}  #{:<5} {:>8} {:<5} {:>9.2} MiB {:>9.2} MiB/s  {}",
                     clock(d.time.0),
                     d.seq,
                     d.dirty_pages,
+                    if d.dirty_pages == 1 { "page" } else { "pages" },
                     mib(d.dirty_pages, self.page_size),
                     mib(d.dirty_pages, self.page_size) / seconds,
                     top.join(", ")
@@ -186,12 +191,12 @@ impl<W: Write> Emitter for Human<W> {
                 let pages: u64 = x.ranges.iter().map(|r| r.pages).sum();
                 writeln!(
                     self.out,
-                    "{}  exec {}: re-attached in {:.1} ms, {} ranges, {} pages",
+                    "{}  exec {}: re-attached in {:.1} ms, {}, {}",
                     clock(x.time.0),
                     x.exe,
                     x.attach_us as f64 / 1000.0,
-                    x.ranges.len(),
-                    pages
+                    count(x.ranges.len() as u64, "range"),
+                    count(pages, "page")
                 )?;
             }
             Record::Blind(b) => {

@@ -9,6 +9,7 @@ pub mod human;
 pub mod ndjson;
 pub mod sink;
 pub mod totals;
+pub mod words;
 
 use std::io;
 use std::time::SystemTime;
@@ -251,19 +252,15 @@ pub fn dirty_runs_into(runs: &[Span], page_size: u64, out: &mut Vec<DirtyRun>) {
     }));
 }
 
-/// [`sink::open`] for the `--output` of a command, with the file named in the error. `stop`:
-/// what ends the wait for a FIFO's reader (see [`sink`]).
+/// [`sink::open`] for the `--output` of a command (`None`: stdout), with the file named in
+/// the error. `stop`: what ends the wait for a FIFO's reader (see [`sink`]).
 pub fn sink_for(
-    output: &crate::cli::Output,
+    output: Option<&std::path::Path>,
     stop: Option<&crate::stop::Stop>,
 ) -> anyhow::Result<sink::Sink> {
     use anyhow::Context;
-    sink::open(&sink::Destination::of(output.output.as_deref()), stop).with_context(|| {
-        format!(
-            "opening {}",
-            output.output.as_deref().unwrap_or("-".as_ref()).display()
-        )
-    })
+    sink::open(&sink::Destination::of(output), stop)
+        .with_context(|| format!("opening {}", output.unwrap_or("-".as_ref()).display()))
 }
 
 /// Something that prints records. `vmas` gives human output the mapping names of a delta.

@@ -86,20 +86,20 @@ pub fn header_lines(h: &Header) -> [String; 2] {
     };
     [
         format!(
-            "PID {} · {} every {} ms · started {} UTC",
+            "PID {} · {} every {} · started {} UTC",
             h.pid,
             h.method,
-            h.interval_ms,
+            crate::output::words::millis(h.interval_ms),
             humantime::format_rfc3339_millis(h.start_time)
                 .to_string()
                 .replace('T', " ")
                 .trim_end_matches('Z')
         ),
         format!(
-            "duration {} · {} deltas · {} dirty pages ({:.2} MiB) · {ended}",
+            "duration {} · {} · {} ({:.2} MiB) · {ended}",
             seconds(duration.as_millis() as u64),
-            h.deltas,
-            h.dirty_pages,
+            crate::output::words::count(h.deltas, "delta"),
+            crate::output::words::count(h.dirty_pages, "dirty page"),
             mib(h.dirty_pages, h.page_size)
         ),
     ]

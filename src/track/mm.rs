@@ -222,6 +222,29 @@ fn attach_failed(target: &Target, e: anyhow::Error) -> anyhow::Error {
     e
 }
 
+/// Why nothing could be registered, from the refusals: each distinct reason once, the most
+/// frequent first, with how many mappings it refused ("already registered by another
+/// userfaultfd (…) (32 mappings)"). EBUSY, the common case, is a second tracker on the same
+/// process, or a program that uses userfaultfd itself.
+fn why_none_registered(skipped: &[Skip]) -> String {
+    let mut reasons: Vec<(&str, u64)> = Vec::new();
+    for s in skipped {
+        match reasons.iter_mut().find(|(r, _)| *r == s.reason) {
+            Some((_, n)) => *n += 1,
+            None => reasons.push((&s.reason, 1)),
+        }
+    }
+    if reasons.is_empty() {
+        return "no trackable mapping in the selected ranges".into();
+    }
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
+    reasons
+        .iter()
+        .map(|(r, n)| format!("{r} ({})", crate::output::words::count(*n, "mapping")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 impl Mm {
     /// Register everything in scope, then write-protect it, telling `progress` (bytes armed,
     /// bytes to arm) after each piece.
@@ -239,8 +262,9 @@ impl Mm {
             .context("registering the target's memory")?;
         if self.registry.armed.is_empty() {
             return Err(anyhow!(
-                "none of the selected memory of PID {} could be registered",
-                target.pid
+                "none of the selected memory of PID {} could be registered: {}",
+                target.pid,
+                why_none_registered(&skipped)
             ));
         }
         let armed = self.registry.armed.clone();

@@ -99,6 +99,8 @@ pub(crate) struct Child {
     pub(crate) traced: bool,
     /// The attach helper holding it at its exec, for userfaultfd tracking.
     pub(crate) helper: Option<attach::helper::Helper>,
+    /// `--quiet`: terminating it at the end goes unsaid.
+    pub(crate) quiet: bool,
 }
 
 impl Child {
@@ -109,6 +111,7 @@ impl Child {
             reaped_elsewhere: false,
             traced: true,
             helper,
+            quiet: false,
         }
     }
 
@@ -149,6 +152,9 @@ impl Drop for Child {
         // Reaped already, by us or elsewhere: its PID may be another process's by now.
         if self.reap().is_none() && !self.reaped_elsewhere {
             let status = launch::terminate(self.pid);
+            if self.quiet {
+                return;
+            }
             eprintln!(
                 "uffd-dirty: tracking ended first: terminated the command (PID {}, exit status {status})",
                 self.pid
@@ -403,6 +409,9 @@ pub fn run(
         );
     }
     let (target, mut child) = open_target(&args.target, args.method)?;
+    if let Some(c) = child.as_mut() {
+        c.quiet = args.output.look.quiet;
+    }
     let attachment = match args.method {
         Method::SoftDirty => {
             // Launch mode: the command is held at its exec stop; its bits are cleared there,
@@ -560,7 +569,11 @@ impl Tracking<'_> {
     /// second: it lists every thread's children, which would cost more than a harvest.
     fn note_fork(&mut self) {
         const EVERY: Duration = Duration::from_secs(1);
-        if self.fork_noted || self.fork_checked.is_some_and(|t| t.elapsed() < EVERY) {
+        // A note: `--quiet` goes without it (and without the cost of looking).
+        if self.fork_noted
+            || self.args.output.look.quiet
+            || self.fork_checked.is_some_and(|t| t.elapsed() < EVERY)
+        {
             return;
         }
         self.fork_checked = Some(Instant::now());
@@ -735,16 +748,17 @@ impl Tracking<'_> {
     }
 }
 
-/// The emitter for a format, writing to stdout.
-/// `to_terminal`: the sink is stdout (not `--output`), so people may be reading it.
+/// The emitter for a format, writing to `sink`. `styled`: human output may be bold (as
+/// `--color` decides); `quiet`: human output without its table and skipped list.
 pub fn emitter_for(
     format: Format,
     sink: Box<dyn io::Write>,
-    to_terminal: bool,
+    styled: bool,
+    quiet: bool,
 ) -> Box<dyn Emitter> {
     match format {
         Format::Json => Box::new(output::ndjson::Ndjson::new(sink)),
-        Format::Human => Box::new(output::human::Human::new(sink, to_terminal)),
+        Format::Human => Box::new(output::human::Human::new(sink, styled, quiet)),
         Format::Bitmap => Box::new(output::bitmap::Bitmap::new(sink)),
     }
 }

@@ -123,11 +123,12 @@ pub struct View {
 impl View {
     /// A view on `tty` (from [`open_terminal`]); `stop` is the tracker's stop request, which
     /// the quit keys make.
-    pub fn new(tty: File, stop: Arc<Stop>, file: Option<Box<dyn Emitter>>) -> View {
+    /// `styled`: colours, or shading characters (`--color`, NO_COLOR).
+    pub fn new(tty: File, stop: Arc<Stop>, file: Option<Box<dyn Emitter>>, styled: bool) -> View {
         View {
             shared: Arc::new(Shared {
                 tty,
-                styled: std::env::var_os("NO_COLOR").is_none(),
+                styled,
                 state: Mutex::new(State {
                     model: Model::default(),
                     size: (0, 0),

@@ -383,12 +383,12 @@ impl Model {
             ""
         };
         format!(
-            "uffd-dirty  PID {}  {}  every {} ms  #{}  {} pages  {:.2} MiB/s  total {:.1} MiB{state}",
+            "uffd-dirty  PID {}  {}  every {}  #{}  {}  {:.2} MiB/s  total {:.1} MiB{state}",
             self.pid,
             self.method,
-            self.interval_ms,
+            crate::output::words::millis(self.interval_ms),
             self.seq,
-            self.last_dirty,
+            crate::output::words::count(self.last_dirty, "page"),
             self.last_mib_s,
             mib(self.total, self.page_size)
         )
@@ -411,7 +411,8 @@ impl Model {
 
     fn scope_line(&self, pages_per_cell: u64) -> String {
         let cell = format!(
-            "cell = {pages_per_cell} pages ({})",
+            "cell = {} ({})",
+            crate::output::words::count(pages_per_cell, "page"),
             size_text(pages_per_cell * self.page_size)
         );
         let Some(sel) = self.segments.get(self.selected) else {
@@ -429,8 +430,8 @@ impl Model {
         } else {
             let total: u64 = self.segments.iter().map(|s| s.span.len()).sum();
             format!(
-                "all {} mappings {}  {cell}  > {which}",
-                self.segments.len(),
+                "all {} {}  {cell}  > {which}",
+                crate::output::words::count(self.segments.len() as u64, "mapping"),
                 size_text(total)
             )
         }
@@ -466,7 +467,8 @@ impl Model {
         if self.help {
             return fit(
                 &format!(
-                    "each cell: {pages_per_cell} pages; brightest: written in the newest delta, then fading over {HEAT_DELTAS} deltas; rows in proportion to size, one at least per mapping; q/Ctrl-C: final harvest and stop  (?: close)"
+                    "each cell: {}; brightest: written in the newest delta, then fading over {HEAT_DELTAS} deltas; rows in proportion to size, one at least per mapping; q/Ctrl-C: final harvest and stop  (?: close)",
+                    crate::output::words::count(pages_per_cell, "page")
                 ),
                 cols,
             );
