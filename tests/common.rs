@@ -543,3 +543,22 @@ impl Drop for CProgram {
         let _ = self.child.wait();
     }
 }
+
+/// A sleeping process to point `--pid` at, killed on drop.
+pub struct Sleeper(pub Child);
+
+impl Sleeper {
+    pub fn new() -> Sleeper {
+        Sleeper(Command::new("sleep").arg("30").spawn().unwrap())
+    }
+    pub fn pid(&self) -> String {
+        self.0.id().to_string()
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

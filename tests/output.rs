@@ -260,30 +260,6 @@ fn demo_output_is_only_the_trackers_and_its_log_is_written() {
     assert!(!truth.writes.is_empty(), "the demo's log holds no write");
 }
 
-/// A sleeping process to point `--pid` at, killed on drop.
-struct Sleeper(std::process::Child);
-
-impl Sleeper {
-    fn new() -> Sleeper {
-        Sleeper(
-            std::process::Command::new("sleep")
-                .arg("30")
-                .spawn()
-                .unwrap(),
-        )
-    }
-    fn pid(&self) -> String {
-        self.0.id().to_string()
-    }
-}
-
-impl Drop for Sleeper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn names_of_our_own_fds_are_accepted() {
     if !kernel_can_track() {
