@@ -94,18 +94,16 @@ pub fn spawn(argv: &[OsString], via_helper: bool) -> Result<Launched> {
         ForkResult::Parent { child } => {
             drop((go_r, ready_w, err_w));
             let pid = child.as_raw();
-            let held = hold_at_exec(pid, via_helper, &go_w, &ready_r);
-            // Release the child whatever happened: on failure it simply runs untracked
-            // until we kill it below.
-            let _ = nix::unistd::write(&go_w, b"g");
-            drop(go_w);
-            let mut helper = match held {
+            let mut helper = match hold_at_exec(pid, via_helper, &go_w, &ready_r) {
                 Ok(h) => h,
                 Err(e) => {
+                    // Killed while it still waits for the go: the command never runs.
                     kill_and_reap(pid);
                     return Err(e);
                 }
             };
+            let _ = nix::unistd::write(&go_w, b"g");
+            drop(go_w);
             let at_exec = match helper.as_mut() {
                 Some(h) => match h.wait_exec() {
                     Ok(()) => Ok(true),

@@ -206,8 +206,13 @@ impl Target {
         let path = self.proc_path(name);
         let f = match File::open(&path) {
             Ok(f) => f,
-            // An exiting process's files fail to open: say it exited.
-            Err(_) if self.check_alive().is_err() || self.has_exited() => {
+            // An exiting process's files fail to open (ESRCH: its memory is gone already,
+            // before its pidfd says it exited): say it exited.
+            Err(e)
+                if e.raw_os_error() == Some(libc::ESRCH)
+                    || self.check_alive().is_err()
+                    || self.has_exited() =>
+            {
                 anyhow::bail!("PID {} has exited", self.pid)
             }
             Err(e) => return Err(e).with_context(|| format!("opening {path}")),

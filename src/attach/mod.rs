@@ -136,9 +136,9 @@ fn wait_stop(tid: i32, deadline: Option<Instant>) -> Result<Stop> {
         }
         if deadline.is_none() && !warned && started.elapsed() > SLOW_STOP_WARNING {
             warned = true;
-            eprintln!(
+            say(format_args!(
                 "uffd-dirty: still waiting for thread {tid}, which holds borrowed registers (is it frozen or stopped?); waiting on, so that it gets them back"
-            );
+            ));
         }
         // A round trip usually takes microseconds: spin briefly before sleeping.
         if spins < 2000 {
@@ -148,6 +148,13 @@ fn wait_stop(tid: i32, deadline: Option<Instant>) -> Result<Stop> {
         }
     }
     unreachable!()
+}
+
+/// A line on stderr that cannot fail: `eprintln!` panics when stderr's reader is gone
+/// (SIGPIPE is blocked in the helper), and the helper must never die holding a thread.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(io::stderr(), "{line}");
 }
 
 fn get_sigmask(tid: i32) -> Result<u64> {
@@ -299,20 +306,30 @@ impl Borrowed {
 
     /// Run one syscall in the thread and return its raw result (`-errno` on failure).
     fn syscall(&self, nr: i64, args: [u64; 6]) -> Result<i64> {
+        self.syscall_seeing(nr, args, &mut |_, _| {})
+    }
+
+    /// [`Self::syscall`], telling `on_event` of each `PTRACE_EVENT_*` stop on the way.
+    fn syscall_seeing(
+        &self,
+        nr: i64,
+        args: [u64; 6],
+        on_event: &mut dyn FnMut(i32, i32),
+    ) -> Result<i64> {
         let tid = self.tid;
         set_sigmask(tid, !0)?;
         arch::set_regs(tid, &arch::syscall_regs(&self.parked, self.site, nr, args))?;
         resume(libc::PTRACE_SYSCALL, tid, 0)?;
-        self.wait_syscall_stop()?; // entry
+        self.wait_syscall_stop(on_event)?; // entry
         resume(libc::PTRACE_SYSCALL, tid, 0)?;
-        self.wait_syscall_stop()?; // exit
+        self.wait_syscall_stop(on_event)?; // exit
         let ret = arch::return_value(&arch::get_regs(tid)?);
         arch::set_regs(tid, &self.parked)?;
         set_sigmask(tid, self.mask)?;
         Ok(ret)
     }
 
-    fn wait_syscall_stop(&self) -> Result<()> {
+    fn wait_syscall_stop(&self, on_event: &mut dyn FnMut(i32, i32)) -> Result<()> {
         loop {
             match wait_stop(self.tid, None)? {
                 Stop::Syscall => return Ok(()),
@@ -331,9 +348,11 @@ impl Borrowed {
                         self.tid
                     )
                 }
-                Stop::Group | Stop::Interrupt | Stop::Event(_) => {
+                Stop::Event(event) => {
+                    on_event(event, self.tid);
                     resume(libc::PTRACE_SYSCALL, self.tid, 0)?
                 }
+                Stop::Group | Stop::Interrupt => resume(libc::PTRACE_SYSCALL, self.tid, 0)?,
                 Stop::Exited => bail!("the target thread {} exited during attach", self.tid),
             }
         }
@@ -585,21 +604,46 @@ fn create_in_own_thread(b: &Borrowed, target: &Target) -> Result<OwnedFd> {
         (b.options | libc::PTRACE_O_TRACECLONE) as usize,
     )
     .with_context(|| format!("setting ptrace options of thread {}", b.tid))?;
-    let cloned = b.syscall(abi::SYS_CLONE, [abi::CLONE_THREAD_OWN_FILES, 0, 0, 0, 0, 0]);
+    let mut spawned_tid = None;
+    let cloned = b.syscall_seeing(
+        abi::SYS_CLONE,
+        [abi::CLONE_THREAD_OWN_FILES, 0, 0, 0, 0, 0],
+        &mut |event, tid| {
+            // Its TID as we see it (the one clone returns is the target's PID namespace's).
+            if event == libc::PTRACE_EVENT_CLONE {
+                spawned_tid = event_message(tid).ok().map(|t| t as i32);
+            }
+        },
+    );
     let _ = ptrace(libc::PTRACE_SETOPTIONS, b.tid, 0, b.options as usize);
-    let tid = cloned?;
-    if tid < 0 {
-        let err = io::Error::from_raw_os_error(-tid as i32);
+    // A thread that was made is parked and ended whatever else went wrong: released
+    // un-parked, it would run the target's code on the borrowed thread's stack.
+    let spawned = spawned_tid.map(|t| Spawned::adopt(t, b.site)).transpose();
+    let ret = cloned?;
+    let spawned = spawned?;
+    let Some(spawned) = spawned else {
+        let err = io::Error::from_raw_os_error((-ret).max(0) as i32);
         bail!(
             "thread {} of PID {} could not start a thread to create the userfaultfd in: {err}",
             b.tid,
             target.pid
         );
-    }
-    let spawned = Spawned::adopt(tid as i32, b.site)?;
+    };
     let taken = spawned.create_and_take(target);
     spawned.exit()?;
     taken
+}
+
+/// `PTRACE_GETEVENTMSG`: what the last `PTRACE_EVENT_*` stop of `tid` carries.
+fn event_message(tid: i32) -> io::Result<u64> {
+    let mut msg: libc::c_ulong = 0;
+    ptrace(
+        libc::PTRACE_GETEVENTMSG,
+        tid,
+        0,
+        &mut msg as *mut libc::c_ulong as usize,
+    )?;
+    Ok(msg)
 }
 
 /// The transient thread of [`create_in_own_thread`]: its mask is every signal blocked (its
@@ -614,22 +658,37 @@ struct Spawned {
 impl Spawned {
     fn adopt(tid: i32, site: u64) -> Result<Spawned> {
         // No deadline: it must be stopped before its registers can be set, and it stops
-        // before its first instruction.
-        match wait_stop(tid, None)? {
-            Stop::Interrupt | Stop::Group => {}
+        // before its first instruction. Any ptrace stop will do to set them (a SIGSTOP for
+        // the whole process may come first: the group stop it starts is left to happen).
+        let pending = match wait_stop(tid, None)? {
             Stop::Exited => bail!("the transient thread {tid} ended before it ran"),
-            // Nothing else can reach it (all signals blocked) before its first stop.
-            other => bail!("the transient thread {tid} stopped as {other:?}"),
-        }
+            Stop::Signal(sig) if is_stop_signal(sig) => sig,
+            _ => 0,
+        };
+        // Get and set may fail only if it is gone (killed with the whole process).
         let regs = arch::get_regs(tid)
             .with_context(|| format!("reading the registers of thread {tid}"))?;
         let exit_regs = arch::syscall_regs(&regs, site, abi::SYS_EXIT, [0; 6]);
         arch::set_regs(tid, &exit_regs).with_context(|| format!("parking thread {tid} on exit"))?;
-        Ok(Spawned {
+        let spawned = Spawned {
             tid,
             exit_regs,
             site,
-        })
+        };
+        if pending != 0 {
+            spawned.pass_stop_signal(pending)?;
+        }
+        Ok(spawned)
+    }
+
+    /// Deliver a stop signal it caught (it blocks every other): the process stops as it was
+    /// told to; ptrace lets our thread go on from its group stop.
+    fn pass_stop_signal(&self, sig: i32) -> Result<()> {
+        resume(libc::PTRACE_CONT, self.tid, sig)?;
+        match wait_stop(self.tid, None)? {
+            Stop::Exited => bail!("the transient thread {} was killed", self.tid),
+            _ => Ok(()),
+        }
     }
 
     fn syscall(&self, nr: i64, args: [u64; 6]) -> Result<i64> {
@@ -645,6 +704,11 @@ impl Spawned {
                     Stop::Syscall => break,
                     Stop::Group | Stop::Interrupt | Stop::Event(_) => {
                         resume(libc::PTRACE_SYSCALL, tid, 0)?
+                    }
+                    // Stop signals get through its all-blocked mask: passed on, as for the
+                    // borrowed thread.
+                    Stop::Signal(sig) if is_stop_signal(sig) => {
+                        resume(libc::PTRACE_SYSCALL, tid, sig)?
                     }
                     Stop::Signal(sig) => {
                         arch::set_regs(tid, &self.exit_regs)?;
@@ -679,6 +743,9 @@ impl Spawned {
         loop {
             match wait_stop(self.tid, None)? {
                 Stop::Exited => return Ok(()),
+                Stop::Signal(sig) if is_stop_signal(sig) => {
+                    resume(libc::PTRACE_CONT, self.tid, sig)?
+                }
                 _ => resume(libc::PTRACE_CONT, self.tid, 0)?,
             }
         }
@@ -700,10 +767,10 @@ fn create_in_shared_table(b: &Borrowed, target: &Target) -> Result<OwnedFd> {
     if link.as_deref().and_then(|p| p.to_str()) == Some("anon_inode:[userfaultfd]") {
         let c = b.syscall(abi::SYS_CLOSE, [fd_in_target as u64, 0, 0, 0, 0, 0])?;
         if c != 0 {
-            eprintln!(
+            say(format_args!(
                 "uffd-dirty: warning: close({fd_in_target}) in PID {} returned {c}",
                 target.pid
-            );
+            ));
         }
     }
     let fd = taken.map_err(|e| getfd_error(e, fd_in_target, target))?;

@@ -146,6 +146,13 @@ impl Child {
 impl Drop for Child {
     fn drop(&mut self) {
         if self.traced {
+            // Killed first, so it never runs; then its tracer, the helper, is let go (it
+            // detaches the dead command, which only then can be reaped here).
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            drop(self.helper.take());
             launch::kill_and_reap(self.pid);
             return;
         }
