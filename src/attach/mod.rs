@@ -618,9 +618,16 @@ fn create_in_own_thread(b: &Borrowed, target: &Target) -> Result<OwnedFd> {
     let _ = ptrace(libc::PTRACE_SETOPTIONS, b.tid, 0, b.options as usize);
     // A thread that was made is parked and ended whatever else went wrong: released
     // un-parked, it would run the target's code on the borrowed thread's stack.
-    let spawned = spawned_tid.map(|t| Spawned::adopt(t, b.site)).transpose();
-    let ret = cloned?;
-    let spawned = spawned?;
+    let spawned = spawned_tid.map(|t| Spawned::adopt(t, b.site)).transpose()?;
+    let ret = match cloned {
+        Ok(ret) => ret,
+        Err(e) => {
+            if let Some(s) = spawned {
+                let _ = s.exit();
+            }
+            return Err(e);
+        }
+    };
     let Some(spawned) = spawned else {
         let err = io::Error::from_raw_os_error((-ret).max(0) as i32);
         bail!(
