@@ -249,6 +249,49 @@ fn thread_rank(pid: i32, tid: i32) -> u8 {
     }
 }
 
+/// Run `nr(args)` in the ptrace-stopped thread `tid` at the `syscall` instruction at `site`,
+/// starting from the registers `park` (safe to resume from), and put `park` back after it, or
+/// after a fault of the injected state; `on_event` hears each `PTRACE_EVENT_*` stop. Returns
+/// the raw result (`-errno` on failure).
+fn run_syscall(
+    tid: i32,
+    park: &arch::Regs,
+    site: u64,
+    nr: i64,
+    args: [u64; 6],
+    on_event: &mut dyn FnMut(i32, i32),
+) -> Result<i64> {
+    arch::set_regs(tid, &arch::syscall_regs(park, site, nr, args))?;
+    for _ in ["entry", "exit"] {
+        resume(libc::PTRACE_SYSCALL, tid, 0)?;
+        loop {
+            match wait_stop(tid, None)? {
+                Stop::Syscall => break,
+                // Stop signals get through the all-blocked mask: let them take effect; the
+                // group stop they cause is resumed by our next request.
+                Stop::Signal(sig) if is_stop_signal(sig) => resume(libc::PTRACE_SYSCALL, tid, sig)?,
+                // Anything else is a fault of the injected state (SIGSEGV, SIGILL, SIGSYS...):
+                // it is ours, never the target's. Drop it and give up.
+                Stop::Signal(sig) => {
+                    arch::set_regs(tid, park)?;
+                    bail!(
+                        "the injected system call raised signal {sig} in thread {tid}; nothing was changed"
+                    )
+                }
+                Stop::Event(event) => {
+                    on_event(event, tid);
+                    resume(libc::PTRACE_SYSCALL, tid, 0)?
+                }
+                Stop::Group | Stop::Interrupt => resume(libc::PTRACE_SYSCALL, tid, 0)?,
+                Stop::Exited => bail!("the target thread {tid} exited during attach"),
+            }
+        }
+    }
+    let ret = arch::return_value(&arch::get_regs(tid)?);
+    arch::set_regs(tid, park)?;
+    Ok(ret)
+}
+
 /// A thread in a ptrace stop whose registers are on loan.
 struct Borrowed {
     tid: i32,
@@ -316,46 +359,10 @@ impl Borrowed {
         args: [u64; 6],
         on_event: &mut dyn FnMut(i32, i32),
     ) -> Result<i64> {
-        let tid = self.tid;
-        set_sigmask(tid, !0)?;
-        arch::set_regs(tid, &arch::syscall_regs(&self.parked, self.site, nr, args))?;
-        resume(libc::PTRACE_SYSCALL, tid, 0)?;
-        self.wait_syscall_stop(on_event)?; // entry
-        resume(libc::PTRACE_SYSCALL, tid, 0)?;
-        self.wait_syscall_stop(on_event)?; // exit
-        let ret = arch::return_value(&arch::get_regs(tid)?);
-        arch::set_regs(tid, &self.parked)?;
-        set_sigmask(tid, self.mask)?;
-        Ok(ret)
-    }
-
-    fn wait_syscall_stop(&self, on_event: &mut dyn FnMut(i32, i32)) -> Result<()> {
-        loop {
-            match wait_stop(self.tid, None)? {
-                Stop::Syscall => return Ok(()),
-                // Stop signals get through the all-blocked mask: let them take effect; the
-                // group stop they cause is resumed by our next request.
-                Stop::Signal(sig) if is_stop_signal(sig) => {
-                    resume(libc::PTRACE_SYSCALL, self.tid, sig)?
-                }
-                // Anything else is a fault of the borrowed state (SIGSEGV, SIGILL, SIGSYS...):
-                // it is the tracker's, never the target's. Drop it and give up.
-                Stop::Signal(sig) => {
-                    arch::set_regs(self.tid, &self.parked)?;
-                    set_sigmask(self.tid, self.mask)?;
-                    bail!(
-                        "the injected system call raised signal {sig} in thread {}; nothing was changed",
-                        self.tid
-                    )
-                }
-                Stop::Event(event) => {
-                    on_event(event, self.tid);
-                    resume(libc::PTRACE_SYSCALL, self.tid, 0)?
-                }
-                Stop::Group | Stop::Interrupt => resume(libc::PTRACE_SYSCALL, self.tid, 0)?,
-                Stop::Exited => bail!("the target thread {} exited during attach", self.tid),
-            }
-        }
+        set_sigmask(self.tid, !0)?;
+        let ret = run_syscall(self.tid, &self.parked, self.site, nr, args, on_event);
+        set_sigmask(self.tid, self.mask)?;
+        ret
     }
 
     /// Hand the thread back: stop it once more inside `get_signal()`, put the original
@@ -699,35 +706,14 @@ impl Spawned {
     }
 
     fn syscall(&self, nr: i64, args: [u64; 6]) -> Result<i64> {
-        let tid = self.tid;
-        arch::set_regs(
-            tid,
-            &arch::syscall_regs(&self.exit_regs, self.site, nr, args),
-        )?;
-        for _ in 0..2 {
-            resume(libc::PTRACE_SYSCALL, tid, 0)?;
-            loop {
-                match wait_stop(tid, None)? {
-                    Stop::Syscall => break,
-                    Stop::Group | Stop::Interrupt | Stop::Event(_) => {
-                        resume(libc::PTRACE_SYSCALL, tid, 0)?
-                    }
-                    // Stop signals get through its all-blocked mask: passed on, as for the
-                    // borrowed thread.
-                    Stop::Signal(sig) if is_stop_signal(sig) => {
-                        resume(libc::PTRACE_SYSCALL, tid, sig)?
-                    }
-                    Stop::Signal(sig) => {
-                        arch::set_regs(tid, &self.exit_regs)?;
-                        bail!("the transient thread {tid} got signal {sig}");
-                    }
-                    Stop::Exited => bail!("the transient thread {tid} was killed"),
-                }
-            }
-        }
-        let ret = arch::return_value(&arch::get_regs(tid)?);
-        arch::set_regs(tid, &self.exit_regs)?;
-        Ok(ret)
+        run_syscall(
+            self.tid,
+            &self.exit_regs,
+            self.site,
+            nr,
+            args,
+            &mut |_, _| {},
+        )
     }
 
     fn create_and_take(&self, target: &Target) -> Result<OwnedFd> {
