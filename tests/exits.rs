@@ -4,9 +4,7 @@
 //! 5 ms; every run must end with `target-exited`, in launch mode with the command's status.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
 use serde_json::Value;
 
@@ -15,76 +13,6 @@ use crate::common::*;
 /// Runs per mode: the race is lost in most runs of the unfixed tracker, so a handful would do;
 /// more make a rare regression visible.
 const RUNS: usize = 20;
-
-/// Maps and fills `argv[1]` MiB (a large address space makes the exit's teardown, during which
-/// the memory is gone and the pidfd not yet readable, last longer); if `argv[3]` is 1, prints
-/// its PID and waits for a byte on stdin; writes pages for `argv[2]` ms and exits with status 3.
-const SOURCE: &str = r#"
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#include <unistd.h>
-#include <sys/mman.h>
-
-int main(int argc, char **argv) {
-    size_t len = (size_t)atoi(argv[1]) << 20;
-    long ms = atol(argv[2]);
-    char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return 10;
-    memset(p, 1, len);
-    if (atoi(argv[3])) {
-        printf("%d\n", getpid());
-        fflush(stdout);
-        char c;
-        if (read(0, &c, 1) != 1)
-            return 11;
-    }
-    struct timespec t0, t, nap = {0, 100000};
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (unsigned long i = 0;; i++) {
-        p[i * 7 * 4096 % len] = (char)i;
-        if (i % 64 == 0)
-            nanosleep(&nap, NULL);
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 >= ms)
-            return 3;
-    }
-}
-"#;
-
-/// The C target, built once per test run; `None` (skip) without a C compiler.
-fn exiter() -> Option<&'static PathBuf> {
-    static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-            // Built under a name of its own, then renamed: test runs side by side each see a
-            // whole binary.
-            let src = dir.join(format!("exiter-{}.c", std::process::id()));
-            let tmp = dir.join(format!("exiter-{}", std::process::id()));
-            let bin = dir.join("exiter");
-            std::fs::write(&src, SOURCE).unwrap();
-            let built = Command::new("cc")
-                .args(["-O2", "-o"])
-                .arg(&tmp)
-                .arg(&src)
-                .status();
-            let _ = std::fs::remove_file(&src);
-            match built {
-                Ok(s) if s.success() => {
-                    std::fs::rename(&tmp, &bin).unwrap();
-                    Some(bin)
-                }
-                r => {
-                    skipped(format!("cannot build the C target with cc: {r:?}"));
-                    None
-                }
-            }
-        })
-        .as_ref()
-}
 
 /// One line per run that went wrong, for the failure message.
 fn verdict(mode: &str, bad: &[String]) {
@@ -102,10 +30,12 @@ fn exit_while_tracked_by_pid(reap_at_once: bool) {
     if !kernel_can_track() {
         return;
     }
-    let Some(exiter) = exiter() else { return };
+    let Some(exiter) = c_build("exiter", &[]) else {
+        return;
+    };
     let mut bad = Vec::new();
     for run in 0..RUNS {
-        let mut target = Command::new(exiter)
+        let mut target = Command::new(&exiter)
             .args(["128", "30", "1"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -171,7 +101,9 @@ fn a_launched_command_exiting_passes_its_status_on() {
     if !kernel_can_track() {
         return;
     }
-    let Some(exiter) = exiter() else { return };
+    let Some(exiter) = c_build("exiter", &[]) else {
+        return;
+    };
     let exiter = exiter.to_str().unwrap();
     let bad: Vec<String> = (0..RUNS)
         .filter_map(|run| {
@@ -195,7 +127,9 @@ fn an_exec_whose_new_image_exits_at_once_is_an_exit() {
     if !kernel_can_track() {
         return;
     }
-    let Some(exiter) = exiter() else { return };
+    let Some(exiter) = c_build("exiter", &[]) else {
+        return;
+    };
     // The shell execs the C target, which exits at once or within milliseconds: before the
     // tracker sees the exec, while it re-attaches (ptrace's wait may reap it then), or just
     // after. Each run ends with the exit and its status, never with a failed re-attach.
