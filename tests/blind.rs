@@ -207,20 +207,19 @@ fn registered_io_uring_buffers_are_announced_at_attach() {
     records.push(
         serde_json::from_str(&next_line(&out, "delta", |l| l.contains("\"delta\""))).unwrap(),
     );
-    let read_seq = seq_after(&records);
-    while seq_after(&records) < read_seq + 5 {
-        records.push(
-            serde_json::from_str(&out.recv_timeout(Duration::from_secs(10)).unwrap()).unwrap(),
-        );
-    }
+    // Five more deltas: whatever was written by then has been harvested.
+    let five_more = |records: &mut Vec<Value>| {
+        let from = seq_after(records);
+        while seq_after(records) < from + 5 {
+            records.push(
+                serde_json::from_str(&out.recv_timeout(Duration::from_secs(10)).unwrap()).unwrap(),
+            );
+        }
+    };
+    five_more(&mut records);
     let unseen = buffer_pages(&records, target.buffer);
     target.send(b'w', "wrote").unwrap();
-    let wrote_seq = seq_after(&records);
-    while seq_after(&records) < wrote_seq + 5 {
-        records.push(
-            serde_json::from_str(&out.recv_timeout(Duration::from_secs(10)).unwrap()).unwrap(),
-        );
-    }
+    five_more(&mut records);
     stop(t, &out, &mut records);
     let seen = buffer_pages(&records, target.buffer) - unseen;
     eprintln!("READ_FIXED of 256 pages: {unseen} reported; CPU writes of them: {seen} reported");
