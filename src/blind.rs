@@ -22,7 +22,38 @@
 use std::collections::BTreeSet;
 use std::fs;
 
-use crate::output::{Addr, Blind, DirtyRun};
+use crate::span::Span;
+
+/// A kind of write no tracker can see: memory written without a page fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum BlindKind {
+    /// io_uring registered (fixed) buffers, filled by the kernel through a pin.
+    #[serde(rename = "io_uring")]
+    IoUring,
+    /// An RDMA device's registered memory, written by the device.
+    #[serde(rename = "rdma")]
+    Rdma,
+    /// A VFIO or iommufd device's DMA mappings.
+    #[serde(rename = "vfio")]
+    Vfio,
+    /// Memory pinned long-term for some other reason (`VmPin` in `/proc/PID/status`).
+    #[serde(rename = "pinned")]
+    Pinned,
+}
+
+/// A source of writes the tracker cannot see, found in the target (its fds, its pinned
+/// memory). Writes through it are not reported; see the README's "Guarantees".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blind {
+    /// What it is.
+    pub kind: BlindKind,
+    /// The target's fd behind it, if there is one.
+    pub fd: Option<i32>,
+    /// One sentence saying what it is and why its writes are unseen.
+    pub detail: String,
+    /// The memory it writes, when the kernel says (io_uring buffers), as whole pages.
+    pub spans: Vec<Span>,
+}
 
 /// What [`Watch::check`] compares between two looks: `VmPin` and `VmLck`, KiB.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +63,7 @@ struct Pins {
 }
 
 fn read_pins(pid: i32) -> Option<Pins> {
-    let text = crate::target::read_proc(format!("/proc/{pid}/status")).ok()?;
+    let text = crate::process::read_proc(format!("/proc/{pid}/status")).ok()?;
     Some(parse_pins(&text))
 }
 
@@ -101,28 +132,25 @@ fn parse_user_bufs(fdinfo: &str) -> Option<UserBufs> {
 }
 
 /// The device behind an fd link that lets a device write the process's memory by DMA.
-fn device_kind(link: &str) -> Option<&'static str> {
+fn device_kind(link: &str) -> Option<BlindKind> {
     if link.starts_with("/dev/infiniband/") {
-        Some("rdma")
+        Some(BlindKind::Rdma)
     } else if link.starts_with("/dev/vfio/") || link == "/dev/iommu" || link.contains("[vfio-") {
-        Some("vfio")
+        Some(BlindKind::Vfio)
     } else {
         None
     }
 }
 
-fn page_runs(ranges: &[(u64, u64)], page_size: u64) -> Vec<DirtyRun> {
+/// The whole pages holding each `(address, length)` range.
+fn page_runs(ranges: &[(u64, u64)], page_size: u64) -> Vec<Span> {
     ranges
         .iter()
         .filter(|&&(_, len)| len > 0)
         .map(|&(addr, len)| {
             let start = addr - addr % page_size;
             let end = addr.saturating_add(len).div_ceil(page_size) * page_size;
-            DirtyRun {
-                start: Addr(start),
-                end: Addr(end),
-                pages: (end - start) / page_size,
-            }
+            Span::new(start, end)
         })
         .collect()
 }
@@ -160,7 +188,7 @@ fn scan(pid: i32, pins: Pins, page_size: u64) -> Vec<Blind> {
                     // Pinned whole pages, as VmPin counts them.
                     explained_kib += page_runs(&b.ranges, page_size)
                         .iter()
-                        .map(|r| r.pages * page_size / 1024)
+                        .map(|r| r.len() / 1024)
                         .sum::<u64>();
                     unsized_pins |= b.ranges.is_empty();
                     let size = if b.ranges.is_empty() {
@@ -179,14 +207,14 @@ fn scan(pid: i32, pins: Pins, page_size: u64) -> Vec<Blind> {
                 ),
             };
             found.push(Blind {
-                kind: "io_uring",
+                kind: BlindKind::IoUring,
                 fd: Some(fd),
                 detail,
-                ranges: bufs.map_or_else(Vec::new, |b| page_runs(&b.ranges, page_size)),
+                spans: bufs.map_or_else(Vec::new, |b| page_runs(&b.ranges, page_size)),
             });
         } else if let Some(kind) = device_kind(&link) {
             unsized_pins = true;
-            let what = if kind == "rdma" {
+            let what = if kind == BlindKind::Rdma {
                 "an RDMA device"
             } else {
                 "a VFIO/iommufd device"
@@ -197,13 +225,13 @@ fn scan(pid: i32, pins: Pins, page_size: u64) -> Vec<Blind> {
                 detail: format!(
                     "fd {fd} is {what} ({link}): memory it registers for DMA is written by the device, without a page fault"
                 ),
-                ranges: Vec::new(),
+                spans: Vec::new(),
             });
         }
     }
     if !unsized_pins && pins.pinned_kib > explained_kib {
         found.push(Blind {
-            kind: "pinned",
+            kind: BlindKind::Pinned,
             fd: None,
             detail: format!(
                 "{} kB of its memory is pinned long-term (VmPin{}): the kernel or a device writes it through the pin, without a page fault",
@@ -214,7 +242,7 @@ fn scan(pid: i32, pins: Pins, page_size: u64) -> Vec<Blind> {
                     String::new()
                 }
             ),
-            ranges: Vec::new(),
+            spans: Vec::new(),
         });
     }
     found
@@ -226,9 +254,7 @@ pub struct Watch {
     page_size: u64,
     pins: Option<Pins>,
     /// `(kind, fd)` of every source reported so far (fd -1 for `pinned`).
-    seen: BTreeSet<(&'static str, i32)>,
-    /// Kinds already explained on stderr.
-    warned: BTreeSet<&'static str>,
+    seen: BTreeSet<(BlindKind, i32)>,
 }
 
 impl Watch {
@@ -239,7 +265,6 @@ impl Watch {
             page_size,
             pins: None,
             seen: BTreeSet::new(),
-            warned: BTreeSet::new(),
         };
         let found = watch.look();
         (watch, found)
@@ -262,18 +287,6 @@ impl Watch {
             .into_iter()
             .filter(|b| self.seen.insert((b.kind, b.fd.unwrap_or(-1))))
             .collect()
-    }
-
-    /// One stderr line per kind, the first time it is found.
-    pub fn warn(&mut self, found: &[Blind]) {
-        for b in found {
-            if self.warned.insert(b.kind) {
-                eprintln!(
-                    "uffd-dirty: warning: PID {}: {}, so those writes are not reported (README: \"Guarantees, and what cannot be seen\")",
-                    self.pid, b.detail
-                );
-            }
-        }
     }
 }
 
@@ -304,7 +317,10 @@ mod tests {
     #[test]
     fn buffer_ranges_widen_to_whole_pages() {
         let runs = page_runs(&[(0x1010, 10), (0x3000, 0x2000), (0x5000, 0)], 4096);
-        let got: Vec<_> = runs.iter().map(|r| (r.start.0, r.end.0, r.pages)).collect();
+        let got: Vec<_> = runs
+            .iter()
+            .map(|r| (r.start, r.end, r.pages(4096)))
+            .collect();
         assert_eq!(got, vec![(0x1000, 0x2000, 1), (0x3000, 0x5000, 2)]);
     }
 
@@ -319,10 +335,16 @@ mod tests {
                 locked_kib: 8
             }
         );
-        assert_eq!(device_kind("/dev/infiniband/uverbs0"), Some("rdma"));
-        assert_eq!(device_kind("/dev/vfio/12"), Some("vfio"));
-        assert_eq!(device_kind("/dev/iommu"), Some("vfio"));
-        assert_eq!(device_kind("anon_inode:[vfio-device]"), Some("vfio"));
+        assert_eq!(
+            device_kind("/dev/infiniband/uverbs0"),
+            Some(BlindKind::Rdma)
+        );
+        assert_eq!(device_kind("/dev/vfio/12"), Some(BlindKind::Vfio));
+        assert_eq!(device_kind("/dev/iommu"), Some(BlindKind::Vfio));
+        assert_eq!(
+            device_kind("anon_inode:[vfio-device]"),
+            Some(BlindKind::Vfio)
+        );
         assert_eq!(device_kind("/dev/null"), None);
         assert_eq!(device_kind("anon_inode:[eventfd]"), None);
     }

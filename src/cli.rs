@@ -128,24 +128,7 @@ pub struct Look {
     pub color: ColorChoice,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Method {
-    /// userfaultfd async write-protect, harvested by PAGEMAP_SCAN with atomic re-protect.
-    PagemapScan,
-    /// The same arming, harvested by plain reads of /proc/PID/pagemap (bit 57 clear = written)
-    /// and re-protected with UFFDIO_WRITEPROTECT.
-    PagemapRead,
-    /// clear_refs soft-dirty (pagemap bit 55), no userfaultfd; the target is frozen while its
-    /// bits are read and cleared (see --no-freeze). Needs CONFIG_MEM_SOFT_DIRTY.
-    SoftDirty,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ArmMethod {
-    Auto,
-    PagemapScan,
-    Writeprotect,
-}
+pub use crate::{Arming, Method};
 
 #[derive(Debug, Clone, Args)]
 pub struct Output {
@@ -273,8 +256,8 @@ pub struct TrackArgs {
 
     /// How to apply the initial write-protection (auto: PAGEMAP_SCAN where the kernel has the
     /// PMD-hole fix, else UFFDIO_WRITEPROTECT). For testing both paths on one kernel.
-    #[arg(long, value_enum, default_value_t = ArmMethod::Auto, hide = true)]
-    pub arm: ArmMethod,
+    #[arg(long, value_enum, default_value_t = Arming::Auto, hide = true)]
+    pub arm: Arming,
 }
 
 #[derive(Debug, Args)]

@@ -5,21 +5,18 @@
 //! each harvest cost.
 
 use std::io::{self, Write};
-use std::os::fd::AsFd;
 use std::time::{Instant, SystemTime};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
-use crate::attach::Frozen;
-use crate::cli::{ArmMethod, CompareArgs, Method, TableFormat as Format};
+use crate::cli::{CompareArgs, TableFormat as Format};
 use crate::exit::{ExitCode, unsupported};
 use crate::maps::{self, Span};
 use crate::output::{DirtyRun, Timestamp, dirty_runs};
 use crate::stop::Stop;
-use crate::sys;
-use crate::track::{self, Arming, Cadence, Gone, Source, Wake};
-use crate::uffd;
+use crate::track::{self, Cadence, Wake};
+use crate::{Error, Gone, Harvest, Method, TrackerBuilder};
 
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Costs {
@@ -106,53 +103,46 @@ fn header(pid: i32, interval: std::time::Duration) -> String {
 }
 
 pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
-    let support = uffd::probe()?;
-    support.require_async_wp()?;
-    if !crate::scan::soft_dirty::works().context("probing soft-dirty")? {
+    let support = crate::probe::Support::detect();
+    support.require(Method::PagemapScan)?;
+    if !support.soft_dirty {
         return Err(unsupported(format!(
             "this kernel ({}) has no working soft-dirty tracking (built without CONFIG_MEM_SOFT_DIRTY): nothing to compare with; `uffd-dirty check` tells what the kernel has",
-            uffd::kernel_release()
+            support.kernel
         )));
     }
-    let scope = args.target.scope();
-    let arming = Arming::choose(ArmMethod::Auto, &support);
-    let (target, mut child) = track::open_target(&args.target, Method::PagemapScan)?;
-    if let Some(c) = child.as_mut() {
-        c.quiet = args.output.look.quiet;
-    }
-    let mut uffd_side = track::attach_mm(
-        &target,
-        &scope,
-        child.as_mut().and_then(|c| c.helper.as_mut()),
-        arming,
-        Method::PagemapScan,
-        &mut |_, _| {},
-    )?
-    .mm;
-    // The command (if launched) runs from here on: soft-dirty needs no injection.
-    let mut soft_side = track::attach_soft(&target, &scope, true, true)?.mm;
-    if let Some(c) = child.as_mut() {
-        c.traced = false;
-    }
-    if let Source::Soft(s) = &mut soft_side {
-        // Both are harvested under one freeze, taken here.
-        s.freeze = false;
-    }
-    let page_size = sys::page_size();
+    let target = track::open_target(&args.target)?;
+    let with_ranges = |mut b: TrackerBuilder<'static>| {
+        for &r in &args.target.ranges {
+            b = b.range(r);
+        }
+        b
+    };
+    let mut uffd_side =
+        with_ranges(TrackerBuilder::new().method(Method::PagemapScan)).attach(&target)?;
+    // The command (if launched) runs from here on: soft-dirty needs no injection. Both are
+    // harvested under one freeze, taken here.
+    let mut soft_side = with_ranges(
+        TrackerBuilder::new()
+            .method(Method::SoftDirty)
+            .freeze(false),
+    )
+    .attach(&target)?;
+    let page_size = uffd_side.page_size();
     // One frozen harvest of both, thrown away: both baselines then start at the same instant
     // (arming the userfaultfd and clearing the soft-dirty bits happened at different times).
+    let (mut a, mut b) = (Harvest::new(), Harvest::new());
     {
-        let _frozen = Frozen::new(&target)?;
-        let _ = uffd_side.harvest(&target, &scope, 0, Instant::now(), page_size)?;
-        let _ = soft_side.harvest(&target, &scope, 0, Instant::now(), page_size)?;
+        let _frozen = target.freeze()?;
+        uffd_side.harvest_into(&mut a)?;
+        soft_side.harvest_into(&mut b)?;
     }
     // Both mechanisms share these blind spots: said on stderr (at attach only; `track` also
     // records them).
-    let (mut blind, found) = crate::blind::Watch::start(target.pid, page_size);
-    blind.warn(&found);
+    track::warn_blind(target.pid(), uffd_side.blind_spots());
     let mut out = crate::output::sink_for(args.output.output.as_deref(), Some(stop))?.writer;
     let begin = Begin {
-        pid: target.pid,
+        pid: target.pid(),
         page_size,
         interval_ms: args.target.interval.as_millis() as u64,
         time: Timestamp(SystemTime::now()),
@@ -163,7 +153,7 @@ pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
         out.flush()?;
     }
     if args.output.format == Format::Human {
-        writeln!(out, "{}", header(target.pid, args.target.interval))?;
+        writeln!(out, "{}", header(target.pid(), args.target.interval))?;
         writeln!(
             out,
             "{:>8} {:>10} {:>10} {:>12} {:>10} {:>12} {:>10} {:>10}",
@@ -181,7 +171,7 @@ pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
     let since = Instant::now();
     let mut cadence = Cadence::start(&args.target, since);
     let mut total = Total {
-        pid: target.pid,
+        pid: target.pid(),
         intervals: 0,
         both: 0,
         only_uffd: 0,
@@ -196,47 +186,50 @@ pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
         }
         let time = SystemTime::now();
         let t0 = Instant::now();
-        let frozen = Frozen::new(&target);
-        let frozen = match frozen {
+        let frozen = match target.freeze() {
             Ok(f) => f,
             // Stopping an exiting target fails before its memory is gone.
-            Err(_) if track::exits_within(&target, track::SETTLE) => break "target-exited",
-            Err(e) => return Err(e),
+            Err(Error::Gone { .. }) => break "target-exited",
+            Err(e) => return Err(e.into()),
         };
         let seq = total.intervals + 1;
         let ta = Instant::now();
-        let a = uffd_side.harvest(&target, &scope, seq, since, page_size)?;
+        let got_a = uffd_side.harvest_into(&mut a);
         let uffd_us = ta.elapsed().as_micros() as u64;
         let tb = Instant::now();
-        let b = soft_side.harvest(&target, &scope, seq, since, page_size)?;
+        let got_b = soft_side.harvest_into(&mut b);
         let soft_dirty_us = tb.elapsed().as_micros() as u64;
         drop(frozen);
         let stopped_us = t0.elapsed().as_micros() as u64;
-        let (a, b) = match (a, b) {
-            (Ok((_, a)), Ok((_, b))) => (a, b),
-            (Err(Gone::Exec), _) | (_, Err(Gone::Exec)) => break "exec",
-            _ => break "target-exited",
-        };
-        let spans = |d: &crate::output::Delta| -> Vec<Span> {
-            d.ranges
-                .iter()
-                .map(|r| Span::new(r.start.0, r.end.0))
-                .collect()
-        };
+        match (got_a, got_b) {
+            (Ok(()), Ok(())) => {}
+            (
+                Err(Error::Gone {
+                    why: Gone::Exec, ..
+                }),
+                _,
+            )
+            | (
+                _,
+                Err(Error::Gone {
+                    why: Gone::Exec, ..
+                }),
+            ) => break "exec",
+            (Err(Error::Gone { .. }), _) | (_, Err(Error::Gone { .. })) => break "target-exited",
+            (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+        }
+        let clear_refs_us = b.clear_refs_cost().unwrap_or_default().as_micros() as u64;
         // Only memory both sides track is compared: read-only memory still registered with
         // the userfaultfd, or memory another userfaultfd owns, would differ by coverage alone.
-        let common = maps::intersect(&a.tracked, &b.tracked);
+        let common = a.tracked().intersection(b.tracked());
         let (a, b) = (
-            maps::intersect(&spans(&a), &common),
-            maps::intersect(&spans(&b), &common),
+            a.dirty().intersection(&common),
+            b.dirty().intersection(&common),
         );
-        let both = maps::intersect(&a, &b);
-        let only_uffd = maps::subtract(&a, &b);
-        let only_soft = maps::subtract(&b, &a);
-        let clear_refs_us = match &soft_side {
-            Source::Soft(s) => s.last_clear_us,
-            Source::Uffd(_) => 0,
-        };
+        let (a, b) = (a.as_slice(), b.as_slice());
+        let both = maps::intersect(a, b);
+        let only_uffd = maps::subtract(a, b);
+        let only_soft = maps::subtract(b, a);
         let interval = Interval {
             seq,
             time: Timestamp(time),
@@ -326,10 +319,10 @@ pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
         r => r?,
     }
     drop(uffd_side);
-    let status = child.as_mut().and_then(|c| match reason {
-        "target-exited" => c.wait_exit(target.pidfd.as_fd()),
-        _ => c.reap(),
-    });
+    let status = match reason {
+        "target-exited" => target.wait(),
+        _ => target.exit_status(),
+    };
     Ok(match status {
         Some(s) if reason == "target-exited" => ExitCode::Command(s.clamp(0, 255) as u8),
         _ => ExitCode::Success,

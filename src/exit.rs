@@ -34,48 +34,41 @@ impl From<ExitCode> for u8 {
     }
 }
 
-/// An error whose kind decides the exit code. The message is the whole one-line explanation.
-#[derive(Debug, thiserror::Error)]
-pub enum Failure {
-    /// Bad input: a flag value, a range, a PID that cannot be a target.
-    #[error("{0}")]
-    Usage(String),
-    /// The caller may not attach (ptrace permission, Yama, capabilities).
-    #[error("{0}")]
-    Permission(String),
-    /// The running kernel lacks something required.
-    #[error("{0}")]
-    Unsupported(String),
-}
-
-impl Failure {
-    pub fn exit_code(&self) -> ExitCode {
-        match self {
-            Failure::Usage(_) => ExitCode::UsageError,
-            Failure::Permission(_) => ExitCode::PermissionDenied,
-            Failure::Unsupported(_) => ExitCode::KernelUnsupported,
-        }
-    }
-}
-
-/// Shorthands that read well at the call site: `return Err(usage(format!(..)))`.
+/// A usage error, for the exit code 2: the library's [`crate::Error::BadInput`].
 pub fn usage(msg: impl fmt::Display) -> anyhow::Error {
-    Failure::Usage(msg.to_string()).into()
+    crate::Error::BadInput(msg.to_string()).into()
 }
 
+/// A refusal to trace, for the exit code 77.
 pub fn permission(msg: impl fmt::Display) -> anyhow::Error {
-    Failure::Permission(msg.to_string()).into()
+    crate::Error::NotPermitted(msg.to_string()).into()
 }
 
+/// A missing kernel feature, for the exit code 69.
 pub fn unsupported(msg: impl fmt::Display) -> anyhow::Error {
-    Failure::Unsupported(msg.to_string()).into()
+    crate::Error::Unsupported(msg.to_string()).into()
 }
 
 /// The exit code an error chain asks for: the first [`Failure`] found, else a runtime error.
 pub fn code_for(err: &anyhow::Error) -> ExitCode {
     err.chain()
-        .find_map(|e| e.downcast_ref::<Failure>())
-        .map_or(ExitCode::RuntimeError, Failure::exit_code)
+        .find_map(|e| {
+            if let Some(f) = e.downcast_ref::<crate::error::Failure>() {
+                use crate::error::Failure;
+                return Some(match f {
+                    Failure::Usage(_) => ExitCode::UsageError,
+                    Failure::Permission(_) => ExitCode::PermissionDenied,
+                    Failure::Unsupported(_) => ExitCode::KernelUnsupported,
+                });
+            }
+            match e.downcast_ref::<crate::Error>()? {
+                crate::Error::BadInput(_) => Some(ExitCode::UsageError),
+                crate::Error::NotPermitted(_) => Some(ExitCode::PermissionDenied),
+                crate::Error::Unsupported(_) => Some(ExitCode::KernelUnsupported),
+                _ => None,
+            }
+        })
+        .unwrap_or(ExitCode::RuntimeError)
 }
 
 #[cfg(test)]

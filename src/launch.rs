@@ -9,6 +9,7 @@
 
 use std::ffi::{CString, OsString};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
@@ -16,18 +17,20 @@ use anyhow::{Context, Result, anyhow};
 use nix::unistd::{ForkResult, Pid, fork, pipe2};
 
 use crate::attach::{self, helper::ExitedBeforeExec, helper::Helper};
+use crate::error::usage;
 use crate::sys;
-use crate::target::Target;
 
 /// How long a command gets after SIGTERM before SIGKILL, when tracking ends first.
 pub const TERMINATE_GRACE: Duration = Duration::from_secs(2);
 
-/// A launched command, seized and stopped at its exec.
-pub struct Launched {
-    pub target: Target,
-    pub command: String,
-    /// The helper holding it, when it is to be injected into.
-    pub helper: Option<Helper>,
+/// A command forked and waiting, before its exec, to be told who will seize it. Dropped
+/// unused, it is killed: it never runs.
+pub(crate) struct Pending {
+    pid: i32,
+    program: OsString,
+    go: OwnedFd,
+    ready: OwnedFd,
+    err: OwnedFd,
 }
 
 /// The exit status to report for a child's raw wait status (128+N for death by signal N).
@@ -41,14 +44,13 @@ pub fn exit_status(status: i32) -> i32 {
     }
 }
 
-/// Start `argv` as our child, held at its exec: seized by an attach helper (`via_helper`), or
-/// by the tracker itself.
-pub fn spawn(argv: &[OsString], via_helper: bool) -> Result<Launched> {
-    let command = argv
-        .iter()
-        .map(|a| a.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(" ");
+/// Fork `argv` as our child, waiting before its exec for [`Pending::exec_held`].
+pub(crate) fn fork_pending(argv: &[OsString]) -> Result<Pending> {
+    let Some(program) = argv.first() else {
+        return Err(usage(
+            "no command to launch: give the program and its arguments",
+        ));
+    };
     let cargs: Vec<CString> = argv
         .iter()
         .map(|a| {
@@ -93,56 +95,68 @@ pub fn spawn(argv: &[OsString], via_helper: bool) -> Result<Launched> {
         },
         ForkResult::Parent { child } => {
             drop((go_r, ready_w, err_w));
-            let pid = child.as_raw();
-            let mut helper = match hold_at_exec(pid, via_helper, &go_w, &ready_r) {
-                Ok(h) => h,
-                Err(e) => {
-                    // Killed while it still waits for the go: the command never runs.
-                    kill_and_reap(pid);
-                    return Err(e);
-                }
-            };
-            let _ = nix::unistd::write(&go_w, b"g");
-            drop(go_w);
-            let at_exec = match helper.as_mut() {
-                Some(h) => match h.wait_exec() {
-                    Ok(()) => Ok(true),
-                    Err(e) if e.is::<ExitedBeforeExec>() => Ok(false),
-                    Err(e) => Err(e),
-                },
-                None => attach::wait_exec_stop(pid),
-            };
-            let at_exec = match at_exec {
-                Ok(a) => a,
-                Err(e) => {
-                    kill_and_reap(pid);
-                    return Err(e);
-                }
-            };
-            if !at_exec {
-                let mut buf = [0u8; 4];
-                let n = nix::unistd::read(&err_r, &mut buf).unwrap_or(0);
-                let err = if n == 4 {
-                    io::Error::from_raw_os_error(i32::from_ne_bytes(buf))
-                } else {
-                    io::Error::other("it exited")
-                };
-                let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
-                return Err(anyhow!("cannot run `{}`: {err}", argv[0].to_string_lossy()));
-            }
-            let target = match Target::open(pid) {
-                Ok(t) => t,
-                Err(e) => {
-                    kill_and_reap(pid);
-                    return Err(e);
-                }
-            };
-            Ok(Launched {
-                target,
-                command,
-                helper,
+            Ok(Pending {
+                pid: child.as_raw(),
+                program: program.clone(),
+                go: go_w,
+                ready: ready_r,
+                err: err_r,
             })
         }
+    }
+}
+
+impl Pending {
+    pub(crate) fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Let the command exec, held at its exec stop: seized by a new attach helper
+    /// (`via_helper`, which it returns), or by the tracker itself. On an error the command
+    /// is killed before it runs.
+    pub(crate) fn exec_held(self, via_helper: bool) -> Result<Option<Helper>> {
+        let pid = self.pid;
+        let held = self.hold_and_exec(via_helper);
+        if held.is_err() {
+            kill_and_reap(pid);
+        }
+        std::mem::forget(self);
+        held
+    }
+
+    fn hold_and_exec(&self, via_helper: bool) -> Result<Option<Helper>> {
+        let pid = self.pid;
+        let mut helper = hold_at_exec(pid, via_helper, &self.go, &self.ready)?;
+        let _ = nix::unistd::write(&self.go, b"g");
+        let at_exec = match helper.as_mut() {
+            Some(h) => match h.wait_exec() {
+                Ok(()) => true,
+                Err(e) if e.is::<ExitedBeforeExec>() => false,
+                Err(e) => return Err(e),
+            },
+            None => attach::wait_exec_stop(pid)?,
+        };
+        if !at_exec {
+            let mut buf = [0u8; 4];
+            let n = nix::unistd::read(&self.err, &mut buf).unwrap_or(0);
+            let err = if n == 4 {
+                io::Error::from_raw_os_error(i32::from_ne_bytes(buf))
+            } else {
+                io::Error::other("it exited")
+            };
+            return Err(anyhow!(
+                "cannot run `{}`: {err}",
+                self.program.to_string_lossy()
+            ));
+        }
+        Ok(helper)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        // Killed while it still waits for the go: the command never runs.
+        kill_and_reap(self.pid);
     }
 }
 
@@ -230,4 +244,84 @@ pub fn terminate(pid: i32) -> i32 {
     // SAFETY: `status` is a valid out-pointer.
     unsafe { libc::waitpid(pid, &mut status, 0) };
     exit_status(status)
+}
+
+/// A launched command once it exec'd: reaped with its status kept, and terminated if it
+/// outlives the [`Target`](crate::Target) that launched it.
+pub(crate) struct Child {
+    pid: i32,
+    status: Option<i32>,
+    /// Reaped, but not by `reap` or `wait_exit`: a command that exits while we attach to it
+    /// (after an exec) is reaped by ptrace's wait for its next stop.
+    reaped_elsewhere: bool,
+    /// Stopped under ptrace (ours or the helper's): SIGTERM would wait for nothing, so it is
+    /// killed outright.
+    pub(crate) traced: bool,
+    /// The attach helper holding it at its exec, for userfaultfd tracking.
+    pub(crate) helper: Option<Helper>,
+}
+
+impl Child {
+    pub(crate) fn new(pid: i32, helper: Option<Helper>) -> Child {
+        Child {
+            pid,
+            status: None,
+            reaped_elsewhere: false,
+            traced: true,
+            helper,
+        }
+    }
+
+    /// Its exit status, if it has exited (reaped now, without waiting).
+    pub(crate) fn reap(&mut self) -> Option<i32> {
+        if self.status.is_none() && !self.reaped_elsewhere {
+            match try_reap(self.pid) {
+                Ok(status) => self.status = status,
+                Err(_) => self.reaped_elsewhere = true,
+            }
+        }
+        self.status
+    }
+
+    /// Its exit status, waiting for the end of an exit under way. If it was reaped
+    /// elsewhere, the pidfd still has its status (Linux 6.15).
+    pub(crate) fn wait_exit(&mut self, pidfd: std::os::fd::BorrowedFd<'_>) -> Option<i32> {
+        if self.status.is_none() && !self.reaped_elsewhere {
+            match wait(self.pid) {
+                Ok(status) => self.status = Some(status),
+                Err(_) => self.reaped_elsewhere = true,
+            }
+        }
+        if self.status.is_none() && self.reaped_elsewhere {
+            self.status = sys::pidfd_exit_code(pidfd).map(exit_status);
+        }
+        self.status
+    }
+
+    /// Terminate it if it still runs (SIGTERM, SIGKILL after [`TERMINATE_GRACE`]): its
+    /// exit status then, `None` if it had exited already (or was reaped elsewhere: its PID
+    /// may be another process's by now).
+    pub(crate) fn terminate(&mut self) -> Option<i32> {
+        if self.traced || self.reap().is_some() || self.reaped_elsewhere {
+            return None;
+        }
+        let status = terminate(self.pid);
+        self.status = Some(status);
+        Some(status)
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if self.traced {
+            // Killed first, so it never runs; then its tracer, the helper, is let go (it
+            // detaches the dead command, which only then can be reaped here).
+            let _ =
+                nix::sys::signal::kill(Pid::from_raw(self.pid), nix::sys::signal::Signal::SIGKILL);
+            drop(self.helper.take());
+            kill_and_reap(self.pid);
+            return;
+        }
+        self.terminate();
+    }
 }

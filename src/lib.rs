@@ -16,37 +16,54 @@ pub mod blind;
 pub mod check;
 pub mod cli;
 pub mod compare;
+mod error;
 pub mod exit;
 pub mod launch;
 pub mod maps;
 pub mod output;
+pub mod probe;
+pub mod process;
 pub mod progress;
 pub mod report;
 pub mod scan;
+mod scope;
+pub mod span;
 pub mod stop;
 pub mod sys;
-pub mod target;
+mod target;
 #[doc(hidden)]
 pub mod testing;
 pub mod track;
+mod tracker;
 pub mod uffd;
 pub mod view;
 pub mod workload;
 
 use std::sync::Arc;
 
+pub use blind::{Blind, BlindKind};
+pub use error::{Error, Gone, Result};
+pub use maps::{MappingKind, Vma as Mapping};
+pub use scope::Selector;
+pub use span::{Span, SpanSet};
+pub use target::Target;
+pub use tracker::{
+    ArmedBy, Arming, Attached, Change, Frozen, Harvest, MappingChange, Method, SkippedMapping,
+    TrackedMapping, Tracker, TrackerBuilder,
+};
+
 use stop::Stop;
 
-use anyhow::{Context, Result};
+use anyhow::Context;
 use clap::ValueEnum;
 
-use cli::{ArmMethod, Cli, Command, DemoArgs, Method, TargetArgs, TrackArgs};
+use cli::{Cli, Command, DemoArgs, TargetArgs, TrackArgs};
 use exit::ExitCode;
 
 /// The stop request, made by SIGINT/SIGTERM; a second SIGINT exits at once with 130. With
 /// `view` (the terminal saved by [`view::open_terminal`]), that exit gives the terminal back
 /// first: `q` makes the same request, so any signal after it takes this path.
-fn stop_on_signals(view: bool) -> Result<Arc<Stop>> {
+fn stop_on_signals(view: bool) -> anyhow::Result<Arc<Stop>> {
     let stop = Arc::new(Stop::new().context("creating the stop pipe")?);
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // Order matters: the conditional exit must see the flag before this signal sets it.
@@ -60,7 +77,7 @@ fn stop_on_signals(view: bool) -> Result<Arc<Stop>> {
     Ok(stop)
 }
 
-fn track(args: &TrackArgs) -> Result<ExitCode> {
+fn track(args: &TrackArgs) -> anyhow::Result<ExitCode> {
     let to_stdout = output::sink::Destination::of(args.output.output.as_deref()).is_stdout();
     // Before anything else: a --format the view would ignore, and --view without a terminal,
     // are usage errors.
@@ -119,7 +136,7 @@ fn track(args: &TrackArgs) -> Result<ExitCode> {
     Ok(outcome.exit)
 }
 
-fn demo(args: &DemoArgs) -> Result<ExitCode> {
+fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("locating the uffd-dirty executable")?;
     // The writer runs for the demo's duration and the tracking ends with it: its log gets
     // written, and its exit status is the demo's.
@@ -156,7 +173,7 @@ fn demo(args: &DemoArgs) -> Result<ExitCode> {
         method: Method::PagemapScan,
         output: args.output.clone(),
         json_bitmap: false,
-        arm: ArmMethod::Auto,
+        arm: Arming::Auto,
         no_follow_exec: false,
         no_freeze: false,
         view: false,
@@ -164,7 +181,7 @@ fn demo(args: &DemoArgs) -> Result<ExitCode> {
 }
 
 /// Run a parsed command line; `main` maps the result to the process exit code.
-pub fn run(cli: Cli) -> Result<ExitCode> {
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Track(args) => track(&args),
         Command::Demo(args) => demo(&args),

@@ -8,6 +8,10 @@ use std::fmt;
 use std::fs;
 use std::io;
 
+pub use crate::span::{
+    Span, intersect, intersect_into, subtract, subtract_into, union, union_in_place,
+};
+
 /// One line of `/proc/PID/maps`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vma {
@@ -25,28 +29,38 @@ pub struct Vma {
     pub name: String,
 }
 
-/// What a mapping is, as reported in the start and mapping records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VmaKind {
+/// What a mapping is, from its name and flags in `/proc/PID/maps`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MappingKind {
+    /// Private anonymous memory (`malloc`'s arenas, `mmap(MAP_ANONYMOUS)`), named or not.
     Anon,
+    /// The `brk` heap, `[heap]`.
     Heap,
+    /// The main thread's stack, `[stack]`.
     Stack,
+    /// A file mapping (program text and data, libraries, `mmap` of a file).
     File,
+    /// Shared memory: memfd, `/dev/shm`, SysV, shared anonymous memory.
     Shmem,
+    /// hugetlbfs memory.
     Hugetlb,
+    /// A kernel special mapping (`[vdso]`, `[vvar]`, driver mappings): never tracked.
     Special,
 }
 
-impl VmaKind {
+impl MappingKind {
+    /// Its name in records and selectors: `anon`, `heap`, `stack`, `file`, `shmem`,
+    /// `hugetlb`, `special`.
     pub fn as_str(self) -> &'static str {
         match self {
-            VmaKind::Anon => "anon",
-            VmaKind::Heap => "heap",
-            VmaKind::Stack => "stack",
-            VmaKind::File => "file",
-            VmaKind::Shmem => "shmem",
-            VmaKind::Hugetlb => "hugetlb",
-            VmaKind::Special => "special",
+            MappingKind::Anon => "anon",
+            MappingKind::Heap => "heap",
+            MappingKind::Stack => "stack",
+            MappingKind::File => "file",
+            MappingKind::Shmem => "shmem",
+            MappingKind::Hugetlb => "hugetlb",
+            MappingKind::Special => "special",
         }
     }
 }
@@ -60,39 +74,39 @@ impl Vma {
         self.end == self.start
     }
 
-    pub fn kind(&self) -> VmaKind {
+    pub fn kind(&self) -> MappingKind {
         let n = self.name.as_str();
         if n == "[heap]" {
-            VmaKind::Heap
+            MappingKind::Heap
         } else if n == "[stack]" || n.starts_with("[stack:") {
-            VmaKind::Stack
+            MappingKind::Stack
         } else if n.starts_with('[') || n.starts_with("anon_inode:") {
             // [vdso], [vvar], [vsyscall], [anon:name] handled below, driver mappings.
             if n.starts_with("[anon:") || n.starts_with("[anon_shmem:") {
                 if self.shared {
-                    VmaKind::Shmem
+                    MappingKind::Shmem
                 } else {
-                    VmaKind::Anon
+                    MappingKind::Anon
                 }
             } else {
-                VmaKind::Special
+                MappingKind::Special
             }
         } else if n.is_empty() {
-            VmaKind::Anon
+            MappingKind::Anon
         } else if n.starts_with("/anon_hugepage")
             || n.contains("/hugepages")
             || n.starts_with("/dev/hugepages")
         {
-            VmaKind::Hugetlb
+            MappingKind::Hugetlb
         } else if n.starts_with("/memfd:")
             || (self.shared
                 && (n.starts_with("/dev/zero")
                     || n.starts_with("/SYSV")
                     || n.starts_with("/dev/shm/")))
         {
-            VmaKind::Shmem
+            MappingKind::Shmem
         } else {
-            VmaKind::File
+            MappingKind::File
         }
     }
 
@@ -114,14 +128,14 @@ impl Vma {
     /// shared one only if its file was opened for writing, which `/proc/PID/maps` does not
     /// show: registering one that cannot fails with EPERM, and it is reported as skipped.
     pub fn is_trackable_by_default(&self) -> bool {
-        self.kind() != VmaKind::Special
+        self.kind() != MappingKind::Special
     }
 
     /// A private mapping of a regular file: its pages are the file's until written, when
     /// they are copied (anonymous), so a present page that is still the file's was never
     /// written through it.
     pub fn is_private_file(&self) -> bool {
-        !self.shared && self.kind() == VmaKind::File
+        !self.shared && self.kind() == MappingKind::File
     }
 }
 
@@ -412,88 +426,6 @@ impl MapsReader {
     }
 }
 
-/// A half-open address range `[start, end)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Span {
-    pub start: u64,
-    pub end: u64,
-}
-
-impl Span {
-    pub const fn new(start: u64, end: u64) -> Self {
-        Span { start, end }
-    }
-
-    pub fn len(&self) -> u64 {
-        self.end - self.start
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.end <= self.start
-    }
-
-    pub fn intersect(&self, other: &Span) -> Option<Span> {
-        let s = Span::new(self.start.max(other.start), self.end.min(other.end));
-        (!s.is_empty()).then_some(s)
-    }
-}
-
-impl fmt::Display for Span {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:#x}-{:#x}", self.start, self.end)
-    }
-}
-
-/// Sort and merge overlapping or touching spans.
-pub fn union(mut spans: Vec<Span>) -> Vec<Span> {
-    union_in_place(&mut spans);
-    spans
-}
-
-/// Sort and merge overlapping or touching spans, in place (no allocation).
-pub fn union_in_place(spans: &mut Vec<Span>) {
-    spans.sort_unstable();
-    let mut kept = 0_usize;
-    for i in 0..spans.len() {
-        let s = spans[i];
-        if s.is_empty() {
-            continue;
-        }
-        match kept.checked_sub(1).map(|k| &mut spans[k]) {
-            Some(last) if s.start <= last.end => last.end = last.end.max(s.end),
-            _ => {
-                spans[kept] = s;
-                kept += 1;
-            }
-        }
-    }
-    spans.truncate(kept);
-}
-
-/// One piece of a VMA chosen for tracking (the VMA clipped to the user's scope).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Selected {
-    pub span: Span,
-    pub vma: Vma,
-}
-
-/// The parts of `vmas` to arm: trackable VMAs, clipped to `scope` (already a sorted union).
-pub fn select(vmas: &[Vma], scope: &[Span]) -> Vec<Selected> {
-    let mut out = Vec::new();
-    for vma in vmas.iter().filter(|v| v.is_trackable_by_default()) {
-        let whole = Span::new(vma.start, vma.end);
-        for s in scope {
-            if let Some(part) = whole.intersect(s) {
-                out.push(Selected {
-                    span: part,
-                    vma: vma.clone(),
-                });
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -503,15 +435,21 @@ mod tests {
         let v = parse_line("7f00a0000000-7f00b0000000 rw-p 00000000 00:00 0 ").unwrap();
         assert_eq!(
             (v.start, v.end, v.write, v.shared, v.kind()),
-            (0x7f00a0000000, 0x7f00b0000000, true, false, VmaKind::Anon)
+            (
+                0x7f00a0000000,
+                0x7f00b0000000,
+                true,
+                false,
+                MappingKind::Anon
+            )
         );
         let v = parse_line(
             "55d0c8a1e000-55d0c8a3f000 rw-p 00000000 00:00 0                          [heap]",
         )
         .unwrap();
-        assert_eq!((v.name.as_str(), v.kind()), ("[heap]", VmaKind::Heap));
+        assert_eq!((v.name.as_str(), v.kind()), ("[heap]", MappingKind::Heap));
         let v = parse_line("7f1c2e000000-7f1c2e100000 rw-s 00000000 00:01 1234                       /memfd:buf (deleted)").unwrap();
-        assert_eq!(v.kind(), VmaKind::Shmem);
+        assert_eq!(v.kind(), MappingKind::Shmem);
         let v = parse_line(
             "7ffd5c3f8000-7ffd5c3fc000 r--p 00000000 00:00 0                          [vvar]",
         )
@@ -538,7 +476,10 @@ mod tests {
             "7f1c2e000000-7f1c2e100000 rw-p 00001000 08:01 99 /usr/lib/x86_64-linux-gnu/libc.so.6",
         )
         .unwrap();
-        assert_eq!((v.kind(), v.offset, v.inode), (VmaKind::File, 0x1000, 99));
+        assert_eq!(
+            (v.kind(), v.offset, v.inode),
+            (MappingKind::File, 0x1000, 99)
+        );
         assert!(parse_line("garbage").is_none());
     }
 
@@ -567,95 +508,12 @@ mod tests {
             assert_eq!(v.name, text);
             assert_eq!(name_bytes(&v.name), bytes, "{text}");
             assert!(!v.name.chars().any(is_unsafe_char), "{text}");
-            assert_eq!(v.kind(), VmaKind::File);
+            assert_eq!(v.kind(), MappingKind::File);
         }
         // A backslash not written by name_text is kept.
         assert_eq!(name_bytes("a\\q\\x4\\x+1\\"), b"a\\q\\x4\\x+1\\");
         assert_eq!(visible("ok \\x1b"), "ok \\x1b");
         assert_eq!(visible("\x1b]0;t\x07\u{85}"), "\\x1b]0;t\\x07\\xc2\\x85");
-    }
-
-    #[test]
-    fn union_merges_touching_and_overlapping() {
-        let u = union(vec![
-            Span::new(5, 8),
-            Span::new(0, 2),
-            Span::new(2, 3),
-            Span::new(6, 10),
-            Span::new(4, 4),
-        ]);
-        assert_eq!(u, vec![Span::new(0, 3), Span::new(5, 10)]);
-    }
-
-    #[test]
-    fn select_clips_to_scope() {
-        let vmas = vec![
-            parse_line("1000-5000 rw-p 00000000 00:00 0").unwrap(),
-            parse_line("5000-6000 r--p 00000000 08:01 7 /usr/lib/libfoo.so").unwrap(),
-            parse_line("6000-7000 r--p 00000000 00:00 0 [vvar]").unwrap(),
-            parse_line("8000-9000 rw-p 00000000 00:00 0").unwrap(),
-        ];
-        let s = select(&vmas, &[Span::new(0x2000, 0x8800)]);
-        let spans: Vec<_> = s.iter().map(|s| s.span).collect();
-        assert_eq!(
-            spans,
-            vec![
-                Span::new(0x2000, 0x5000),
-                Span::new(0x5000, 0x6000),
-                Span::new(0x8000, 0x8800)
-            ]
-        );
-    }
-}
-
-/// `a \ b` for two sorted unions of spans.
-pub fn subtract(a: &[Span], b: &[Span]) -> Vec<Span> {
-    let mut out = Vec::new();
-    subtract_into(a, b, &mut out);
-    out
-}
-
-/// `a ∩ b` for two sorted unions of spans.
-pub fn intersect(a: &[Span], b: &[Span]) -> Vec<Span> {
-    let mut out = Vec::new();
-    intersect_into(a, b, &mut out);
-    out
-}
-
-/// Append `a \ b` to `out` (sorted unions of spans).
-pub fn subtract_into(a: &[Span], b: &[Span], out: &mut Vec<Span>) {
-    let mut j = 0;
-    for &s in a {
-        let mut cur = s.start;
-        while j < b.len() && b[j].end <= cur {
-            j += 1;
-        }
-        let mut k = j;
-        while k < b.len() && b[k].start < s.end {
-            if b[k].start > cur {
-                out.push(Span::new(cur, b[k].start));
-            }
-            cur = cur.max(b[k].end);
-            k += 1;
-        }
-        if cur < s.end {
-            out.push(Span::new(cur, s.end));
-        }
-    }
-}
-
-/// Append `a ∩ b` to `out` (sorted unions of spans).
-pub fn intersect_into(a: &[Span], b: &[Span], out: &mut Vec<Span>) {
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        if let Some(part) = a[i].intersect(&b[j]) {
-            out.push(part);
-        }
-        if a[i].end <= b[j].end {
-            i += 1;
-        } else {
-            j += 1;
-        }
     }
 }
 
@@ -709,66 +567,5 @@ mod subtract_tests {
         });
         assert!(alike, "queries {:?}\ntext {:?}", maps.shape_now, maps.shape);
         sees_changes(maps);
-    }
-
-    #[test]
-    fn subtract_cuts_holes() {
-        let a = [Span::new(0, 10), Span::new(20, 30)];
-        let b = [Span::new(2, 4), Span::new(8, 22), Span::new(25, 26)];
-        assert_eq!(
-            subtract(&a, &b),
-            vec![
-                Span::new(0, 2),
-                Span::new(4, 8),
-                Span::new(22, 25),
-                Span::new(26, 30)
-            ]
-        );
-        assert_eq!(subtract(&a, &[]), a.to_vec());
-        assert!(subtract(&a, &[Span::new(0, 40)]).is_empty());
-    }
-
-    /// Span arithmetic against sets of unit cells, over many random unions.
-    #[test]
-    fn span_arithmetic_matches_sets_of_cells() {
-        use std::collections::BTreeSet;
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
-        let cells = |spans: &[Span]| -> BTreeSet<u64> {
-            spans.iter().flat_map(|s| s.start..s.end).collect()
-        };
-        for _ in 0..500 {
-            let mut random = || -> Vec<Span> {
-                let raw: Vec<Span> = (0..next(6))
-                    .map(|_| {
-                        let start = next(64);
-                        Span::new(start, start + next(12))
-                    })
-                    .collect();
-                let mut u = raw.clone();
-                union_in_place(&mut u);
-                assert_eq!(cells(&u), cells(&raw), "union of {raw:?}");
-                assert!(u.windows(2).all(|w| w[0].end < w[1].start), "{u:?}");
-                u
-            };
-            let (a, b) = (random(), random());
-            let (ca, cb) = (cells(&a), cells(&b));
-            let both: BTreeSet<u64> = ca.intersection(&cb).copied().collect();
-            let only_a: BTreeSet<u64> = ca.difference(&cb).copied().collect();
-            assert_eq!(cells(&intersect(&a, &b)), both, "{a:?} ∩ {b:?}");
-            assert_eq!(cells(&subtract(&a, &b)), only_a, "{a:?} \\ {b:?}");
-            // The _into forms append, leaving what was there.
-            let mark = Span::new(u64::MAX - 1, u64::MAX);
-            let mut out = vec![mark];
-            intersect_into(&a, &b, &mut out);
-            subtract_into(&a, &b, &mut out);
-            assert_eq!(out[0], mark);
-            assert_eq!(cells(&out[1..]), ca, "(a ∩ b) + (a \\ b) = a");
-        }
     }
 }

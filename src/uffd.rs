@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use anyhow::{Context, Result};
 
-use crate::exit::unsupported;
+use crate::error::unsupported;
 use crate::maps::Span;
 use crate::sys::{self, abi};
 
@@ -64,8 +64,18 @@ pub fn kernel_release() -> String {
     )
 }
 
-/// Probe the kernel in the tracker's own process, before touching any target.
+/// Probe the kernel in the tracker's own process, before touching any target. Probed once
+/// per process: what the running kernel offers does not change.
 pub fn probe() -> Result<KernelSupport> {
+    static PROBED: std::sync::OnceLock<KernelSupport> = std::sync::OnceLock::new();
+    if let Some(s) = PROBED.get() {
+        return Ok(*s);
+    }
+    let s = probe_now()?;
+    Ok(*PROBED.get_or_init(|| s))
+}
+
+fn probe_now() -> Result<KernelSupport> {
     let fd = match sys::userfaultfd_local() {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {

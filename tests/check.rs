@@ -123,7 +123,7 @@ fn kernel_config() -> Option<String> {
 fn check_soft_dirty_matches_round_trip() {
     let (v, _) = check_json();
     let reported = v["soft_dirty"].as_bool().unwrap();
-    let here = uffd_dirty::check::soft_dirty_round_trip().expect("soft-dirty round trip");
+    let here = uffd_dirty::probe::soft_dirty_round_trip().expect("soft-dirty round trip");
     assert_eq!(reported, here, "{v}");
     assert_eq!(item(&v, "soft-dirty")["status"] == "ok", reported, "{v}");
     match kernel_config() {

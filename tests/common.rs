@@ -404,7 +404,7 @@ pub fn has_userfaultfd(pid: i32) -> bool {
 }
 
 pub fn tracer_pid(pid: i32) -> i32 {
-    uffd_dirty::target::read_status(&format!("/proc/{pid}/status"))
+    uffd_dirty::process::read_status(&format!("/proc/{pid}/status"))
         .unwrap()
         .tracer_pid
 }

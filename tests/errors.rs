@@ -43,7 +43,7 @@ impl Victim {
         v
     }
     fn state(&self) -> char {
-        uffd_dirty::target::read_status(&format!("/proc/{}/status", self.pid()))
+        uffd_dirty::process::read_status(&format!("/proc/{}/status", self.pid()))
             .map_or('?', |s| s.state)
     }
     fn pid(&self) -> i32 {
@@ -110,7 +110,7 @@ fn zombie() {
     .unwrap();
     let zpid: i32 = line.trim().parse().unwrap();
     assert!(wait_until(std::time::Duration::from_secs(5), || {
-        uffd_dirty::target::read_status(&format!("/proc/{zpid}/status"))
+        uffd_dirty::process::read_status(&format!("/proc/{zpid}/status"))
             .is_ok_and(|s| s.state == 'Z')
     }));
     let (code, err) = fails(&["track", "--pid", &zpid.to_string()]);

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
-use uffd_dirty::maps::{self, Vma, VmaKind};
+use uffd_dirty::maps::{self, MappingKind, Vma};
 
 use crate::common::*;
 
@@ -125,7 +125,7 @@ fn snapshot(pid: i32) -> (Vec<Vma>, BTreeMap<u64, Vec<u8>>) {
     let vmas = maps::read_maps(pid).unwrap();
     let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
     let mut pages = BTreeMap::new();
-    for v in vmas.iter().filter(|v| v.kind() != VmaKind::Special) {
+    for v in vmas.iter().filter(|v| v.kind() != MappingKind::Special) {
         for a in (v.start..v.end).step_by(PAGE as usize) {
             let mut buf = vec![0u8; PAGE as usize];
             if mem.read_exact_at(&mut buf, a).is_ok() {

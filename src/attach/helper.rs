@@ -34,8 +34,8 @@ use nix::sys::socket::{
 use serde::{Deserialize, Serialize};
 
 use super::Injection;
-use crate::exit::{Failure, permission, unsupported, usage};
-use crate::target::Target;
+use crate::error::{Failure, permission, unsupported, usage};
+use crate::process::Process;
 
 /// The hidden subcommand that runs the helper.
 const SUBCOMMAND: &str = "attach-helper";
@@ -369,7 +369,7 @@ pub fn serve(args: &HelperArgs) -> Result<()> {
         Some(pid) if pid == args.pid => {
             // SAFETY: fd 4 is the pidfd the tracker passed (checked just above), ours now.
             let pidfd = unsafe { OwnedFd::from_raw_fd(PIDFD_FD) };
-            let target = Target {
+            let target = Process {
                 pid: args.pid,
                 pidfd,
             };
@@ -390,7 +390,7 @@ pub fn serve(args: &HelperArgs) -> Result<()> {
     Ok(())
 }
 
-fn attach(target: &Target, sock: BorrowedFd<'_>, launched: bool) -> Result<()> {
+fn attach(target: &Process, sock: BorrowedFd<'_>, launched: bool) -> Result<()> {
     if launched {
         return serve_launched(target, sock);
     }
@@ -406,7 +406,7 @@ fn attach(target: &Target, sock: BorrowedFd<'_>, launched: bool) -> Result<()> {
     )
 }
 
-fn serve_launched(target: &Target, sock: BorrowedFd<'_>) -> Result<()> {
+fn serve_launched(target: &Process, sock: BorrowedFd<'_>) -> Result<()> {
     match recv::<Order>(sock)? {
         Some((Order::Seize, _)) => {}
         // The tracker is gone or changed its mind: the command runs on untouched.

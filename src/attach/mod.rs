@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
 
-use crate::exit::{permission, unsupported};
+use crate::error::{permission, unsupported};
+use crate::process::{Process, read_status};
 use crate::sys::{self, abi};
-use crate::target::{Target, read_status};
 
 /// How long a thread may take to reach its ptrace stop before we give up on it.
 const STOP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -199,7 +199,7 @@ impl Drop for SignalsBlocked {
 
 /// Find a `syscall` instruction in the target's executable memory by reading it:
 /// the vDSO first, then any other executable mapping (never `[vsyscall]`).
-fn find_syscall_site(target: &Target) -> Result<u64> {
+fn find_syscall_site(target: &Process) -> Result<u64> {
     let vmas = crate::maps::read_maps(target.pid).context("reading the target's mappings")?;
     let mem = target.open_proc("mem")?;
     let mut candidates: Vec<_> = vmas
@@ -424,7 +424,7 @@ fn is_stop_signal(sig: i32) -> bool {
 
 /// Whether a signal not blocked by `mask` is pending for the thread or its process.
 fn unblocked_signal_pending(pid: i32, tid: i32, mask: u64) -> bool {
-    let Ok(text) = crate::target::read_proc(format!("/proc/{pid}/task/{tid}/status")) else {
+    let Ok(text) = crate::process::read_proc(format!("/proc/{pid}/task/{tid}/status")) else {
         return false;
     };
     text.lines()
@@ -478,7 +478,7 @@ fn syscall_insn_before(pid: i32, ip: u64) -> bool {
     ) && b == arch::SYSCALL_INSN
 }
 
-fn seize_error(target: &Target, tid: i32, e: io::Error) -> anyhow::Error {
+fn seize_error(target: &Process, tid: i32, e: io::Error) -> anyhow::Error {
     // An exiting thread cannot be seized (EPERM): that is an exit, not a permission problem.
     if matches!(e.raw_os_error(), Some(libc::EPERM | libc::ESRCH))
         && (target.check_alive().is_err() || thread_is_dead(target.pid, tid))
@@ -511,7 +511,7 @@ pub fn yama_hint() -> String {
     }
 }
 
-fn refuse_seccomp(target: &Target, tid: i32) -> Result<()> {
+fn refuse_seccomp(target: &Process, tid: i32) -> Result<()> {
     let st = read_status(&format!("/proc/{}/task/{tid}/status", target.pid)).unwrap_or_default();
     match st.seccomp {
         0 => Ok(()),
@@ -536,7 +536,7 @@ fn refuse_seccomp(target: &Target, tid: i32) -> Result<()> {
 /// there, is emptied by `pidfd_getfd` on a pidfd of that thread (`PIDFD_THREAD`, 6.9), and
 /// exits, its table with it. The target's own table is never touched. Before 6.9 the old way
 /// stays: create in the target's table, take, close ([`create_in_shared_table`]).
-fn create_and_take(b: &Borrowed, target: &Target) -> Result<OwnedFd> {
+fn create_and_take(b: &Borrowed, target: &Process) -> Result<OwnedFd> {
     if thread_pidfds_work() {
         create_in_own_thread(b, target)
     } else {
@@ -554,7 +554,7 @@ fn thread_pidfds_work() -> bool {
 /// The flags `userfaultfd()` is called with inside the target.
 const UFFD_FLAGS: u64 = abi::O_CLOEXEC | abi::O_NONBLOCK | abi::UFFD_USER_MODE_ONLY;
 
-fn userfaultfd_error(ret: i64, target: &Target) -> anyhow::Error {
+fn userfaultfd_error(ret: i64, target: &Process) -> anyhow::Error {
     let err = io::Error::from_raw_os_error(-ret as i32);
     match -ret as i32 {
         libc::ENOSYS => {
@@ -571,7 +571,7 @@ fn userfaultfd_error(ret: i64, target: &Target) -> anyhow::Error {
     }
 }
 
-fn getfd_error(e: io::Error, fd: i32, target: &Target) -> anyhow::Error {
+fn getfd_error(e: io::Error, fd: i32, target: &Process) -> anyhow::Error {
     if e.raw_os_error() == Some(libc::EPERM) {
         permission(format!(
             "pidfd_getfd on PID {} was denied: CAP_SYS_PTRACE or the same user is needed{}",
@@ -584,7 +584,7 @@ fn getfd_error(e: io::Error, fd: i32, target: &Target) -> anyhow::Error {
 }
 
 /// Check that a taken fd is a userfaultfd.
-fn is_userfaultfd(fd: OwnedFd, fd_in_target: i32, target: &Target) -> Result<OwnedFd> {
+fn is_userfaultfd(fd: OwnedFd, fd_in_target: i32, target: &Process) -> Result<OwnedFd> {
     let ours = fs::read_link(format!(
         "/proc/self/fd/{}",
         std::os::fd::AsRawFd::as_raw_fd(&fd)
@@ -601,7 +601,7 @@ fn is_userfaultfd(fd: OwnedFd, fd_in_target: i32, target: &Target) -> Result<Own
 
 /// See [`create_and_take`]: the userfaultfd is created by a transient thread of the target
 /// with a fd table of its own.
-fn create_in_own_thread(b: &Borrowed, target: &Target) -> Result<OwnedFd> {
+fn create_in_own_thread(b: &Borrowed, target: &Process) -> Result<OwnedFd> {
     // The borrowed thread's clone is attached to us at once, stopped before its first
     // instruction; the option is dropped again right after.
     ptrace(
@@ -716,7 +716,7 @@ impl Spawned {
         )
     }
 
-    fn create_and_take(&self, target: &Target) -> Result<OwnedFd> {
+    fn create_and_take(&self, target: &Process) -> Result<OwnedFd> {
         let ret = self.syscall(abi::SYS_USERFAULTFD, [UFFD_FLAGS, 0, 0, 0, 0, 0])?;
         if ret < 0 {
             return Err(userfaultfd_error(ret, target));
@@ -747,7 +747,7 @@ impl Spawned {
 
 /// Before Linux 6.9: create the userfaultfd in the target's own fd table, take a copy and
 /// close it there (another thread may pass it on by forking meanwhile).
-fn create_in_shared_table(b: &Borrowed, target: &Target) -> Result<OwnedFd> {
+fn create_in_shared_table(b: &Borrowed, target: &Process) -> Result<OwnedFd> {
     let ret = b.syscall(abi::SYS_USERFAULTFD, [UFFD_FLAGS, 0, 0, 0, 0, 0])?;
     if ret < 0 {
         return Err(userfaultfd_error(ret, target));
@@ -772,13 +772,13 @@ fn create_in_shared_table(b: &Borrowed, target: &Target) -> Result<OwnedFd> {
 
 /// Attach to a running process: a helper borrows its best-placed thread to create a
 /// userfaultfd, gives the thread back, and hands the fd over.
-pub fn take_userfaultfd(target: &Target) -> Result<Injection<OwnedFd>> {
+pub fn take_userfaultfd(target: &Process) -> Result<Injection<OwnedFd>> {
     helper::Helper::start(target.pid, target.pidfd.as_fd(), false)?.take()
 }
 
 /// The threads of the target in the order to try them for borrowing, each ranked once
 /// (ranks read from /proc change under a running program: never compare them twice).
-fn threads_by_rank(target: &Target) -> Result<Vec<i32>> {
+fn threads_by_rank(target: &Process) -> Result<Vec<i32>> {
     let mut ranked: Vec<(u8, i32)> = target
         .threads()?
         .into_iter()
@@ -790,7 +790,7 @@ fn threads_by_rank(target: &Target) -> Result<Vec<i32>> {
 
 /// In the helper: borrow the best-placed thread, create and take the userfaultfd, give the
 /// thread back.
-fn take_userfaultfd_here(target: &Target) -> Result<Injection<OwnedFd>> {
+fn take_userfaultfd_here(target: &Process) -> Result<Injection<OwnedFd>> {
     if let Some((tid, tracer)) = target.traced_thread()? {
         bail!(
             "thread {tid} of PID {} is already traced by PID {tracer}: detach that debugger or tracer first",
@@ -821,7 +821,7 @@ fn take_userfaultfd_here(target: &Target) -> Result<Injection<OwnedFd>> {
 /// Stop a seized thread with `PTRACE_INTERRUPT`. A signal on its way in is let through, and
 /// the interrupt asked for again: the signal's delivery stop may have used it up (under a
 /// flood of signals the thread would otherwise run on from stop to stop).
-fn interrupt_and_wait(tid: i32, target: &Target) -> Result<()> {
+fn interrupt_and_wait(tid: i32, target: &Process) -> Result<()> {
     ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0)
         .with_context(|| format!("interrupting thread {tid}"))?;
     let deadline = Instant::now() + STOP_TIMEOUT;
@@ -848,7 +848,7 @@ fn interrupt_and_wait(tid: i32, target: &Target) -> Result<()> {
 /// Inject, then run `while_stopped` on the userfaultfd before the thread is given back.
 fn borrow_and_inject<T>(
     tid: i32,
-    target: &Target,
+    target: &Process,
     site: u64,
     options: i32,
     started: Instant,
@@ -876,7 +876,7 @@ fn borrow_and_inject<T>(
 /// instruction), inject, and run `arm` on the userfaultfd while the command, single-threaded
 /// after exec, is still stopped: it starts running only once fully tracked.
 fn take_userfaultfd_after_exec_here<T>(
-    target: &Target,
+    target: &Process,
     arm: impl FnOnce(OwnedFd) -> Result<T>,
 ) -> Result<Injection<T>> {
     let tid = target.pid;
@@ -928,7 +928,7 @@ pub struct Frozen {
 
 impl Frozen {
     /// Stop every thread, listing them again until no new one appears.
-    pub fn new(target: &Target) -> Result<Frozen> {
+    pub fn new(target: &Process) -> Result<Frozen> {
         let mut frozen = Frozen {
             pid: target.pid,
             tids: Vec::new(),

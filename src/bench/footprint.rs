@@ -11,7 +11,6 @@ use serde::Serialize;
 
 use super::{BenchTarget, Case, ms};
 use crate::cli::Method;
-use crate::track;
 
 /// Harvests per second.
 const RATE: u32 = 10;
@@ -19,7 +18,7 @@ const RATE: u32 = 10;
 #[derive(Debug, Clone, Serialize)]
 pub struct FootprintRow {
     pub case: Case,
-    pub method: &'static str,
+    pub method: String,
     pub rate_hz: u32,
     /// Deltas in the measured window.
     pub deltas: u64,
@@ -49,7 +48,7 @@ impl Run {
         let per_s = |d: Duration| ms(d) / self.window.as_secs_f64();
         FootprintRow {
             case,
-            method: track::method_name(self.method),
+            method: self.method.to_string(),
             rate_hz: RATE,
             deltas: self.window_deltas,
             cpu_ms_per_s: per_s(self.window_cpu),
@@ -99,7 +98,7 @@ pub(super) fn measure(proc: &mut BenchTarget, method: Method, time: Duration) ->
     // stop went astray), so it is alive whenever it is sampled, however slow the machine.
     let mut tracker = std::process::Command::new(std::env::current_exe()?)
         .args(["track", "--pid", &proc.pid().to_string()])
-        .args(["--method", track::method_name(method)])
+        .args(["--method", &method.to_string()])
         .args(["--interval", &format!("{}ms", interval.as_millis())])
         .args(["--duration", &format!("{}ms", (time * 4).as_millis())])
         .args(["--format", "json", "--output"])
@@ -130,7 +129,7 @@ pub(super) fn measure(proc: &mut BenchTarget, method: Method, time: Duration) ->
     let (cpu1, t1, (n1, h1)) = (cpu_so_far(pid)?, Instant::now(), deltas_so_far(&records));
     // The peak of the tracker's own address space (getrusage's maxrss would count this
     // process's memory too: a child starts as a copy of it).
-    let peak_rss_kib = crate::target::read_status(&format!("/proc/{pid}/status"))
+    let peak_rss_kib = crate::process::read_status(&format!("/proc/{pid}/status"))
         .context("reading the tracker's status")?
         .vm_hwm_kib;
     // SAFETY: kill(2) on our own child, not yet reaped.

@@ -39,7 +39,7 @@ impl Machine {
             .and_then(|m| {
                 m.lines()
                     .find_map(|l| l.strip_prefix("MemTotal:"))
-                    .map(crate::target::kib)
+                    .map(crate::process::kib)
             })
             .unwrap_or(0);
         Machine {

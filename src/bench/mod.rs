@@ -29,10 +29,9 @@ use serde::Serialize;
 
 use crate::cli::Method;
 use crate::exit::ExitCode;
-use crate::maps::Span;
+use crate::process::Process;
 use crate::sys::{self, abi};
-use crate::target::Target;
-use crate::track::{self, Arming, Source};
+use crate::{Arming, Harvest, Target, Tracker, TrackerBuilder};
 pub use footprint::FootprintRow;
 pub use machine::Machine;
 use target::{BenchTarget, Layout};
@@ -174,7 +173,7 @@ impl Case {
 #[derive(Debug, Clone, Serialize)]
 pub struct HarvestRow {
     pub case: Case,
-    pub method: &'static str,
+    pub method: String,
     pub populated_pages: u64,
     pub dirty_fraction: f64,
     pub dirty_pages: u64,
@@ -196,7 +195,7 @@ pub struct HarvestRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct AttachRow {
     pub case: Case,
-    pub method: &'static str,
+    pub method: String,
     pub populated_pages: u64,
     pub attach_ms: f64,
     pub detach_ms: f64,
@@ -209,7 +208,7 @@ pub struct SlowdownRow {
     pub size_bytes: u64,
     pub rewritten_pages: u64,
     /// `untracked`, or a method.
-    pub method: &'static str,
+    pub method: String,
     pub rate_hz: Option<u32>,
     /// Median over the rounds, with the spread.
     pub page_writes_per_s: f64,
@@ -232,7 +231,7 @@ pub struct Results {
 }
 
 fn vm_pte_kib(pid: i32) -> u64 {
-    crate::target::read_status(&format!("/proc/{pid}/status")).map_or(0, |s| s.vm_pte_kib)
+    crate::process::read_status(&format!("/proc/{pid}/status")).map_or(0, |s| s.vm_pte_kib)
 }
 
 /// The methods this kernel supports, or those asked for (checked in `run`).
@@ -256,60 +255,48 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// The whole address space: what `track` harvests without `--range`.
-const WHOLE: [Span; 1] = [Span::new(0, abi::TASK_SIZE)];
-
 /// A bench target and the tracker's attachment to it.
 struct Tracked {
     proc: BenchTarget,
     target: Target,
-    source: Source,
+    tracker: Tracker,
     method: Method,
-    seq: u64,
-    since: Instant,
+    harvest: Harvest,
 }
 
 impl Tracked {
     fn attach(proc: BenchTarget, method: Method, arming: Arming) -> Result<Tracked> {
         let target = Target::open(proc.pid())?;
-        let source = attach_source(&target, method, arming)?;
+        let tracker = attach_whole(&target, method, arming)?;
         Ok(Tracked {
             proc,
             target,
-            source,
+            tracker,
             method,
-            seq: 0,
-            since: Instant::now(),
+            harvest: Harvest::new(),
         })
     }
 
     /// One harvest, as `track` does it; the dirty pages it reported.
     fn harvest(&mut self) -> Result<u64> {
-        self.seq += 1;
-        match self
-            .source
-            .harvest(&self.target, &WHOLE, self.seq, self.since, sys::page_size())?
-        {
-            Ok((_, delta)) => {
-                let pages = delta.dirty_pages;
-                self.source.recycle(delta);
-                Ok(pages)
-            }
-            Err(_) => bail!("the bench target went away"),
+        match self.tracker.harvest_into(&mut self.harvest) {
+            Ok(()) => Ok(self.harvest.dirty_pages()),
+            Err(crate::Error::Gone { .. }) => bail!("the bench target went away"),
+            Err(e) => Err(e.into()),
         }
     }
 
-    fn name(&self) -> &'static str {
-        track::method_name(self.method)
+    fn name(&self) -> String {
+        self.method.to_string()
     }
 }
 
 /// Attach to the whole of `target` as `track` does.
-fn attach_source(target: &Target, method: Method, arming: Arming) -> Result<Source> {
-    Ok(match method {
-        Method::SoftDirty => track::attach_soft(target, &WHOLE, true, true)?.mm,
-        m => track::attach_mm(target, &WHOLE, None, arming, m, &mut |_, _| {})?.mm,
-    })
+fn attach_whole(target: &Target, method: Method, arming: Arming) -> Result<Tracker> {
+    Ok(TrackerBuilder::new()
+        .method(method)
+        .arming(arming)
+        .attach(target)?)
 }
 
 /// Attaches (and detaches) timed per case: the median of three, on one target.
@@ -323,7 +310,7 @@ struct BareScan {
 }
 
 impl BareScan {
-    fn open(target: &Target) -> Result<BareScan> {
+    fn open(target: &Process) -> Result<BareScan> {
         Ok(BareScan {
             pagemap: target.open_proc("pagemap")?,
             // Large enough that one call covers any harvest here: the kernel at its best.
@@ -369,17 +356,21 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             "--run-time below 1s leaves the footprint run no steady window to measure: give at least 1s",
         ));
     }
-    let support = crate::uffd::probe()?;
-    support.require_async_wp()?;
-    if args.methods.contains(&Method::SoftDirty) && !crate::scan::soft_dirty::works()? {
+    let support = crate::probe::Support::detect();
+    support.require(Method::PagemapScan)?;
+    if args.methods.contains(&Method::SoftDirty) && !support.soft_dirty {
         return Err(crate::exit::unsupported(format!(
             "this kernel ({}) has no working soft-dirty tracking: leave soft-dirty out of --methods (vm/bench.sh measures it in a VM)",
-            crate::uffd::kernel_release()
+            support.kernel
         )));
     }
     let mut bench = Bench {
         args,
-        arming: Arming::choose(crate::cli::ArmMethod::Auto, &support),
+        arming: if support.pmd_hole_fix {
+            Arming::PagemapScan
+        } else {
+            Arming::Writeprotect
+        },
         page: sys::page_size(),
         results: Results {
             // As typed, but the program by its name rather than its path.
@@ -436,7 +427,7 @@ impl Bench<'_> {
                 // The bare ioctl arms empty slots too (it is the dense fast path): on sparse
                 // memory it would allocate the page tables the sparse path avoids.
                 let mut bare = (method == Method::PagemapScan && populated == layout.pages)
-                    .then(|| BareScan::open(&t.target))
+                    .then(|| BareScan::open(&Process::open(t.target.pid())?))
                     .transpose()?;
                 for &fraction in &self.args.fractions {
                     let n = (populated as f64 * fraction).round() as u64;
@@ -449,7 +440,7 @@ impl Bench<'_> {
                         let reported = t.harvest()?;
                         let took = t0.elapsed();
                         times.push(ms(took));
-                        if let Some(watch) = t.source.watch() {
+                        if let Some(watch) = t.harvest.watch_cost() {
                             watches.push(watch.as_secs_f64() * 1e6);
                             without_watch.push(ms(took.saturating_sub(watch)));
                         }
@@ -513,18 +504,18 @@ impl Bench<'_> {
                 for method in methods(&self.args.methods) {
                     let proc = BenchTarget::spawn(case.layout(self.page))?;
                     let target = Target::open(proc.pid())?;
-                    let vmpte_before_kib = vm_pte_kib(target.pid);
+                    let vmpte_before_kib = vm_pte_kib(target.pid());
                     let mut vmpte_growth_kib = 0;
                     let (mut attach, mut detach) = (Vec::new(), Vec::new());
                     // Detaching drops every protection, so each attach arms the same memory
                     // afresh (page tables that arming allocated stay: counted once).
                     for round in 0..ATTACH_ROUNDS {
                         let t0 = Instant::now();
-                        let source = attach_source(&target, method, self.arming)?;
+                        let source = attach_whole(&target, method, self.arming)?;
                         attach.push(ms(t0.elapsed()));
                         if round == 0 {
                             vmpte_growth_kib =
-                                vm_pte_kib(target.pid) as i64 - vmpte_before_kib as i64;
+                                vm_pte_kib(target.pid()) as i64 - vmpte_before_kib as i64;
                         }
                         let t0 = Instant::now();
                         drop(source);
@@ -532,7 +523,7 @@ impl Bench<'_> {
                     }
                     self.results.attach.push(AttachRow {
                         case,
-                        method: track::method_name(method),
+                        method: method.to_string(),
                         populated_pages: proc.populated,
                         attach_ms: median(&mut attach),
                         detach_ms: median(&mut detach),
@@ -574,7 +565,7 @@ impl Bench<'_> {
             self.results.slowdown.push(SlowdownRow {
                 size_bytes: self.args.slowdown_size,
                 rewritten_pages: k,
-                method: config.map_or("untracked", |(m, _)| track::method_name(m)),
+                method: config.map_or("untracked".to_string(), |(m, _)| m.to_string()),
                 rate_hz: config.map(|(_, rate)| rate),
                 page_writes_per_s: median,
                 page_writes_per_s_min: runs[0].0,

@@ -93,7 +93,7 @@ fn harvest(out: &mut impl Write, r: &Results) -> io::Result<()> {
         )?;
     }
     let others: Vec<&str> = {
-        let mut m: Vec<&str> = r.harvest.iter().map(|h| h.method).collect();
+        let mut m: Vec<&str> = r.harvest.iter().map(|h| h.method.as_str()).collect();
         m.dedup();
         m.retain(|&x| x != "pagemap-scan");
         m.sort();

@@ -57,7 +57,7 @@ pub struct TrackedRange {
     pub end: Addr,
     pub pages: u64,
     pub mapping: String,
-    pub kind: &'static str,
+    pub kind: crate::MappingKind,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -80,7 +80,7 @@ pub struct Start {
     pub version: u32,
     pub pid: i32,
     pub page_size: u64,
-    pub method: &'static str,
+    pub method: crate::Method,
     pub interval_ms: u64,
     pub ranges: Vec<TrackedRange>,
     pub skipped: Vec<SkippedRange>,
@@ -88,7 +88,7 @@ pub struct Start {
     /// when none was found. Added within version 1: older traces lack it.
     pub blind: Vec<Blind>,
     /// How the initial protection was applied (`pagemap-scan` or `writeprotect`).
-    pub arm_method: &'static str,
+    pub arm_method: crate::ArmedBy,
     /// How long the attach took, from the first ptrace call to armed, and how long the
     /// borrowed target thread was stopped.
     pub attach_us: u64,
@@ -102,7 +102,7 @@ pub struct Start {
 pub struct Blind {
     /// `io_uring` (registered buffers), `rdma`, `vfio` (a DMA-capable device is open), or
     /// `pinned` (`VmPin` that no fd explains).
-    pub kind: &'static str,
+    pub kind: crate::blind::BlindKind,
     /// The target's fd it was found through (not for `pinned`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fd: Option<i32>,
@@ -113,12 +113,44 @@ pub struct Blind {
     pub ranges: Vec<DirtyRun>,
 }
 
+impl Blind {
+    /// The record of a source the tracker found.
+    pub fn of(b: &crate::blind::Blind, page_size: u64) -> Blind {
+        Blind {
+            kind: b.kind,
+            fd: b.fd,
+            detail: b.detail.clone(),
+            ranges: dirty_runs(&b.spans, page_size),
+        }
+    }
+}
+
 /// A [`Blind`] source found while tracking, at the harvest of `time`.
 #[derive(Debug, Clone, Serialize)]
 pub struct BlindFound {
     #[serde(flatten)]
     pub blind: Blind,
     pub time: Timestamp,
+}
+
+impl Mapping {
+    /// The record of a change a harvest of `time` found.
+    pub fn of(c: &crate::MappingChange, time: Timestamp) -> Mapping {
+        let (event, from) = match c.change {
+            crate::Change::Added => ("added", None),
+            crate::Change::Moved { from } => ("moved", Some(Addr(from))),
+            crate::Change::Removed => ("removed", None),
+        };
+        Mapping {
+            event,
+            start: Addr(c.span.start),
+            end: Addr(c.span.end),
+            from,
+            mapping: c.name.clone(),
+            kind: c.kind.map_or("unmapped", crate::MappingKind::as_str),
+            time,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

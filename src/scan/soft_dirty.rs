@@ -74,5 +74,10 @@ impl SoftDirty {
 /// Whether soft-dirty really works here, by round trip (see `check::soft_dirty_round_trip`):
 /// writing to clear_refs succeeds silently on kernels built without CONFIG_MEM_SOFT_DIRTY.
 pub fn works() -> io::Result<bool> {
-    crate::check::soft_dirty_round_trip()
+    static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if let Some(&w) = WORKS.get() {
+        return Ok(w);
+    }
+    let w = crate::probe::soft_dirty_round_trip()?;
+    Ok(*WORKS.get_or_init(|| w))
 }

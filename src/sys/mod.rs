@@ -175,6 +175,26 @@ pub fn procmap_query(maps: BorrowedFd<'_>, q: &mut ProcmapQuery) -> io::Result<(
         .map(drop)
 }
 
+/// `process_vm_readv` of `buf.len()` bytes at `addr` in process `pid`: the bytes read, fewer
+/// than asked when a page in the range cannot be read (the read stops there).
+pub fn read_remote(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: `local` describes `buf`, which we borrow mutably for the call; `remote` names
+    // memory of the other process, which the kernel checks (it is never dereferenced here).
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// `pread` that fills `buf` completely unless EOF comes first; returns the bytes read.
 pub fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut done = 0;

@@ -1,38 +1,22 @@
-//! The tracking loop: attach, register and arm, then every interval discover new mappings,
-//! harvest, and emit one delta; stop on a signal, a count, a duration or the target's exit.
-//!
-//! Submodules: `registry` (what is registered with our userfaultfd), `mm` (one address space
-//! under userfaultfd tracking: arming, mapping refresh, harvests), `soft` (soft-dirty). They
-//! share this module's imports.
+//! `track`: attach a [`Tracker`], then every interval harvest and emit one delta; stop on a
+//! signal, a count, a duration, the target's exit, or the output's reader going away.
 
-mod mm;
-mod registry;
-mod soft;
-
-use std::collections::HashSet;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow};
 
-use crate::attach;
-use crate::cli::{ArmMethod, Format, Method, TargetArgs, TrackArgs};
-use crate::exit::{ExitCode, usage};
-use crate::launch;
-use crate::maps::{self, Selected, Span, Vma};
+use crate::cli::{Format, TargetArgs, TrackArgs};
+use crate::exit::ExitCode;
+use crate::maps::{self, Vma};
 use crate::output::{self, Addr, Emitter, EndReason, Record, Timestamp};
 use crate::progress;
-use crate::scan::{PagemapRead, PagemapScan, SoftDirty};
 use crate::stop::Stop;
-use crate::sys::{self, abi};
-use crate::target::Target;
-use crate::uffd::{self, Uffd};
-
-use mm::mapping_events;
-pub(crate) use mm::{Arming, Attachment, Mm, attach_mm};
-use registry::{Registry, Skip, is_gone};
-pub(crate) use soft::{SoftMm, attach_soft};
+use crate::sys;
+use crate::{
+    Attached, Error, Gone, Harvest, Method, SkippedMapping, Target, Tracker, TrackerBuilder,
+};
 
 pub(crate) enum Wake {
     Tick,
@@ -61,10 +45,7 @@ pub(crate) fn wait_until(
             return Wake::Tick;
         }
         // Rounded up to whole milliseconds: the wait never ends just short of the deadline.
-        let watched = [
-            (target.pidfd.as_fd(), libc::POLLIN),
-            (stop.fd(), libc::POLLIN),
-        ];
+        let watched = [(target.as_fd(), libc::POLLIN), (stop.fd(), libc::POLLIN)];
         let (exited, woken, closed) = match output {
             Some(out) => {
                 let [e, w, o] = sys::poll([watched[0], watched[1], (out, 0)], deadline - now);
@@ -87,188 +68,10 @@ pub(crate) fn wait_until(
     }
 }
 
-/// Terminates a launched command that outlives tracking, whatever way `run` leaves.
-pub(crate) struct Child {
-    pid: i32,
-    status: Option<i32>,
-    /// Reaped, but not by `reap` or `wait_exit`: a command that exits while we attach to it
-    /// (after an exec) is reaped by ptrace's wait for its next stop.
-    reaped_elsewhere: bool,
-    /// Stopped under ptrace (ours or the helper's): SIGTERM would wait for nothing, so it is
-    /// killed outright.
-    pub(crate) traced: bool,
-    /// The attach helper holding it at its exec, for userfaultfd tracking.
-    pub(crate) helper: Option<attach::helper::Helper>,
-    /// `--quiet`: terminating it at the end goes unsaid.
-    pub(crate) quiet: bool,
-}
-
-impl Child {
-    pub(crate) fn new(pid: i32, helper: Option<attach::helper::Helper>) -> Child {
-        Child {
-            pid,
-            status: None,
-            reaped_elsewhere: false,
-            traced: true,
-            helper,
-            quiet: false,
-        }
-    }
-
-    /// Its exit status, if it has exited (reaped now, without waiting).
-    pub(crate) fn reap(&mut self) -> Option<i32> {
-        if self.status.is_none() && !self.reaped_elsewhere {
-            match launch::try_reap(self.pid) {
-                Ok(status) => self.status = status,
-                Err(_) => self.reaped_elsewhere = true,
-            }
-        }
-        self.status
-    }
-
-    /// Its exit status, waiting for the end of an exit under way: tracking ends with
-    /// `target-exited` as soon as the command's memory is gone, before it is a zombie. If it
-    /// was reaped elsewhere, the pidfd still has its status (Linux 6.15).
-    pub(crate) fn wait_exit(&mut self, pidfd: BorrowedFd<'_>) -> Option<i32> {
-        if self.status.is_none() && !self.reaped_elsewhere {
-            match launch::wait(self.pid) {
-                Ok(status) => self.status = Some(status),
-                Err(_) => self.reaped_elsewhere = true,
-            }
-        }
-        if self.status.is_none() && self.reaped_elsewhere {
-            self.status = sys::pidfd_exit_code(pidfd).map(launch::exit_status);
-        }
-        self.status
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        if self.traced {
-            // Killed first, so it never runs; then its tracer, the helper, is let go (it
-            // detaches the dead command, which only then can be reaped here).
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            drop(self.helper.take());
-            launch::kill_and_reap(self.pid);
-            return;
-        }
-        // Reaped already, by us or elsewhere: its PID may be another process's by now.
-        if self.reap().is_none() && !self.reaped_elsewhere {
-            let status = launch::terminate(self.pid);
-            if self.quiet {
-                return;
-            }
-            eprintln!(
-                "uffd-dirty: tracking ended first: terminated the command (PID {}, exit status {status})",
-                self.pid
-            );
-        }
-    }
-}
-
 /// What one run of `track` ended with.
 pub struct Outcome {
     pub reason: EndReason,
     pub exit: ExitCode,
-}
-
-/// Why the target's memory went away.
-pub(crate) enum Gone {
-    Exited,
-    Exec,
-}
-
-/// How long a target is given to show that it is exiting when that is in doubt: its /proc
-/// entry is unreadable, or re-attaching to it failed (ptrace refuses a task that has begun to
-/// exit, a moment before the task drops its memory).
-pub(crate) const SETTLE: Duration = Duration::from_millis(500);
-
-/// Why the address space our fds are bound to is gone (no task uses it any more). That alone
-/// tells nothing: an exiting process drops its memory (`exit_mm`) before its pidfd turns
-/// readable, just as an exec'ing one drops the old image's. The process tells: an exec
-/// installs the new address space before it lets go of the old one, so a process that has one
-/// exec'ed, and one that has none is exiting (its new image too, if it exec'ed first).
-pub(crate) fn why_gone(target: &Target) -> Gone {
-    if target.has_exited() {
-        return Gone::Exited;
-    }
-    match target.has_mm() {
-        // The pidfd asked again: a PID reused after a reap would have memory too.
-        Ok(true) if !target.has_exited() => Gone::Exec,
-        Ok(_) => Gone::Exited,
-        Err(_) if exits_within(target, SETTLE) => Gone::Exited,
-        // /proc unreadable but the process lives on: the re-attach decides.
-        Err(_) => Gone::Exec,
-    }
-}
-
-/// Whether the target has exited or is exiting (its memory gone), waiting up to `patience`
-/// for it to be.
-pub(crate) fn exits_within(target: &Target, patience: Duration) -> bool {
-    const STEP: Duration = Duration::from_millis(2);
-    let deadline = Instant::now() + patience;
-    loop {
-        if target.has_exited() || matches!(target.has_mm(), Ok(false)) {
-            return true;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return false;
-        }
-        // Wakes at once when the pidfd turns readable; the memory is looked at every STEP.
-        let _ = sys::readable([target.pidfd.as_fd()], STEP.min(deadline - now));
-    }
-}
-
-/// Where deltas come from: the target's userfaultfd (pagemap-scan, pagemap-read), or its
-/// soft-dirty bits.
-pub(crate) enum Source {
-    Uffd(Box<Mm>),
-    Soft(SoftMm),
-}
-
-pub(crate) type Harvested = std::result::Result<(Vec<output::Mapping>, output::Delta), Gone>;
-
-impl Source {
-    fn vmas(&self) -> &[Vma] {
-        match self {
-            Source::Uffd(mm) => &mm.vmas,
-            Source::Soft(s) => &s.vmas,
-        }
-    }
-
-    pub(crate) fn harvest(
-        &mut self,
-        target: &Target,
-        scope: &[Span],
-        seq: u64,
-        since: Instant,
-        page_size: u64,
-    ) -> Result<Harvested> {
-        match self {
-            Source::Uffd(mm) => mm.harvest(target, scope, seq, since, page_size),
-            Source::Soft(s) => s.harvest(target, scope, seq, since, page_size),
-        }
-    }
-
-    /// How long the last harvest spent watching the mappings (userfaultfd methods).
-    pub(crate) fn watch(&self) -> Option<Duration> {
-        match self {
-            Source::Uffd(mm) => Some(mm.watch),
-            Source::Soft(_) => None,
-        }
-    }
-
-    /// Hand back a delta once written, so that its vectors are filled again next time.
-    pub(crate) fn recycle(&mut self, delta: output::Delta) {
-        if let Source::Uffd(mm) = self {
-            mm.recycle(delta);
-        }
-    }
 }
 
 /// The record stream. A reader that goes away (`| head`) is a clean end, not an error.
@@ -294,98 +97,84 @@ impl Out<'_> {
     }
 }
 
-pub(crate) fn tracked_ranges(pieces: &[Selected], page_size: u64) -> Vec<output::TrackedRange> {
-    pieces
+/// The record of what an attach tracks.
+fn tracked_ranges(attached: &Attached, page_size: u64) -> Vec<output::TrackedRange> {
+    attached
+        .tracked
         .iter()
-        .map(|p| output::TrackedRange {
-            start: Addr(p.span.start),
-            end: Addr(p.span.end),
-            pages: p.span.len() / page_size,
-            mapping: p.vma.display_name().to_string(),
-            kind: p.vma.kind().as_str(),
+        .map(|t| output::TrackedRange {
+            start: Addr(t.span.start),
+            end: Addr(t.span.end),
+            pages: t.span.pages(page_size),
+            mapping: t.name.clone(),
+            kind: t.kind,
         })
         .collect()
 }
 
-pub(crate) fn skipped_ranges(skips: &[Skip]) -> Vec<output::SkippedRange> {
+fn skipped_ranges(skips: &[SkippedMapping]) -> Vec<output::SkippedRange> {
     skips
         .iter()
         .map(|s| output::SkippedRange {
-            start: Addr(s.piece.span.start),
-            end: Addr(s.piece.span.end),
-            mapping: s.piece.vma.display_name().to_string(),
+            start: Addr(s.span.start),
+            end: Addr(s.span.end),
+            mapping: s.name.clone(),
             reason: s.reason.clone(),
         })
         .collect()
 }
 
-fn warn_skipped(pid: i32, skips: &[Skip]) {
+/// Say on stderr what the kernel refused to track (not what can never be written).
+fn warn_skipped(pid: i32, skips: &[SkippedMapping]) {
     for s in skips.iter().filter(|s| !s.never_writable) {
         eprintln!(
             "uffd-dirty: PID {pid}: not tracking {} {}: {}",
-            s.piece.span,
-            s.piece.vma.display_name(),
-            s.reason
+            s.span, s.name, s.reason
         );
     }
 }
 
-/// Check `--range` values against the target's mappings before anything touches it.
-fn check_scope(target: &Target, ranges: &[Span], vmas: &[Vma]) -> Result<()> {
-    // An exiting process loses its mappings: that is an exit, not a bad range.
-    let exiting = || vmas.is_empty() || exits_within(target, SETTLE);
-    let exited = || anyhow!("PID {} exited while being attached to", target.pid);
-    for r in ranges {
-        if maps::select(vmas, std::slice::from_ref(r)).is_empty() {
-            if exiting() {
-                return Err(exited());
+/// One stderr line per kind of blind spot, the first time it is found.
+#[derive(Default)]
+struct BlindWarnings(std::collections::BTreeSet<crate::BlindKind>);
+
+impl BlindWarnings {
+    fn warn(&mut self, pid: i32, found: &[crate::Blind]) {
+        for b in found {
+            if self.0.insert(b.kind) {
+                eprintln!(
+                    "uffd-dirty: warning: PID {pid}: {}, so those writes are not reported (README: \"Guarantees, and what cannot be seen\")",
+                    b.detail
+                );
             }
-            return Err(usage(format!(
-                "--range {r} holds no trackable mapping of PID {}: pick a range from /proc/{}/maps",
-                target.pid, target.pid
-            )));
-        }
-    }
-    if maps::select(vmas, &[Span::new(0, abi::TASK_SIZE)]).is_empty() {
-        if exiting() {
-            return Err(exited());
-        }
-        return Err(usage(format!(
-            "PID {} has no trackable mappings",
-            target.pid
-        )));
-    }
-    Ok(())
-}
-
-/// The target: a running process, or a launched command held at its exec (still traced: on
-/// any error before it is attached, it is killed). `--range` values are checked against its
-/// mappings before anything touches it.
-pub(crate) fn open_target(args: &TargetArgs, method: Method) -> Result<(Target, Option<Child>)> {
-    match args.pid {
-        Some(pid) => {
-            let target = Target::open(pid)?;
-            let vmas = maps::read_maps(pid).context("reading the target's mappings")?;
-            check_scope(&target, &args.ranges, &vmas)?;
-            Ok((target, None))
-        }
-        None => {
-            let launched = launch::spawn(&args.command, method != Method::SoftDirty)?;
-            let child = Child::new(launched.target.pid, launched.helper);
-            let vmas = maps::read_maps(child.pid).context("reading the command's mappings")?;
-            check_scope(&launched.target, &args.ranges, &vmas)?;
-            Ok((launched.target, Some(child)))
         }
     }
 }
 
-/// The `method` field of the start record.
-pub(crate) fn method_name(m: Method) -> &'static str {
-    match m {
-        Method::PagemapScan => "pagemap-scan",
-        Method::PagemapRead => "pagemap-read",
-        Method::SoftDirty => "soft-dirty",
+/// Say on stderr, once per kind, what writes cannot be seen in PID `pid`.
+pub(crate) fn warn_blind(pid: i32, found: &[crate::Blind]) {
+    BlindWarnings::default().warn(pid, found);
+}
+
+/// The target of `track`, `compare` and the demo: `--pid`, or the command launched.
+pub(crate) fn open_target(args: &crate::cli::TargetArgs) -> Result<Target> {
+    Ok(match args.pid {
+        Some(pid) => Target::open(pid)?,
+        None => Target::launch(&args.command)?,
+    })
+}
+
+/// The tracker `track` describes, before it attaches.
+fn builder(args: &TrackArgs) -> TrackerBuilder<'static> {
+    let mut b = TrackerBuilder::new()
+        .method(args.method)
+        .arming(args.arm)
+        .follow_exec(!args.no_follow_exec)
+        .freeze(!args.no_freeze);
+    for &r in &args.target.ranges {
+        b = b.range(r);
     }
+    b
 }
 
 /// `watch`: the fd `out` writes to, to end tracking as soon as its reader is gone.
@@ -395,80 +184,53 @@ pub fn run(
     out: Box<dyn Emitter + '_>,
     watch: Option<std::os::fd::OwnedFd>,
 ) -> Result<Outcome> {
-    let support = uffd::probe()?;
-    if args.method == Method::SoftDirty {
-        if !crate::scan::soft_dirty::works().context("probing soft-dirty")? {
-            return Err(crate::exit::unsupported(format!(
-                "this kernel ({}) has no working soft-dirty tracking (built without CONFIG_MEM_SOFT_DIRTY, or not x86_64/ppc64le/s390x): use --method pagemap-scan",
-                uffd::kernel_release()
-            )));
-        }
-    } else {
-        support.require_async_wp()?;
-    }
-    let scope = args.target.scope();
-    let arming = Arming::choose(args.arm, &support);
-
+    // What the kernel lacks is said before any target is looked at.
+    let support = crate::probe::Support::detect();
+    support.require(args.method)?;
     if args.method != Method::SoftDirty && !support.pmd_hole_fix {
         eprintln!(
             "uffd-dirty: warning: this kernel ({}) lacks the 2026 PAGEMAP_SCAN fix for empty page-table ranges: a page table freed by a zap of a whole huge page (MADV_DONTNEED of 2 MiB) or by page-table reclaim reads as not written, so those zeroed pages are not reported",
-            uffd::kernel_release()
+            support.kernel
         );
     }
-    let (target, mut child) = open_target(&args.target, args.method)?;
-    if let Some(c) = child.as_mut() {
-        c.quiet = args.output.look.quiet;
+    let target = open_target(&args.target)?;
+    if args.method == Method::SoftDirty && args.no_freeze {
+        eprintln!(
+            "uffd-dirty: warning: --no-freeze: soft-dirty bits are read and cleared while PID {} runs, so a write between the two is lost",
+            target.pid()
+        );
     }
-    let attachment = match args.method {
-        Method::SoftDirty => {
-            // Launch mode: the command is held at its exec stop; its bits are cleared there,
-            // before it runs, and then it is let go.
-            let launched = child.is_some();
-            if args.no_freeze {
-                eprintln!(
-                    "uffd-dirty: warning: --no-freeze: soft-dirty bits are read and cleared while PID {} runs, so a write between the two is lost",
-                    target.pid
-                );
+    let mut bar = (args.method != Method::SoftDirty).then(|| progress::Bar::on_stderr("arming"));
+    let tracker = builder(args)
+        .on_progress(|done, total| {
+            if let Some(bar) = bar.as_mut() {
+                bar.update(done, total)
             }
-            let mut a = attach_soft(&target, &scope, !args.no_freeze && !launched, true)?;
-            if launched {
-                attach::release_after_exec(target.pid)?;
-                if let Source::Soft(s) = &mut a.mm {
-                    s.freeze = !args.no_freeze;
-                }
-            }
-            a
-        }
-        m => {
-            let mut bar = progress::Bar::on_stderr("arming");
-            attach_mm(
-                &target,
-                &scope,
-                child.as_mut().and_then(|c| c.helper.as_mut()),
-                arming,
-                m,
-                &mut |done, total| bar.update(done, total),
-            )?
-        }
-    };
-    if let Some(c) = child.as_mut() {
-        c.traced = false;
-    }
-    let page_size = sys::page_size();
-    let (mut blind, blind_found) = crate::blind::Watch::start(target.pid, page_size);
-    blind.warn(&blind_found);
+        })
+        .attach(&target);
+    drop(bar);
+    let mut tracker = tracker?;
+    let page_size = tracker.page_size();
+    warn_skipped(target.pid(), &tracker.attached().skipped);
+    let mut blind_warnings = BlindWarnings::default();
+    blind_warnings.warn(target.pid(), tracker.blind_spots());
+    let attached = tracker.attached();
     let start = output::Start {
         version: output::FORMAT_VERSION,
-        pid: target.pid,
+        pid: target.pid(),
         page_size,
-        method: method_name(args.method),
+        method: args.method,
         interval_ms: args.target.interval.as_millis() as u64,
-        ranges: tracked_ranges(&attachment.pieces, page_size),
-        skipped: skipped_ranges(&attachment.skipped),
-        blind: blind_found,
-        arm_method: attachment.arm_method,
-        attach_us: attachment.attach_us,
-        thread_stopped_us: attachment.thread_stopped_us,
+        ranges: tracked_ranges(attached, page_size),
+        skipped: skipped_ranges(&attached.skipped),
+        blind: tracker
+            .blind_spots()
+            .iter()
+            .map(|b| output::Blind::of(b, page_size))
+            .collect(),
+        arm_method: attached.armed_by,
+        attach_us: attached.duration.as_micros() as u64,
+        thread_stopped_us: attached.thread_stopped.as_micros() as u64,
         time: Timestamp(SystemTime::now()),
     };
     let mut out = Out {
@@ -476,24 +238,24 @@ pub fn run(
         closed: false,
         watch,
     };
-    out.emit(&Record::Start(start), attachment.mm.vmas())?;
+    out.emit(&Record::Start(start), tracker.mappings())?;
     let mut tracking = Tracking {
         fork_noted: false,
         fork_checked: None,
-        blind,
+        blind_warnings,
         blind_checked: Instant::now(),
         target: &target,
-        scope,
         args,
         page_size,
         seq: 0,
         total: 0,
+        harvest: Harvest::new(),
+        delta: None,
     };
-    let (reason, error) = tracking.follow(attachment, stop, &mut out)?;
+    let (reason, error) = tracking.follow(&mut tracker, stop, &mut out)?;
+    drop(tracker);
     let exit_status = match reason {
-        EndReason::TargetExited => child
-            .as_mut()
-            .and_then(|c| c.wait_exit(target.pidfd.as_fd())),
+        EndReason::TargetExited => target.wait(),
         _ => None,
     };
     let end = output::End {
@@ -505,6 +267,15 @@ pub fn run(
         time: Timestamp(SystemTime::now()),
     };
     out.emit(&Record::End(end), &[])?;
+    // A launched command that outlives tracking is terminated, and that is said.
+    if let Some(status) = target.terminate()
+        && !args.output.look.quiet
+    {
+        eprintln!(
+            "uffd-dirty: tracking ended first: terminated the command (PID {}, exit status {status})",
+            target.pid()
+        );
+    }
     if let Some(e) = error {
         return Err(anyhow!(e));
     }
@@ -553,21 +324,23 @@ impl Cadence {
     }
 }
 
-/// The tracking loop's state, which lives across re-attaches after exec.
+/// The tracking loop's state.
 struct Tracking<'a> {
     /// Whether the "a fork is not tracked" note was printed, and when children were last
     /// looked for.
     fork_noted: bool,
     fork_checked: Option<Instant>,
     /// Writes the tracker cannot see, looked for again at most once a second.
-    blind: crate::blind::Watch,
+    blind_warnings: BlindWarnings,
     blind_checked: Instant,
     target: &'a Target,
-    scope: Vec<Span>,
     args: &'a TrackArgs,
     page_size: u64,
     seq: u64,
     total: u64,
+    /// Reused every interval, so that a steady-state interval allocates nothing.
+    harvest: Harvest,
+    delta: Option<output::Delta>,
 }
 
 impl Tracking<'_> {
@@ -584,56 +357,100 @@ impl Tracking<'_> {
             return;
         }
         self.fork_checked = Some(Instant::now());
-        let Ok(tids) = self.target.threads() else {
+        let pid = self.target.pid();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             return;
         };
-        let child = tids.iter().find_map(|tid| {
-            let text =
-                std::fs::read_to_string(format!("/proc/{}/task/{tid}/children", self.target.pid))
-                    .ok()?;
+        let child = tasks.filter_map(|t| t.ok()).find_map(|t| {
+            let text = std::fs::read_to_string(t.path().join("children")).ok()?;
             text.split_whitespace().next().map(str::to_string)
         });
         if let Some(child) = child {
             self.fork_noted = true;
             eprintln!(
-                "uffd-dirty: PID {} forked PID {child}: children are not tracked (only PID {} is)",
-                self.target.pid, self.target.pid
+                "uffd-dirty: PID {pid} forked PID {child}: children are not tracked (only PID {pid} is)"
             );
         }
     }
 
     /// Announce sources of unseen writes that appeared since attach (a `blind` record each,
-    /// one stderr line per kind). Looked for at most once a second: one status read, and the
-    /// fd list only when the pinned counts moved.
-    fn note_blind(&mut self, out: &mut Out, vmas: &[Vma]) -> Result<()> {
+    /// one stderr line per kind). Looked for at most once a second.
+    fn note_blind(&mut self, tracker: &mut Tracker, out: &mut Out) -> Result<()> {
         if self.blind_checked.elapsed() < Duration::from_secs(1) {
             return Ok(());
         }
         self.blind_checked = Instant::now();
-        let found = self.blind.check();
-        self.blind.warn(&found);
-        for blind in found {
+        let found = tracker.check_blind_spots();
+        self.blind_warnings.warn(self.target.pid(), &found);
+        for blind in &found {
             let record = output::BlindFound {
-                blind,
+                blind: output::Blind::of(blind, self.page_size),
                 time: Timestamp(SystemTime::now()),
             };
-            out.emit(&Record::Blind(record), vmas)?;
+            out.emit(&Record::Blind(record), tracker.mappings())?;
         }
         Ok(())
     }
 
-    /// Harvest every interval until something ends tracking; after an exec, attach to the new
-    /// image (unless `--no-follow-exec`) and go on. Returns the end reason and error message.
+    /// The delta record of the last harvest, in vectors reused from the one before.
+    fn delta(&mut self, since: Instant) -> output::Delta {
+        let h = &self.harvest;
+        let mut delta = self.delta.take().unwrap_or_else(|| output::Delta {
+            seq: 0,
+            time: Timestamp(SystemTime::UNIX_EPOCH),
+            elapsed_ms: 0,
+            dirty_pages: 0,
+            ranges: Vec::new(),
+            scan_us: 0,
+            bitmap: None,
+            tracked: Vec::new(),
+        });
+        delta.seq = self.seq;
+        delta.time = Timestamp(h.time());
+        delta.elapsed_ms = since.elapsed().as_millis() as u64;
+        delta.dirty_pages = h.dirty_pages();
+        delta.ranges.clear();
+        output::dirty_runs_into(h.dirty().as_slice(), self.page_size, &mut delta.ranges);
+        delta.scan_us = h.cost().as_micros() as u64;
+        delta.tracked.clear();
+        delta.tracked.extend_from_slice(h.tracked().as_slice());
+        delta.bitmap = self
+            .args
+            .json_bitmap
+            .then(|| output::bitmap::bitmaps(&delta.tracked, h.dirty().as_slice(), self.page_size));
+        delta
+    }
+
+    /// The exec record after the tracker followed the target into a new program.
+    fn exec_record(&self, tracker: &Tracker) -> Record {
+        let exe = std::fs::read_link(format!("/proc/{}/exe", self.target.pid()))
+            .map(|p| {
+                use std::os::unix::ffi::OsStrExt;
+                maps::name_text(p.as_os_str().as_bytes())
+            })
+            .unwrap_or_default();
+        let a = tracker.attached();
+        Record::Exec(output::Exec {
+            pid: self.target.pid(),
+            exe,
+            ranges: tracked_ranges(a, self.page_size),
+            skipped: skipped_ranges(&a.skipped),
+            attach_us: a.duration.as_micros() as u64,
+            thread_stopped_us: a.thread_stopped.as_micros() as u64,
+            time: Timestamp(SystemTime::now()),
+        })
+    }
+
+    /// Harvest every interval until something ends tracking. Returns the end reason and
+    /// error message.
     fn follow(
         &mut self,
-        first: Attachment,
+        tracker: &mut Tracker,
         stop: &Stop,
         out: &mut Out,
     ) -> Result<(EndReason, Option<String>)> {
         let since = Instant::now();
         let mut cadence = Cadence::start(&self.args.target, since);
-        // Dropping an `Mm` closes its userfaultfd: the kernel drops every protection.
-        let mut mm = first.mm;
         loop {
             let watch = out.watch.as_ref().map(|fd| fd.as_fd());
             let wake = wait_until(cadence.deadline(), self.target, stop, watch);
@@ -646,97 +463,44 @@ impl Tracking<'_> {
                 }
                 _ => {}
             }
-            match mm.harvest(
-                self.target,
-                &self.scope,
-                self.seq + 1,
-                since,
-                self.page_size,
-            ) {
-                Ok(Ok((events, mut delta))) => {
-                    if self.args.json_bitmap {
-                        let dirty: Vec<Span> = delta
-                            .ranges
-                            .iter()
-                            .map(|r| Span::new(r.start.0, r.end.0))
-                            .collect();
-                        delta.bitmap = Some(output::bitmap::bitmaps(
-                            &delta.tracked,
-                            &dirty,
-                            self.page_size,
-                        ));
+            let mut harvest = std::mem::take(&mut self.harvest);
+            let harvested = tracker.harvest_into(&mut harvest);
+            self.harvest = harvest;
+            match harvested {
+                Ok(()) => {
+                    if self.harvest.after_exec() {
+                        warn_skipped(self.target.pid(), &tracker.attached().skipped);
+                        out.emit(&self.exec_record(tracker), tracker.mappings())?;
                     }
-                    for ev in events {
-                        out.emit(&Record::Mapping(ev), mm.vmas())?;
+                    warn_skipped(self.target.pid(), self.harvest.skipped());
+                    let time = Timestamp(self.harvest.time());
+                    for change in self.harvest.changes() {
+                        let record = Record::Mapping(output::Mapping::of(change, time));
+                        out.emit(&record, tracker.mappings())?;
                     }
                     self.seq += 1;
-                    self.total += delta.dirty_pages;
+                    self.total += self.harvest.dirty_pages();
                     self.note_fork();
-                    self.note_blind(out, mm.vmas())?;
-                    let record = Record::Delta(delta);
-                    out.emit(&record, mm.vmas())?;
+                    self.note_blind(tracker, out)?;
+                    let record = Record::Delta(self.delta(since));
+                    out.emit(&record, tracker.mappings())?;
                     if let Record::Delta(delta) = record {
-                        mm.recycle(delta);
+                        self.delta = Some(delta);
                     }
                 }
-                Ok(Err(Gone::Exited)) => return Ok((EndReason::TargetExited, None)),
-                Ok(Err(Gone::Exec)) => {
-                    drop(mm);
-                    if self.args.no_follow_exec {
-                        return Ok((EndReason::Exec, None));
-                    }
-                    // Everything of the new image is new memory: what it populated before we
-                    // armed it is reported by the next harvest.
-                    let again = match self.args.method {
-                        Method::SoftDirty => {
-                            attach_soft(self.target, &self.scope, !self.args.no_freeze, false)
-                        }
-                        m => attach_mm(
-                            self.target,
-                            &self.scope,
-                            None,
-                            Arming::Unpopulated,
-                            m,
-                            &mut |_, _| {},
-                        ),
-                    };
-                    match again {
-                        Ok(a) => {
-                            let exe = std::fs::read_link(self.target.proc_path("exe"))
-                                .map(|p| {
-                                    use std::os::unix::ffi::OsStrExt;
-                                    maps::name_text(p.as_os_str().as_bytes())
-                                })
-                                .unwrap_or_default();
-                            out.emit(
-                                &Record::Exec(output::Exec {
-                                    pid: self.target.pid,
-                                    exe,
-                                    ranges: tracked_ranges(&a.pieces, self.page_size),
-                                    skipped: skipped_ranges(&a.skipped),
-                                    attach_us: a.attach_us,
-                                    thread_stopped_us: a.thread_stopped_us,
-                                    time: Timestamp(SystemTime::now()),
-                                }),
-                                a.mm.vmas(),
-                            )?;
-                            mm = a.mm;
-                            // Harvest the new image at once, then keep the cadence.
-                            continue;
-                        }
-                        // The new image exited, or was killed, while we attached.
-                        Err(_) if exits_within(self.target, SETTLE) => {
-                            return Ok((EndReason::TargetExited, None));
-                        }
-                        Err(e) => {
-                            return Ok((
-                                EndReason::Exec,
-                                Some(format!("re-attaching after exec: {e:#}")),
-                            ));
-                        }
-                    }
+                Err(Error::Gone {
+                    why: Gone::Exited, ..
+                }) => return Ok((EndReason::TargetExited, None)),
+                Err(Error::Gone {
+                    why: Gone::Exec, ..
+                }) => return Ok((EndReason::Exec, None)),
+                Err(Error::AfterExec(e)) => {
+                    return Ok((
+                        EndReason::Exec,
+                        Some(format!("re-attaching after exec: {e}")),
+                    ));
                 }
-                Err(e) => return Ok((EndReason::Error, Some(format!("{e:#}")))),
+                Err(e) => return Ok((EndReason::Error, Some(e.to_string()))),
             }
             if out.closed {
                 return Ok((EndReason::OutputClosed, None));

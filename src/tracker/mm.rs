@@ -1,11 +1,28 @@
 //! One address space of the target under userfaultfd tracking: arming, the mapping refresh,
 //! and the harvests of every method that uses the userfaultfd.
 
-use super::*;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, anyhow};
+
+use super::registry::{Registry, Skip, is_gone};
+use super::{
+    ArmedBy, Arming, Attachment, Change, Gone, Harvest, MappingChange, Method, SETTLE, Source,
+    exits_within, skipped_mappings, why_gone,
+};
+use crate::attach;
+use crate::maps::{self, Vma};
+use crate::process::Process;
+use crate::scan::{PagemapRead, PagemapScan};
+use crate::scope::{Scope, Selected};
+use crate::span::Span;
+use crate::uffd::{self, Uffd};
 
 /// How freshly registered memory is write-protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Arming {
+pub(crate) enum Arm {
     /// Everything, by PAGEMAP_SCAN (kernels with the PMD-hole fix).
     Scan,
     /// Everything, by UFFDIO_WRITEPROTECT (marks empty page-table ranges on every kernel).
@@ -15,23 +32,24 @@ pub(crate) enum Arming {
     Unpopulated,
 }
 
-impl Arming {
-    /// The arming `--arm` asks for; `Auto` is PAGEMAP_SCAN where the kernel has the PMD-hole
-    /// fix (about 7x faster), else UFFDIO_WRITEPROTECT (marks empty page-table ranges on every
+impl Arm {
+    /// The arming asked for; `Auto` is PAGEMAP_SCAN where the kernel has the PMD-hole fix
+    /// (about 7x faster), else UFFDIO_WRITEPROTECT (marks empty page-table ranges on every
     /// kernel).
-    pub(crate) fn choose(arm: ArmMethod, support: &uffd::KernelSupport) -> Arming {
-        match arm {
-            ArmMethod::Auto if support.pmd_hole_fix => Arming::Scan,
-            ArmMethod::Auto | ArmMethod::Writeprotect => Arming::Writeprotect,
-            ArmMethod::PagemapScan => Arming::Scan,
+    pub(crate) fn choose(arming: Arming, support: &uffd::KernelSupport) -> Arm {
+        match arming {
+            Arming::Auto if support.pmd_hole_fix => Arm::Scan,
+            Arming::Auto | Arming::Writeprotect => Arm::Writeprotect,
+            Arming::PagemapScan => Arm::Scan,
         }
     }
 
-    pub(crate) fn name(self) -> &'static str {
+    /// As the attach reports it.
+    pub(crate) fn reported(self) -> ArmedBy {
         match self {
-            Arming::Scan => "pagemap-scan",
-            Arming::Writeprotect => "writeprotect",
-            Arming::Unpopulated => "unpopulated",
+            Arm::Scan => ArmedBy::PagemapScan,
+            Arm::Writeprotect => ArmedBy::Writeprotect,
+            Arm::Unpopulated => ArmedBy::Unpopulated,
         }
     }
 }
@@ -126,34 +144,20 @@ struct Scratch {
     vanished: Vec<Span>,
     shared_now: Vec<Span>,
     outside: Vec<Span>,
-    /// The vectors of the last delta, handed back by [`Mm::recycle`].
-    ranges: Vec<output::DirtyRun>,
-    tracked: Vec<Span>,
-}
-
-/// A fresh attachment to the target's current address space.
-pub(crate) struct Attachment {
-    pub(crate) mm: Source,
-    /// What is tracked, for the start and exec records.
-    pub(crate) pieces: Vec<Selected>,
-    pub(crate) arm_method: &'static str,
-    pub(crate) skipped: Vec<Skip>,
-    pub(crate) attach_us: u64,
-    pub(crate) thread_stopped_us: u64,
 }
 
 /// Create a userfaultfd in the target, register everything in scope and arm it, telling
 /// `progress` (bytes armed, bytes to arm) as arming goes.
 pub(crate) fn attach_mm(
-    target: &Target,
-    scope: &[Span],
+    target: &Process,
+    scope: &Scope,
     at_exec: Option<&mut attach::helper::Helper>,
-    arming: Arming,
+    arming: Arm,
     method: Method,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Attachment> {
     let started = Instant::now();
-    let mut arm = |fd| -> Result<(Mm, Vec<Skip>)> {
+    let mut arm = |fd: OwnedFd| -> Result<(Mm, Vec<Skip>)> {
         let reader = match method {
             Method::PagemapRead => Some(PagemapRead::new(target.open_proc("pagemap")?)),
             _ => None,
@@ -191,21 +195,20 @@ pub(crate) fn attach_mm(
         let (mm, skipped) = arm(inj.value)?;
         (mm, skipped, inj.stopped)
     };
-    warn_skipped(target.pid, &skipped);
     Ok(Attachment {
         pieces: mm.registry.pieces.clone(),
-        arm_method: arming.name(),
+        armed_by: arming.reported(),
         mm: Source::Uffd(Box::new(mm)),
         skipped,
-        attach_us: started.elapsed().as_micros() as u64,
-        thread_stopped_us: stopped.as_micros() as u64,
+        duration: started.elapsed(),
+        thread_stopped: stopped,
     })
 }
 
 /// What an arming error means when the target's memory went away under it: an exit (its
 /// mm is torn down before its pidfd says so: give it a moment), or an exec.
-fn attach_failed(target: &Target, e: anyhow::Error) -> anyhow::Error {
-    if super::exits_within(target, super::SETTLE) {
+fn attach_failed(target: &Process, e: anyhow::Error) -> anyhow::Error {
+    if exits_within(target, SETTLE) {
         return anyhow!("PID {} exited while being attached to", target.pid);
     }
     // ENOMEM/ESRCH: the userfaultfd's mm is gone while the process lives on: an execve.
@@ -240,7 +243,7 @@ fn why_none_registered(skipped: &[Skip]) -> String {
     reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
     reasons
         .iter()
-        .map(|(r, n)| format!("{r} ({})", crate::output::words::count(*n, "mapping")))
+        .map(|(r, n)| format!("{r} ({n} mapping{})", if *n == 1 { "" } else { "s" }))
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -250,9 +253,9 @@ impl Mm {
     /// bytes to arm) after each piece.
     pub(crate) fn arm(
         &mut self,
-        target: &Target,
-        scope: &[Span],
-        arming: Arming,
+        target: &Process,
+        scope: &Scope,
+        arming: Arm,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Vec<Skip>> {
         self.vmas = self.maps.read().context("reading the target's mappings")?;
@@ -273,7 +276,7 @@ impl Mm {
         let total: u64 = armed.iter().map(Span::len).sum();
         let mut done = 0;
         progress(done, total);
-        if arming != Arming::Unpopulated {
+        if arming != Arm::Unpopulated {
             // Sparse memory: protect what exists, never the empty slots. (After an exec, with
             // `Unpopulated`, nothing is protected: the next harvest reports what exists.)
             let sparse = self.sparse.clone();
@@ -287,15 +290,15 @@ impl Mm {
                 progress(done, total);
             }
         }
-        if arming == Arming::Unpopulated {
+        if arming == Arm::Unpopulated {
             self.protect_file_pages(&dense)?;
         }
         for span in chunks(&dense, ARM_CHUNK) {
             let r = match arming {
-                Arming::Scan => self.scanner.protect(span),
-                Arming::Unpopulated => self.scanner.protect_unpopulated(span, &mut self.populated),
+                Arm::Scan => self.scanner.protect(span),
+                Arm::Unpopulated => self.scanner.protect_unpopulated(span, &mut self.populated),
                 // A VMA unmapped since it was registered leaves a hole: protect what is left.
-                Arming::Writeprotect => match self.uffd.writeprotect(span) {
+                Arm::Writeprotect => match self.uffd.writeprotect(span) {
                     Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                         self.writeprotect_live(target, span)
                     }
@@ -362,7 +365,7 @@ impl Mm {
     }
 
     /// UFFDIO_WRITEPROTECT over the parts of `span` that are still mapped.
-    pub(crate) fn writeprotect_live(&self, target: &Target, span: Span) -> io::Result<()> {
+    pub(crate) fn writeprotect_live(&self, target: &Process, span: Span) -> io::Result<()> {
         let live = maps::union(
             maps::read_maps(target.pid)?
                 .iter()
@@ -382,10 +385,10 @@ impl Mm {
     /// records for what appeared or went.
     pub(crate) fn refresh_mappings(
         &mut self,
-        target: &Target,
-        scope: &[Span],
-        time: Timestamp,
-    ) -> io::Result<Vec<output::Mapping>> {
+        target: &Process,
+        scope: &Scope,
+        into: &mut Harvest,
+    ) -> io::Result<()> {
         // After a piece was dropped as unmapped meanwhile, list afresh: it may be back, and
         // the listing that had it is stale either way.
         let listed = match self.registry.retry {
@@ -400,7 +403,7 @@ impl Mm {
         let vmas = match listed {
             Some(vmas) => vmas,
             // The steady state: nothing to register, nothing to report.
-            None if stale.is_empty() => return Ok(Vec::new()),
+            None if stale.is_empty() => return Ok(()),
             None => self.vmas.clone(),
         };
         self.coverage_stale = true;
@@ -409,7 +412,7 @@ impl Mm {
         let skipped = self
             .registry
             .refresh(&self.uffd, target.pid, &self.vmas, scope, &stale)?;
-        warn_skipped(target.pid, &skipped);
+        into.skipped = skipped_mappings(&skipped);
         let added = maps::subtract(&self.registry.armed, &before);
         let removed = maps::subtract(&before, &self.registry.armed);
         self.sparse = maps::intersect(&self.sparse, &self.registry.armed);
@@ -420,7 +423,8 @@ impl Mm {
             self.scanner
                 .protect_unpopulated(span, &mut self.populated)?;
         }
-        Ok(mapping_events(&old_vmas, &self.vmas, added, removed, time))
+        into.changes = mapping_changes(&old_vmas, &self.vmas, added, removed);
+        Ok(())
     }
 
     /// Derive what a harvest covers, unless neither `scope` nor the registry changed since.
@@ -586,14 +590,8 @@ impl Mm {
         }
     }
 
-    /// Take back the vectors of a delta this `Mm` made, to fill them again next time.
-    pub(crate) fn recycle(&mut self, delta: output::Delta) {
-        self.scratch.ranges = delta.ranges;
-        self.scratch.tracked = delta.tracked;
-    }
-
     /// Tell apart an exit, an exec (our mm is gone, see `why_gone`), and a real error.
-    pub(crate) fn gone(&self, target: &Target, e: &io::Error) -> Option<Gone> {
+    pub(crate) fn gone(&self, target: &Process, e: &io::Error) -> Option<Gone> {
         if target.check_alive().is_err() {
             return Some(Gone::Exited);
         }
@@ -601,18 +599,16 @@ impl Mm {
         (mm_may_be_gone && self.scanner.mm_is_gone()).then(|| why_gone(target))
     }
 
-    /// One harvest: mapping events and the delta, or why the memory is gone.
+    /// One harvest into `into`, or why the memory is gone.
     pub(crate) fn harvest(
         &mut self,
-        target: &Target,
-        scope: &[Span],
-        seq: u64,
-        since: Instant,
-        page_size: u64,
-    ) -> Result<std::result::Result<(Vec<output::Mapping>, output::Delta), Gone>> {
-        // The delta's instant is taken before the mapping refresh: a mapping replaced after
+        target: &Process,
+        scope: &Scope,
+        into: &mut Harvest,
+    ) -> Result<std::result::Result<(), Gone>> {
+        // The harvest's instant is taken before the mapping refresh: a mapping replaced after
         // this point may be seen only by the next harvest, and so may a page written after it.
-        let time = SystemTime::now();
+        into.time = Some(SystemTime::now());
         let t0 = Instant::now();
         // An exec or an exit leaves our fds on a dead mm, where PAGEMAP_SCAN just finds nothing:
         // check, unless the refresh starts with a PROCMAP_QUERY pass, which fails with ESRCH
@@ -621,16 +617,16 @@ impl Mm {
         if !queries_first && self.scanner.mm_is_gone() {
             return Ok(Err(why_gone(target)));
         }
-        let events = match self.refresh_mappings(target, scope, Timestamp(time)) {
-            Ok(ev) => ev,
-            Err(e) => match self.gone(target, &e) {
-                Some(g) => return Ok(Err(g)),
-                None => return Err(e).context("refreshing the target's mappings"),
-            },
-        };
+        if let Err(e) = self.refresh_mappings(target, scope, into) {
+            return match self.gone(target, &e) {
+                Some(g) => Ok(Err(g)),
+                None => Err(e).context("refreshing the target's mappings"),
+            };
+        }
         self.watch = t0.elapsed();
+        into.watch = Some(self.watch);
         self.runs.clear();
-        if let Err(e) = self.harvest_all(scope) {
+        if let Err(e) = self.harvest_all(&scope.spans) {
             return match self.gone(target, &e) {
                 Some(g) => Ok(Err(g)),
                 None => {
@@ -638,80 +634,57 @@ impl Mm {
                 }
             };
         }
-        let scan_us = t0.elapsed().as_micros() as u64;
+        into.cost = t0.elapsed();
         if !self.populated.is_empty() {
             self.runs.append(&mut self.populated);
             maps::union_in_place(&mut self.runs);
         }
-        let dirty_pages = self.runs.iter().map(|r| r.len()).sum::<u64>() / page_size;
-        let mut ranges = std::mem::take(&mut self.scratch.ranges);
-        ranges.clear();
-        output::dirty_runs_into(&self.runs, page_size, &mut ranges);
-        let mut tracked = std::mem::take(&mut self.scratch.tracked);
-        self.tracked_into(&mut tracked);
-        let delta = output::Delta {
-            seq,
-            time: Timestamp(time),
-            elapsed_ms: since.elapsed().as_millis() as u64,
-            dirty_pages,
-            ranges,
-            scan_us,
-            bitmap: None,
-            tracked,
-        };
-        Ok(Ok((events, delta)))
+        let tracked = into.tracked.vec_mut();
+        self.tracked_into(tracked);
+        // The runs go to the harvest, and its old vector comes back to be filled next time.
+        std::mem::swap(&mut self.runs, into.dirty.vec_mut());
+        Ok(Ok(()))
     }
 }
 
-/// `mapping` records for what appeared and went between two listings. A span that went and
-/// one that appeared with the same size and the same file offset (anonymous memory keeps its
-/// page offset when mremap moves it) are one move.
-pub(crate) fn mapping_events(
+/// The changes between two listings. A span that went and one that appeared with the same
+/// size and the same file offset (anonymous memory keeps its page offset when mremap moves
+/// it) are one move.
+pub(crate) fn mapping_changes(
     old: &[Vma],
     new: &[Vma],
     added: Vec<Span>,
     mut removed: Vec<Span>,
-    time: Timestamp,
-) -> Vec<output::Mapping> {
+) -> Vec<MappingChange> {
     let page_offset = |vmas: &[Vma], s: &Span| {
         maps::vma_at(vmas, s.start).map(|v| (v.inode, v.offset + (s.start - v.start), s.len()))
     };
-    let mut events = Vec::with_capacity(added.len() + removed.len());
+    let described = |vmas: &[Vma], span: Span, change: Change| {
+        let vma = maps::vma_at(vmas, span.start);
+        MappingChange {
+            change,
+            span,
+            name: vma.map_or_else(String::new, |v| v.display_name().to_string()),
+            kind: vma.map(Vma::kind),
+        }
+    };
+    let mut changes = Vec::with_capacity(added.len() + removed.len());
     for a in added {
-        let v = maps::vma_at(new, a.start);
-        let (mapping, kind) = v.map_or((String::new(), "unmapped"), |v| {
-            (v.display_name().to_string(), v.kind().as_str())
-        });
         let here = page_offset(new, &a);
         let from = removed
             .iter()
             .position(|r| here.is_some() && page_offset(old, r) == here)
             .map(|i| removed.remove(i));
-        events.push(output::Mapping {
-            event: if from.is_some() { "moved" } else { "added" },
-            start: Addr(a.start),
-            end: Addr(a.end),
-            from: from.map(|r| Addr(r.start)),
-            mapping,
-            kind,
-            time,
-        });
+        let change = match from {
+            Some(from) => Change::Moved { from: from.start },
+            None => Change::Added,
+        };
+        changes.push(described(new, a, change));
     }
     for r in removed {
-        let (mapping, kind) = maps::vma_at(old, r.start).map_or((String::new(), "unmapped"), |v| {
-            (v.display_name().to_string(), v.kind().as_str())
-        });
-        events.push(output::Mapping {
-            event: "removed",
-            start: Addr(r.start),
-            end: Addr(r.end),
-            from: None,
-            mapping,
-            kind,
-            time,
-        });
+        changes.push(described(old, r, Change::Removed));
     }
-    events
+    changes
 }
 
 #[cfg(test)]
@@ -740,7 +713,6 @@ mod tests {
 
     #[test]
     fn a_move_is_paired_by_size_and_page_offset() {
-        let time = Timestamp(SystemTime::UNIX_EPOCH);
         let old = [
             vma("10000-14000 rw-p 00010000 00:00 0"),
             vma("20000-24000 rw-p 00020000 00:00 0"),
@@ -753,211 +725,15 @@ mod tests {
         ];
         let added = vec![Span::new(0x50000, 0x54000), Span::new(0x60000, 0x64000)];
         let removed = vec![Span::new(0x10000, 0x14000), Span::new(0x20000, 0x24000)];
-        let ev = mapping_events(&old, &new, added, removed, time);
-        let summary: Vec<_> = ev
-            .iter()
-            .map(|e| (e.event, e.start.0, e.from.map(|f| f.0)))
-            .collect();
+        let changes = mapping_changes(&old, &new, added, removed);
+        let summary: Vec<_> = changes.iter().map(|c| (c.change, c.span.start)).collect();
         assert_eq!(
             summary,
             vec![
-                ("moved", 0x50000, Some(0x10000)),
-                ("added", 0x60000, None),
-                ("removed", 0x20000, None)
+                (Change::Moved { from: 0x10000 }, 0x50000),
+                (Change::Added, 0x60000),
+                (Change::Removed, 0x20000)
             ]
         );
-    }
-}
-
-/// A steady-state harvest allocates nothing: counted by a global allocator in this test
-/// binary, per thread, over harvests of a live target that writes dense, shared and sparse
-/// memory between them.
-#[cfg(test)]
-mod steady_state {
-    use super::*;
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    struct Counting;
-
-    thread_local! {
-        static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-    }
-
-    fn count() {
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-    }
-
-    // SAFETY: every call is passed to the system allocator unchanged; counting touches only
-    // a const-initialized thread-local Cell, which never allocates.
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            count();
-            // SAFETY: the caller's contract, passed on.
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            count();
-            // SAFETY: as above.
-            unsafe { System.alloc_zeroed(layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            count();
-            // SAFETY: as above.
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            // SAFETY: as above.
-            unsafe { System.dealloc(ptr, layout) }
-        }
-    }
-
-    #[global_allocator]
-    static COUNTING: Counting = Counting;
-
-    fn map(len: usize, flags: i32) -> *mut u8 {
-        // SAFETY: a fresh anonymous mapping of our own, unmapped at the end of the test.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                flags | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
-        p.cast()
-    }
-
-    #[test]
-    fn a_steady_state_harvest_allocates_nothing() {
-        let support = uffd::probe().and_then(|s| s.require_async_wp().map(|()| s));
-        match support {
-            Ok(s) if s.pmd_hole_fix => {}
-            Ok(_) => {
-                crate::testing::skipped("this kernel lacks the PMD-hole fix the test arms with");
-                return;
-            }
-            Err(e) => {
-                crate::testing::skipped(format!("this kernel cannot track: {e:#}"));
-                return;
-            }
-        }
-        // The attach helper is the uffd-dirty binary (beside this test's deps/ directory),
-        // not this test program.
-        let exe = std::env::current_exe().unwrap();
-        let Some(helper) = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .map(|dir| dir.join("uffd-dirty"))
-            .filter(|p| p.exists())
-        else {
-            crate::testing::skipped("the uffd-dirty binary (the attach helper) is not built");
-            return;
-        };
-        // SAFETY: set before any thread of this test reads the environment.
-        unsafe { std::env::set_var(crate::attach::helper::PROGRAM_ENV, helper) };
-        let page = sys::page_size() as usize;
-        let (dense_len, shared_len, sparse_len) = (256 * page, 64 * page, 2usize << 30);
-        let dense = map(dense_len, libc::MAP_PRIVATE);
-        let shared = map(shared_len, libc::MAP_SHARED);
-        let sparse = map(sparse_len, libc::MAP_PRIVATE | libc::MAP_NORESERVE);
-        // SAFETY: the child only writes memory mapped above and sleeps: no allocation, no
-        // lock, so forking from this multi-threaded test binary is sound.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            let nap = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 200_000,
-            };
-            // SAFETY: prctl and nanosleep are async-signal-safe; every address written lies
-            // inside a live mapping of this process.
-            unsafe {
-                // Dies with the test binary, however that ends.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                let mut i = 0usize;
-                loop {
-                    dense.add(i * page % dense_len).write_volatile(i as u8);
-                    shared
-                        .add(i * 7 * page % shared_len)
-                        .write_volatile(i as u8);
-                    sparse.add((i % 16) * (64 << 20)).write_volatile(i as u8);
-                    libc::nanosleep(&nap, std::ptr::null_mut());
-                    i += 1;
-                }
-            }
-        }
-        let child = scopeguard(pid);
-        let target = Target::open(pid).unwrap();
-        let attached = attach_mm(
-            &target,
-            &[Span::new(0, abi::TASK_SIZE)],
-            None,
-            Arming::Scan,
-            Method::PagemapScan,
-            &mut |_, _| {},
-        )
-        .unwrap();
-        let Source::Uffd(mut mm) = attached.mm else {
-            unreachable!("attach_mm gives a userfaultfd source")
-        };
-        assert!(!mm.sparse.is_empty(), "the 2 GiB reservation is sparse");
-        let scope = [Span::new(0, abi::TASK_SIZE)];
-        let since = Instant::now();
-        let harvest = |mm: &mut Mm, seq| {
-            std::thread::sleep(Duration::from_millis(5));
-            let before = ALLOCATIONS.with(Cell::get);
-            let delta = match mm.harvest(&target, &scope, seq, since, page as u64) {
-                Ok(Ok((events, delta))) => {
-                    assert!(
-                        events.is_empty(),
-                        "the child's mappings changed: {events:?}"
-                    );
-                    delta
-                }
-                _ => panic!("harvest failed"),
-            };
-            let allocations = ALLOCATIONS.with(Cell::get) - before;
-            let pages = delta.dirty_pages;
-            mm.recycle(delta);
-            (allocations, pages)
-        };
-        // Warm up: buffers grow to what the child's writes need.
-        for seq in 1..=20 {
-            harvest(&mut mm, seq);
-        }
-        let (mut allocations, mut pages) = (0, 0);
-        for seq in 21..=60 {
-            let (a, p) = harvest(&mut mm, seq);
-            allocations += a;
-            pages += p;
-        }
-        drop(child);
-        // SAFETY: unmapping exactly what `map` mapped above; the child is gone.
-        unsafe {
-            libc::munmap(dense.cast(), dense_len);
-            libc::munmap(shared.cast(), shared_len);
-            libc::munmap(sparse.cast(), sparse_len);
-        }
-        assert!(pages > 40, "the child's writes were seen ({pages} pages)");
-        assert_eq!(allocations, 0, "allocations in 40 steady-state harvests");
-    }
-
-    /// Kills and reaps the child when dropped, the test failing or not.
-    fn scopeguard(pid: i32) -> impl Drop {
-        struct Reap(i32);
-        impl Drop for Reap {
-            fn drop(&mut self) {
-                // SAFETY: our own child.
-                unsafe {
-                    libc::kill(self.0, libc::SIGKILL);
-                    libc::waitpid(self.0, std::ptr::null_mut(), 0);
-                }
-            }
-        }
-        Reap(pid)
     }
 }

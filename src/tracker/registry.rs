@@ -1,6 +1,12 @@
 //! Which parts of the target are registered with our userfaultfd, and what failed to.
 
-use super::*;
+use std::collections::HashSet;
+use std::io;
+
+use crate::maps::{self, Vma};
+use crate::scope::{Scope, Selected, select};
+use crate::span::Span;
+use crate::uffd::{self, Uffd};
 
 /// A VMA as /proc/PID/maps shows it: range, file, offset and the permissions that decide
 /// whether it is tracked. Two VMAs with one key are told apart by the unarmed-memory query.
@@ -47,13 +53,13 @@ impl Registry {
         uffd: &Uffd,
         pid: i32,
         vmas: &[Vma],
-        scope: &[Span],
+        scope: &Scope,
         stale: &[Span],
     ) -> io::Result<Vec<Skip>> {
         self.retry = false;
         let present: HashSet<VmaKey> = vmas.iter().map(key).collect();
         self.failed.retain(|k| present.contains(k));
-        let pieces: Vec<Selected> = maps::select(vmas, scope)
+        let pieces: Vec<Selected> = select(vmas, scope)
             .into_iter()
             .filter(|p| !self.failed.contains(&key(&p.vma)))
             .collect();
@@ -107,9 +113,11 @@ impl Registry {
         registered.sort_by_key(|p| p.span);
         self.armed = maps::union(registered.iter().map(|p| p.span).collect());
         self.pieces = registered;
+        // Mappings the selectors leave out are not harvested either: another userfaultfd may
+        // own them.
         self.excluded = maps::union(
             vmas.iter()
-                .filter(|v| self.failed.contains(&key(v)))
+                .filter(|v| self.failed.contains(&key(v)) || !scope.selects(v))
                 .map(|v| Span::new(v.start, v.end))
                 .collect(),
         );

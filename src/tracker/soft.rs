@@ -1,6 +1,18 @@
 //! `--method soft-dirty`: the target's soft-dirty bits, read and cleared under a freeze.
 
-use super::*;
+use std::io;
+use std::time::{Instant, SystemTime};
+
+use anyhow::{Context, Result};
+
+use super::mm::mapping_changes;
+use super::{ArmedBy, Attachment, Gone, Harvest, Source, why_gone};
+use crate::attach;
+use crate::maps::{self, Vma};
+use crate::process::Process;
+use crate::scan::SoftDirty;
+use crate::scope::{Scope, select};
+use crate::span::Span;
 
 /// `--method soft-dirty`: clear_refs and pagemap bit 55, no userfaultfd.
 pub(crate) struct SoftMm {
@@ -19,8 +31,8 @@ pub(crate) struct SoftMm {
 /// after an exec, `clear` is off: the new program's memory all reads dirty, as it should.
 /// `freeze`: stop the target around this clear and every harvest's read + clear.
 pub(crate) fn attach_soft(
-    target: &Target,
-    scope: &[Span],
+    target: &Process,
+    scope: &Scope,
     freeze: bool,
     clear: bool,
 ) -> Result<Attachment> {
@@ -38,7 +50,7 @@ pub(crate) fn attach_soft(
         last_clear_us: 0,
         populated: Vec::new(),
     };
-    let pieces = maps::select(&soft.vmas, scope);
+    let pieces = select(&soft.vmas, scope);
     soft.tracked = maps::union(pieces.iter().map(|p| p.span).collect());
     let stopped = Instant::now();
     {
@@ -57,13 +69,13 @@ pub(crate) fn attach_soft(
     Ok(Attachment {
         mm: Source::Soft(soft),
         pieces,
-        arm_method: "clear-refs",
+        armed_by: ArmedBy::ClearRefs,
         skipped: Vec::new(),
-        attach_us: started.elapsed().as_micros() as u64,
-        thread_stopped_us: if freeze {
-            stopped.elapsed().as_micros() as u64
+        duration: started.elapsed(),
+        thread_stopped: if freeze {
+            stopped.elapsed()
         } else {
-            0
+            std::time::Duration::ZERO
         },
     })
 }
@@ -71,13 +83,11 @@ pub(crate) fn attach_soft(
 impl SoftMm {
     pub(crate) fn harvest(
         &mut self,
-        target: &Target,
-        scope: &[Span],
-        seq: u64,
-        since: Instant,
-        page_size: u64,
-    ) -> Result<Harvested> {
-        let time = SystemTime::now();
+        target: &Process,
+        scope: &Scope,
+        into: &mut Harvest,
+    ) -> Result<std::result::Result<(), Gone>> {
+        into.time = Some(SystemTime::now());
         let t0 = Instant::now();
         // ESRCH: the pagemap fd's mm is gone (see `SoftDirty::dirty`); NotFound: so is /proc/PID.
         let gone = |e: &io::Error| {
@@ -91,8 +101,8 @@ impl SoftMm {
         };
         // Everything under one freeze: the listing too, or memory mapped and written between
         // listing and clearing would be cleared unread.
-        let mut runs = Vec::new();
-        let mut events = Vec::new();
+        let runs = into.dirty.vec_mut();
+        let mut changes = Vec::new();
         let result = (|| -> io::Result<()> {
             let _frozen = self
                 .freeze
@@ -103,7 +113,7 @@ impl SoftMm {
             // Memory read before stays read while mapped, even made read-only: a write just
             // before the mprotect is still in its bits.
             let mapped = maps::union(vmas.iter().map(|v| Span::new(v.start, v.end)).collect());
-            let writable = maps::union(maps::select(&vmas, scope).iter().map(|p| p.span).collect());
+            let writable = maps::union(select(&vmas, scope).iter().map(|p| p.span).collect());
             let tracked = maps::union(
                 writable
                     .into_iter()
@@ -112,12 +122,12 @@ impl SoftMm {
             );
             let added = maps::subtract(&tracked, &self.tracked);
             let removed = maps::subtract(&self.tracked, &tracked);
-            events = mapping_events(&self.vmas, &vmas, added, removed, Timestamp(time));
+            changes = mapping_changes(&self.vmas, &vmas, added, removed);
             self.vmas = vmas;
             self.tracked = tracked;
             let mut now = Vec::new();
             for &span in &self.tracked {
-                self.sd.dirty(span, &mut runs, &mut now)?;
+                self.sd.dirty(span, runs, &mut now)?;
             }
             // Soft-dirty has no bit for a zapped page (MADV_DONTNEED leaves an empty entry):
             // pages populated last time and empty now changed to zero.
@@ -137,20 +147,11 @@ impl SoftMm {
                 .ok_or(e)
                 .with_context(|| format!("reading soft-dirty bits of PID {}", target.pid));
         }
-        let runs = maps::union(runs);
-        let dirty_pages = runs.iter().map(|r| r.len()).sum::<u64>() / page_size;
-        Ok(Ok((
-            events,
-            output::Delta {
-                seq,
-                time: Timestamp(time),
-                elapsed_ms: since.elapsed().as_millis() as u64,
-                dirty_pages,
-                ranges: output::dirty_runs(&runs, page_size),
-                scan_us: t0.elapsed().as_micros() as u64,
-                bitmap: None,
-                tracked: self.tracked.clone(),
-            },
-        )))
+        maps::union_in_place(into.dirty.vec_mut());
+        into.tracked.vec_mut().extend_from_slice(&self.tracked);
+        into.changes = changes;
+        into.clear = Some(std::time::Duration::from_micros(self.last_clear_us));
+        into.cost = t0.elapsed();
+        Ok(Ok(()))
     }
 }

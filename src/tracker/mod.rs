@@ -1,0 +1,837 @@
+//! The engine: [`TrackerBuilder`] attaches a [`Tracker`] to a [`Target`], and every
+//! [`Tracker::harvest`] returns what was written since the last one.
+//!
+//! Submodules: `registry` (what is registered with our userfaultfd), `mm` (one address space
+//! under userfaultfd tracking: arming, mapping refresh, harvests), `soft` (soft-dirty).
+
+mod mm;
+mod registry;
+mod soft;
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, anyhow};
+
+use crate::attach;
+use crate::blind::{self, Blind};
+use crate::error::{Error, Gone, Result, lift, unsupported, usage};
+use crate::maps::{self, MappingKind, Vma};
+use crate::process::Process;
+use crate::scope::{Scope, Selected, Selector, select};
+use crate::span::{Span, SpanSet};
+use crate::sys;
+use crate::target::{Launched, Target};
+use crate::uffd;
+
+use mm::{Arm, Mm, attach_mm};
+use registry::Skip;
+use soft::{SoftMm, attach_soft};
+
+/// How a tracker finds the written pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Method {
+    /// userfaultfd async write-protect, harvested by PAGEMAP_SCAN with atomic re-protect.
+    #[default]
+    PagemapScan,
+    /// The same arming, harvested by plain reads of /proc/PID/pagemap (bit 57 clear = written)
+    /// and re-protected with UFFDIO_WRITEPROTECT.
+    PagemapRead,
+    /// clear_refs soft-dirty (pagemap bit 55), no userfaultfd; the target is frozen while its
+    /// bits are read and cleared (see --no-freeze). Needs CONFIG_MEM_SOFT_DIRTY.
+    SoftDirty,
+}
+
+/// The names in records and on the command line are the serde names: `pagemap-scan`, ...
+macro_rules! display_as_serialized {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match serde_json::to_value(self) {
+                    Ok(serde_json::Value::String(name)) => f.write_str(&name),
+                    _ => write!(f, "{self:?}"),
+                }
+            }
+        }
+    )*};
+}
+display_as_serialized!(Method, Arming, ArmedBy);
+
+/// How a userfaultfd tracker write-protects memory when it attaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Arming {
+    /// PAGEMAP_SCAN where the kernel has the 2026 fix for empty page-table ranges (about 7x
+    /// faster), else UFFDIO_WRITEPROTECT.
+    #[default]
+    Auto,
+    /// PAGEMAP_SCAN with its write-protect flag.
+    PagemapScan,
+    /// UFFDIO_WRITEPROTECT (marks empty page-table ranges on every kernel).
+    Writeprotect,
+}
+
+/// How an attach write-protected what it tracks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArmedBy {
+    /// PAGEMAP_SCAN, everything.
+    PagemapScan,
+    /// UFFDIO_WRITEPROTECT, everything.
+    Writeprotect,
+    /// Only the empty slots: what was populated is reported by the next harvest (a new
+    /// program after exec, whose memory may have been written before the tracker armed it).
+    Unpopulated,
+    /// Soft-dirty bits cleared through `/proc/PID/clear_refs`.
+    ClearRefs,
+}
+
+/// A piece of a mapping a tracker covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackedMapping {
+    /// The addresses covered.
+    pub span: Span,
+    /// The mapping's name as `/proc/PID/maps` shows it, written printably (`[anon]` for
+    /// nameless memory): bytes that are not printable UTF-8 appear as `\xNN`, a backslash as
+    /// `\\`.
+    pub name: String,
+    /// What the mapping is.
+    pub kind: MappingKind,
+}
+
+/// A piece of a mapping in scope that the kernel refused to track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedMapping {
+    /// The addresses refused.
+    pub span: Span,
+    /// The mapping's name (as in [`TrackedMapping::name`]).
+    pub name: String,
+    /// Why, in words: another userfaultfd owns it, the kernel does not support its kind, ...
+    pub reason: String,
+    /// The kernel refused it as never writable (EPERM: a shared mapping of a file opened
+    /// read-only): no write can be missed there.
+    pub never_writable: bool,
+}
+
+/// What an attach did: to the target when it began tracking, and to a new program after an
+/// exec when the tracker follows it.
+#[derive(Debug, Clone)]
+pub struct Attached {
+    /// What is tracked, in address order.
+    pub tracked: Vec<TrackedMapping>,
+    /// What the kernel refused to track.
+    pub skipped: Vec<SkippedMapping>,
+    /// How it was write-protected.
+    pub armed_by: ArmedBy,
+    /// How long the attach took, from the start to armed.
+    pub duration: Duration,
+    /// How long a thread of the target was stopped (userfaultfd: the thread borrowed for the
+    /// injected calls; soft-dirty: the whole target, while its bits were cleared).
+    pub thread_stopped: Duration,
+}
+
+/// How a mapping changed between two harvests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// New memory in scope, now tracked.
+    Added,
+    /// Memory moved here by `mremap` from the span starting at this address.
+    Moved {
+        /// Where it was.
+        from: u64,
+    },
+    /// Memory that went (unmapped, or now out of scope).
+    Removed,
+}
+
+/// A mapping that appeared, moved or went since the last harvest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappingChange {
+    /// What happened.
+    pub change: Change,
+    /// The addresses it concerns (for [`Change::Moved`], where the memory is now).
+    pub span: Span,
+    /// The mapping's name (as in [`TrackedMapping::name`]); empty if it is unmapped.
+    pub name: String,
+    /// What the mapping is; `None` if it is unmapped.
+    pub kind: Option<MappingKind>,
+}
+
+/// What one [`Tracker::harvest`] found: the pages written since the previous harvest (or the
+/// attach), in the memory the tracker covers.
+///
+/// A harvest never misses a write made before it began. A write racing with it is reported
+/// by it or by the next one, and may be reported by both (a documented double report).
+#[derive(Debug, Clone, Default)]
+pub struct Harvest {
+    pub(crate) seq: u64,
+    pub(crate) dirty: SpanSet,
+    pub(crate) tracked: SpanSet,
+    pub(crate) changes: Vec<MappingChange>,
+    pub(crate) skipped: Vec<SkippedMapping>,
+    pub(crate) time: Option<SystemTime>,
+    pub(crate) cost: Duration,
+    pub(crate) watch: Option<Duration>,
+    pub(crate) clear: Option<Duration>,
+    pub(crate) page_size: u64,
+    pub(crate) after_exec: bool,
+}
+
+impl Harvest {
+    /// An empty harvest to fill with [`Tracker::harvest_into`].
+    pub fn new() -> Harvest {
+        Harvest::default()
+    }
+
+    /// Its number: 1 for the first harvest after attach.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The pages written, as whole-page spans.
+    pub fn dirty(&self) -> &SpanSet {
+        &self.dirty
+    }
+
+    /// How many pages were written.
+    pub fn dirty_pages(&self) -> u64 {
+        self.dirty.pages(self.page_size.max(1))
+    }
+
+    /// The memory this harvest covered: what is armed, plus memory that stopped being
+    /// tracked (made read-only) while it stays mapped, whose writes are still reported.
+    pub fn tracked(&self) -> &SpanSet {
+        &self.tracked
+    }
+
+    /// Mappings that appeared, moved or went since the last harvest (new ones are tracked
+    /// from this harvest on).
+    pub fn changes(&self) -> &[MappingChange] {
+        &self.changes
+    }
+
+    /// New mappings in scope that the kernel refused to track.
+    pub fn skipped(&self) -> &[SkippedMapping] {
+        &self.skipped
+    }
+
+    /// The instant it stands for: every write before it is in this harvest or an earlier one.
+    pub fn time(&self) -> SystemTime {
+        self.time.unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+
+    /// How long it took (the mapping refresh and the harvest proper).
+    pub fn cost(&self) -> Duration {
+        self.cost
+    }
+
+    /// The part of [`cost`](Harvest::cost) spent watching the mappings for changes
+    /// (userfaultfd methods).
+    pub fn watch_cost(&self) -> Option<Duration> {
+        self.watch
+    }
+
+    /// The part of [`cost`](Harvest::cost) spent clearing soft-dirty bits (`clear_refs`,
+    /// which holds the target's mmap write lock all that time).
+    pub fn clear_refs_cost(&self) -> Option<Duration> {
+        self.clear
+    }
+
+    /// Whether the target ran a new program since the last harvest and the tracker attached
+    /// to it ([`TrackerBuilder::follow_exec`]): the dirty pages are then the new program's
+    /// populated memory, and [`Tracker::attached`] describes the new attach.
+    pub fn after_exec(&self) -> bool {
+        self.after_exec
+    }
+
+    /// The page size its counts are in.
+    pub fn page_size(&self) -> u64 {
+        self.page_size
+    }
+
+    fn reset(&mut self) {
+        self.dirty.clear();
+        self.tracked.clear();
+        self.changes.clear();
+        self.skipped.clear();
+        self.after_exec = false;
+        self.watch = None;
+        self.clear = None;
+    }
+}
+
+/// Configures and attaches a [`Tracker`].
+///
+/// ```no_run
+/// use uffd_dirty::{MappingKind, Method, Selector, Target, TrackerBuilder};
+/// let target = Target::open(1234)?;
+/// let mut tracker = TrackerBuilder::new()
+///     .method(Method::PagemapScan)
+///     .select(Selector::name("[heap]"))
+///     .select(Selector::Kind(MappingKind::Anon))
+///     .attach(&target)?;
+/// let harvest = tracker.harvest()?;
+/// println!("{} pages written", harvest.dirty_pages());
+/// # Ok::<(), uffd_dirty::Error>(())
+/// ```
+pub struct TrackerBuilder<'p> {
+    method: Method,
+    ranges: Vec<Span>,
+    selectors: Vec<Selector>,
+    follow_exec: bool,
+    arming: Arming,
+    freeze: bool,
+    progress: Option<Box<dyn FnMut(u64, u64) + 'p>>,
+}
+
+impl Default for TrackerBuilder<'_> {
+    fn default() -> Self {
+        TrackerBuilder::new()
+    }
+}
+
+impl<'p> TrackerBuilder<'p> {
+    /// PAGEMAP_SCAN, the whole address space, following exec, arming chosen for the kernel.
+    pub fn new() -> Self {
+        TrackerBuilder {
+            method: Method::PagemapScan,
+            ranges: Vec::new(),
+            selectors: Vec::new(),
+            follow_exec: true,
+            arming: Arming::Auto,
+            freeze: true,
+            progress: None,
+        }
+    }
+
+    /// How written pages are found.
+    pub fn method(mut self, method: Method) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// Track only this address range (with other ranges given, their union). Each must hold
+    /// a trackable mapping when the tracker attaches.
+    pub fn range(mut self, span: Span) -> Self {
+        self.ranges.push(span);
+        self
+    }
+
+    /// Track only mappings `selector` picks (with other selectors given, those any picks).
+    pub fn select(mut self, selector: Selector) -> Self {
+        self.selectors.push(selector);
+        self
+    }
+
+    /// After the target runs a new program (`execve`), attach to it and go on (the
+    /// default), or end with [`Error::Gone`] and [`Gone::Exec`].
+    pub fn follow_exec(mut self, follow: bool) -> Self {
+        self.follow_exec = follow;
+        self
+    }
+
+    /// How a userfaultfd tracker write-protects memory when it attaches.
+    pub fn arming(mut self, arming: Arming) -> Self {
+        self.arming = arming;
+        self
+    }
+
+    /// Soft-dirty: stop the target while its bits are read and cleared (the default). Off,
+    /// a write between the read and the clear is lost; off is for callers that stop the
+    /// target themselves ([`Target::freeze`]).
+    pub fn freeze(mut self, freeze: bool) -> Self {
+        self.freeze = freeze;
+        self
+    }
+
+    /// Called as arming goes, with the bytes armed and the bytes to arm.
+    pub fn on_progress(mut self, progress: impl FnMut(u64, u64) + 'p) -> Self {
+        self.progress = Some(Box::new(progress));
+        self
+    }
+
+    /// Attach to `target`: make sure the kernel can track it, check the ranges against its
+    /// mappings, then arm everything in scope. A launched target is let run once armed.
+    ///
+    /// Fails with [`Error::Unsupported`] when the kernel lacks what the method needs,
+    /// [`Error::BadInput`] when a range holds no trackable mapping, [`Error::NotPermitted`]
+    /// when the caller may not trace the target, and leaves the target as it was.
+    pub fn attach(self, target: &Target) -> Result<Tracker> {
+        self.attach_inner(target).map_err(lift)
+    }
+
+    fn attach_inner(mut self, target: &Target) -> anyhow::Result<Tracker> {
+        let support = uffd::probe()?;
+        if self.method == Method::SoftDirty {
+            if !crate::scan::soft_dirty::works().context("probing soft-dirty")? {
+                return Err(unsupported(format!(
+                    "this kernel ({}) has no working soft-dirty tracking (built without CONFIG_MEM_SOFT_DIRTY, or not x86_64/ppc64le/s390x): use --method pagemap-scan",
+                    uffd::kernel_release()
+                )));
+            }
+        } else {
+            support.require_async_wp()?;
+        }
+        let mut scope = Scope {
+            spans: SpanSet::from(std::mem::take(&mut self.ranges))
+                .as_slice()
+                .to_vec(),
+            selectors: std::mem::take(&mut self.selectors),
+        };
+        if scope.spans.is_empty() {
+            scope.spans = Scope::default().spans;
+        }
+        let process = &target.process;
+        let mut launched = target.launched();
+        // A launched command execs now, held at its exec stop until it is armed.
+        let held = match launched.as_deref_mut() {
+            Some(state @ Launched::Pending(_)) => {
+                let Launched::Pending(pending) = std::mem::replace(state, Launched::Gone) else {
+                    unreachable!("matched as pending")
+                };
+                let helper = pending.exec_held(self.method != Method::SoftDirty)?;
+                *state = Launched::Running(crate::launch::Child::new(process.pid, helper));
+                true
+            }
+            Some(Launched::Gone) => {
+                return Err(anyhow!(
+                    "the command (PID {}) could not be started",
+                    process.pid
+                ));
+            }
+            _ => false,
+        };
+        let vmas = maps::read_maps(process.pid).context("reading the target's mappings")?;
+        check_scope(process, &scope, &vmas)?;
+        let mut progress = self.progress.take();
+        let mut report = |done, total| {
+            if let Some(p) = progress.as_mut() {
+                p(done, total)
+            }
+        };
+        let attachment = match self.method {
+            Method::SoftDirty => {
+                // Launched: the command is held at its exec stop; its bits are cleared there,
+                // before it runs, and then it is let go.
+                let mut a = attach_soft(process, &scope, self.freeze && !held, true)?;
+                if held {
+                    attach::release_after_exec(process.pid)?;
+                    if let Source::Soft(s) = &mut a.mm {
+                        s.freeze = self.freeze;
+                    }
+                }
+                a
+            }
+            method => {
+                let at_exec = match launched.as_deref_mut() {
+                    Some(Launched::Running(child)) if held => child.helper.as_mut(),
+                    _ => None,
+                };
+                attach_mm(
+                    process,
+                    &scope,
+                    at_exec,
+                    Arm::choose(self.arming, &support),
+                    method,
+                    &mut report,
+                )?
+            }
+        };
+        if let Some(Launched::Running(child)) = launched.as_deref_mut() {
+            child.traced = false;
+            child.helper = None;
+        }
+        drop(launched);
+        let page_size = sys::page_size();
+        let (blind, blind_found) = blind::Watch::start(process.pid, page_size);
+        Ok(Tracker {
+            process: process.try_clone()?,
+            attached: attachment.describe(),
+            source: attachment.mm,
+            scope,
+            method: self.method,
+            follow_exec: self.follow_exec,
+            freeze: self.freeze,
+            pmd_hole_fix: support.pmd_hole_fix,
+            page_size,
+            seq: 0,
+            blind,
+            blind_found,
+        })
+    }
+}
+
+/// Tracks which pages of one process are written. Made by [`TrackerBuilder::attach`].
+///
+/// Dropping it (or [`detach`](Tracker::detach)) closes its userfaultfd: the kernel drops
+/// every protection, and the target is left exactly as it was.
+pub struct Tracker {
+    process: Process,
+    source: Source,
+    attached: Attached,
+    scope: Scope,
+    method: Method,
+    follow_exec: bool,
+    freeze: bool,
+    pmd_hole_fix: bool,
+    page_size: u64,
+    seq: u64,
+    blind: blind::Watch,
+    blind_found: Vec<Blind>,
+}
+
+impl Tracker {
+    /// The target's PID.
+    pub fn pid(&self) -> i32 {
+        self.process.pid
+    }
+
+    /// How it finds written pages.
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
+    /// The page size its spans are made of.
+    pub fn page_size(&self) -> u64 {
+        self.page_size
+    }
+
+    /// What the last attach did (the first one, or the one after the last followed exec).
+    pub fn attached(&self) -> &Attached {
+        &self.attached
+    }
+
+    /// The target's mappings as of the last harvest (or the attach), in address order.
+    pub fn mappings(&self) -> &[Vma] {
+        self.source.vmas()
+    }
+
+    /// Whether a harvest sees pages zapped whole by the kernel (a 2 MiB `MADV_DONTNEED`,
+    /// page-table reclaim) on this kernel: false before the 2026 PAGEMAP_SCAN fix, where
+    /// those zeroed pages are not reported (userfaultfd methods).
+    pub fn sees_zapped_page_tables(&self) -> bool {
+        self.method == Method::SoftDirty || self.pmd_hole_fix
+    }
+
+    /// Sources of writes no tracker can see, found when it attached.
+    pub fn blind_spots(&self) -> &[Blind] {
+        &self.blind_found
+    }
+
+    /// Sources of unseen writes that appeared since the last look (one status read, and the
+    /// fd list only when the pinned counts moved).
+    pub fn check_blind_spots(&mut self) -> Vec<Blind> {
+        self.blind.check()
+    }
+
+    /// The pages written since the last harvest. See [`harvest_into`](Tracker::harvest_into),
+    /// which reuses a [`Harvest`]'s memory.
+    pub fn harvest(&mut self) -> Result<Harvest> {
+        let mut harvest = Harvest::new();
+        self.harvest_into(&mut harvest)?;
+        Ok(harvest)
+    }
+
+    /// The pages written since the last harvest, into `harvest` (its contents replaced). In
+    /// the steady state (no mapping changed) a harvest into a reused `Harvest` allocates
+    /// nothing.
+    ///
+    /// Fails with [`Error::Gone`] once the target exited, or ran a new program that the
+    /// tracker does not follow; with [`Error::AfterExec`] when following it failed.
+    pub fn harvest_into(&mut self, harvest: &mut Harvest) -> Result<()> {
+        harvest.reset();
+        harvest.page_size = self.page_size;
+        match self.source.harvest(&self.process, &self.scope, harvest) {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => return self.gone(why, harvest),
+            Err(e) => return Err(lift(e)),
+        }
+        self.seq += 1;
+        harvest.seq = self.seq;
+        Ok(())
+    }
+
+    /// The target's memory is gone: an exit ends tracking; an exec too, unless it is
+    /// followed: then the new program is attached to and harvested at once.
+    fn gone(&mut self, why: Gone, harvest: &mut Harvest) -> Result<()> {
+        let pid = self.process.pid;
+        if why == Gone::Exited || !self.follow_exec {
+            return Err(Error::Gone { pid, why });
+        }
+        // Everything of the new image is new memory: what it populated before we armed it
+        // is reported by this harvest.
+        let again = match self.method {
+            Method::SoftDirty => attach_soft(&self.process, &self.scope, self.freeze, false),
+            m => attach_mm(
+                &self.process,
+                &self.scope,
+                None,
+                Arm::Unpopulated,
+                m,
+                &mut |_, _| {},
+            ),
+        };
+        match again {
+            Ok(a) => {
+                self.attached = a.describe();
+                self.source = a.mm;
+                self.harvest_into(harvest)?;
+                harvest.after_exec = true;
+                Ok(())
+            }
+            // The new image exited, or was killed, while we attached.
+            Err(_) if exits_within(&self.process, SETTLE) => Err(Error::Gone {
+                pid,
+                why: Gone::Exited,
+            }),
+            Err(e) => Err(Error::AfterExec(Box::new(lift(e)))),
+        }
+    }
+
+    /// Copy the contents of the pages in `spans` from the target's memory to `out`, in
+    /// address order (by `process_vm_readv`; the target is not stopped, so a page written
+    /// meanwhile may be copied in either state: the next harvest reports it again). Pages
+    /// that cannot be read (unmapped since, or never readable) are written as zeros to keep
+    /// `out` aligned with `spans`, and returned.
+    ///
+    /// For pre-copy: copy what a harvest reported, repeat until little is written, then
+    /// stop the target ([`Target::freeze`]), harvest and copy one last time.
+    pub fn read_pages(&self, spans: &SpanSet, out: &mut impl Write) -> Result<SpanSet> {
+        self.read_pages_inner(spans, out).map_err(|e| {
+            if self.process.has_exited() {
+                return Error::Gone {
+                    pid: self.process.pid,
+                    why: Gone::Exited,
+                };
+            }
+            lift(e)
+        })
+    }
+
+    fn read_pages_inner(&self, spans: &SpanSet, out: &mut dyn Write) -> anyhow::Result<SpanSet> {
+        const CHUNK: usize = 1 << 20;
+        let page = self.page_size as usize;
+        let mut buf = vec![0u8; CHUNK];
+        let mut unreadable = Vec::new();
+        for span in spans {
+            let mut at = span.start;
+            while at < span.end {
+                let want = ((span.end - at) as usize).min(CHUNK);
+                let got = match sys::read_remote(self.process.pid, at, &mut buf[..want]) {
+                    Ok(n) => n,
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EFAULT | libc::EIO)) => 0,
+                    Err(e) => {
+                        return Err(e).with_context(|| {
+                            format!(
+                                "reading {} of PID {}",
+                                Span::new(at, at + want as u64),
+                                self.process.pid
+                            )
+                        });
+                    }
+                };
+                // A short read stops at the first page that cannot be read: that page is
+                // zeros, and the reading goes on after it.
+                let got = got - got % page;
+                out.write_all(&buf[..got])
+                    .context("writing page contents")?;
+                at += got as u64;
+                if got < want {
+                    let hole = Span::new(at, at + page as u64);
+                    out.write_all(&vec![0u8; page])
+                        .context("writing page contents")?;
+                    unreadable.push(hole);
+                    at = hole.end;
+                }
+            }
+        }
+        Ok(SpanSet::from(unreadable))
+    }
+
+    /// Stop tracking: the kernel drops every protection (as dropping the tracker does).
+    pub fn detach(self) {}
+}
+
+impl std::fmt::Debug for Tracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracker")
+            .field("pid", &self.process.pid)
+            .field("method", &self.method)
+            .field("harvests", &self.seq)
+            .finish()
+    }
+}
+
+impl Target {
+    /// Stop every thread of the target until the returned guard is dropped (by ptrace, so
+    /// its signal state and registers are left exactly as they were): for a last harvest
+    /// and copy that nothing can race with.
+    pub fn freeze(&self) -> Result<Frozen> {
+        match attach::Frozen::new(&self.process) {
+            Ok(f) => Ok(Frozen(f)),
+            // Stopping an exiting target fails before its memory is gone.
+            Err(_) if exits_within(&self.process, SETTLE) => Err(Error::Gone {
+                pid: self.process.pid,
+                why: Gone::Exited,
+            }),
+            Err(e) => Err(lift(e)),
+        }
+    }
+}
+
+/// The target stopped by [`Target::freeze`]; it runs again when this is dropped.
+pub struct Frozen(#[allow(dead_code)] attach::Frozen);
+
+/// How long a target is given to show that it is exiting when that is in doubt: its /proc
+/// entry is unreadable, or re-attaching to it failed (ptrace refuses a task that has begun to
+/// exit, a moment before the task drops its memory).
+pub(crate) const SETTLE: Duration = Duration::from_millis(500);
+
+/// Why the address space our fds are bound to is gone (no task uses it any more). That alone
+/// tells nothing: an exiting process drops its memory (`exit_mm`) before its pidfd turns
+/// readable, just as an exec'ing one drops the old image's. The process tells: an exec
+/// installs the new address space before it lets go of the old one, so a process that has one
+/// exec'ed, and one that has none is exiting (its new image too, if it exec'ed first).
+pub(crate) fn why_gone(target: &Process) -> Gone {
+    if target.has_exited() {
+        return Gone::Exited;
+    }
+    match target.has_mm() {
+        // The pidfd asked again: a PID reused after a reap would have memory too.
+        Ok(true) if !target.has_exited() => Gone::Exec,
+        Ok(_) => Gone::Exited,
+        Err(_) if exits_within(target, SETTLE) => Gone::Exited,
+        // /proc unreadable but the process lives on: the re-attach decides.
+        Err(_) => Gone::Exec,
+    }
+}
+
+/// Whether the target has exited or is exiting (its memory gone), waiting up to `patience`
+/// for it to be.
+pub(crate) fn exits_within(target: &Process, patience: Duration) -> bool {
+    const STEP: Duration = Duration::from_millis(2);
+    let deadline = Instant::now() + patience;
+    loop {
+        if target.has_exited() || matches!(target.has_mm(), Ok(false)) {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        // Wakes at once when the pidfd turns readable; the memory is looked at every STEP.
+        let _ = sys::readable([target.pidfd.as_fd()], STEP.min(deadline - now));
+    }
+}
+
+/// Where harvests come from: the target's userfaultfd (pagemap-scan, pagemap-read), or its
+/// soft-dirty bits.
+pub(crate) enum Source {
+    Uffd(Box<Mm>),
+    Soft(SoftMm),
+}
+
+impl Source {
+    fn vmas(&self) -> &[Vma] {
+        match self {
+            Source::Uffd(mm) => &mm.vmas,
+            Source::Soft(s) => &s.vmas,
+        }
+    }
+
+    fn harvest(
+        &mut self,
+        target: &Process,
+        scope: &Scope,
+        into: &mut Harvest,
+    ) -> anyhow::Result<std::result::Result<(), Gone>> {
+        match self {
+            Source::Uffd(mm) => mm.harvest(target, scope, into),
+            Source::Soft(s) => s.harvest(target, scope, into),
+        }
+    }
+}
+
+/// A fresh attachment to the target's current address space.
+pub(crate) struct Attachment {
+    pub(crate) mm: Source,
+    /// What is tracked.
+    pub(crate) pieces: Vec<Selected>,
+    pub(crate) armed_by: ArmedBy,
+    pub(crate) skipped: Vec<Skip>,
+    pub(crate) duration: Duration,
+    pub(crate) thread_stopped: Duration,
+}
+
+impl Attachment {
+    fn describe(&self) -> Attached {
+        Attached {
+            tracked: self
+                .pieces
+                .iter()
+                .map(|p| TrackedMapping {
+                    span: p.span,
+                    name: p.vma.display_name().to_string(),
+                    kind: p.vma.kind(),
+                })
+                .collect(),
+            skipped: skipped_mappings(&self.skipped),
+            armed_by: self.armed_by,
+            duration: self.duration,
+            thread_stopped: self.thread_stopped,
+        }
+    }
+}
+
+pub(crate) fn skipped_mappings(skips: &[Skip]) -> Vec<SkippedMapping> {
+    skips
+        .iter()
+        .map(|s| SkippedMapping {
+            span: s.piece.span,
+            name: s.piece.vma.display_name().to_string(),
+            reason: s.reason.clone(),
+            never_writable: s.never_writable,
+        })
+        .collect()
+}
+
+/// Check the ranges against the target's mappings before anything touches it.
+fn check_scope(target: &Process, scope: &Scope, vmas: &[Vma]) -> anyhow::Result<()> {
+    // An exiting process loses its mappings: that is an exit, not a bad range.
+    let exiting = || vmas.is_empty() || exits_within(target, SETTLE);
+    let exited = || anyhow!("PID {} exited while being attached to", target.pid);
+    let whole = Scope::default();
+    if scope.spans != whole.spans {
+        for &r in &scope.spans {
+            if select(vmas, &whole.within(r)).is_empty() {
+                if exiting() {
+                    return Err(exited());
+                }
+                return Err(usage(format!(
+                    "--range {r} holds no trackable mapping of PID {}: pick a range from /proc/{}/maps",
+                    target.pid, target.pid
+                )));
+            }
+        }
+    }
+    if select(vmas, &whole).is_empty() {
+        if exiting() {
+            return Err(exited());
+        }
+        return Err(usage(format!(
+            "PID {} has no trackable mappings",
+            target.pid
+        )));
+    }
+    if select(vmas, scope).is_empty() {
+        return Err(usage(format!(
+            "the mapping selectors pick no trackable mapping of PID {} in the ranges given: see /proc/{}/maps",
+            target.pid, target.pid
+        )));
+    }
+    Ok(())
+}
