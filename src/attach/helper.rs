@@ -166,12 +166,35 @@ fn recv<T: for<'de> Deserialize<'de>>(
     Ok(Some((msg, fd)))
 }
 
-/// The environment variable that names the executable to run as the helper, for programs
-/// that are not `uffd-dirty` themselves (tests of this library); by default, ourselves.
+/// The environment variable that names the executable to run as the helper (the
+/// `uffd-dirty` binary).
 pub const PROGRAM_ENV: &str = "UFFD_DIRTY_ATTACH_HELPER";
 
+/// The helper to run: `$UFFD_DIRTY_ATTACH_HELPER`; else `uffd-dirty` beside the running
+/// program, or one directory up (a program of cargo's `examples/` or `deps/`); else
+/// `uffd-dirty` in `PATH`. The uffd-dirty binary finds itself beside itself.
 fn program() -> std::ffi::OsString {
-    std::env::var_os(PROGRAM_ENV).unwrap_or_else(|| "/proc/self/exe".into())
+    const NAME: &str = "uffd-dirty";
+    if let Some(p) = std::env::var_os(PROGRAM_ENV) {
+        return p;
+    }
+    let exe = std::env::current_exe().ok();
+    if exe
+        .as_ref()
+        .and_then(|e| e.file_name())
+        .is_some_and(|n| n.to_string_lossy().starts_with(NAME))
+    {
+        return "/proc/self/exe".into();
+    }
+    let beside = exe
+        .iter()
+        .flat_map(|e| e.ancestors().skip(1).take(2))
+        .map(|dir| dir.join(NAME))
+        .find(|p| p.is_file());
+    match beside {
+        Some(p) => p.into(),
+        None => NAME.into(),
+    }
 }
 
 /// The tracker's handle on a running helper.
@@ -226,7 +249,12 @@ impl Helper {
                 Ok(())
             });
         }
-        let child = cmd.spawn().context("starting the attach helper")?;
+        let child = cmd.spawn().with_context(|| {
+            format!(
+                "starting the attach helper {:?} (the uffd-dirty binary: put it in PATH, or name it in ${PROGRAM_ENV})",
+                cmd.get_program()
+            )
+        })?;
         drop(theirs);
         let pid = child.id() as i32;
         Ok(Helper {
