@@ -1,49 +1,84 @@
-//! uffd-dirty: which pages of a process's memory were written, and when, from userfaultfd
-//! asynchronous write-protection and the `PAGEMAP_SCAN` ioctl.
+//! Which pages of a process's memory are written, and when: the engine of `uffd-dirty`,
+//! built on userfaultfd asynchronous write-protection (`UFFD_FEATURE_WP_ASYNC`,
+//! `UFFD_FEATURE_WP_UNPOPULATED`) and the `PAGEMAP_SCAN` ioctl, with clear_refs soft-dirty as
+//! a second, older mechanism.
 //!
-//! Module map: [`sys`] (kernel ABI and raw calls), [`blind`] (writes no tracker can see), [`target`] (the process, by pidfd),
-//! [`attach`] (creating a userfaultfd inside the target by ptrace), [`uffd`] (handshake and
-//! registration), [`maps`] (VMAs and what to track), [`scan`] (harvesting), [`track`] (the
-//! loop), [`output`] (records and formats), [`view`] (`track --view`, the live terminal
-//! picture), [`progress`] (the attach progress bar), [`report`] (a recorded run as a
-//! heatmap), [`launch`] (`-- CMD`), [`check`] (what this machine supports), [`compare`]
-//! (uffd-wp against soft-dirty), [`bench`] (what tracking costs), [`cli`], [`exit`], and
-//! [`workload`] (a writer with ground truth, for the demo and the tests).
+//! # Lifecycle: attach, harvest, detach
+//!
+//! A [`Target`] is a process, opened by PID or launched as a command (held before its
+//! `execve` until a tracker attaches, so the new program is tracked from its first
+//! instruction). [`TrackerBuilder::attach`] makes a userfaultfd *inside* the target (by
+//! ptrace syscall injection, from a short-lived helper process, so that nothing of the
+//! target's is left behind however the caller dies), registers every mapping in scope and
+//! write-protects it, empty pages included. From then on every first write to a page clears
+//! its protection, in the kernel, without stopping the target. Each [`Tracker::harvest`]
+//! reads which pages lost it and protects them again in the same atomic call: a
+//! [`Harvest`] holds the pages written since the previous one, as a [`SpanSet`]. Dropping
+//! the tracker closes the userfaultfd and the kernel drops every protection.
+//!
+//! ```no_run
+//! use uffd_dirty::{Target, TrackerBuilder};
+//!
+//! let target = Target::open(1234)?;
+//! let mut tracker = TrackerBuilder::new().attach(&target)?;
+//! for _ in 0..10 {
+//!     std::thread::sleep(std::time::Duration::from_millis(100));
+//!     let harvest = tracker.harvest()?;
+//!     println!("{} pages written", harvest.dirty_pages());
+//!     for span in harvest.dirty() {
+//!         println!("  {span}");
+//!     }
+//! }
+//! tracker.detach();
+//! # Ok::<(), uffd_dirty::Error>(())
+//! ```
+//!
+//! # What is reported, exactly
+//!
+//! Every page of the tracked memory written between two harvests is in the second one: no
+//! write is lost, including writes to pages never touched before, to memory mapped after
+//! the attach (new mappings are armed by the next harvest and reported from it on), and to
+//! memory written and made read-only again between two harvests. A write that races with a
+//! harvest may be reported by both that harvest and the next (the documented double
+//! report); pages may also be reported that were zapped (`MADV_DONTNEED`) rather than
+//! written, since their contents changed. Writes made without a page fault — by a device
+//! through DMA, by io_uring into registered buffers — cannot be seen: a tracker lists such
+//! sources it finds in [`Tracker::blind_spots`].
+//!
+//! # Pieces
+//!
+//! [`probe::Support`] says what the running kernel offers. [`Tracker::read_pages`] copies
+//! page contents, for pre-copy (see `examples/precopy.rs`). [`Target::freeze`] stops the
+//! target for a last, race-free round. Errors are an [`Error`] whose variants a caller can
+//! match on.
+//!
+//! The attach helper is the `uffd-dirty` binary (`uffd-dirty attach-helper`): a program
+//! using this library finds it beside itself, one directory up, in `PATH`, or named by the
+//! environment variable `UFFD_DIRTY_ATTACH_HELPER`.
 
-pub mod attach;
-pub mod bench;
-pub mod blind;
-pub mod check;
-pub mod cli;
-pub mod compare;
+#![deny(missing_docs)]
+
+mod attach;
+mod blind;
 mod error;
-pub mod exit;
-pub mod launch;
-pub mod maps;
-pub mod output;
+mod launch;
+mod maps;
 pub mod probe;
-pub mod process;
-pub mod progress;
-pub mod report;
-pub mod scan;
+mod process;
+mod scan;
 mod scope;
-pub mod span;
-pub mod stop;
-pub mod sys;
+mod span;
+mod sys;
 mod target;
-#[doc(hidden)]
-pub mod testing;
-pub mod track;
+#[cfg(test)]
+#[path = "testing.rs"]
+mod testing;
 mod tracker;
-pub mod uffd;
-pub mod view;
-pub mod workload;
-
-use std::sync::Arc;
+mod uffd;
 
 pub use blind::{Blind, BlindKind};
 pub use error::{Error, Gone, Result};
-pub use maps::{MappingKind, Vma as Mapping};
+pub use maps::{MappingKind, Vma as Mapping, mapping_at, visible as printable};
 pub use scope::Selector;
 pub use span::{Span, SpanSet};
 pub use target::Target;
@@ -52,159 +87,10 @@ pub use tracker::{
     TrackedMapping, Tracker, TrackerBuilder,
 };
 
-use stop::Stop;
-
-use anyhow::Context;
-use clap::ValueEnum;
-
-use cli::{Cli, Command, DemoArgs, TargetArgs, TrackArgs};
-use exit::ExitCode;
-
-/// The stop request, made by SIGINT/SIGTERM; a second SIGINT exits at once with 130. With
-/// `view` (the terminal saved by [`view::open_terminal`]), that exit gives the terminal back
-/// first: `q` makes the same request, so any signal after it takes this path.
-fn stop_on_signals(view: bool) -> anyhow::Result<Arc<Stop>> {
-    let stop = Arc::new(Stop::new().context("creating the stop pipe")?);
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // Order matters: the conditional exit must see the flag before this signal sets it.
-        if view {
-            view::exit_on_second_signal(sig, stop.flag())?;
-        } else {
-            signal_hook::flag::register_conditional_shutdown(sig, 130, stop.flag())?;
-        }
-        stop.on_signal(sig)?;
-    }
-    Ok(stop)
-}
-
-fn track(args: &TrackArgs) -> anyhow::Result<ExitCode> {
-    let to_stdout = output::sink::Destination::of(args.output.output.as_deref()).is_stdout();
-    // Before anything else: a --format the view would ignore, and --view without a terminal,
-    // are usage errors.
-    if args.view && to_stdout && args.output.format != cli::Format::Human {
-        let format = args.output.format.to_possible_value().expect("not skipped");
-        return Err(exit::usage(format!(
-            "--view draws on the terminal, so --format {} has nowhere to go: add --output FILE to record while viewing",
-            format.get_name()
-        )));
-    }
-    let tty = args.view.then(view::open_terminal).transpose()?;
-    let stop = stop_on_signals(args.view)?;
-    let look = args.output.look;
-    let sink = match output::sink_for(args.output.output.as_deref(), Some(&stop)) {
-        Err(e) if e.chain().any(output::sink::is_stopped) => {
-            eprintln!("uffd-dirty: {e:#}: nothing was tracked");
-            return Ok(ExitCode::Success);
-        }
-        r => r?,
-    };
-    let (emitter, watch): (Box<dyn output::Emitter>, _) = match tty {
-        Some(tty) => {
-            // The view is the human output; a file beside it gets records for scripts.
-            let file = (!to_stdout).then(|| {
-                let format = match args.output.format {
-                    cli::Format::Human => cli::Format::Json,
-                    f => f,
-                };
-                track::emitter_for(format, sink.writer, false, look.quiet)
-            });
-            // Without a file, stdout is the view's terminal, not a reader to watch.
-            let watch = if file.is_some() { sink.watch } else { None };
-            (
-                // The view is on a terminal: auto colours it unless NO_COLOR is set.
-                Box::new(view::View::new(
-                    tty,
-                    Arc::clone(&stop),
-                    file,
-                    look.color.enabled(true),
-                )),
-                watch,
-            )
-        }
-        None => (
-            track::emitter_for(
-                args.output.format,
-                sink.writer,
-                look.color
-                    .enabled(to_stdout && std::io::IsTerminal::is_terminal(&std::io::stdout())),
-                look.quiet,
-            ),
-            sink.watch,
-        ),
-    };
-    let outcome = track::run(args, &stop, emitter, watch)?;
-    Ok(outcome.exit)
-}
-
-fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
-    let exe = std::env::current_exe().context("locating the uffd-dirty executable")?;
-    // The writer runs for the demo's duration and the tracking ends with it: its log gets
-    // written, and its exit status is the demo's.
-    let mut writer: Vec<std::ffi::OsString> = vec![
-        exe.into(),
-        "writer".into(),
-        "--quiet".into(),
-        "--pages=16384".into(),
-        "--bursts=0".into(),
-        "--burst-pages=96".into(),
-        "--gap=10ms".into(),
-        "--pattern=wave".into(),
-        format!("--run-for={}ms", args.duration.as_millis()).into(),
-    ];
-    if let Some(log) = &args.log {
-        writer.push("--log".into());
-        writer.push(log.into());
-    }
-    if !args.output.look.quiet {
-        eprintln!(
-            "uffd-dirty demo: tracking a writer that sweeps a 64 MiB buffer, for {}",
-            output::words::duration(args.duration)
-        );
-    }
-    track(&TrackArgs {
-        target: TargetArgs {
-            pid: None,
-            interval: args.interval,
-            ranges: Vec::new(),
-            count: None,
-            duration: None,
-            command: writer,
-        },
-        method: Method::PagemapScan,
-        output: args.output.clone(),
-        json_bitmap: false,
-        arm: Arming::Auto,
-        no_follow_exec: false,
-        no_freeze: false,
-        view: false,
-    })
-}
-
-/// Run a parsed command line; `main` maps the result to the process exit code.
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
-        Command::Track(args) => track(&args),
-        Command::Demo(args) => demo(&args),
-        Command::Bench(args) => bench::run(&args),
-        Command::BenchTarget(args) => bench::run_target(&args),
-        Command::Compare(args) => compare::run(&args, &*stop_on_signals(false)?),
-        Command::Check(args) => check::run(&args.output),
-        Command::Report(args) => report::run(&args),
-        Command::AttachHelper(args) => {
-            attach::helper::serve(&args)?;
-            Ok(ExitCode::Success)
-        }
-        Command::Scenario(args) => {
-            workload::scenario::run_scenario(&args)?;
-            Ok(ExitCode::Success)
-        }
-        Command::Writer(args) => {
-            let code = workload::run_writer(&args)?;
-            Ok(if code == 0 {
-                ExitCode::Success
-            } else {
-                ExitCode::Command(code as u8)
-            })
-        }
-    }
+/// Run as the attach helper: `uffd-dirty attach-helper --pid PID [--launched]`, started by
+/// the library with the target's pidfd on fd 4 and its socket on fd 3. A program that wants
+/// to be its own helper calls this when started so (it blocks every signal, and returns
+/// when the attach is done or abandoned).
+pub fn serve_attach_helper(pid: i32, launched: bool) -> Result<()> {
+    attach::helper::serve(pid, launched).map_err(error::lift)
 }

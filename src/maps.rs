@@ -12,20 +12,29 @@ pub use crate::span::{
     Span, intersect, intersect_into, subtract, subtract_into, union, union_in_place,
 };
 
-/// One line of `/proc/PID/maps`.
+/// One mapping of the target (a line of `/proc/PID/maps`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vma {
+    /// Its first address.
     pub start: u64,
+    /// The first address past it.
     pub end: u64,
+    /// Readable now.
     pub read: bool,
+    /// Writable now.
     pub write: bool,
+    /// Executable now.
     pub exec: bool,
+    /// Shared (`MAP_SHARED`) rather than private.
     pub shared: bool,
+    /// The offset in its file (the page offset, for anonymous memory).
     pub offset: u64,
+    /// Its file's inode, 0 for anonymous memory.
     pub inode: u64,
-    /// The pathname column: a file, `[heap]`, `[stack]`, `/memfd:x (deleted)`, or empty, as
-    /// text in the reversible form of [`name_text`]: the target chooses its files' names, and
-    /// a name is bytes (not always UTF-8, maybe with terminal escapes in it).
+    /// The pathname column: a file, `[heap]`, `[stack]`, `/memfd:x (deleted)`, or empty,
+    /// written printably and reversibly: the target chooses its files' names, and a name is
+    /// bytes (not always UTF-8, maybe with terminal escapes in it), so a byte that is not
+    /// printable UTF-8 appears as `\xNN` and a backslash as `\\`.
     pub name: String,
 }
 
@@ -65,15 +74,30 @@ impl MappingKind {
     }
 }
 
+impl fmt::Display for MappingKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Vma {
+    /// Its size in bytes.
     pub fn len(&self) -> u64 {
         self.end - self.start
     }
 
+    /// Whether it is empty (never, for a listed mapping).
     pub fn is_empty(&self) -> bool {
         self.end == self.start
     }
 
+    /// Its name as the kernel gave it, bytes (the reverse of how [`name`](Vma::name) is
+    /// written).
+    pub fn name_bytes(&self) -> Vec<u8> {
+        name_bytes(&self.name)
+    }
+
+    /// What it is, from its name and flags.
     pub fn kind(&self) -> MappingKind {
         let n = self.name.as_str();
         if n == "[heap]" {
@@ -127,15 +151,35 @@ impl Vma {
     /// (`mprotect` can always add `PROT_WRITE` to it; text and `PROT_NONE` included); a
     /// shared one only if its file was opened for writing, which `/proc/PID/maps` does not
     /// show: registering one that cannot fails with EPERM, and it is reported as skipped.
-    pub fn is_trackable_by_default(&self) -> bool {
+    pub(crate) fn is_trackable_by_default(&self) -> bool {
         self.kind() != MappingKind::Special
     }
 
     /// A private mapping of a regular file: its pages are the file's until written, when
     /// they are copied (anonymous), so a present page that is still the file's was never
     /// written through it.
-    pub fn is_private_file(&self) -> bool {
+    pub(crate) fn is_private_file(&self) -> bool {
         !self.shared && self.kind() == MappingKind::File
+    }
+}
+
+impl std::str::FromStr for Vma {
+    type Err = crate::Error;
+
+    /// Parse a line of `/proc/PID/maps`.
+    ///
+    /// ```
+    /// let m: uffd_dirty::Mapping = "7f00a000-7f00b000 rw-p 00000000 00:00 0 [heap]".parse()?;
+    /// assert_eq!((m.start, m.len(), m.kind()), (0x7f00a000, 0x1000, uffd_dirty::MappingKind::Heap));
+    /// # Ok::<(), uffd_dirty::Error>(())
+    /// ```
+    fn from_str(line: &str) -> Result<Vma, crate::Error> {
+        parse_line(line).ok_or_else(|| {
+            crate::Error::BadInput(format!(
+                "`{}` is not a line of /proc/PID/maps",
+                visible(line)
+            ))
+        })
     }
 }
 
@@ -213,7 +257,7 @@ pub fn name_text(bytes: &[u8]) -> String {
 }
 
 /// The bytes [`name_text`] wrote `text` from. Any other backslash is kept as it is.
-pub fn name_bytes(text: &str) -> Vec<u8> {
+pub(crate) fn name_bytes(text: &str) -> Vec<u8> {
     let b = text.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -245,7 +289,7 @@ pub fn name_bytes(text: &str) -> Vec<u8> {
 /// (C0, DEL, C1: a terminal acts on them, and XML 1.0 forbids most), the bidirectional
 /// formatting characters and the line and paragraph separators (they reorder or break what
 /// follows them on the line), and U+FFFE and U+FFFF (not characters in XML).
-pub fn is_unsafe_char(c: char) -> bool {
+pub(crate) fn is_unsafe_char(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
@@ -258,9 +302,16 @@ pub fn is_unsafe_char(c: char) -> bool {
         )
 }
 
-/// `text` with every character of [`is_unsafe_char`] written as its UTF-8 bytes, `\xNN` each
-/// (as [`name_text`] does), for text that did not go through it (an error message, a record
-/// read back from a file). Backslashes are left alone.
+/// `text` safe to print on a terminal or in a document: every control character, and every
+/// character that reorders or breaks a line (bidirectional formatting, line and paragraph
+/// separators), written as its UTF-8 bytes, `\xNN` each, as mapping names already are
+/// ([`Mapping::name`](crate::Mapping::name)). For text that did not go through that (an error
+/// message, a record read back from a file). Backslashes are left alone.
+///
+/// ```
+/// assert_eq!(uffd_dirty::printable("a\x1b]0;title\x07b"), "a\\x1b]0;title\\x07b");
+/// assert_eq!(uffd_dirty::printable("/usr/lib/libc.so.6"), "/usr/lib/libc.so.6");
+/// ```
 pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
     use fmt::Write;
     if !text.chars().any(is_unsafe_char) {
@@ -517,8 +568,18 @@ mod tests {
     }
 }
 
-/// The VMA containing `addr`; `vmas` sorted by start.
-pub fn vma_at(vmas: &[Vma], addr: u64) -> Option<&Vma> {
+/// The mapping holding `addr`, among `mappings` sorted by start (as
+/// [`Tracker::mappings`](crate::Tracker::mappings) gives them).
+///
+/// ```
+/// # use uffd_dirty::{Mapping, mapping_at};
+/// # fn f(mappings: &[Mapping]) {
+/// if let Some(m) = mapping_at(mappings, 0x7f00_0000_1000) {
+///     println!("{} ({})", m.display_name(), m.kind());
+/// }
+/// # }
+/// ```
+pub fn mapping_at(vmas: &[Vma], addr: u64) -> Option<&Vma> {
     let i = vmas.partition_point(|v| v.start <= addr);
     i.checked_sub(1).map(|i| &vmas[i]).filter(|v| addr < v.end)
 }

@@ -22,7 +22,9 @@ use crate::{Error, Method};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// Present and working.
     Ok,
+    /// Absent or broken: `meaning` says what that costs, `fix` what to do.
     Missing,
     /// Informational: worth knowing, not a defect.
     Note,
@@ -31,8 +33,11 @@ pub enum Status {
 /// One line of the report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Item {
+    /// What was probed (`WP_ASYNC`, `pagemap-scan`, `soft-dirty`, ...).
     pub name: &'static str,
+    /// How it stands.
     pub status: Status,
+    /// What the probe found, in words.
     pub found: String,
     /// What a status other than `ok` means for tracking.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -123,6 +128,11 @@ impl Support {
             None => Ok(()),
         }
     }
+}
+
+/// The running kernel's release, as `uname -r` prints it.
+pub fn kernel_release() -> String {
+    uffd::kernel_release()
 }
 
 impl Support {

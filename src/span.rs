@@ -22,6 +22,10 @@ pub struct Span {
 }
 
 impl Span {
+    /// All of user space (x86_64, 4-level page tables): what a tracker covers without
+    /// ranges.
+    pub const USER_ADDRESS_SPACE: Span = Span::new(0, crate::sys::abi::TASK_SIZE);
+
     /// The range `[start, end)`.
     pub const fn new(start: u64, end: u64) -> Self {
         Span { start, end }
@@ -183,6 +187,22 @@ impl SpanSet {
     pub fn extend_from(&mut self, other: &SpanSet) {
         self.spans.extend_from_slice(&other.spans);
         union_in_place(&mut self.spans);
+    }
+
+    /// Add the addresses of `span`.
+    pub fn insert(&mut self, span: Span) {
+        self.spans.push(span);
+        union_in_place(&mut self.spans);
+    }
+
+    /// Take the addresses of `span` out.
+    pub fn remove(&mut self, span: Span) {
+        self.spans = subtract(&self.spans, &[span]);
+    }
+
+    /// The spans, in address order.
+    pub fn into_vec(self) -> Vec<Span> {
+        self.spans
     }
 
     /// Empty the set, keeping its memory (for harvests that allocate nothing).

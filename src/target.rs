@@ -81,6 +81,15 @@ impl Target {
         self.process.pid
     }
 
+    /// Its mappings now, in address order (`/proc/PID/maps`).
+    pub fn mappings(&self) -> Result<Vec<crate::Mapping>> {
+        let vmas = crate::maps::read_maps(self.process.pid)
+            .map_err(|e| lift(anyhow::Error::new(e).context("reading the target's mappings")))?;
+        // The listing is the pidfd's process's, not a later one's that reused the PID.
+        self.process.check_alive().map_err(lift)?;
+        Ok(vmas)
+    }
+
     /// Whether it was started by [`Target::launch`].
     pub fn is_launched(&self) -> bool {
         self.launched.is_some()

@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::{Context, Result};
 
@@ -163,10 +163,6 @@ impl Uffd {
         )
         .context("UFFDIO_API with WP_ASYNC | WP_UNPOPULATED")?;
         Ok(Uffd { fd })
-    }
-
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
     }
 
     /// Register `span` for async write-protect tracking. All or nothing over the span.

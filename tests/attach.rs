@@ -173,8 +173,8 @@ fn a_target_in_a_child_pid_namespace_survives_attach() {
         })
         .expect("the sleep in the namespace");
     let (status, stderr) = attach_once(sleep);
-    let alive = uffd_dirty::process::read_status(&format!("/proc/{sleep}/status"))
-        .is_ok_and(|s| !matches!(s.state, 'Z' | 'X'));
+    let alive =
+        read_status(&format!("/proc/{sleep}/status")).is_ok_and(|s| !matches!(s.state, 'Z' | 'X'));
     // SAFETY: kill(2) on the namespace's processes, which this test started.
     unsafe { libc::kill(sleep, libc::SIGKILL) };
     let mut rest = String::new();
@@ -273,8 +273,7 @@ fn a_sigstop_during_attach_is_not_lost() {
         if sent {
             stopped_during += 1;
             let state = wait_until(std::time::Duration::from_secs(2), || {
-                uffd_dirty::process::read_status(&format!("/proc/{pid}/status"))
-                    .is_ok_and(|s| s.state == 'T')
+                read_status(&format!("/proc/{pid}/status")).is_ok_and(|s| s.state == 'T')
             });
             assert!(
                 state,

@@ -136,7 +136,7 @@ fn bench_refuses_bad_sizes_in_one_line() {
 
 #[test]
 fn bench_of_soft_dirty_without_it_is_exit_69() {
-    if !kernel_can_track() || uffd_dirty::scan::soft_dirty::works().unwrap_or(true) {
+    if !kernel_can_track() || soft_dirty_works() {
         skipped("this kernel has soft-dirty (or cannot track): nothing to refuse");
         return;
     }

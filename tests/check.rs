@@ -100,7 +100,7 @@ fn check_exit_code_agrees_with_track_possible() {
         "{v}"
     );
     // The same verdict `track` reaches at startup, in this process.
-    let here = uffd_dirty::uffd::probe().and_then(|s| s.require_async_wp());
+    let here = uffd_dirty::probe::Support::detect().require(uffd_dirty::Method::PagemapScan);
     assert_eq!(possible, here.is_ok(), "{v} / {here:?}");
 }
 
@@ -115,7 +115,7 @@ fn kernel_config() -> Option<String> {
             other => eprintln!("cannot read /proc/config.gz with zcat: {other:?}"),
         }
     }
-    let boot = format!("/boot/config-{}", uffd_dirty::uffd::kernel_release());
+    let boot = format!("/boot/config-{}", uffd_dirty::probe::kernel_release());
     std::fs::read_to_string(boot).ok()
 }
 
@@ -123,7 +123,7 @@ fn kernel_config() -> Option<String> {
 fn check_soft_dirty_matches_round_trip() {
     let (v, _) = check_json();
     let reported = v["soft_dirty"].as_bool().unwrap();
-    let here = uffd_dirty::probe::soft_dirty_round_trip().expect("soft-dirty round trip");
+    let here = crate::common::soft_dirty_works();
     assert_eq!(reported, here, "{v}");
     assert_eq!(item(&v, "soft-dirty")["status"] == "ok", reported, "{v}");
     match kernel_config() {
@@ -161,8 +161,13 @@ fn check_human_output_has_one_line_per_item() {
 
 #[test]
 fn check_pagemap_scan_accepts_the_6_7_categories() {
-    let scan = uffd_dirty::uffd::probe().map(|s| s.pagemap_scan);
-    if !matches!(scan, Ok(true)) {
+    let support = uffd_dirty::probe::Support::detect();
+    let scan = support
+        .items
+        .iter()
+        .find(|i| i.name == "PAGEMAP_SCAN")
+        .map(|i| i.status);
+    if scan != Some(uffd_dirty::probe::Status::Ok) {
         skipped(format!("no PAGEMAP_SCAN on this kernel ({scan:?})"));
         return;
     }

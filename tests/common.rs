@@ -19,11 +19,13 @@ pub fn uffd_dirty() -> Command {
     Command::new(BIN)
 }
 
-pub use uffd_dirty::testing::skipped;
+#[path = "../src/testing.rs"]
+mod testing;
+pub use testing::skipped;
 
 /// Skip (with a printed reason) unless this kernel can track: returns false to skip.
 pub fn kernel_can_track() -> bool {
-    match uffd_dirty::uffd::probe().and_then(|s| s.require_async_wp()) {
+    match uffd_dirty::probe::Support::detect().require(uffd_dirty::Method::PagemapScan) {
         Ok(()) => true,
         Err(e) => {
             skipped(format!(
@@ -32,6 +34,35 @@ pub fn kernel_can_track() -> bool {
             false
         }
     }
+}
+
+/// Whether soft-dirty works on this kernel (a round trip on a page of the test's own).
+pub fn soft_dirty_works() -> bool {
+    uffd_dirty::probe::Support::detect().soft_dirty
+}
+
+/// The fields of `/proc/PID/status` (or of a thread's) the tests look at.
+#[derive(Debug)]
+pub struct Status {
+    pub name: String,
+    pub state: char,
+    pub tracer_pid: i32,
+}
+
+/// Read a `status` file of `/proc`.
+pub fn read_status(path: &str) -> std::io::Result<Status> {
+    let text = String::from_utf8_lossy(&std::fs::read(path)?).into_owned();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+            .ok_or_else(|| std::io::Error::other(format!("no {name} in {path}")))
+    };
+    Ok(Status {
+        name: field("Name")?.to_string(),
+        state: field("State")?.chars().next().unwrap_or('?'),
+        tracer_pid: field("TracerPid")?.parse().map_err(std::io::Error::other)?,
+    })
 }
 
 /// Skip unless we are root (for tests that switch users).
@@ -404,7 +435,7 @@ pub fn has_userfaultfd(pid: i32) -> bool {
 }
 
 pub fn tracer_pid(pid: i32) -> i32 {
-    uffd_dirty::process::read_status(&format!("/proc/{pid}/status"))
+    read_status(&format!("/proc/{pid}/status"))
         .unwrap()
         .tracer_pid
 }

@@ -43,8 +43,7 @@ impl Victim {
         v
     }
     fn state(&self) -> char {
-        uffd_dirty::process::read_status(&format!("/proc/{}/status", self.pid()))
-            .map_or('?', |s| s.state)
+        read_status(&format!("/proc/{}/status", self.pid())).map_or('?', |s| s.state)
     }
     fn pid(&self) -> i32 {
         self.0.id() as i32
@@ -110,8 +109,7 @@ fn zombie() {
     .unwrap();
     let zpid: i32 = line.trim().parse().unwrap();
     assert!(wait_until(std::time::Duration::from_secs(5), || {
-        uffd_dirty::process::read_status(&format!("/proc/{zpid}/status"))
-            .is_ok_and(|s| s.state == 'Z')
+        read_status(&format!("/proc/{zpid}/status")).is_ok_and(|s| s.state == 'Z')
     }));
     let (code, err) = fails(&["track", "--pid", &zpid.to_string()]);
     one_line(&err);
@@ -187,7 +185,7 @@ fn bad_ranges() {
 
 #[test]
 fn soft_dirty_without_kernel_support_is_a_clear_error() {
-    if uffd_dirty::scan::soft_dirty::works().unwrap_or(false) {
+    if soft_dirty_works() {
         skipped("this kernel has soft-dirty (the VM lane tests the method itself)");
         return;
     }

@@ -135,7 +135,7 @@ impl Blocker {
     }
 
     fn alive(&self) -> bool {
-        uffd_dirty::process::read_status(&format!("/proc/{}/status", self.pid))
+        read_status(&format!("/proc/{}/status", self.pid))
             .is_ok_and(|s| !matches!(s.state, 'Z' | 'X'))
     }
 
@@ -293,7 +293,7 @@ fn launch_trial(
             let states: Vec<String> = stuck
                 .iter()
                 .map(|&pid| {
-                    let st = uffd_dirty::process::read_status(&format!("/proc/{pid}/status"));
+                    let st = read_status(&format!("/proc/{pid}/status"));
                     // SAFETY: kill(2) on a process of this trial.
                     unsafe { libc::kill(pid, libc::SIGKILL) };
                     format!(
@@ -325,8 +325,7 @@ fn processes_named(token: &str) -> Vec<i32> {
                 .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == token.as_bytes()))
         })
         .filter(|&pid| {
-            uffd_dirty::process::read_status(&format!("/proc/{pid}/status"))
-                .is_ok_and(|s| !matches!(s.state, 'Z' | 'X'))
+            read_status(&format!("/proc/{pid}/status")).is_ok_and(|s| !matches!(s.state, 'Z' | 'X'))
         })
         .collect()
 }

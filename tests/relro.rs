@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
-use uffd_dirty::maps::{self, MappingKind, Vma};
+use uffd_dirty::{Mapping as Vma, MappingKind, Target, mapping_at};
 
 use crate::common::*;
 
@@ -122,7 +122,7 @@ fn build(dir: &Path, count: usize) -> (PathBuf, Vec<PathBuf>) {
 
 /// Every readable page of the target now, by address (special mappings left out).
 fn snapshot(pid: i32) -> (Vec<Vma>, BTreeMap<u64, Vec<u8>>) {
-    let vmas = maps::read_maps(pid).unwrap();
+    let vmas = Target::open(pid).unwrap().mappings().unwrap();
     let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
     let mut pages = BTreeMap::new();
     for v in vmas.iter().filter(|v| v.kind() != MappingKind::Special) {
@@ -341,7 +341,7 @@ fn launch_mode_reports_the_libraries_relro_pages() {
     let libc_changed = j
         .changed
         .iter()
-        .filter(|&&a| maps::vma_at(&after.0, a).is_some_and(|v| v.name.contains("/libc.so")))
+        .filter(|&&a| mapping_at(&after.0, a).is_some_and(|v| v.name.contains("/libc.so")))
         .count();
     eprintln!(
         "launch: {} pages of loaded libraries differ from their files ({libc_changed} of libc), {} lost, {} false positives",
@@ -365,7 +365,7 @@ fn describe(vmas: &[Vma], pages: &[u64]) -> Vec<String> {
         .iter()
         .take(20)
         .map(|&a| {
-            maps::vma_at(vmas, a).map_or(format!("{a:#x}"), |v| {
+            mapping_at(vmas, a).map_or(format!("{a:#x}"), |v| {
                 format!(
                     "{a:#x} {}{}{}{} {}",
                     if v.read { 'r' } else { '-' },

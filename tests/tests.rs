@@ -16,7 +16,6 @@ mod exits;
 // Refusals: bad PIDs, bad ranges, traced targets; each a one-line error, the target untouched.
 mod errors;
 // man/ and completions/ against the clap definitions.
-mod generated;
 // The completion scripts run in bash, zsh and fish.
 mod completions;
 // Conventions users expect: words, --quiet, --color, one-line errors, docs held to the program.

@@ -25,7 +25,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use clap::Args;
 use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 use nix::sys::socket::{
     AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
@@ -44,17 +43,6 @@ const SOCKET_FD: RawFd = 3;
 const PIDFD_FD: RawFd = 4;
 /// Largest message either side sends (a report with a one-line error).
 const MAX_MESSAGE: usize = 16 << 10;
-
-/// `uffd-dirty attach-helper`: started by the tracker, never by hand.
-#[derive(Debug, Args)]
-pub struct HelperArgs {
-    /// The target (its pidfd is fd 4).
-    #[arg(long)]
-    pid: i32,
-    /// The target is a launched command waiting to exec: seize it first (on order).
-    #[arg(long)]
-    launched: bool,
-}
 
 /// Helper to tracker.
 #[derive(Debug, Serialize, Deserialize)]
@@ -387,27 +375,24 @@ impl Drop for Helper {
 pub struct ExitedBeforeExec;
 
 /// `uffd-dirty attach-helper`: do the attach the tracker asked for, whatever becomes of it.
-pub fn serve(args: &HelperArgs) -> Result<()> {
+pub fn serve(pid: i32, launched: bool) -> Result<()> {
     // Started with every signal blocked; keep it so whoever started us.
     let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), None);
     // Ask the OOM killer to pass us by while we hold a thread (only root may lower it).
     let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
     let sock = inherited_socket()?;
     let outcome = match pidfd_pid(PIDFD_FD) {
-        Some(pid) if pid == args.pid => {
+        Some(found) if found == pid => {
             // SAFETY: fd 4 is the pidfd the tracker passed (checked just above), ours now.
             let pidfd = unsafe { OwnedFd::from_raw_fd(PIDFD_FD) };
-            let target = Process {
-                pid: args.pid,
-                pidfd,
-            };
-            attach(&target, sock.as_fd(), args.launched)
+            let target = Process { pid, pidfd };
+            attach(&target, sock.as_fd(), launched)
         }
         // A pidfd whose process has been reaped names no PID.
-        Some(_) => Err(anyhow!("PID {} exited while being attached to", args.pid)),
+        Some(_) => Err(anyhow!("PID {pid} exited while being attached to")),
         None => Err(usage(format!(
             "{SUBCOMMAND}: fd {PIDFD_FD} is not a pidfd of PID {}",
-            args.pid
+            pid
         ))),
     };
     // A failure is the tracker's to say. If the tracker is gone, nobody is listening: the

@@ -68,6 +68,10 @@ pub const PAGE_IS_SOFT_DIRTY: u64 = 1 << 7;
 /// 6.15: guard regions (`MADV_GUARD_INSTALL`).
 pub const PAGE_IS_GUARD: u64 = 1 << 8;
 pub const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
+#[allow(
+    dead_code,
+    reason = "the ABI in full, checked against the uapi; harvests do without it"
+)]
 pub const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
 
 // /proc/PID/pagemap entry bits.

@@ -251,39 +251,6 @@ pub fn poll<const N: usize>(
     pfds.map(|p| if r > 0 { p.revents } else { 0 })
 }
 
-/// A close-on-exec duplicate of the fd numbered `fd`, which need not be ours to own: `-o
-/// /dev/stderr` or `/proc/self/fd/N` names an fd the caller opened for us.
-pub fn dup_raw(fd: i32) -> io::Result<OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC reads no memory; an fd that is not open is EBADF.
-    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-    if new < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `new` was just returned by the kernel and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
-}
-
-/// The size of the terminal behind `fd`, as (columns, rows).
-pub fn window_size(fd: BorrowedFd<'_>) -> io::Result<(u16, u16)> {
-    let mut ws = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ writes one `winsize` into the struct we own.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((ws.ws_col, ws.ws_row))
-}
-
-/// Our effective user ID.
-pub fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
-
 /// The system page size.
 pub fn page_size() -> u64 {
     // SAFETY: sysconf has no memory-safety preconditions.
@@ -340,6 +307,7 @@ impl AnonMapping {
     }
 
     /// Volatile load at `offset`.
+    #[allow(dead_code, reason = "the writer fixture's, in the binary")]
     pub fn read<T: Copy>(&self, offset: usize) -> T {
         assert!(offset + size_of::<T>() <= self.len && offset.is_multiple_of(align_of::<T>()));
         // SAFETY: as in `write`.

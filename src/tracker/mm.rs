@@ -657,10 +657,10 @@ pub(crate) fn mapping_changes(
     mut removed: Vec<Span>,
 ) -> Vec<MappingChange> {
     let page_offset = |vmas: &[Vma], s: &Span| {
-        maps::vma_at(vmas, s.start).map(|v| (v.inode, v.offset + (s.start - v.start), s.len()))
+        maps::mapping_at(vmas, s.start).map(|v| (v.inode, v.offset + (s.start - v.start), s.len()))
     };
     let described = |vmas: &[Vma], span: Span, change: Change| {
-        let vma = maps::vma_at(vmas, span.start);
+        let vma = maps::mapping_at(vmas, span.start);
         MappingChange {
             change,
             span,

@@ -121,6 +121,9 @@ pub struct SkippedMapping {
 /// exec when the tracker follows it.
 #[derive(Debug, Clone)]
 pub struct Attached {
+    /// The program the target runs, as `/proc/PID/exe` names it (written printably, as
+    /// mapping names are); empty if unreadable.
+    pub exe: String,
     /// What is tracked, in address order.
     pub tracked: Vec<TrackedMapping>,
     /// What the kernel refused to track.
@@ -450,7 +453,7 @@ impl<'p> TrackerBuilder<'p> {
         let (blind, blind_found) = blind::Watch::start(process.pid, page_size);
         Ok(Tracker {
             process: process.try_clone()?,
-            attached: attachment.describe(),
+            attached: attachment.describe(process.pid),
             source: attachment.mm,
             scope,
             method: self.method,
@@ -577,7 +580,7 @@ impl Tracker {
         };
         match again {
             Ok(a) => {
-                self.attached = a.describe();
+                self.attached = a.describe(pid);
                 self.source = a.mm;
                 self.harvest_into(harvest)?;
                 harvest.after_exec = true;
@@ -768,8 +771,16 @@ pub(crate) struct Attachment {
 }
 
 impl Attachment {
-    fn describe(&self) -> Attached {
+    fn describe(&self, pid: i32) -> Attached {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map_or_else(
+            |_| String::new(),
+            |p| {
+                use std::os::unix::ffi::OsStrExt;
+                maps::name_text(p.as_os_str().as_bytes())
+            },
+        );
         Attached {
+            exe,
             tracked: self
                 .pieces
                 .iter()

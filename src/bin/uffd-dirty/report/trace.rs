@@ -15,8 +15,8 @@ use std::time::SystemTime;
 use anyhow::{Result, anyhow};
 use serde::{Deserialize, Deserializer};
 
-use crate::maps::Span;
 use crate::output::Envelope;
+use uffd_dirty::Span;
 
 /// An address as the contract writes it: a `0x`-prefixed hex string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

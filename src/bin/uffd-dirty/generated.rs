@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::cli::{Cli, MAN_SECTIONS};
 use clap::{Arg, ArgAction, Command, CommandFactory};
 use clap_complete::Shell;
-use uffd_dirty::cli::{Cli, MAN_SECTIONS};
 
 fn roff_escape(line: &str) -> String {
     let s = line.replace('\\', "\\e");

@@ -9,12 +9,12 @@ use anyhow::{Context, Result, anyhow};
 
 use crate::cli::{Format, TargetArgs, TrackArgs};
 use crate::exit::ExitCode;
-use crate::maps::{self, Vma};
 use crate::output::{self, Addr, Emitter, EndReason, Record, Timestamp};
 use crate::progress;
 use crate::stop::Stop;
 use crate::sys;
-use crate::{
+use uffd_dirty::Mapping;
+use uffd_dirty::{
     Attached, Error, Gone, Harvest, Method, SkippedMapping, Target, Tracker, TrackerBuilder,
 };
 
@@ -70,7 +70,6 @@ pub(crate) fn wait_until(
 
 /// What one run of `track` ended with.
 pub struct Outcome {
-    pub reason: EndReason,
     pub exit: ExitCode,
 }
 
@@ -83,7 +82,7 @@ pub(crate) struct Out<'a> {
 }
 
 impl Out<'_> {
-    fn emit(&mut self, record: &Record, vmas: &[Vma]) -> Result<()> {
+    fn emit(&mut self, record: &Record, vmas: &[Mapping]) -> Result<()> {
         if self.closed {
             return Ok(());
         }
@@ -136,10 +135,10 @@ fn warn_skipped(pid: i32, skips: &[SkippedMapping]) {
 
 /// One stderr line per kind of blind spot, the first time it is found.
 #[derive(Default)]
-struct BlindWarnings(std::collections::BTreeSet<crate::BlindKind>);
+struct BlindWarnings(std::collections::BTreeSet<uffd_dirty::BlindKind>);
 
 impl BlindWarnings {
-    fn warn(&mut self, pid: i32, found: &[crate::Blind]) {
+    fn warn(&mut self, pid: i32, found: &[uffd_dirty::Blind]) {
         for b in found {
             if self.0.insert(b.kind) {
                 eprintln!(
@@ -152,7 +151,7 @@ impl BlindWarnings {
 }
 
 /// Say on stderr, once per kind, what writes cannot be seen in PID `pid`.
-pub(crate) fn warn_blind(pid: i32, found: &[crate::Blind]) {
+pub(crate) fn warn_blind(pid: i32, found: &[uffd_dirty::Blind]) {
     BlindWarnings::default().warn(pid, found);
 }
 
@@ -185,7 +184,7 @@ pub fn run(
     watch: Option<std::os::fd::OwnedFd>,
 ) -> Result<Outcome> {
     // What the kernel lacks is said before any target is looked at.
-    let support = crate::probe::Support::detect();
+    let support = uffd_dirty::probe::Support::detect();
     support.require(args.method)?;
     if args.method != Method::SoftDirty && !support.pmd_hole_fix {
         eprintln!(
@@ -283,7 +282,7 @@ pub fn run(
         Some(status) => ExitCode::Command(status.clamp(0, 255) as u8),
         None => ExitCode::Success,
     };
-    Ok(Outcome { reason, exit })
+    Ok(Outcome { exit })
 }
 
 /// The interval clock: a tick every interval from the start, skipping ticks a slow harvest
@@ -423,13 +422,8 @@ impl Tracking<'_> {
 
     /// The exec record after the tracker followed the target into a new program.
     fn exec_record(&self, tracker: &Tracker) -> Record {
-        let exe = std::fs::read_link(format!("/proc/{}/exe", self.target.pid()))
-            .map(|p| {
-                use std::os::unix::ffi::OsStrExt;
-                maps::name_text(p.as_os_str().as_bytes())
-            })
-            .unwrap_or_default();
         let a = tracker.attached();
+        let exe = a.exe.clone();
         Record::Exec(output::Exec {
             pid: self.target.pid(),
             exe,
@@ -475,7 +469,7 @@ impl Tracking<'_> {
                     warn_skipped(self.target.pid(), self.harvest.skipped());
                     let time = Timestamp(self.harvest.time());
                     for change in self.harvest.changes() {
-                        let record = Record::Mapping(output::Mapping::of(change, time));
+                        let record = Record::Mapping(output::MappingEvent::of(change, time));
                         out.emit(&record, tracker.mappings())?;
                     }
                     self.seq += 1;

@@ -9,7 +9,7 @@ use std::io::{self, Write};
 use super::totals::{MappingTotals, mib, short_name};
 use super::words::{count, millis};
 use super::{DeltaClock, Emitter, Record};
-use crate::maps::{Span, Vma};
+use uffd_dirty::{Mapping, Span};
 
 const TOP_MAPPINGS: usize = 3;
 
@@ -82,7 +82,7 @@ pub(crate) fn end_line(e: &super::End, page_size: u64) -> String {
         mib(e.dirty_pages_total, page_size),
         e.error
             .as_ref()
-            .map(|m| format!("; error: {}", crate::maps::visible(m)))
+            .map(|m| format!("; error: {}", uffd_dirty::printable(m)))
             .unwrap_or_default()
     )
 }
@@ -95,8 +95,8 @@ pub(crate) fn truncate(s: &str, n: usize) -> &str {
 }
 
 /// The VMA containing `addr`; `vmas` is sorted by start.
-fn vma_of(vmas: &[Vma], addr: u64) -> Option<&Vma> {
-    crate::maps::vma_at(vmas, addr)
+fn vma_of(vmas: &[Mapping], addr: u64) -> Option<&Mapping> {
+    uffd_dirty::mapping_at(vmas, addr)
 }
 
 fn clock(t: std::time::SystemTime) -> String {
@@ -105,7 +105,7 @@ fn clock(t: std::time::SystemTime) -> String {
 }
 
 impl<W: Write> Emitter for Human<W> {
-    fn emit(&mut self, record: &Record, vmas: &[Vma]) -> io::Result<()> {
+    fn emit(&mut self, record: &Record, vmas: &[Mapping]) -> io::Result<()> {
         match record {
             Record::Start(s) => {
                 self.page_size = s.page_size;

@@ -93,10 +93,10 @@ pub fn open(dest: &Destination, stop: Option<&Stop>) -> io::Result<Sink> {
     let (writer, watch): (Box<dyn Write>, _) = match dest {
         Destination::Stdout => (
             Box::new(io::BufWriter::new(io::stdout())),
-            crate::sys::dup_raw(1).ok(),
+            crate::os::dup_raw(1).ok(),
         ),
         Destination::Fd(n) => {
-            let fd = crate::sys::dup_raw(*n)
+            let fd = crate::os::dup_raw(*n)
                 .map_err(|e| io::Error::new(e.kind(), format!("fd {n} is not open ({e})")))?;
             let watch = fd.try_clone().ok();
             (Box::new(io::BufWriter::new(File::from(fd))), watch)
@@ -122,7 +122,7 @@ fn shared_sticky(dir: &FileStat, world_only: bool) -> bool {
 }
 
 fn ours(uid: u32) -> bool {
-    uid == crate::sys::euid()
+    uid == crate::os::euid()
 }
 
 /// The directory holding `path`'s last component, reached one component at a time (symbolic

@@ -193,7 +193,7 @@ pub fn run(args: &ReportArgs) -> Result<ExitCode> {
     };
     let mut notes = Vec::new();
     if let Some(w) = warning {
-        eprintln!("uffd-dirty: warning: {}", crate::maps::visible(&w));
+        eprintln!("uffd-dirty: warning: {}", uffd_dirty::printable(&w));
         notes.push(w);
     }
     if heatmap.layout.deltas == 0 {

@@ -12,11 +12,11 @@ use serde::Serialize;
 
 use crate::cli::{CompareArgs, TableFormat as Format};
 use crate::exit::{ExitCode, unsupported};
-use crate::maps::{self, Span};
 use crate::output::{DirtyRun, Timestamp, dirty_runs};
 use crate::stop::Stop;
 use crate::track::{self, Cadence, Wake};
-use crate::{Error, Gone, Harvest, Method, TrackerBuilder};
+use uffd_dirty::Span;
+use uffd_dirty::{Error, Gone, Harvest, Method, TrackerBuilder};
 
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Costs {
@@ -103,7 +103,7 @@ fn header(pid: i32, interval: std::time::Duration) -> String {
 }
 
 pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
-    let support = crate::probe::Support::detect();
+    let support = uffd_dirty::probe::Support::detect();
     support.require(Method::PagemapScan)?;
     if !support.soft_dirty {
         return Err(unsupported(format!(
@@ -226,10 +226,9 @@ pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
             a.dirty().intersection(&common),
             b.dirty().intersection(&common),
         );
-        let (a, b) = (a.as_slice(), b.as_slice());
-        let both = maps::intersect(a, b);
-        let only_uffd = maps::subtract(a, b);
-        let only_soft = maps::subtract(b, a);
+        let both = a.intersection(&b).into_vec();
+        let only_uffd = a.difference(&b).into_vec();
+        let only_soft = b.difference(&a).into_vec();
         let interval = Interval {
             seq,
             time: Timestamp(time),

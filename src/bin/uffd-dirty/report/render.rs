@@ -51,7 +51,7 @@ pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     // A trace is any file: what would act on a terminal, or is not a character at all in
     // XML 1.0 (most C0 controls, even as `&#27;`), is written visibly first.
-    for c in crate::maps::visible(s).chars() {
+    for c in uffd_dirty::printable(s).chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),

@@ -129,9 +129,8 @@ pub(super) fn measure(proc: &mut BenchTarget, method: Method, time: Duration) ->
     let (cpu1, t1, (n1, h1)) = (cpu_so_far(pid)?, Instant::now(), deltas_so_far(&records));
     // The peak of the tracker's own address space (getrusage's maxrss would count this
     // process's memory too: a child starts as a copy of it).
-    let peak_rss_kib = crate::process::read_status(&format!("/proc/{pid}/status"))
-        .context("reading the tracker's status")?
-        .vm_hwm_kib;
+    let peak_rss_kib = crate::os::proc_kib(&format!("/proc/{pid}/status"), "VmHWM")
+        .context("reading the tracker's status")?;
     // SAFETY: kill(2) on our own child, not yet reaped.
     unsafe { libc::kill(pid, libc::SIGINT) };
     let status = tracker.wait()?;

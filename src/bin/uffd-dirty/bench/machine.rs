@@ -39,14 +39,14 @@ impl Machine {
             .and_then(|m| {
                 m.lines()
                     .find_map(|l| l.strip_prefix("MemTotal:"))
-                    .map(crate::process::kib)
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             })
             .unwrap_or(0);
         Machine {
             cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
             cpu_model: field("model name").unwrap_or_else(|| "unknown CPU".into()),
             memory_gib: memory_kib as f64 / (1 << 20) as f64,
-            kernel: crate::uffd::kernel_release(),
+            kernel: uffd_dirty::probe::kernel_release(),
             thp: std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
                 .ok()
                 .and_then(|s| {

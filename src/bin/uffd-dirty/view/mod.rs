@@ -24,10 +24,10 @@ use anyhow::{Context, Result};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::exit::usage;
-use crate::maps::Vma;
 use crate::output::{Emitter, Record};
 use crate::stop::Stop;
 use model::Model;
+use uffd_dirty::Mapping;
 
 /// How often the key reader looks for a resize and for the end of the view.
 const KEY_POLL_MS: u16 = 100;
@@ -84,7 +84,7 @@ impl Shared {
     }
 
     fn size(&self) -> (u16, u16) {
-        match crate::sys::window_size(self.tty.as_fd()) {
+        match crate::os::window_size(self.tty.as_fd()) {
             Ok((cols, rows)) if cols > 0 && rows > 0 => (cols, rows),
             _ => (80, 24),
         }
@@ -173,7 +173,7 @@ impl Drop for View {
 }
 
 impl Emitter for View {
-    fn emit(&mut self, record: &Record, vmas: &[Vma]) -> io::Result<()> {
+    fn emit(&mut self, record: &Record, vmas: &[Mapping]) -> io::Result<()> {
         if let Some(file) = self.file.as_mut() {
             file.emit(record, vmas)?;
         }

@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use super::{Emitter, Record};
-use crate::maps::Vma;
+use uffd_dirty::Mapping;
 
 pub struct Ndjson<W: Write> {
     out: W,
@@ -22,7 +22,7 @@ impl<W: Write> Ndjson<W> {
 }
 
 impl<W: Write> Emitter for Ndjson<W> {
-    fn emit(&mut self, record: &Record, _vmas: &[Vma]) -> io::Result<()> {
+    fn emit(&mut self, record: &Record, _vmas: &[Mapping]) -> io::Result<()> {
         self.line.clear();
         serde_json::to_writer(&mut self.line, record)?;
         self.line.push(b'\n');

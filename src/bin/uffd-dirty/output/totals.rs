@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::maps::{self, Span};
+use uffd_dirty::{Span, SpanSet};
 
 /// What one mapping (by name) took over the run.
 #[derive(Default)]
@@ -34,13 +34,13 @@ impl MappingStats {
         // merges them rather than sorting afresh, so this is linear.
         let mut all = std::mem::take(&mut self.written);
         all.append(&mut self.pending);
-        self.written = maps::union(all);
+        self.written = SpanSet::from(all).into_vec();
     }
 
     /// Pages written, the unfinished delta's included.
     fn pages_written(&self, page_size: u64) -> u64 {
-        let all = self.written.iter().chain(&self.pending).copied().collect();
-        maps::union(all).iter().map(|s| s.len() / page_size).sum()
+        let all: Vec<Span> = self.written.iter().chain(&self.pending).copied().collect();
+        SpanSet::from(all).pages(page_size)
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::maps::{Span, Vma};
+use uffd_dirty::{Mapping, Span};
 
 /// Version of the NDJSON contract, carried by the start record.
 pub const FORMAT_VERSION: u32 = 1;
@@ -57,7 +57,7 @@ pub struct TrackedRange {
     pub end: Addr,
     pub pages: u64,
     pub mapping: String,
-    pub kind: crate::MappingKind,
+    pub kind: uffd_dirty::MappingKind,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -80,7 +80,7 @@ pub struct Start {
     pub version: u32,
     pub pid: i32,
     pub page_size: u64,
-    pub method: crate::Method,
+    pub method: uffd_dirty::Method,
     pub interval_ms: u64,
     pub ranges: Vec<TrackedRange>,
     pub skipped: Vec<SkippedRange>,
@@ -88,7 +88,7 @@ pub struct Start {
     /// when none was found. Added within version 1: older traces lack it.
     pub blind: Vec<Blind>,
     /// How the initial protection was applied (`pagemap-scan` or `writeprotect`).
-    pub arm_method: crate::ArmedBy,
+    pub arm_method: uffd_dirty::ArmedBy,
     /// How long the attach took, from the first ptrace call to armed, and how long the
     /// borrowed target thread was stopped.
     pub attach_us: u64,
@@ -102,7 +102,7 @@ pub struct Start {
 pub struct Blind {
     /// `io_uring` (registered buffers), `rdma`, `vfio` (a DMA-capable device is open), or
     /// `pinned` (`VmPin` that no fd explains).
-    pub kind: crate::blind::BlindKind,
+    pub kind: uffd_dirty::BlindKind,
     /// The target's fd it was found through (not for `pinned`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fd: Option<i32>,
@@ -115,7 +115,7 @@ pub struct Blind {
 
 impl Blind {
     /// The record of a source the tracker found.
-    pub fn of(b: &crate::blind::Blind, page_size: u64) -> Blind {
+    pub fn of(b: &uffd_dirty::Blind, page_size: u64) -> Blind {
         Blind {
             kind: b.kind,
             fd: b.fd,
@@ -133,28 +133,28 @@ pub struct BlindFound {
     pub time: Timestamp,
 }
 
-impl Mapping {
+impl MappingEvent {
     /// The record of a change a harvest of `time` found.
-    pub fn of(c: &crate::MappingChange, time: Timestamp) -> Mapping {
+    pub fn of(c: &uffd_dirty::MappingChange, time: Timestamp) -> MappingEvent {
         let (event, from) = match c.change {
-            crate::Change::Added => ("added", None),
-            crate::Change::Moved { from } => ("moved", Some(Addr(from))),
-            crate::Change::Removed => ("removed", None),
+            uffd_dirty::Change::Added => ("added", None),
+            uffd_dirty::Change::Moved { from } => ("moved", Some(Addr(from))),
+            uffd_dirty::Change::Removed => ("removed", None),
         };
-        Mapping {
+        MappingEvent {
             event,
             start: Addr(c.span.start),
             end: Addr(c.span.end),
             from,
             mapping: c.name.clone(),
-            kind: c.kind.map_or("unmapped", crate::MappingKind::as_str),
+            kind: c.kind.map_or("unmapped", uffd_dirty::MappingKind::as_str),
             time,
         }
     }
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Mapping {
+pub struct MappingEvent {
     /// `added`, `removed`, or `moved` (then `from` is where it was).
     pub event: &'static str,
     pub start: Addr,
@@ -238,7 +238,7 @@ pub enum Envelope<S, M, D, X, E, B> {
 }
 
 /// All records the tracker writes.
-pub type Record = Envelope<Start, Mapping, Delta, Exec, End, BlindFound>;
+pub type Record = Envelope<Start, MappingEvent, Delta, Exec, End, BlindFound>;
 
 /// The time each delta covered: from the `elapsed_ms` of the delta before it (of attach, for the
 /// first) to its own. One clock for every reader of deltas, so their rates agree.
@@ -297,7 +297,7 @@ pub fn sink_for(
 
 /// Something that prints records. `vmas` gives human output the mapping names of a delta.
 pub trait Emitter {
-    fn emit(&mut self, record: &Record, vmas: &[Vma]) -> io::Result<()>;
+    fn emit(&mut self, record: &Record, vmas: &[Mapping]) -> io::Result<()>;
 }
 
 #[cfg(test)]

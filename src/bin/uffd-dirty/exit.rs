@@ -34,39 +34,24 @@ impl From<ExitCode> for u8 {
     }
 }
 
-/// A usage error, for the exit code 2: the library's [`crate::Error::BadInput`].
+/// A usage error, for the exit code 2: the library's [`uffd_dirty::Error::BadInput`].
 pub fn usage(msg: impl fmt::Display) -> anyhow::Error {
-    crate::Error::BadInput(msg.to_string()).into()
-}
-
-/// A refusal to trace, for the exit code 77.
-pub fn permission(msg: impl fmt::Display) -> anyhow::Error {
-    crate::Error::NotPermitted(msg.to_string()).into()
+    uffd_dirty::Error::BadInput(msg.to_string()).into()
 }
 
 /// A missing kernel feature, for the exit code 69.
 pub fn unsupported(msg: impl fmt::Display) -> anyhow::Error {
-    crate::Error::Unsupported(msg.to_string()).into()
+    uffd_dirty::Error::Unsupported(msg.to_string()).into()
 }
 
 /// The exit code an error chain asks for: the first [`Failure`] found, else a runtime error.
 pub fn code_for(err: &anyhow::Error) -> ExitCode {
     err.chain()
-        .find_map(|e| {
-            if let Some(f) = e.downcast_ref::<crate::error::Failure>() {
-                use crate::error::Failure;
-                return Some(match f {
-                    Failure::Usage(_) => ExitCode::UsageError,
-                    Failure::Permission(_) => ExitCode::PermissionDenied,
-                    Failure::Unsupported(_) => ExitCode::KernelUnsupported,
-                });
-            }
-            match e.downcast_ref::<crate::Error>()? {
-                crate::Error::BadInput(_) => Some(ExitCode::UsageError),
-                crate::Error::NotPermitted(_) => Some(ExitCode::PermissionDenied),
-                crate::Error::Unsupported(_) => Some(ExitCode::KernelUnsupported),
-                _ => None,
-            }
+        .find_map(|e| match e.downcast_ref::<uffd_dirty::Error>()? {
+            uffd_dirty::Error::BadInput(_) => Some(ExitCode::UsageError),
+            uffd_dirty::Error::NotPermitted(_) => Some(ExitCode::PermissionDenied),
+            uffd_dirty::Error::Unsupported(_) => Some(ExitCode::KernelUnsupported),
+            _ => None,
         })
         .unwrap_or(ExitCode::RuntimeError)
 }
@@ -88,7 +73,7 @@ mod tests {
 
     #[test]
     fn code_is_found_under_context() {
-        let e: anyhow::Result<()> = Err(permission("nope"));
+        let e: anyhow::Result<()> = Err(uffd_dirty::Error::NotPermitted("nope".into()).into());
         let e = e.context("attaching to PID 1").unwrap_err();
         assert_eq!(code_for(&e), ExitCode::PermissionDenied);
         assert_eq!(code_for(&anyhow::anyhow!("plain")), ExitCode::RuntimeError);

@@ -581,7 +581,7 @@ fn hugetlb(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Result<()> {
 
 /// The process's page-table memory, in KiB (`VmPTE` in /proc/self/status).
 fn vm_pte_kib() -> u64 {
-    crate::process::read_status("/proc/self/status").map_or(0, |s| s.vm_pte_kib)
+    crate::os::proc_kib("/proc/self/status", "VmPTE").unwrap_or(0)
 }
 
 const SPARSE_LEN: usize = 1 << 40;

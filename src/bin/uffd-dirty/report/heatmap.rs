@@ -12,9 +12,9 @@ use std::time::SystemTime;
 use anyhow::{Result, anyhow};
 
 use super::trace::{self, Record};
-use crate::maps::{self, Span};
 use crate::output::DeltaClock;
 use crate::output::totals::{MappingTotals, short_name};
+use uffd_dirty::{Span, SpanSet};
 
 /// At most this many cells: more would not show on a screen and would only bloat the SVG.
 #[derive(Debug, Clone, Copy)]
@@ -31,7 +31,7 @@ pub const LIMITS: Limits = Limits {
 /// The set of tracked ranges, as start, exec and mapping records change it.
 #[derive(Debug, Default)]
 struct Tracked {
-    live: Vec<Span>,
+    live: SpanSet,
 }
 
 impl Tracked {
@@ -39,7 +39,7 @@ impl Tracked {
     fn apply(&mut self, record: &Record) -> bool {
         match record {
             Record::Start(trace::Start { ranges, .. }) | Record::Exec(trace::Exec { ranges }) => {
-                self.live = maps::union(ranges.iter().map(|r| r.span()).collect());
+                self.live = ranges.iter().map(|r| r.span()).collect();
             }
             Record::Mapping(m) => {
                 let span = Span::new(m.start.0, m.end.0);
@@ -52,11 +52,10 @@ impl Tracked {
                     _ => None,
                 };
                 if let Some(gone) = gone {
-                    self.live = maps::subtract(&self.live, &[gone]);
+                    self.live.remove(gone);
                 }
                 if m.event != "removed" {
-                    self.live.push(span);
-                    self.live = maps::union(std::mem::take(&mut self.live));
+                    self.live.insert(span);
                 }
             }
             Record::Delta(_) | Record::End(_) | Record::Blind(_) => return false,
@@ -238,14 +237,6 @@ impl Layout {
         }
     }
 
-    /// The band holding `addr`.
-    pub fn band_at(&self, addr: u64) -> Option<&Band> {
-        let i = self.bands.partition_point(|b| b.span.start <= addr);
-        i.checked_sub(1)
-            .map(|i| &self.bands[i])
-            .filter(|b| addr < b.span.end)
-    }
-
     /// The parts of `span` inside bands: each part with its band.
     fn pieces(&self, span: Span) -> impl Iterator<Item = (&Band, Span)> {
         let first = self.bands.partition_point(|b| b.span.end <= span.start);
@@ -347,7 +338,7 @@ impl Heatmap {
         let column = (self.delta_index / self.layout.deltas_per_column) as usize;
         self.delta_index += 1;
         let cells = column * rows..(column + 1) * rows;
-        let runs = maps::union(delta.ranges.iter().map(|r| r.span()).collect());
+        let runs: SpanSet = delta.ranges.iter().map(|r| r.span()).collect();
         let tracked = &mut self.tracked[cells.clone()];
         for (sum, now) in tracked.iter_mut().zip(&self.tracked_per_row) {
             *sum = sum.saturating_add(*now);
@@ -356,7 +347,7 @@ impl Heatmap {
         // registered up to this harvest, which still reports the writes made before: those
         // pages were tracked for this delta, so they show, and a cell never has more pages
         // written than tracked.
-        for span in maps::subtract(&runs, &self.now_tracked.live) {
+        for &span in runs.difference(&self.now_tracked.live).iter() {
             self.layout.per_row(span, |row, pages| {
                 tracked[row] = tracked[row].saturating_add(pages)
             });
@@ -380,13 +371,13 @@ impl Heatmap {
 
     /// Per-mapping totals, split where the run crosses bands (as human output splits by VMA).
     fn add_to_totals(&mut self, span: Span) {
-        let mut inside = Vec::new();
+        let mut inside = SpanSet::new();
         for (band, piece) in self.layout.pieces(span) {
             let pages = band.span.len() / self.layout.page_size;
             self.totals.add_pages(short_name(&band.name), pages, piece);
-            inside.push(piece);
+            inside.insert(piece);
         }
-        for outside in maps::subtract(&[span], &inside) {
+        for &outside in SpanSet::from(vec![span]).difference(&inside).iter() {
             self.totals.add_pages("[unmapped]", 0, outside);
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum, ValueHint};
 
-use crate::maps::Span;
+use uffd_dirty::Span;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -64,7 +64,7 @@ pub enum Command {
     Scenario(crate::workload::scenario::ScenarioArgs),
     /// The attach helper (started by `track` itself: it borrows the target's thread).
     #[command(hide = true)]
-    AttachHelper(crate::attach::helper::HelperArgs),
+    AttachHelper(HelperArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -128,7 +128,7 @@ pub struct Look {
     pub color: ColorChoice,
 }
 
-pub use crate::{Arming, Method};
+pub use uffd_dirty::{Arming, Method};
 
 #[derive(Debug, Clone, Args)]
 pub struct Output {
@@ -203,17 +203,6 @@ pub struct TargetArgs {
     /// Command to launch and follow from its first instruction (after `--`).
     #[arg(last = true, value_name = "CMD", value_hint = ValueHint::CommandWithArguments)]
     pub command: Vec<OsString>,
-}
-
-impl TargetArgs {
-    /// The address span harvests cover: the union of `--range`s, or all user memory.
-    pub fn scope(&self) -> Vec<Span> {
-        if self.ranges.is_empty() {
-            vec![Span::new(0, crate::sys::abi::TASK_SIZE)]
-        } else {
-            crate::maps::union(self.ranges.clone())
-        }
-    }
 }
 
 #[derive(Debug, Args)]
@@ -425,12 +414,13 @@ pub fn parse_range(s: &str) -> Result<Span, String> {
             "START {start:#x} must be below END {end:#x} (END is exclusive)"
         ));
     }
-    if end > crate::sys::abi::TASK_SIZE {
+    if end > Span::USER_ADDRESS_SPACE.end {
         return Err(format!("END {end:#x} is beyond the user address space"));
     }
     Ok(Span::new(start, end))
 }
 
+#[cfg(test)]
 /// Extra man page sections (title, plain text; paragraphs separated by blank lines, lines
 /// starting with two spaces kept verbatim). Rendered into `man/` by the generated-files test.
 pub const MAN_SECTIONS: &[(&str, &str)] = &[
@@ -745,4 +735,15 @@ mod tests {
             Cli::try_parse_from(["uffd-dirty", "track", "--pid", "1", "--count", "0"]).is_err()
         );
     }
+}
+
+/// `uffd-dirty attach-helper`: started by the tracker, never by hand.
+#[derive(Debug, Args)]
+pub struct HelperArgs {
+    /// The target (its pidfd is fd 4).
+    #[arg(long)]
+    pub pid: i32,
+    /// The target is a launched command waiting to exec: seize it first (on order).
+    #[arg(long)]
+    pub launched: bool,
 }

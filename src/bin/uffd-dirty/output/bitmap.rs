@@ -9,7 +9,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use super::{Addr, Emitter, Record};
-use crate::maps::{Span, Vma};
+use uffd_dirty::{Mapping, Span};
 
 /// One tracked range's bitmap, as the `"bitmap"` field of a JSON delta carries it.
 #[derive(Debug, Clone, Serialize)]
@@ -36,21 +36,6 @@ pub fn encode(span: Span, dirty: &[Span], page_size: u64) -> String {
         let _ = write!(hex, "{b:02x}");
     }
     hex
-}
-
-/// Decode a bitmap back into the dirty runs of `span` (the inverse of [`encode`]).
-pub fn decode(span: Span, hex: &str, page_size: u64) -> Vec<Span> {
-    let mut out: Vec<Span> = Vec::new();
-    for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
-        let byte = u8::from_str_radix(std::str::from_utf8(pair).unwrap_or("00"), 16).unwrap_or(0);
-        for bit in 0..8 {
-            if byte & (1 << bit) != 0 {
-                let start = span.start + (i as u64 * 8 + bit) * page_size;
-                super::super::scan::push_run(&mut out, Span::new(start, start + page_size));
-            }
-        }
-    }
-    out
 }
 
 /// Bitmaps of every tracked range of a delta.
@@ -80,7 +65,7 @@ impl<W: Write> Bitmap<W> {
 }
 
 impl<W: Write> Emitter for Bitmap<W> {
-    fn emit(&mut self, record: &Record, _vmas: &[Vma]) -> io::Result<()> {
+    fn emit(&mut self, record: &Record, _vmas: &[Mapping]) -> io::Result<()> {
         let Record::Delta(d) = record else {
             return Ok(());
         };
@@ -106,6 +91,19 @@ impl<W: Write> Emitter for Bitmap<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Decode a bitmap back into the dirty runs of `span` (the inverse of [`encode`]).
+    fn decode(span: Span, hex: &str, page_size: u64) -> Vec<Span> {
+        let mut out: Vec<Span> = Vec::new();
+        for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
+            let byte = u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap();
+            for bit in (0..8).filter(|bit| byte & (1 << bit) != 0) {
+                let start = span.start + (i as u64 * 8 + bit) * page_size;
+                out.push(Span::new(start, start + page_size));
+            }
+        }
+        uffd_dirty::SpanSet::from(out).into_vec()
+    }
 
     #[test]
     fn encodes_least_significant_bit_first() {

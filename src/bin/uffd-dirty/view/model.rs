@@ -5,10 +5,10 @@
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 
-use crate::maps::{self, Span, Vma};
 use crate::output::human::truncate;
 use crate::output::totals::{mib, short_name};
 use crate::output::{Record, TrackedRange};
+use uffd_dirty::{Mapping, Span};
 
 /// Deltas a cell's heat remembers.
 pub const HEAT_DELTAS: usize = 16;
@@ -35,12 +35,12 @@ pub struct Segment {
 
 /// Tracked spans cut at VMA boundaries and named by their VMA; neighbours with the same name
 /// (a library's .data and .bss, anonymous memory split by an mprotect) are merged.
-pub fn segments(tracked: &[Span], vmas: &[Vma]) -> Vec<Segment> {
+pub fn segments(tracked: &[Span], vmas: &[Mapping]) -> Vec<Segment> {
     let mut out: Vec<Segment> = Vec::new();
     for span in tracked {
         let mut at = span.start;
         while at < span.end {
-            let (end, name) = match maps::vma_at(vmas, at) {
+            let (end, name) = match uffd_dirty::mapping_at(vmas, at) {
                 Some(v) => (v.end.min(span.end), short_name(v.display_name())),
                 None => {
                     let next = vmas.partition_point(|v| v.start <= at);
@@ -241,7 +241,7 @@ impl Model {
         self.page_size
     }
 
-    pub fn record(&mut self, record: &Record, vmas: &[Vma]) {
+    pub fn record(&mut self, record: &Record, vmas: &[Mapping]) {
         match record {
             Record::Start(s) => {
                 self.pid = s.pid;
@@ -279,7 +279,7 @@ impl Model {
     }
 
     /// New segments; the selection follows the address it was on.
-    fn set_segments(&mut self, tracked: &[Span], vmas: &[Vma]) {
+    fn set_segments(&mut self, tracked: &[Span], vmas: &[Mapping]) {
         let at = self.segments.get(self.selected).map(|s| s.span.start);
         let segments = segments(tracked, vmas);
         let found = at.and_then(|a| {
@@ -537,8 +537,8 @@ fn paint_level(line: &mut String, level: usize, styled: bool) {
 mod tests {
     use super::*;
 
-    fn vma(line: &str) -> Vma {
-        maps::parse_line(line).unwrap()
+    fn vma(line: &str) -> Mapping {
+        line.parse().unwrap()
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `uffd-dirty check`: print [`probe::Support`](crate::probe::Support) for this machine.
+//! `uffd-dirty check`: print [`probe::Support`](uffd_dirty::probe::Support) for this machine.
 
 use std::io::{self, IsTerminal, Write};
 
@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 
 use crate::cli::TableFormat;
 use crate::exit::ExitCode;
-use crate::probe::{Status, Support};
+use uffd_dirty::probe::{Status, Support};
 
 /// Print the report for this machine; exit 0 when `track` can work, 69 when it cannot.
 pub fn run(output: &crate::cli::TableOutput) -> Result<ExitCode> {

@@ -23,19 +23,18 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use crate::cli::Method;
 use crate::exit::ExitCode;
-use crate::process::Process;
 use crate::sys::{self, abi};
-use crate::{Arming, Harvest, Target, Tracker, TrackerBuilder};
 pub use footprint::FootprintRow;
 pub use machine::Machine;
 use target::{BenchTarget, Layout};
 pub use target::{BenchTargetArgs, run_target};
+use uffd_dirty::{Arming, Harvest, Target, Tracker, TrackerBuilder};
 
 /// A tracked size and the part of it that is populated.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -231,7 +230,7 @@ pub struct Results {
 }
 
 fn vm_pte_kib(pid: i32) -> u64 {
-    crate::process::read_status(&format!("/proc/{pid}/status")).map_or(0, |s| s.vm_pte_kib)
+    crate::os::proc_kib(&format!("/proc/{pid}/status"), "VmPTE").unwrap_or(0)
 }
 
 /// The methods this kernel supports, or those asked for (checked in `run`).
@@ -240,7 +239,7 @@ fn methods(asked: &[Method]) -> Vec<Method> {
         return asked.to_vec();
     }
     let mut m = vec![Method::PagemapScan, Method::PagemapRead];
-    if crate::scan::soft_dirty::works().unwrap_or(false) {
+    if uffd_dirty::probe::Support::detect().soft_dirty {
         m.push(Method::SoftDirty);
     }
     m
@@ -281,7 +280,7 @@ impl Tracked {
     fn harvest(&mut self) -> Result<u64> {
         match self.tracker.harvest_into(&mut self.harvest) {
             Ok(()) => Ok(self.harvest.dirty_pages()),
-            Err(crate::Error::Gone { .. }) => bail!("the bench target went away"),
+            Err(uffd_dirty::Error::Gone { .. }) => bail!("the bench target went away"),
             Err(e) => Err(e.into()),
         }
     }
@@ -310,9 +309,10 @@ struct BareScan {
 }
 
 impl BareScan {
-    fn open(target: &Process) -> Result<BareScan> {
+    fn open(pid: i32) -> Result<BareScan> {
         Ok(BareScan {
-            pagemap: target.open_proc("pagemap")?,
+            pagemap: File::open(format!("/proc/{pid}/pagemap"))
+                .with_context(|| format!("opening /proc/{pid}/pagemap"))?,
             // Large enough that one call covers any harvest here: the kernel at its best.
             vec: vec![abi::PageRegion::default(); 1 << 16],
         })
@@ -356,7 +356,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             "--run-time below 1s leaves the footprint run no steady window to measure: give at least 1s",
         ));
     }
-    let support = crate::probe::Support::detect();
+    let support = uffd_dirty::probe::Support::detect();
     support.require(Method::PagemapScan)?;
     if args.methods.contains(&Method::SoftDirty) && !support.soft_dirty {
         return Err(crate::exit::unsupported(format!(
@@ -427,7 +427,7 @@ impl Bench<'_> {
                 // The bare ioctl arms empty slots too (it is the dense fast path): on sparse
                 // memory it would allocate the page tables the sparse path avoids.
                 let mut bare = (method == Method::PagemapScan && populated == layout.pages)
-                    .then(|| BareScan::open(&Process::open(t.target.pid())?))
+                    .then(|| BareScan::open(t.target.pid()))
                     .transpose()?;
                 for &fraction in &self.args.fractions {
                     let n = (populated as f64 * fraction).round() as u64;
