@@ -42,3 +42,6 @@ mod kill_sweep;
 mod names;
 // Attaching under adverse conditions: busy threads, signal floods, exiting targets.
 mod attach;
+
+/// The steady-state harvest allocates nothing (this binary counts allocations).
+mod steady_state;
