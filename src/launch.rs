@@ -66,6 +66,8 @@ pub(crate) fn fork_pending(argv: &[OsString]) -> Result<Pending> {
     // SAFETY: the child only calls async-signal-safe functions (read, prctl, write, signal,
     // execvp, _exit) on memory prepared before the fork.
     match unsafe { fork() }.context("fork")? {
+        // SAFETY: as above: between fork and exec, only async-signal-safe calls on fds and
+        // buffers made before the fork.
         ForkResult::Child => unsafe {
             use std::os::fd::AsRawFd;
             // Only the tracker may hold these ends: a tracker that dies must leave the child

@@ -57,6 +57,7 @@
 //! environment variable `UFFD_DIRTY_ATTACH_HELPER`.
 
 #![deny(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod attach;
 mod blind;

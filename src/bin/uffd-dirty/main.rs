@@ -4,6 +4,8 @@
 //! `check`, `report`, and the hidden fixtures (`workload`: `writer`, `scenario`;
 //! `bench::target`: `bench-target`) that tests and benchmarks run as targets.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod bench;
 mod check;
 mod cli;

@@ -184,8 +184,8 @@ fn churn(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Result<()> {
             2 if !live.is_empty() => {
                 let r = live.swap_remove(rng.next() as usize % live.len());
                 log.unwatch(r.start, r.pages * PAGE);
-                // SAFETY: unmapping a region the scenario mapped and no longer uses.
                 check(
+                    // SAFETY: unmapping a region the scenario mapped and no longer uses.
                     unsafe { libc::munmap(r.start as *mut _, r.pages * PAGE) },
                     "munmap",
                 )?;
@@ -195,13 +195,13 @@ fn churn(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Result<()> {
                 let r = &live[rng.next() as usize % live.len()];
                 if r.pages >= 3 {
                     let mid = r.start + PAGE;
-                    // SAFETY: mprotect of pages inside a live mapping of ours.
                     check(
+                        // SAFETY: mprotect of pages inside a live mapping of ours.
                         unsafe { libc::mprotect(mid as *mut _, PAGE, libc::PROT_READ) },
                         "mprotect",
                     )?;
-                    // SAFETY: as above.
                     check(
+                        // SAFETY: as above.
                         unsafe {
                             libc::mprotect(mid as *mut _, PAGE, libc::PROT_READ | libc::PROT_WRITE)
                         },
@@ -326,8 +326,8 @@ fn dontneed(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Result<()> {
             // change (to zero).
             let first = rng.next() as usize % (PAGES - 32);
             let t0 = now_ns();
-            // SAFETY: madvise on pages of our own mapping.
             check(
+                // SAFETY: madvise on pages of our own mapping.
                 unsafe {
                     libc::madvise(
                         (start + first * PAGE) as *mut _,
@@ -348,8 +348,8 @@ fn dontneed(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Result<()> {
             // MADV_FREE: the content goes only if reclaimed (never here, without memory
             // pressure); later writes to those pages must still be reported.
             let first = rng.next() as usize % (PAGES - 32);
-            // SAFETY: madvise on pages of our own mapping.
             check(
+                // SAFETY: madvise on pages of our own mapping.
                 unsafe {
                     libc::madvise((start + first * PAGE) as *mut _, 32 * PAGE, libc::MADV_FREE)
                 },
@@ -378,8 +378,8 @@ fn aligned_anon(len: usize) -> Result<usize> {
 fn thp_setup(rng: &mut Rng) -> Result<(usize, usize, Vec<usize>)> {
     let len = 4 * HUGE;
     let start = aligned_anon(len)?;
-    // SAFETY: madvise on our own mapping.
     check(
+        // SAFETY: madvise on our own mapping.
         unsafe { libc::madvise(start as *mut _, len, libc::MADV_HUGEPAGE) },
         "madvise(MADV_HUGEPAGE)",
     )?;
@@ -408,8 +408,8 @@ fn thp(
         if step == args.steps / 2 {
             // Zap the whole first huge page: its page table may go, leaving a PMD hole.
             let t0 = now_ns();
-            // SAFETY: madvise on our own mapping.
             check(
+                // SAFETY: madvise on our own mapping.
                 unsafe { libc::madvise(start as *mut _, HUGE, libc::MADV_DONTNEED) },
                 "madvise",
             )?;
@@ -432,8 +432,8 @@ fn shared(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Result<()> {
     if fd < 0 {
         bail!("memfd_create: {}", io::Error::last_os_error());
     }
-    // SAFETY: sizing our own memfd.
     check(
+        // SAFETY: sizing our own memfd.
         unsafe { libc::ftruncate(fd, (PAGES * PAGE) as libc::off_t) },
         "ftruncate",
     )?;
@@ -453,8 +453,8 @@ fn shared(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Result<()> {
             // MADV_REMOVE punches a hole in the memfd: those pages read zero from now on.
             let first = memfd + (rng.next() as usize % (PAGES - 8)) * PAGE;
             let t0 = now_ns();
-            // SAFETY: madvise on our own shared mapping.
             check(
+                // SAFETY: madvise on our own shared mapping.
                 unsafe { libc::madvise(first as *mut _, 8 * PAGE, libc::MADV_REMOVE) },
                 "madvise(MADV_REMOVE)",
             )?;
@@ -615,8 +615,8 @@ fn sparse(
         if step % 5 == 4 {
             let victim = written.swap_remove(rng.next() as usize % written.len());
             let t0 = now_ns();
-            // SAFETY: madvise on a page of our own reservation.
             check(
+                // SAFETY: madvise on a page of our own reservation.
                 unsafe { libc::madvise(victim as *mut _, PAGE, libc::MADV_DONTNEED) },
                 "madvise",
             )?;
@@ -698,14 +698,14 @@ fn mprotect_scenario(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Resul
             t0,
             write_pages(&some_pages(rng, start, PAGES, 3), step as u8),
         );
-        // SAFETY: mprotect of our own mapping.
         check(
+            // SAFETY: mprotect of our own mapping.
             unsafe { libc::mprotect(start as *mut _, PAGES * PAGE, libc::PROT_READ) },
             "mprotect",
         )?;
         std::thread::sleep(args.gap * 30);
-        // SAFETY: as above.
         check(
+            // SAFETY: as above.
             unsafe { libc::mprotect(start as *mut _, PAGES * PAGE, rw) },
             "mprotect",
         )?;
@@ -809,8 +809,8 @@ fn ro_shared(args: &ScenarioArgs, rng: &mut Rng, log: &mut Log) -> Result<()> {
     if memfd < 0 {
         bail!("memfd_create: {}", io::Error::last_os_error());
     }
-    // SAFETY: sizing our own memfd.
     check(
+        // SAFETY: sizing our own memfd.
         unsafe { libc::ftruncate(memfd, (PAGES * PAGE) as libc::off_t) },
         "ftruncate",
     )?;
