@@ -27,7 +27,7 @@ use crate::uffd;
 
 use mm::{Arm, Mm, attach_mm};
 use registry::Skip;
-use soft::{SoftMm, attach_soft};
+use soft::{SoftMm, SoftStart, attach_soft};
 
 /// How a tracker finds the written pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
@@ -420,7 +420,11 @@ impl<'p> TrackerBuilder<'p> {
             Method::SoftDirty => {
                 // Launched: the command is held at its exec stop; its bits are cleared there,
                 // before it runs, and then it is let go.
-                let mut a = attach_soft(process, &scope, self.freeze && !held, true)?;
+                let start = SoftStart {
+                    freeze: self.freeze && !held,
+                    clear: true,
+                };
+                let mut a = attach_soft(process, &scope, start)?;
                 if held {
                     attach::release_after_exec(process.pid)?;
                     if let Source::Soft(s) = &mut a.mm {
@@ -568,7 +572,13 @@ impl Tracker {
         // Everything of the new image is new memory: what it populated before we armed it
         // is reported by this harvest.
         let again = match self.method {
-            Method::SoftDirty => attach_soft(&self.process, &self.scope, self.freeze, false),
+            Method::SoftDirty => {
+                let start = SoftStart {
+                    freeze: self.freeze,
+                    clear: false,
+                };
+                attach_soft(&self.process, &self.scope, start)
+            }
             m => attach_mm(
                 &self.process,
                 &self.scope,

@@ -27,15 +27,18 @@ pub(crate) struct SoftMm {
     pub(crate) populated: Vec<Span>,
 }
 
-/// Open the target's soft-dirty files and, with `clear`, clear its bits (the attach instant);
-/// after an exec, `clear` is off: the new program's memory all reads dirty, as it should.
-/// `freeze`: stop the target around this clear and every harvest's read + clear.
-pub(crate) fn attach_soft(
-    target: &Process,
-    scope: &Scope,
-    freeze: bool,
-    clear: bool,
-) -> Result<Attachment> {
+/// How a soft-dirty attach starts.
+pub(crate) struct SoftStart {
+    /// Stop the target around the first clear and every harvest's read + clear.
+    pub(crate) freeze: bool,
+    /// Clear its bits now (the attach instant). Off after an exec: the new program's memory
+    /// all reads dirty, as it should.
+    pub(crate) clear: bool,
+}
+
+/// Open the target's soft-dirty files and start as `start` says.
+pub(crate) fn attach_soft(target: &Process, scope: &Scope, start: SoftStart) -> Result<Attachment> {
+    let SoftStart { freeze, clear } = start;
     let started = Instant::now();
     let clear_refs = std::fs::OpenOptions::new()
         .write(true)
