@@ -169,6 +169,20 @@ pub struct MappingChange {
 ///
 /// A harvest never misses a write made before it began. A write racing with it is reported
 /// by it or by the next one, and may be reported by both (a documented double report).
+///
+/// ```no_run
+/// # let target = uffd_dirty::Target::open(1234)?;
+/// # let mut tracker = uffd_dirty::TrackerBuilder::new().attach(&target)?;
+/// let mut harvest = uffd_dirty::Harvest::new();
+/// tracker.harvest_into(&mut harvest)?;
+/// let page = harvest.page_size();
+/// for addr in harvest.dirty().page_addresses(page) {
+///     println!("{addr:#x} written");
+/// }
+/// println!("{} of {} pages written, in {:?}", harvest.dirty_pages(),
+///     harvest.tracked().pages(page), harvest.cost());
+/// # Ok::<(), uffd_dirty::Error>(())
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct Harvest {
     pub(crate) seq: u64,
@@ -476,6 +490,23 @@ impl<'p> TrackerBuilder<'p> {
 ///
 /// Dropping it (or [`detach`](Tracker::detach)) closes its userfaultfd: the kernel drops
 /// every protection, and the target is left exactly as it was.
+///
+/// ```no_run
+/// use uffd_dirty::{Change, Target, TrackerBuilder};
+/// let target = Target::launch(["redis-server", "--port", "7777"])?;
+/// let mut tracker = TrackerBuilder::new().attach(&target)?;
+/// println!("tracking {} mappings of PID {}", tracker.attached().tracked.len(), tracker.pid());
+/// for blind in tracker.blind_spots() {
+///     eprintln!("not seen: {}", blind.detail);
+/// }
+/// let harvest = tracker.harvest()?;
+/// for change in harvest.changes() {
+///     if let Change::Moved { from } = change.change {
+///         println!("{} moved from {from:#x} to {}", change.name, change.span);
+///     }
+/// }
+/// # Ok::<(), uffd_dirty::Error>(())
+/// ```
 pub struct Tracker {
     process: Process,
     source: Source,
@@ -613,6 +644,22 @@ impl Tracker {
     ///
     /// For pre-copy: copy what a harvest reported, repeat until little is written, then
     /// stop the target ([`Target::freeze`]), harvest and copy one last time.
+    ///
+    /// ```no_run
+    /// # let target = uffd_dirty::Target::open(1234)?;
+    /// # let mut tracker = uffd_dirty::TrackerBuilder::new().attach(&target)?;
+    /// let mut image = Vec::new();
+    /// let harvest = tracker.harvest()?;
+    /// let unreadable = tracker.read_pages(harvest.dirty(), &mut image)?;
+    /// assert_eq!(image.len() as u64, harvest.dirty().bytes());
+    /// // The last round: nothing runs in the target while it is harvested and copied.
+    /// let frozen = target.freeze()?;
+    /// let last = tracker.harvest()?;
+    /// tracker.read_pages(last.dirty(), &mut image)?;
+    /// drop(frozen);
+    /// # let _ = unreadable;
+    /// # Ok::<(), uffd_dirty::Error>(())
+    /// ```
     pub fn read_pages(&self, spans: &SpanSet, out: &mut impl Write) -> Result<SpanSet> {
         self.read_pages_inner(spans, out).map_err(|e| {
             if self.process.has_exited() {
