@@ -26,7 +26,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
 
 use crate::error::{permission, unsupported};
 use crate::process::{Process, read_status};
-use crate::sys::{self, abi};
+use crate::sys::{self, abi, ptrace};
 
 /// How long a thread may take to reach its ptrace stop before we give up on it.
 const STOP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -92,19 +92,21 @@ fn decode(status: i32) -> Stop {
     }
 }
 
-fn ptrace(req: libc::c_uint, tid: i32, addr: usize, data: usize) -> io::Result<()> {
-    // SAFETY: only requests whose `data` is an integer (a signal, an option set) or a pointer
-    // to a live buffer of the size the request implies are passed through here.
-    let r = unsafe { libc::ptrace(req, tid, addr, data) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+/// How a stopped thread is let go on.
+#[derive(Debug, Clone, Copy)]
+enum Resume {
+    /// To run freely (`PTRACE_CONT`).
+    Run,
+    /// To its next syscall entry or exit (`PTRACE_SYSCALL`).
+    ToSyscall,
 }
 
-fn resume(req: libc::c_uint, tid: i32, sig: i32) -> Result<()> {
-    ptrace(req, tid, 0, sig as usize).with_context(|| format!("resuming thread {tid}"))
+fn resume(how: Resume, tid: i32, sig: i32) -> Result<()> {
+    match how {
+        Resume::Run => ptrace::cont(tid, sig),
+        Resume::ToSyscall => ptrace::syscall(tid, sig),
+    }
+    .with_context(|| format!("resuming thread {tid}"))
 }
 
 /// Wait for the next stop of `tid`; with a deadline, give up when it passes. Without one,
@@ -158,25 +160,12 @@ fn say(line: std::fmt::Arguments<'_>) {
 }
 
 fn get_sigmask(tid: i32) -> Result<u64> {
-    let mut mask = 0u64;
-    ptrace(
-        abi::PTRACE_GETSIGMASK,
-        tid,
-        size_of::<u64>(),
-        &mut mask as *mut u64 as usize,
-    )
-    .with_context(|| format!("reading the signal mask of thread {tid}"))?;
-    Ok(mask)
+    ptrace::sigmask(tid).with_context(|| format!("reading the signal mask of thread {tid}"))
 }
 
 fn set_sigmask(tid: i32, mask: u64) -> Result<()> {
-    ptrace(
-        abi::PTRACE_SETSIGMASK,
-        tid,
-        size_of::<u64>(),
-        &mask as *const u64 as usize,
-    )
-    .with_context(|| format!("setting the signal mask of thread {tid}"))
+    ptrace::set_sigmask(tid, mask)
+        .with_context(|| format!("setting the signal mask of thread {tid}"))
 }
 
 /// Blocks every catchable signal of the tracker while a target thread is borrowed, so a
@@ -263,13 +252,13 @@ fn run_syscall(
 ) -> Result<i64> {
     arch::set_regs(tid, &arch::syscall_regs(park, site, nr, args))?;
     for _ in ["entry", "exit"] {
-        resume(libc::PTRACE_SYSCALL, tid, 0)?;
+        resume(Resume::ToSyscall, tid, 0)?;
         loop {
             match wait_stop(tid, None)? {
                 Stop::Syscall => break,
                 // Stop signals get through the all-blocked mask: let them take effect; the
                 // group stop they cause is resumed by our next request.
-                Stop::Signal(sig) if is_stop_signal(sig) => resume(libc::PTRACE_SYSCALL, tid, sig)?,
+                Stop::Signal(sig) if is_stop_signal(sig) => resume(Resume::ToSyscall, tid, sig)?,
                 // Anything else is a fault of the injected state (SIGSEGV, SIGILL, SIGSYS...):
                 // it is ours, never the target's. Drop it and give up.
                 Stop::Signal(sig) => {
@@ -280,9 +269,9 @@ fn run_syscall(
                 }
                 Stop::Event(event) => {
                     on_event(event, tid);
-                    resume(libc::PTRACE_SYSCALL, tid, 0)?
+                    resume(Resume::ToSyscall, tid, 0)?
                 }
-                Stop::Group | Stop::Interrupt => resume(libc::PTRACE_SYSCALL, tid, 0)?,
+                Stop::Group | Stop::Interrupt => resume(Resume::ToSyscall, tid, 0)?,
                 Stop::Exited => bail!("the target thread {tid} exited during attach"),
             }
         }
@@ -370,9 +359,9 @@ impl Borrowed {
     /// interrupted call exactly as it would after any signal.
     fn give_back(self) -> Result<Duration> {
         let tid = self.tid;
-        ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0)
+        ptrace::interrupt(tid)
             .with_context(|| format!("interrupting thread {tid}"))?;
-        resume(libc::PTRACE_CONT, tid, 0)?;
+        resume(Resume::Run, tid, 0)?;
         loop {
             let stop = wait_stop(tid, None)?;
             let deliver = match stop {
@@ -381,7 +370,7 @@ impl Borrowed {
                 // the original registers in place, so its handler sees the true state.
                 Stop::Signal(sig) => sig,
                 Stop::Syscall | Stop::Event(_) => {
-                    resume(libc::PTRACE_CONT, tid, 0)?;
+                    resume(Resume::Run, tid, 0)?;
                     continue;
                 }
                 Stop::Exited => bail!("the target thread {tid} exited during attach"),
@@ -396,7 +385,7 @@ impl Borrowed {
             };
             arch::set_regs(tid, regs)?;
             set_sigmask(tid, self.mask)?;
-            ptrace(libc::PTRACE_DETACH, tid, 0, deliver as usize)
+            ptrace::detach(tid, deliver)
                 .with_context(|| format!("detaching from thread {tid}"))?;
             return Ok(self.started.elapsed());
         }
@@ -443,15 +432,7 @@ fn read_u64(mem: &fs::File, addr: u64) -> Option<u64> {
 
 /// The abort handler to resume at, if the thread stopped inside an rseq critical section.
 fn rseq_abort_ip(tid: i32, pid: i32, ip: u64) -> Option<u64> {
-    let mut conf = abi::PtraceRseqConfiguration::default();
-    let size = size_of::<abi::PtraceRseqConfiguration>();
-    ptrace(
-        abi::PTRACE_GET_RSEQ_CONFIGURATION,
-        tid,
-        size,
-        &mut conf as *mut _ as usize,
-    )
-    .ok()?;
+    let conf = ptrace::rseq_configuration(tid).ok()?;
     if conf.rseq_abi_pointer == 0 {
         return None;
     }
@@ -604,12 +585,7 @@ fn is_userfaultfd(fd: OwnedFd, fd_in_target: i32, target: &Process) -> Result<Ow
 fn create_in_own_thread(b: &Borrowed, target: &Process) -> Result<OwnedFd> {
     // The borrowed thread's clone is attached to us at once, stopped before its first
     // instruction; the option is dropped again right after.
-    ptrace(
-        libc::PTRACE_SETOPTIONS,
-        b.tid,
-        0,
-        (b.options | libc::PTRACE_O_TRACECLONE) as usize,
-    )
+    ptrace::set_options(b.tid, b.options | libc::PTRACE_O_TRACECLONE)
     .with_context(|| format!("setting ptrace options of thread {}", b.tid))?;
     let mut spawned_tid = None;
     let cloned = b.syscall_seeing(
@@ -618,11 +594,11 @@ fn create_in_own_thread(b: &Borrowed, target: &Process) -> Result<OwnedFd> {
         &mut |event, tid| {
             // Its TID as we see it (the one clone returns is the target's PID namespace's).
             if event == libc::PTRACE_EVENT_CLONE {
-                spawned_tid = event_message(tid).ok().map(|t| t as i32);
+                spawned_tid = ptrace::event_message(tid).ok().map(|t| t as i32);
             }
         },
     );
-    let _ = ptrace(libc::PTRACE_SETOPTIONS, b.tid, 0, b.options as usize);
+    let _ = ptrace::set_options(b.tid, b.options);
     // A thread that was made is parked and ended whatever else went wrong: released
     // un-parked, it would run the target's code on the borrowed thread's stack.
     let spawned = spawned_tid.map(|t| Spawned::adopt(t, b.site)).transpose()?;
@@ -646,18 +622,6 @@ fn create_in_own_thread(b: &Borrowed, target: &Process) -> Result<OwnedFd> {
     let taken = spawned.create_and_take(target);
     spawned.exit()?;
     taken
-}
-
-/// `PTRACE_GETEVENTMSG`: what the last `PTRACE_EVENT_*` stop of `tid` carries.
-fn event_message(tid: i32) -> io::Result<u64> {
-    let mut msg: libc::c_ulong = 0;
-    ptrace(
-        libc::PTRACE_GETEVENTMSG,
-        tid,
-        0,
-        &mut msg as *mut libc::c_ulong as usize,
-    )?;
-    Ok(msg)
 }
 
 /// The transient thread of [`create_in_own_thread`]: its mask is every signal blocked (its
@@ -698,7 +662,7 @@ impl Spawned {
     /// Deliver a stop signal it caught (it blocks every other): the process stops as it was
     /// told to; ptrace lets our thread go on from its group stop.
     fn pass_stop_signal(&self, sig: i32) -> Result<()> {
-        resume(libc::PTRACE_CONT, self.tid, sig)?;
+        resume(Resume::Run, self.tid, sig)?;
         match wait_stop(self.tid, None)? {
             Stop::Exited => bail!("the transient thread {} was killed", self.tid),
             _ => Ok(()),
@@ -732,14 +696,14 @@ impl Spawned {
     /// Let it run its `exit(0)`, and see it gone.
     fn exit(self) -> Result<()> {
         arch::set_regs(self.tid, &self.exit_regs)?;
-        resume(libc::PTRACE_CONT, self.tid, 0)?;
+        resume(Resume::Run, self.tid, 0)?;
         loop {
             match wait_stop(self.tid, None)? {
                 Stop::Exited => return Ok(()),
                 Stop::Signal(sig) if is_stop_signal(sig) => {
-                    resume(libc::PTRACE_CONT, self.tid, sig)?
+                    resume(Resume::Run, self.tid, sig)?
                 }
-                _ => resume(libc::PTRACE_CONT, self.tid, 0)?,
+                _ => resume(Resume::Run, self.tid, 0)?,
             }
         }
     }
@@ -803,7 +767,7 @@ fn take_userfaultfd_here(target: &Process) -> Result<Injection<OwnedFd>> {
     refuse_seccomp(target, tid)?;
 
     let started = Instant::now();
-    ptrace(libc::PTRACE_SEIZE, tid, 0, SEIZE_OPTIONS as usize)
+    ptrace::seize(tid, SEIZE_OPTIONS)
         .map_err(|e| seize_error(target, tid, e))?;
     interrupt_and_wait(tid, target)?;
     // Looked for only now that the thread is stopped: a target that execs meanwhile has its
@@ -811,7 +775,7 @@ fn take_userfaultfd_here(target: &Process) -> Result<Injection<OwnedFd>> {
     let site = match find_syscall_site(target) {
         Ok(site) => site,
         Err(e) => {
-            let _ = ptrace(libc::PTRACE_DETACH, tid, 0, 0);
+            let _ = ptrace::detach(tid, 0);
             return Err(e);
         }
     };
@@ -822,23 +786,23 @@ fn take_userfaultfd_here(target: &Process) -> Result<Injection<OwnedFd>> {
 /// the interrupt asked for again: the signal's delivery stop may have used it up (under a
 /// flood of signals the thread would otherwise run on from stop to stop).
 fn interrupt_and_wait(tid: i32, target: &Process) -> Result<()> {
-    ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0)
+    ptrace::interrupt(tid)
         .with_context(|| format!("interrupting thread {tid}"))?;
     let deadline = Instant::now() + STOP_TIMEOUT;
     loop {
         match wait_stop(tid, Some(deadline)) {
             Ok(Stop::Interrupt | Stop::Group) => return Ok(()),
             Ok(Stop::Signal(sig)) => {
-                resume(libc::PTRACE_CONT, tid, sig)?;
-                ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0)
+                resume(Resume::Run, tid, sig)?;
+                ptrace::interrupt(tid)
                     .with_context(|| format!("interrupting thread {tid}"))?;
             }
-            Ok(Stop::Syscall | Stop::Event(_)) => resume(libc::PTRACE_CONT, tid, 0)?,
+            Ok(Stop::Syscall | Stop::Event(_)) => resume(Resume::Run, tid, 0)?,
             Ok(Stop::Exited) => bail!("PID {} exited while being attached to", target.pid),
             Err(e) => {
                 // Not stopped: detach (allowed on a running tracee only once it stops, so
                 // this may fail; the helper's exit then detaches it, registers untouched).
-                let _ = ptrace(libc::PTRACE_DETACH, tid, 0, 0);
+                let _ = ptrace::detach(tid, 0);
                 return Err(e);
             }
         }
@@ -858,7 +822,7 @@ fn borrow_and_inject<T>(
         Ok(b) => b,
         Err(e) => {
             // Nothing was changed yet: let the thread go as it was.
-            let _ = ptrace(libc::PTRACE_DETACH, tid, 0, 0);
+            let _ = ptrace::detach(tid, 0);
             return Err(e);
         }
     };
@@ -881,12 +845,12 @@ fn take_userfaultfd_after_exec_here<T>(
 ) -> Result<Injection<T>> {
     let tid = target.pid;
     let started = Instant::now();
-    resume(libc::PTRACE_SYSCALL, tid, 0)?;
+    resume(Resume::ToSyscall, tid, 0)?;
     loop {
         match wait_stop(tid, None)? {
             Stop::Syscall => break,
-            Stop::Signal(sig) => resume(libc::PTRACE_SYSCALL, tid, sig)?,
-            Stop::Interrupt | Stop::Group | Stop::Event(_) => resume(libc::PTRACE_SYSCALL, tid, 0)?,
+            Stop::Signal(sig) => resume(Resume::ToSyscall, tid, sig)?,
+            Stop::Interrupt | Stop::Group | Stop::Event(_) => resume(Resume::ToSyscall, tid, 0)?,
             Stop::Exited => bail!("the command exited before it could be attached to"),
         }
     }
@@ -897,7 +861,7 @@ fn take_userfaultfd_after_exec_here<T>(
 
 /// Launch-mode helpers for `track -- CMD`: seize the child before it execs.
 pub fn seize_for_exec(pid: i32) -> Result<()> {
-    ptrace(libc::PTRACE_SEIZE, pid, 0, EXEC_SEIZE_OPTIONS as usize)
+    ptrace::seize(pid, EXEC_SEIZE_OPTIONS)
         .with_context(|| format!("PTRACE_SEIZE of the launched command (PID {pid})"))
 }
 
@@ -907,8 +871,8 @@ pub fn wait_exec_stop(pid: i32) -> Result<bool> {
         match wait_stop(pid, None)? {
             Stop::Event(libc::PTRACE_EVENT_EXEC) => return Ok(true),
             Stop::Exited => return Ok(false),
-            Stop::Signal(sig) => resume(libc::PTRACE_CONT, pid, sig)?,
-            _ => resume(libc::PTRACE_CONT, pid, 0)?,
+            Stop::Signal(sig) => resume(Resume::Run, pid, sig)?,
+            _ => resume(Resume::Run, pid, 0)?,
         }
     }
 }
@@ -945,7 +909,7 @@ impl Frozen {
                 return Ok(frozen);
             }
             for tid in fresh {
-                match ptrace(libc::PTRACE_SEIZE, tid, 0, 0) {
+                match ptrace::seize(tid, 0) {
                     Ok(()) => {}
                     // The thread exited meanwhile.
                     Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue,
@@ -959,7 +923,7 @@ impl Frozen {
                     Err(e) => return Err(seize_error(target, tid, e)),
                 }
                 frozen.tids.push(tid);
-                ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0)
+                ptrace::interrupt(tid)
                     .with_context(|| format!("interrupting thread {tid}"))?;
                 // No deadline: a seized thread must reach its stop before it can be detached,
                 // or it would stay traced by us (wait_stop says so if it takes long).
@@ -977,8 +941,8 @@ impl Frozen {
                             break;
                         }
                         Stop::Group => break,
-                        Stop::Signal(sig) => resume(libc::PTRACE_CONT, tid, sig)?,
-                        Stop::Syscall | Stop::Event(_) => resume(libc::PTRACE_CONT, tid, 0)?,
+                        Stop::Signal(sig) => resume(Resume::Run, tid, sig)?,
+                        Stop::Syscall | Stop::Event(_) => resume(Resume::Run, tid, 0)?,
                         Stop::Exited => {
                             frozen.tids.retain(|&t| t != tid);
                             break;
@@ -998,7 +962,7 @@ impl Drop for Frozen {
             }
         }
         for &tid in &self.tids {
-            let _ = ptrace(libc::PTRACE_DETACH, tid, 0, 0);
+            let _ = ptrace::detach(tid, 0);
         }
     }
 }
@@ -1011,6 +975,6 @@ fn thread_is_dead(pid: i32, tid: i32) -> bool {
 
 /// Launch mode without injection (soft-dirty): let a command held at its exec event stop run.
 pub fn release_after_exec(pid: i32) -> Result<()> {
-    ptrace(libc::PTRACE_DETACH, pid, 0, 0)
+    ptrace::detach(pid, 0)
         .with_context(|| format!("releasing the command (PID {pid})"))
 }

@@ -5,7 +5,6 @@
 //! therefore carries `orig_rax = -1`, and the real value is handed back only at a stop inside
 //! `get_signal()`, where the kernel then restarts the interrupted call itself.
 
-use std::io;
 
 use crate::sys::abi::{
     self, ERESTART_RESTARTBLOCK, ERESTARTNOHAND, ERESTARTNOINTR, ERESTARTSYS, SYS_RESTART_SYSCALL,
@@ -19,27 +18,7 @@ pub const SYSCALL_INSN: [u8; 2] = [0x0f, 0x05];
 const EFLAGS_TF: u64 = 1 << 8;
 const EFLAGS_DF: u64 = 1 << 10;
 
-pub fn get_regs(tid: i32) -> io::Result<Regs> {
-    // SAFETY: user_regs_struct is plain integers, so an all-zero value is valid.
-    let mut regs: Regs = unsafe { std::mem::zeroed() };
-    // SAFETY: PTRACE_GETREGS writes exactly one user_regs_struct to the pointer we pass.
-    let r = unsafe { libc::ptrace(libc::PTRACE_GETREGS, tid, 0, &mut regs as *mut Regs) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(regs)
-    }
-}
-
-pub fn set_regs(tid: i32, regs: &Regs) -> io::Result<()> {
-    // SAFETY: PTRACE_SETREGS reads exactly one user_regs_struct from the pointer we pass.
-    let r = unsafe { libc::ptrace(libc::PTRACE_SETREGS, tid, 0, regs as *const Regs) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
+pub use crate::sys::ptrace::{regs as get_regs, set_regs};
 
 /// The syscall a stopped thread was inside (`orig_rax >= 0`), if any.
 pub fn interrupted_syscall(regs: &Regs) -> Option<u64> {

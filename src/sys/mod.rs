@@ -2,6 +2,7 @@
 //! `io::Result` with the errno intact. Raw numbers live in [`abi`].
 
 pub mod abi;
+pub mod ptrace;
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
