@@ -407,7 +407,7 @@ fn attach(target: &Process, sock: BorrowedFd<'_>, launched: bool) -> Result<()> 
     if launched {
         return serve_launched(target, sock);
     }
-    let inj = super::take_userfaultfd_here(target)?;
+    let inj = super::userfaultfd::take_userfaultfd_here(target)?;
     send(
         sock,
         &Report::Taken {
@@ -440,7 +440,7 @@ fn serve_launched(target: &Process, sock: BorrowedFd<'_>) -> Result<()> {
     }
     // A send that fails here means the tracker died: go on, so the command is let go.
     let _ = send(sock, &Report::AtExec, None);
-    let inj = super::take_userfaultfd_after_exec_here(target, |fd| {
+    let inj = super::userfaultfd::take_userfaultfd_after_exec_here(target, |fd| {
         let _ = send(
             sock,
             &Report::Taken {

@@ -5,7 +5,6 @@
 //! therefore carries `orig_rax = -1`, and the real value is handed back only at a stop inside
 //! `get_signal()`, where the kernel then restarts the interrupted call itself.
 
-
 use crate::sys::abi::{
     self, ERESTART_RESTARTBLOCK, ERESTARTNOHAND, ERESTARTNOINTR, ERESTARTSYS, SYS_RESTART_SYSCALL,
 };
