@@ -1,10 +1,13 @@
 //! The engine: [`TrackerBuilder`] attaches a [`Tracker`] to a [`Target`], and every
 //! [`Tracker::harvest`] returns what was written since the last one.
 //!
-//! Submodules: `registry` (what is registered with our userfaultfd), `mm` (one address space
-//! under userfaultfd tracking: arming, mapping refresh, harvests), `soft` (soft-dirty).
+//! Submodules: `mm` (one address space under userfaultfd tracking, and its arming), `refresh`
+//! (the mapping changes every harvest picks up), `harvest` (the harvest strategies),
+//! `registry` (what is registered with our userfaultfd), `soft` (soft-dirty).
 
+mod harvest;
 mod mm;
+mod refresh;
 mod registry;
 mod soft;
 

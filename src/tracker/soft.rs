@@ -5,7 +5,7 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result};
 
-use super::mm::mapping_changes;
+use super::refresh::mapping_changes;
 use super::{ArmedBy, Attachment, Gone, Harvest, Source, why_gone};
 use crate::attach;
 use crate::maps::{self, Vma};

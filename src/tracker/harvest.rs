@@ -1,0 +1,254 @@
+//! The harvest proper, by strategy: the dense fast path (one PAGEMAP_SCAN get-and-protect),
+//! sparse memory (populated pages only, and the pages that vanished), shared memory (holes
+//! punched), and plain pagemap reads (`--method pagemap-read`).
+
+use std::io;
+use std::time::{Instant, SystemTime};
+
+use anyhow::{Context, Result};
+
+use super::mm::{Coverage, Mm, Reading, Scratch};
+use super::registry::is_gone;
+use super::{Gone, Harvest, why_gone};
+use crate::maps;
+use crate::process::Process;
+use crate::scan::PagemapRead;
+use crate::scope::Scope;
+use crate::span::Span;
+
+impl Mm {
+    /// Derive what a harvest covers, unless neither `scope` nor the registry changed since.
+    fn cover(&mut self, scope: &[Span]) {
+        if !self.coverage_stale && self.coverage.scope == scope {
+            return;
+        }
+        let harvested = maps::subtract(scope, &self.registry.excluded);
+        let shared = maps::union(
+            self.registry
+                .pieces
+                .iter()
+                .filter(|p| p.vma.shared)
+                .map(|p| p.span)
+                .collect(),
+        );
+        self.coverage = Coverage {
+            scope: scope.to_vec(),
+            dense: maps::subtract(&harvested, &self.sparse),
+            sparse: maps::intersect(&self.sparse, &harvested),
+            shared: maps::intersect(&shared, &harvested),
+            armed: maps::intersect(&self.registry.armed, scope),
+            harvested,
+        };
+        self.coverage_stale = false;
+    }
+
+    /// The fast path over dense memory; over sparse memory, written pages that exist plus the
+    /// pages that vanished since the last harvest (zapped: their content is zero now).
+    pub(crate) fn harvest_all(&mut self, scope: &[Span]) -> io::Result<()> {
+        self.cover(scope);
+        let coverage = std::mem::take(&mut self.coverage);
+        let r = self.harvest_covered(&coverage);
+        self.coverage = coverage;
+        r
+    }
+
+    fn harvest_covered(&mut self, c: &Coverage) -> io::Result<()> {
+        // Shared memory: punching a hole (MADV_REMOVE, fallocate) zeroes pages but the kernel
+        // re-installs the uffd-wp marker over them, so they read clean. Pages present at the
+        // last harvest and gone now are reported (a zap that kept the page, MADV_DONTNEED of a
+        // shared mapping, is a false positive).
+        let mut shared_now = std::mem::take(&mut self.scratch.shared_now);
+        shared_now.clear();
+        if !c.shared.is_empty() {
+            self.scanner.present(&c.shared, &mut shared_now)?;
+        }
+        let r = self.harvest_unshared(c);
+        if !c.shared.is_empty() {
+            let Scratch {
+                before, vanished, ..
+            } = &mut self.scratch;
+            before.clear();
+            maps::intersect_into(&self.shared_populated, &c.shared, before);
+            vanished.clear();
+            maps::subtract_into(before, &shared_now, vanished);
+            maps::intersect_into(&self.runs, &c.shared, &mut shared_now);
+            maps::union_in_place(&mut shared_now);
+            std::mem::swap(&mut self.shared_populated, &mut shared_now);
+            if !vanished.is_empty() {
+                self.runs.extend_from_slice(vanished);
+                maps::union_in_place(&mut self.runs);
+            }
+        }
+        self.scratch.shared_now = shared_now;
+        r
+    }
+
+    fn harvest_unshared(&mut self, c: &Coverage) -> io::Result<()> {
+        // Taken out for the harvest, which borrows the rest of `self`.
+        let mut reading = std::mem::replace(&mut self.reading, Reading::Scan);
+        let r = match &mut reading {
+            Reading::Scan => self.harvest_scanned(c),
+            Reading::Reads { pagemap, spans } => {
+                self.harvest_by_reads(pagemap, spans, &c.harvested)
+            }
+        };
+        self.reading = reading;
+        r
+    }
+
+    /// PAGEMAP_SCAN: the fast path over dense memory; over sparse memory, the written pages
+    /// that exist plus those that vanished since the last harvest.
+    fn harvest_scanned(&mut self, c: &Coverage) -> io::Result<()> {
+        if c.sparse.is_empty() {
+            return self.scanner.harvest(&c.harvested, &mut self.runs);
+        }
+        self.scanner.harvest(&c.dense, &mut self.runs)?;
+        let Scratch {
+            now,
+            written,
+            before,
+            ..
+        } = &mut self.scratch;
+        now.clear();
+        self.scanner.populated(&c.sparse, now)?;
+        written.clear();
+        self.scanner.harvest_populated(&c.sparse, written)?;
+        before.clear();
+        maps::intersect_into(&self.sparse_populated, &c.sparse, before);
+        maps::subtract_into(before, now, &mut self.runs);
+        self.runs.extend_from_slice(written);
+        maps::union_in_place(&mut self.runs);
+        // A page populated after the snapshot but found written by the harvest counts as
+        // populated too, or a zap of it before the next harvest would go unseen.
+        now.extend_from_slice(written);
+        maps::union_in_place(now);
+        std::mem::swap(&mut self.sparse_populated, now);
+        Ok(())
+    }
+
+    /// `--method pagemap-read`: read the entries of the armed memory, then re-protect what was
+    /// read as written (see `scan::pagemap_read` for why nothing is lost).
+    fn harvest_by_reads(
+        &mut self,
+        reader: &mut PagemapRead,
+        read_spans: &mut Vec<Span>,
+        scope: &[Span],
+    ) -> io::Result<()> {
+        // Memory that was armed stays registered while mapped, even made read-only, and a
+        // write just before the mprotect is still unprotected there: keep reading it.
+        let mapped = maps::union(
+            self.vmas
+                .iter()
+                .map(|v| Span::new(v.start, v.end))
+                .collect(),
+        );
+        let armed = maps::intersect(
+            &maps::union(
+                self.registry
+                    .armed
+                    .iter()
+                    .copied()
+                    .chain(maps::intersect(read_spans, &mapped))
+                    .collect(),
+            ),
+            scope,
+        );
+        *read_spans = armed.clone();
+        let sparse = maps::intersect(&self.sparse, &armed);
+        for span in maps::subtract(&armed, &sparse) {
+            reader.scan(span, true, &mut self.runs, None)?;
+        }
+        let mut now = Vec::new();
+        for &span in &sparse {
+            reader.scan(span, false, &mut self.runs, Some(&mut now))?;
+        }
+        let written = maps::union(std::mem::take(&mut self.runs));
+        for &run in &written {
+            match self.uffd.writeprotect(run) {
+                // Unmapped or replaced since it was read: nothing left to protect.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                r => r?,
+            }
+        }
+        self.runs = written;
+        if !sparse.is_empty() {
+            let before = maps::intersect(&self.sparse_populated, &sparse);
+            self.runs.extend(maps::subtract(&before, &now));
+            self.sparse_populated = now;
+            self.runs = maps::union(std::mem::take(&mut self.runs));
+        }
+        Ok(())
+    }
+
+    /// What a delta's bitmaps cover, into `out`: the armed memory in scope, and memory that
+    /// stopped being tracked (made read-only) but stays registered until unmapped, whose
+    /// writes are still reported. Linear in the runs; only dirty runs outside the armed
+    /// memory are sorted in.
+    fn tracked_into(&mut self, out: &mut Vec<Span>) {
+        out.clear();
+        out.extend_from_slice(&self.coverage.armed);
+        let outside = &mut self.scratch.outside;
+        outside.clear();
+        maps::subtract_into(&self.runs, &self.coverage.armed, outside);
+        if !outside.is_empty() {
+            out.extend_from_slice(outside);
+            maps::union_in_place(out);
+        }
+    }
+
+    /// Tell apart an exit, an exec (our mm is gone, see `why_gone`), and a real error.
+    pub(crate) fn gone(&self, target: &Process, e: &io::Error) -> Option<Gone> {
+        if target.check_alive().is_err() {
+            return Some(Gone::Exited);
+        }
+        let mm_may_be_gone = is_gone(e) || e.kind() == io::ErrorKind::NotFound;
+        (mm_may_be_gone && self.scanner.mm_is_gone()).then(|| why_gone(target))
+    }
+
+    /// One harvest into `into`, or why the memory is gone.
+    pub(crate) fn harvest(
+        &mut self,
+        target: &Process,
+        scope: &Scope,
+        into: &mut Harvest,
+    ) -> Result<std::result::Result<(), Gone>> {
+        // The harvest's instant is taken before the mapping refresh: a mapping replaced after
+        // this point may be seen only by the next harvest, and so may a page written after it.
+        into.time = Some(SystemTime::now());
+        let t0 = Instant::now();
+        // An exec or an exit leaves our fds on a dead mm, where PAGEMAP_SCAN just finds nothing:
+        // check, unless the refresh starts with a PROCMAP_QUERY pass, which fails with ESRCH
+        // there.
+        let queries_first = self.maps.queries() && !self.registry.retry;
+        if !queries_first && self.scanner.mm_is_gone() {
+            return Ok(Err(why_gone(target)));
+        }
+        if let Err(e) = self.refresh_mappings(target, scope, into) {
+            return match self.gone(target, &e) {
+                Some(g) => Ok(Err(g)),
+                None => Err(e).context("refreshing the target's mappings"),
+            };
+        }
+        self.watch = t0.elapsed();
+        into.watch = Some(self.watch);
+        self.runs.clear();
+        if let Err(e) = self.harvest_all(&scope.spans) {
+            return match self.gone(target, &e) {
+                Some(g) => Ok(Err(g)),
+                None => {
+                    Err(e).with_context(|| format!("harvesting dirty pages of PID {}", target.pid))
+                }
+            };
+        }
+        into.cost = t0.elapsed();
+        if !self.populated.is_empty() {
+            self.runs.append(&mut self.populated);
+            maps::union_in_place(&mut self.runs);
+        }
+        let tracked = into.tracked.vec_mut();
+        self.tracked_into(tracked);
+        // The runs go to the harvest, and its old vector comes back to be filled next time.
+        std::mem::swap(&mut self.runs, into.dirty.vec_mut());
+        Ok(Ok(()))
+    }
+}

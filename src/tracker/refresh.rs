@@ -1,0 +1,134 @@
+//! The mapping refresh of every harvest: what appeared, moved or went since the last one,
+//! and the arming of what is new.
+
+use std::io;
+
+use super::mm::Mm;
+use super::{Change, Harvest, MappingChange, skipped_mappings};
+use crate::maps::{self, Vma};
+use crate::process::Process;
+use crate::scope::Scope;
+use crate::span::Span;
+
+impl Mm {
+    /// Pick up mappings created since the last harvest, arm them, and return the `mapping`
+    /// records for what appeared or went.
+    pub(crate) fn refresh_mappings(
+        &mut self,
+        target: &Process,
+        scope: &Scope,
+        into: &mut Harvest,
+    ) -> io::Result<()> {
+        // After a piece was dropped as unmapped meanwhile, list afresh: it may be back, and
+        // the listing that had it is stale either way.
+        let listed = match self.registry.retry {
+            true => Some(self.maps.read()?),
+            false => self.maps.changed()?,
+        };
+        // Memory we believe registered that is not (a VMA replaced in place): the kernel skips
+        // registered VMAs without walking them, so this costs little.
+        let mut stale = Vec::new();
+        self.scanner
+            .unarmed(&self.registry.armed, &self.vmas, &mut stale)?;
+        let vmas = match listed {
+            Some(vmas) => vmas,
+            // The steady state: nothing to register, nothing to report.
+            None if stale.is_empty() => return Ok(()),
+            None => self.vmas.clone(),
+        };
+        self.coverage_stale = true;
+        let old_vmas = std::mem::replace(&mut self.vmas, vmas);
+        let before = std::mem::take(&mut self.registry.armed);
+        let skipped = self
+            .registry
+            .refresh(&self.uffd, target.pid, &self.vmas, scope, &stale)?;
+        into.skipped = skipped_mappings(&skipped);
+        let added = maps::subtract(&self.registry.armed, &before);
+        let removed = maps::subtract(&before, &self.registry.armed);
+        self.sparse = maps::intersect(&self.sparse, &self.registry.armed);
+        self.classify_sparse(&added)?;
+        let dense = maps::subtract(&added, &self.sparse);
+        self.protect_file_pages(&dense)?;
+        for span in dense {
+            self.scanner
+                .protect_unpopulated(span, &mut self.populated)?;
+        }
+        into.changes = mapping_changes(&old_vmas, &self.vmas, added, removed);
+        Ok(())
+    }
+}
+
+/// The changes between two listings. A span that went and one that appeared with the same
+/// size and the same file offset (anonymous memory keeps its page offset when mremap moves
+/// it) are one move.
+pub(crate) fn mapping_changes(
+    old: &[Vma],
+    new: &[Vma],
+    added: Vec<Span>,
+    mut removed: Vec<Span>,
+) -> Vec<MappingChange> {
+    let page_offset = |vmas: &[Vma], s: &Span| {
+        maps::mapping_at(vmas, s.start).map(|v| (v.inode, v.offset + (s.start - v.start), s.len()))
+    };
+    let described = |vmas: &[Vma], span: Span, change: Change| {
+        let vma = maps::mapping_at(vmas, span.start);
+        MappingChange {
+            change,
+            span,
+            name: vma.map_or_else(String::new, |v| v.display_name().to_string()),
+            kind: vma.map(Vma::kind),
+        }
+    };
+    let mut changes = Vec::with_capacity(added.len() + removed.len());
+    for a in added {
+        let here = page_offset(new, &a);
+        let from = removed
+            .iter()
+            .position(|r| here.is_some() && page_offset(old, r) == here)
+            .map(|i| removed.remove(i));
+        let change = match from {
+            Some(from) => Change::Moved { from: from.start },
+            None => Change::Added,
+        };
+        changes.push(described(new, a, change));
+    }
+    for r in removed {
+        changes.push(described(old, r, Change::Removed));
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vma(line: &str) -> Vma {
+        maps::parse_line(line).unwrap()
+    }
+
+    #[test]
+    fn a_move_is_paired_by_size_and_page_offset() {
+        let old = [
+            vma("10000-14000 rw-p 00010000 00:00 0"),
+            vma("20000-24000 rw-p 00020000 00:00 0"),
+        ];
+        // mremap keeps the page offset: the first one moved to 0x50000; the second was
+        // replaced by a fresh mapping elsewhere (different offset).
+        let new = [
+            vma("50000-54000 rw-p 00010000 00:00 0"),
+            vma("60000-64000 rw-p 00060000 00:00 0"),
+        ];
+        let added = vec![Span::new(0x50000, 0x54000), Span::new(0x60000, 0x64000)];
+        let removed = vec![Span::new(0x10000, 0x14000), Span::new(0x20000, 0x24000)];
+        let changes = mapping_changes(&old, &new, added, removed);
+        let summary: Vec<_> = changes.iter().map(|c| (c.change, c.span.start)).collect();
+        assert_eq!(
+            summary,
+            vec![
+                (Change::Moved { from: 0x10000 }, 0x50000),
+                (Change::Added, 0x60000),
+                (Change::Removed, 0x20000)
+            ]
+        );
+    }
+}
