@@ -7,8 +7,8 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result};
 
-use super::mm::{Coverage, Mm, Reading, Scratch};
 use super::registry::is_gone;
+use super::uffd_space::{Coverage, Reading, Scratch, UffdSpace};
 use super::{Gone, Harvest, why_gone};
 use crate::maps;
 use crate::process::Process;
@@ -16,7 +16,7 @@ use crate::scan::PagemapRead;
 use crate::scope::Scope;
 use crate::span::Span;
 
-impl Mm {
+impl UffdSpace {
     /// Derive what a harvest covers, unless neither `scope` nor the registry changed since.
     fn cover(&mut self, scope: &[Span]) {
         if !self.coverage_stale && self.coverage.scope == scope {

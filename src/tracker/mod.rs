@@ -1,15 +1,15 @@
 //! The engine: [`TrackerBuilder`] attaches a [`Tracker`] to a [`Target`], and every
 //! [`Tracker::harvest`] returns what was written since the last one.
 //!
-//! Submodules: `mm` (one address space under userfaultfd tracking, and its arming), `refresh`
+//! Submodules: `uffd_space` (one address space under userfaultfd tracking, and its arming), `refresh`
 //! (the mapping changes every harvest picks up), `harvest` (the harvest strategies),
 //! `registry` (what is registered with our userfaultfd), `soft` (soft-dirty).
 
 mod harvest;
-mod mm;
 mod refresh;
 mod registry;
 mod soft;
+mod uffd_space;
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -28,9 +28,9 @@ use crate::sys;
 use crate::target::{Launched, Target};
 use crate::uffd;
 
-use mm::{Arm, Mm, attach_mm};
 use registry::Skip;
-use soft::{SoftMm, SoftStart, attach_soft};
+use soft::{SoftDirtySpace, SoftStart, attach_soft};
+use uffd_space::{Arm, UffdSpace, attach_uffd};
 
 /// How a tracker finds the written pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
@@ -455,7 +455,7 @@ impl<'p> TrackerBuilder<'p> {
                     Some(Launched::Running(child)) if held => child.helper.as_mut(),
                     _ => None,
                 };
-                attach_mm(
+                attach_uffd(
                     process,
                     &scope,
                     at_exec,
@@ -613,7 +613,7 @@ impl Tracker {
                 };
                 attach_soft(&self.process, &self.scope, start)
             }
-            m => attach_mm(
+            m => attach_uffd(
                 &self.process,
                 &self.scope,
                 None,
@@ -794,8 +794,8 @@ pub(crate) fn exits_within(target: &Process, patience: Duration) -> bool {
 /// Where harvests come from: the target's userfaultfd (pagemap-scan, pagemap-read), or its
 /// soft-dirty bits.
 pub(crate) enum Source {
-    Uffd(Box<Mm>),
-    Soft(SoftMm),
+    Uffd(Box<UffdSpace>),
+    Soft(SoftDirtySpace),
 }
 
 impl Source {

@@ -3,14 +3,14 @@
 
 use std::io;
 
-use super::mm::Mm;
+use super::uffd_space::UffdSpace;
 use super::{Change, Harvest, MappingChange, skipped_mappings};
 use crate::maps::{self, Vma};
 use crate::process::Process;
 use crate::scope::Scope;
 use crate::span::Span;
 
-impl Mm {
+impl UffdSpace {
     /// Pick up mappings created since the last harvest, arm them, and return the `mapping`
     /// records for what appeared or went.
     pub(crate) fn refresh_mappings(

@@ -15,7 +15,7 @@ use crate::scope::{Scope, select};
 use crate::span::Span;
 
 /// `--method soft-dirty`: clear_refs and pagemap bit 55, no userfaultfd.
-pub(crate) struct SoftMm {
+pub(crate) struct SoftDirtySpace {
     pub(crate) sd: SoftDirty,
     pub(crate) vmas: Vec<Vma>,
     pub(crate) tracked: Vec<Span>,
@@ -45,7 +45,7 @@ pub(crate) fn attach_soft(target: &Process, scope: &Scope, start: SoftStart) -> 
         .open(target.proc_path("clear_refs"))
         .with_context(|| format!("opening /proc/{}/clear_refs", target.pid))?;
     target.check_alive()?;
-    let mut soft = SoftMm {
+    let mut soft = SoftDirtySpace {
         sd: SoftDirty::new(target.open_proc("pagemap")?, clear_refs),
         vmas: maps::read_maps(target.pid).context("reading the target's mappings")?,
         tracked: Vec::new(),
@@ -83,7 +83,7 @@ pub(crate) fn attach_soft(target: &Process, scope: &Scope, start: SoftStart) -> 
     })
 }
 
-impl SoftMm {
+impl SoftDirtySpace {
     pub(crate) fn harvest(
         &mut self,
         target: &Process,

@@ -74,14 +74,14 @@ pub struct Outcome {
 }
 
 /// The record stream. A reader that goes away (`| head`) is a clean end, not an error.
-pub(crate) struct Out<'a> {
+pub(crate) struct RecordStream<'a> {
     emitter: Box<dyn Emitter + 'a>,
     closed: bool,
     /// The fd written to, watched between harvests for its reader going away.
     watch: Option<std::os::fd::OwnedFd>,
 }
 
-impl Out<'_> {
+impl RecordStream<'_> {
     fn emit(&mut self, record: &Record, vmas: &[Mapping]) -> Result<()> {
         if self.closed {
             return Ok(());
@@ -232,7 +232,7 @@ pub fn run(
         thread_stopped_us: attached.thread_stopped.as_micros() as u64,
         time: Timestamp(SystemTime::now()),
     };
-    let mut out = Out {
+    let mut out = RecordStream {
         emitter: out,
         closed: false,
         watch,
@@ -374,7 +374,7 @@ impl Tracking<'_> {
 
     /// Announce sources of unseen writes that appeared since attach (a `blind` record each,
     /// one stderr line per kind). Looked for at most once a second.
-    fn note_blind(&mut self, tracker: &mut Tracker, out: &mut Out) -> Result<()> {
+    fn note_blind(&mut self, tracker: &mut Tracker, out: &mut RecordStream) -> Result<()> {
         if self.blind_checked.elapsed() < Duration::from_secs(1) {
             return Ok(());
         }
@@ -441,7 +441,7 @@ impl Tracking<'_> {
         &mut self,
         tracker: &mut Tracker,
         stop: &Stop,
-        out: &mut Out,
+        out: &mut RecordStream,
     ) -> Result<(EndReason, Option<String>)> {
         let since = Instant::now();
         let mut cadence = Cadence::start(&self.args.target, since);

@@ -92,7 +92,7 @@ fn chunks(spans: &[Span], size: u64) -> impl Iterator<Item = Span> + '_ {
 }
 
 /// Everything bound to one address space of the target; replaced when the target execs.
-pub(crate) struct Mm {
+pub(crate) struct UffdSpace {
     /// How harvests find the written pages.
     pub(crate) reading: Reading,
     pub(crate) uffd: Uffd,
@@ -156,7 +156,7 @@ pub(super) struct Scratch {
 
 /// Create a userfaultfd in the target, register everything in scope and arm it, telling
 /// `progress` (bytes armed, bytes to arm) as arming goes.
-pub(crate) fn attach_mm(
+pub(crate) fn attach_uffd(
     target: &Process,
     scope: &Scope,
     at_exec: Option<&mut attach::helper::Helper>,
@@ -165,7 +165,7 @@ pub(crate) fn attach_mm(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Attachment> {
     let started = Instant::now();
-    let mut arm = |fd: OwnedFd| -> Result<(Mm, Vec<Skip>)> {
+    let mut arm = |fd: OwnedFd| -> Result<(UffdSpace, Vec<Skip>)> {
         let reading = match method {
             Method::PagemapRead => Reading::Reads {
                 pagemap: PagemapRead::new(target.open_proc("pagemap")?),
@@ -173,7 +173,7 @@ pub(crate) fn attach_mm(
             },
             _ => Reading::Scan,
         };
-        let mut mm = Mm {
+        let mut mm = UffdSpace {
             reading,
             uffd: Uffd::handshake(fd)?,
             scanner: PagemapScan::new(target.open_proc("pagemap")?),
@@ -258,7 +258,7 @@ fn why_none_registered(skipped: &[Skip]) -> String {
         .join("; ")
 }
 
-impl Mm {
+impl UffdSpace {
     /// Register everything in scope, then write-protect it, telling `progress` (bytes armed,
     /// bytes to arm) after each piece.
     pub(crate) fn arm(
