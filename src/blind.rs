@@ -41,6 +41,8 @@ pub enum BlindKind {
     Pinned,
 }
 
+display_as_serialized!(BlindKind);
+
 /// A source of writes the tracker cannot see, found in the target (its fds, its pinned
 /// memory). Writes through it are not reported; see the README's "Guarantees".
 #[derive(Debug, Clone, PartialEq, Eq)]

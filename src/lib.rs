@@ -59,6 +59,21 @@
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+/// `Display` as the serde name, so that records, messages and the command line spell an
+/// enum's values one way: `pagemap-scan`, `heap`, `io_uring`, ...
+macro_rules! display_as_serialized {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match serde_json::to_value(self) {
+                    Ok(serde_json::Value::String(name)) => f.write_str(&name),
+                    _ => write!(f, "{self:?}"),
+                }
+            }
+        }
+    )*};
+}
+
 mod attach;
 mod blind;
 mod error;

@@ -58,27 +58,7 @@ pub enum MappingKind {
     Special,
 }
 
-impl MappingKind {
-    /// Its name in records and selectors: `anon`, `heap`, `stack`, `file`, `shmem`,
-    /// `hugetlb`, `special`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MappingKind::Anon => "anon",
-            MappingKind::Heap => "heap",
-            MappingKind::Stack => "stack",
-            MappingKind::File => "file",
-            MappingKind::Shmem => "shmem",
-            MappingKind::Hugetlb => "hugetlb",
-            MappingKind::Special => "special",
-        }
-    }
-}
-
-impl fmt::Display for MappingKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+display_as_serialized!(MappingKind);
 
 impl Vma {
     /// Its size in bytes.

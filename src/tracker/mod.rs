@@ -48,19 +48,6 @@ pub enum Method {
     SoftDirty,
 }
 
-/// The names in records and on the command line are the serde names: `pagemap-scan`, ...
-macro_rules! display_as_serialized {
-    ($($t:ty),*) => {$(
-        impl std::fmt::Display for $t {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                match serde_json::to_value(self) {
-                    Ok(serde_json::Value::String(name)) => f.write_str(&name),
-                    _ => write!(f, "{self:?}"),
-                }
-            }
-        }
-    )*};
-}
 display_as_serialized!(Method, Arming, ArmedBy);
 
 /// How a userfaultfd tracker write-protects memory when it attaches.

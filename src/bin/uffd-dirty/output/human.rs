@@ -146,7 +146,7 @@ impl<W: Write> Emitter for Human<W> {
                     m.start.0,
                     m.end.0,
                     m.mapping,
-                    m.kind
+                    m.kind_name()
                 )?;
             }
             Record::Delta(d) => {

@@ -137,9 +137,9 @@ impl MappingEvent {
     /// The record of a change a harvest of `time` found.
     pub fn of(c: &uffd_dirty::MappingChange, time: Timestamp) -> MappingEvent {
         let (event, from) = match c.change {
-            uffd_dirty::Change::Added => ("added", None),
-            uffd_dirty::Change::Moved { from } => ("moved", Some(Addr(from))),
-            uffd_dirty::Change::Removed => ("removed", None),
+            uffd_dirty::Change::Added => (MappingEventKind::Added, None),
+            uffd_dirty::Change::Moved { from } => (MappingEventKind::Moved, Some(Addr(from))),
+            uffd_dirty::Change::Removed => (MappingEventKind::Removed, None),
         };
         MappingEvent {
             event,
@@ -147,22 +147,63 @@ impl MappingEvent {
             end: Addr(c.span.end),
             from,
             mapping: c.name.clone(),
-            kind: c.kind.map_or("unmapped", uffd_dirty::MappingKind::as_str),
+            kind: c.kind,
             time,
         }
+    }
+}
+
+/// What happened to a mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MappingEventKind {
+    Added,
+    Moved,
+    Removed,
+}
+
+impl std::fmt::Display for MappingEventKind {
+    /// As the record spells it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(name)) => f.write_str(&name),
+            _ => write!(f, "{self:?}"),
+        }
+    }
+}
+
+/// The `kind` of memory no mapping holds any more.
+const UNMAPPED: &str = "unmapped";
+
+/// A mapping's kind, or `unmapped`.
+fn kind_or_unmapped<S: Serializer>(
+    kind: &Option<uffd_dirty::MappingKind>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match kind {
+        Some(k) => k.serialize(s),
+        None => s.serialize_str(UNMAPPED),
+    }
+}
+
+impl MappingEvent {
+    /// Its `kind` as the record spells it.
+    pub fn kind_name(&self) -> String {
+        self.kind.map_or_else(|| UNMAPPED.into(), |k| k.to_string())
     }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MappingEvent {
     /// `added`, `removed`, or `moved` (then `from` is where it was).
-    pub event: &'static str,
+    pub event: MappingEventKind,
     pub start: Addr,
     pub end: Addr,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<Addr>,
     pub mapping: String,
-    pub kind: &'static str,
+    #[serde(serialize_with = "kind_or_unmapped")]
+    pub kind: Option<uffd_dirty::MappingKind>,
     pub time: Timestamp,
 }
 
