@@ -206,7 +206,7 @@ _uffd__dirty() {
             return 0
             ;;
         uffd__dirty__subcmd__compare)
-            opts="-p -i -r -n -d -f -o -q -h --pid --interval --range --count --duration --format --output --quiet --color --help"
+            opts="-p -i -r -n -d -f -o -q -h --pid --interval --range --mapping --count --duration --format --output --quiet --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -248,6 +248,13 @@ _uffd__dirty() {
                     return 0
                     ;;
                 -r)
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
+                    return 0
+                    ;;
+                --mapping)
                     COMPREPLY=("${cur}")
                     if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
                         compopt -o nospace
@@ -562,7 +569,7 @@ _uffd__dirty() {
             return 0
             ;;
         uffd__dirty__subcmd__track)
-            opts="-p -i -r -n -d -m -f -o -q -h --pid --interval --range --count --duration --method --format --output --quiet --color --json-bitmap --view --no-freeze --no-follow-exec --help"
+            opts="-p -i -r -n -d -m -f -o -q -h --pid --interval --range --mapping --count --duration --method --format --output --quiet --color --json-bitmap --view --no-freeze --no-follow-exec --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -604,6 +611,13 @@ _uffd__dirty() {
                     return 0
                     ;;
                 -r)
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
+                    return 0
+                    ;;
+                --mapping)
                     COMPREPLY=("${cur}")
                     if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
                         compopt -o nospace

@@ -43,5 +43,7 @@ mod names;
 // Attaching under adverse conditions: busy threads, signal floods, exiting targets.
 mod attach;
 
+// `--mapping`: tracking picked by name, glob or kind.
+mod selectors;
 /// The steady-state harvest allocates nothing (this binary counts allocations).
 mod steady_state;

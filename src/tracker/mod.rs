@@ -413,7 +413,7 @@ impl<'p> TrackerBuilder<'p> {
             _ => false,
         };
         let vmas = maps::read_maps(process.pid).context("reading the target's mappings")?;
-        check_scope(process, &scope, &vmas)?;
+        check_scope(process, &scope, &vmas, held)?;
         let mut progress = self.progress.take();
         let mut report = |done, total| {
             if let Some(p) = progress.as_mut() {
@@ -857,8 +857,10 @@ pub(crate) fn skipped_mappings(skips: &[Skip]) -> Vec<SkippedMapping> {
         .collect()
 }
 
-/// Check the ranges against the target's mappings before anything touches it.
-fn check_scope(target: &Process, scope: &Scope, vmas: &[Vma]) -> anyhow::Result<()> {
+/// Check the scope against the target's mappings before anything touches it. `at_exec`: a
+/// launched command at its exec, whose libraries are not mapped yet, so selectors may pick
+/// nothing so far.
+fn check_scope(target: &Process, scope: &Scope, vmas: &[Vma], at_exec: bool) -> anyhow::Result<()> {
     // An exiting process loses its mappings: that is an exit, not a bad range.
     let exiting = || vmas.is_empty() || exits_within(target, SETTLE);
     let exited = || anyhow!("PID {} exited while being attached to", target.pid);
@@ -885,9 +887,9 @@ fn check_scope(target: &Process, scope: &Scope, vmas: &[Vma]) -> anyhow::Result<
             target.pid
         )));
     }
-    if select(vmas, scope).is_empty() {
+    if !at_exec && select(vmas, scope).is_empty() {
         return Err(usage(format!(
-            "the mapping selectors pick no trackable mapping of PID {} in the ranges given: see /proc/{}/maps",
+            "--mapping selectors pick no trackable mapping of PID {} (within the ranges given): pick from /proc/{}/maps",
             target.pid, target.pid
         )));
     }

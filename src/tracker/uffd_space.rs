@@ -273,7 +273,9 @@ impl UffdSpace {
             .registry
             .refresh(&self.uffd, target.pid, &self.vmas, scope, &[])
             .context("registering the target's memory")?;
-        if self.registry.armed.is_empty() {
+        // Nothing selected yet (a new program's libraries, not loaded at its exec) is armed as
+        // it appears; selected memory that all failed to register is an error.
+        if self.registry.armed.is_empty() && !skipped.is_empty() {
             return Err(anyhow!(
                 "none of the selected memory of PID {} could be registered: {}",
                 target.pid,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum, ValueHint};
 
-use uffd_dirty::Span;
+use uffd_dirty::{MappingKind, Selector, Span};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -191,6 +191,13 @@ pub struct TargetArgs {
     /// tracked").
     #[arg(short, long = "range", value_name = "START-END", value_parser = parse_range, value_hint = ValueHint::Other)]
     pub ranges: Vec<Span>,
+
+    /// Follow only mappings this picks: a name as /proc/PID/maps shows it ([heap],
+    /// /usr/lib/libc.so.6), a glob over the name or its last component (libfoo*, /dev/shm/*;
+    /// * and ? only), or kind:KIND (anon, heap, stack, file, shmem, hugetlb). Repeatable: a
+    /// mapping any of them picks is followed (within --range, if given).
+    #[arg(long = "mapping", value_name = "SELECTOR", value_parser = parse_selector, value_hint = ValueHint::Other)]
+    pub mappings: Vec<Selector>,
 
     /// Stop after N intervals (at least 1).
     #[arg(short = 'n', long, value_name = "N", value_parser = parse_count, allow_hyphen_values = true, value_hint = ValueHint::Other)]
@@ -393,6 +400,35 @@ fn parse_addr(s: &str) -> Result<u64, String> {
         None => s.parse(),
     };
     parsed.map_err(|_| format!("`{s}` is not an address (hex with 0x, or decimal)"))
+}
+
+/// Parse a `--mapping` selector: `kind:KIND`, else a name or glob.
+fn parse_selector(s: &str) -> Result<Selector, String> {
+    if s.is_empty() {
+        return Err(
+            "empty: give a mapping name such as [heap], a glob such as libfoo*, or kind:anon"
+                .into(),
+        );
+    }
+    let Some(kind) = s.strip_prefix("kind:") else {
+        return Ok(Selector::name(s));
+    };
+    let kinds = [
+        MappingKind::Anon,
+        MappingKind::Heap,
+        MappingKind::Stack,
+        MappingKind::File,
+        MappingKind::Shmem,
+        MappingKind::Hugetlb,
+    ];
+    kinds
+        .into_iter()
+        .find(|k| k.to_string() == kind)
+        .map(Selector::Kind)
+        .ok_or_else(|| {
+            let names: Vec<String> = kinds.iter().map(ToString::to_string).collect();
+            format!("unknown kind `{kind}`: one of {}", names.join(", "))
+        })
 }
 
 /// Parse `START-END`: END exclusive, both page-aligned, START < END.

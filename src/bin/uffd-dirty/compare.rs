@@ -112,12 +112,7 @@ pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
         )));
     }
     let target = track::open_target(&args.target)?;
-    let with_ranges = |mut b: TrackerBuilder<'static>| {
-        for &r in &args.target.ranges {
-            b = b.range(r);
-        }
-        b
-    };
+    let with_ranges = |b| track::scoped(&args.target, b);
     let mut uffd_side =
         with_ranges(TrackerBuilder::new().method(Method::PagemapScan)).attach(&target)?;
     // The command (if launched) runs from here on: soft-dirty needs no injection. Both are

@@ -165,6 +165,7 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             pid: None,
             interval: args.interval,
             ranges: Vec::new(),
+            mappings: Vec::new(),
             count: None,
             duration: None,
             command: writer,

@@ -163,17 +163,25 @@ pub(crate) fn open_target(args: &crate::cli::TargetArgs) -> Result<Target> {
     })
 }
 
+/// `b` narrowed to the `--range`s and `--mapping`s of `args`.
+pub(crate) fn scoped<'p>(args: &TargetArgs, mut b: TrackerBuilder<'p>) -> TrackerBuilder<'p> {
+    for &r in &args.ranges {
+        b = b.range(r);
+    }
+    for s in &args.mappings {
+        b = b.select(s.clone());
+    }
+    b
+}
+
 /// The tracker `track` describes, before it attaches.
 fn builder(args: &TrackArgs) -> TrackerBuilder<'static> {
-    let mut b = TrackerBuilder::new()
+    let b = TrackerBuilder::new()
         .method(args.method)
         .arming(args.arm)
         .follow_exec(!args.no_follow_exec)
         .freeze(!args.no_freeze);
-    for &r in &args.target.ranges {
-        b = b.range(r);
-    }
-    b
+    scoped(&args.target, b)
 }
 
 /// `watch`: the fd `out` writes to, to end tracking as soon as its reader is gone.
