@@ -194,8 +194,8 @@ pub struct TargetArgs {
 
     /// Follow only mappings this picks: a name as /proc/PID/maps shows it ([heap],
     /// /usr/lib/libc.so.6), a glob over the name or its last component (libfoo*, /dev/shm/*;
-    /// * and ? only), or kind:KIND (anon, heap, stack, file, shmem, hugetlb). Repeatable: a
-    /// mapping any of them picks is followed (within --range, if given).
+    /// the wildcards are * and ?), or kind:KIND (anon, heap, stack, file, shmem, hugetlb).
+    /// Repeatable: a mapping any of them picks is followed (within --range, if given).
     #[arg(long = "mapping", value_name = "SELECTOR", value_parser = parse_selector, value_hint = ValueHint::Other)]
     pub mappings: Vec<Selector>,
 
