@@ -15,8 +15,9 @@ use crate::sys::abi;
 /// use uffd_dirty::{MappingKind, Selector};
 /// let heap = Selector::name("[heap]");
 /// let libs = Selector::name("libfoo*");
-/// let shared = Selector::Kind(MappingKind::Shmem);
-/// # let _ = (heap, libs, shared);
+/// let shm = Selector::Kind(MappingKind::Shmem);
+/// let shared = Selector::Shared;
+/// # let _ = (heap, libs, shm, shared);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selector {
@@ -27,6 +28,9 @@ pub enum Selector {
     Name(String),
     /// Mappings of this kind ([`MappingKind::Special`] ones are never tracked).
     Kind(MappingKind),
+    /// Shared mappings (`MAP_SHARED`), of any kind: shared memory, and files mapped shared,
+    /// whose writes other processes see.
+    Shared,
 }
 
 impl Selector {
@@ -39,6 +43,7 @@ impl Selector {
     pub(crate) fn matches(&self, vma: &Vma) -> bool {
         match self {
             Selector::Kind(kind) => vma.kind() == *kind,
+            Selector::Shared => vma.shared,
             Selector::Name(pattern) => {
                 let name = vma.display_name();
                 let base = name.rsplit('/').next().unwrap_or(name);
@@ -192,6 +197,7 @@ mod tests {
             ]),
             [0x3000, 0x4000]
         );
+        assert_eq!(picked(vec![Selector::Shared]), [0x3000]);
         assert_eq!(picked(vec![]).len(), 4);
     }
 

@@ -194,7 +194,8 @@ pub struct TargetArgs {
 
     /// Follow only mappings this picks: a name as /proc/PID/maps shows it ([heap],
     /// /usr/lib/libc.so.6), a glob over the name or its last component (libfoo*, /dev/shm/*;
-    /// the wildcards are * and ?), or kind:KIND (anon, heap, stack, file, shmem, hugetlb).
+    /// the wildcards are * and ?), or kind:KIND (anon, heap, stack, file, shmem, hugetlb, or
+    /// shared: any MAP_SHARED mapping, files mapped shared included).
     /// Repeatable: a mapping any of them picks is followed (within --range, if given).
     #[arg(long = "mapping", value_name = "SELECTOR", value_parser = parse_selector, value_hint = ValueHint::Other)]
     pub mappings: Vec<Selector>,
@@ -413,6 +414,9 @@ fn parse_selector(s: &str) -> Result<Selector, String> {
     let Some(kind) = s.strip_prefix("kind:") else {
         return Ok(Selector::name(s));
     };
+    if kind == "shared" {
+        return Ok(Selector::Shared);
+    }
     let kinds = [
         MappingKind::Anon,
         MappingKind::Heap,
@@ -427,7 +431,7 @@ fn parse_selector(s: &str) -> Result<Selector, String> {
         .map(Selector::Kind)
         .ok_or_else(|| {
             let names: Vec<String> = kinds.iter().map(ToString::to_string).collect();
-            format!("unknown kind `{kind}`: one of {}", names.join(", "))
+            format!("unknown kind `{kind}`: one of {}, shared", names.join(", "))
         })
 }
 
