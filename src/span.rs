@@ -119,8 +119,15 @@ impl SpanSet {
 
     /// Spans that are already a sorted union (as the engine's arithmetic makes them).
     pub(crate) fn from_sorted(spans: Vec<Span>) -> SpanSet {
-        debug_assert!(spans.windows(2).all(|w| w[0].end < w[1].start));
-        SpanSet { spans }
+        let set = SpanSet { spans };
+        debug_assert!(set.is_sorted_union(), "{set:?}");
+        set
+    }
+
+    /// Whether the spans are sorted, non-empty, disjoint and not touching, as a set's must be.
+    pub(crate) fn is_sorted_union(&self) -> bool {
+        self.spans.iter().all(|s| !s.is_empty())
+            && self.spans.windows(2).all(|w| w[0].end < w[1].start)
     }
 
     /// The spans, in address order.

@@ -135,12 +135,21 @@ impl PagemapScan {
         cap: usize,
         out: &mut Vec<Span>,
     ) -> io::Result<()> {
+        // Regions come in address order within a call; a call that ends early (`walk_end`
+        // below `end`) is continued from `walk_end`, and the kernel (6.18) has been seen to
+        // return regions beyond it, so the next call reports some again: those few harvests
+        // are sorted and merged at the end (a page written again in between is in both).
+        let mut disordered = false;
         for &span in spans {
             self.walk(span, query, cap, |regions| {
                 for r in regions {
+                    disordered |= out.last().is_some_and(|last| r.start < last.end);
                     push_run(out, Span::new(r.start, r.end));
                 }
             })?;
+        }
+        if disordered {
+            crate::span::union_in_place(out);
         }
         Ok(())
     }

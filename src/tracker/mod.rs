@@ -578,6 +578,8 @@ impl Tracker {
             Ok(Err(why)) => return self.gone(why, harvest),
             Err(e) => return Err(lift(e)),
         }
+        debug_assert!(harvest.dirty.is_sorted_union(), "{:?}", harvest.dirty);
+        debug_assert!(harvest.tracked.is_sorted_union(), "{:?}", harvest.tracked);
         self.seq += 1;
         harvest.seq = self.seq;
         Ok(())
