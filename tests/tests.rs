@@ -43,3 +43,5 @@ mod kill_sweep;
 mod names;
 // Attaching under adverse conditions: busy threads, signal floods, exiting targets.
 mod attach;
+// The examples (precopy, wss) run against C children with known memory.
+mod examples;
