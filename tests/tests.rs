@@ -45,5 +45,7 @@ mod attach;
 
 // `--mapping`: tracking picked by name, glob or kind.
 mod selectors;
-/// The steady-state harvest allocates nothing (this binary counts allocations).
+// The steady-state harvest allocates nothing (this binary counts allocations).
 mod steady_state;
+// The examples (precopy, wss) run against C children with known memory.
+mod examples;
