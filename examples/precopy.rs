@@ -40,7 +40,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use uffd_dirty::{Change, Harvest, SkippedMapping, Span, SpanSet, Target, Tracker, TrackerBuilder};
+use uffd_dirty::{Change, Harvest, SkippedMapping, SpanSet, Target, Tracker, TrackerBuilder};
 
 const USAGE: &str = "usage: precopy (--pid PID | -- CMD ARGS...) [--threshold PAGES] [--max-rounds N] [--verify] [--out DIR]";
 
@@ -131,7 +131,7 @@ fn run(opts: &Options) -> Result<bool, Box<dyn std::error::Error>> {
     let mut tracker = TrackerBuilder::new().follow_exec(false).attach(&target)?;
     let page = tracker.page_size();
     let attached = tracker.attached();
-    let everything: SpanSet = attached.tracked.iter().map(|m| m.span).collect();
+    let everything = attached.spans();
     println!(
         "precopy: PID {}, {} mappings tracked ({:.1} MiB), armed in {:.1} ms",
         tracker.pid(),
@@ -140,7 +140,7 @@ fn run(opts: &Options) -> Result<bool, Box<dyn std::error::Error>> {
         ms(attached.duration)
     );
     for blind in tracker.blind_spots() {
-        eprintln!("precopy: warning: writes the tracker cannot see: {blind:?}");
+        eprintln!("precopy: warning: writes the tracker cannot see: {blind}");
     }
     warn_untracked(&attached.skipped);
 
@@ -149,10 +149,11 @@ fn run(opts: &Options) -> Result<bool, Box<dyn std::error::Error>> {
         "{:>5} {:>8} {:>8} {:>8} {:>10}",
         "round", "dirty", "copied", "MiB", "time"
     );
-    // Round 0: everything. A write racing with the copy is after the attach, so the first
-    // harvest reports it.
+    // Round 0: everything that exists (the rest is zeros, and reading it would populate it).
+    // A write racing with the copy is after the attach, so the first harvest reports it.
     let t = Instant::now();
-    let copied = copy(&tracker, &everything, &mut image)?;
+    let populated = tracker.populated(&everything)?;
+    let copied = copy(&tracker, &populated, &mut image)?;
     print_round("0", None, copied, page, t.elapsed());
 
     let mut tracked = everything;
@@ -208,14 +209,18 @@ fn round(tracker: &mut Tracker, image: &mut Image, name: &str) -> uffd_dirty::Re
 
 /// Bring the image up to date with one harvest: forget memory that went, then copy what was
 /// written, and the whole of memory that appeared. Returns the pages copied.
-fn catch_up(tracker: &Tracker, harvest: &Harvest, image: &mut Image) -> uffd_dirty::Result<u64> {
+fn catch_up(
+    tracker: &mut Tracker,
+    harvest: &Harvest,
+    image: &mut Image,
+) -> uffd_dirty::Result<u64> {
     let mut gone = Vec::new();
     let mut new = Vec::new();
     for change in harvest.changes() {
         match change.change {
             Change::Added => new.push(change.span),
             Change::Moved { from } => {
-                gone.push(Span::new(from, from + change.span.len()));
+                gone.push(from);
                 new.push(change.span);
             }
             Change::Removed => gone.push(change.span),
@@ -224,12 +229,24 @@ fn catch_up(tracker: &Tracker, harvest: &Harvest, image: &mut Image) -> uffd_dir
     // A span still in `tracked` (memory no longer armed but still mapped, whose writes are
     // still reported) keeps its pages.
     for span in SpanSet::from(gone).difference(harvest.tracked()).iter() {
-        let addrs: Vec<u64> = image.range(span.start..span.end).map(|(&a, _)| a).collect();
-        for addr in addrs {
-            image.remove(&addr);
-        }
+        forget(image, *span);
     }
-    copy(tracker, &harvest.dirty().union(&SpanSet::from(new)), image)
+    // New memory: forget whatever the image held there (a mapping replaced in place), then
+    // copy what of it exists; the rest is zeros.
+    let new = SpanSet::from(new);
+    for span in &new {
+        forget(image, *span);
+    }
+    let new = tracker.populated(&new)?;
+    copy(tracker, &harvest.dirty().union(&new), image)
+}
+
+/// Drop the image's pages in `span`.
+fn forget(image: &mut Image, span: uffd_dirty::Span) {
+    let addrs: Vec<u64> = image.range(span.start..span.end).map(|(&a, _)| a).collect();
+    for addr in addrs {
+        image.remove(&addr);
+    }
 }
 
 fn warn_untracked(skipped: &[SkippedMapping]) {

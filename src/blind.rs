@@ -43,6 +43,13 @@ pub enum BlindKind {
 
 display_as_serialized!(BlindKind);
 
+impl std::fmt::Display for Blind {
+    /// Its [`detail`](Blind::detail).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
 /// A source of writes the tracker cannot see, found in the target (its fds, its pinned
 /// memory). Writes through it are not reported; see the README's "Guarantees".
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -215,6 +215,7 @@ impl UffdSpace {
         // The harvest's instant is taken before the mapping refresh: a mapping replaced after
         // this point may be seen only by the next harvest, and so may a page written after it.
         into.time = Some(SystemTime::now());
+        into.instant = Some(Instant::now());
         let t0 = Instant::now();
         // An exec or an exit leaves our fds on a dead mm, where PAGEMAP_SCAN just finds nothing:
         // check, unless the refresh starts with a PROCMAP_QUERY pass, which fails with ESRCH

@@ -114,7 +114,7 @@ pub struct Attached {
     /// The program the target runs, as `/proc/PID/exe` names it (written printably, as
     /// mapping names are); empty if unreadable.
     pub exe: String,
-    /// What is tracked, in address order.
+    /// What is tracked, in address order (see [`Attached::spans`]).
     pub tracked: Vec<TrackedMapping>,
     /// What the kernel refused to track.
     pub skipped: Vec<SkippedMapping>,
@@ -127,17 +127,30 @@ pub struct Attached {
     pub thread_stopped: Duration,
 }
 
+impl Attached {
+    /// The addresses tracked, as a set.
+    pub fn spans(&self) -> SpanSet {
+        self.tracked.iter().map(|t| t.span).collect()
+    }
+}
+
 /// How a mapping changed between two harvests.
+///
+/// A copier of the target's memory treats an added or moved span as new contents: the harvest
+/// reports the pages of it written before it was armed, but not those still as they were
+/// mapped (a file's pages, never written through this mapping), so it copies the whole span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
     /// New memory in scope, now tracked.
     Added,
-    /// Memory moved here by `mremap` from the span starting at this address.
+    /// Memory moved here by `mremap` (same size, same contents) from `from`, which is gone:
+    /// no [`Change::Removed`] is reported for it.
     Moved {
         /// Where it was.
-        from: u64,
+        from: Span,
     },
-    /// Memory that went (unmapped, or now out of scope).
+    /// Memory no longer tracked: unmapped, or no longer in scope (a selector stopped picking
+    /// it). Memory made read-only stays tracked while mapped: it may have been written first.
     Removed,
 }
 
@@ -186,6 +199,7 @@ pub struct Harvest {
     pub(crate) clear: Option<Duration>,
     pub(crate) page_size: u64,
     pub(crate) after_exec: bool,
+    pub(crate) instant: Option<Instant>,
 }
 
 impl Harvest {
@@ -229,6 +243,11 @@ impl Harvest {
     /// The instant it stands for: every write before it is in this harvest or an earlier one.
     pub fn time(&self) -> SystemTime {
         self.time.unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+
+    /// [`time`](Harvest::time) on the monotonic clock, for measuring intervals.
+    pub fn instant(&self) -> Instant {
+        self.instant.unwrap_or_else(Instant::now)
     }
 
     /// How long it took (the mapping refresh and the harvest proper).
@@ -545,6 +564,26 @@ impl Tracker {
         self.method == Method::SoftDirty || self.pmd_hole_fix
     }
 
+    /// The pages of `spans` that exist (present in memory or swapped out); the rest of it
+    /// holds zeros. For a first copy of the target's memory, which need not read (and so
+    /// populate) memory it never touched.
+    pub fn populated(&mut self, spans: &SpanSet) -> Result<SpanSet> {
+        let mut out = Vec::new();
+        self.source
+            .populated(spans.as_slice(), &mut out)
+            .with_context(|| format!("listing the populated pages of PID {}", self.process.pid))
+            .map_err(|e| {
+                if self.process.has_exited() {
+                    return Error::Gone {
+                        pid: self.process.pid,
+                        why: Gone::Exited,
+                    };
+                }
+                lift(e)
+            })?;
+        Ok(SpanSet::from(out))
+    }
+
     /// Sources of writes no tracker can see, found when it attached.
     pub fn blind_spots(&self) -> &[Blind] {
         &self.blind_found
@@ -792,6 +831,18 @@ impl Source {
         match self {
             Source::Uffd(mm) => &mm.vmas,
             Source::Soft(s) => &s.vmas,
+        }
+    }
+
+    fn populated(&mut self, spans: &[Span], out: &mut Vec<Span>) -> std::io::Result<()> {
+        match self {
+            Source::Uffd(mm) => mm.scanner.populated(spans, out),
+            Source::Soft(s) => {
+                let mut ignored = Vec::new();
+                spans
+                    .iter()
+                    .try_for_each(|&span| s.sd.dirty(span, &mut ignored, out))
+            }
         }
     }
 

@@ -87,7 +87,7 @@ pub(crate) fn mapping_changes(
             .position(|r| here.is_some() && page_offset(old, r) == here)
             .map(|i| removed.remove(i));
         let change = match from {
-            Some(from) => Change::Moved { from: from.start },
+            Some(from) => Change::Moved { from },
             None => Change::Added,
         };
         changes.push(described(new, a, change));
@@ -125,7 +125,12 @@ mod tests {
         assert_eq!(
             summary,
             vec![
-                (Change::Moved { from: 0x10000 }, 0x50000),
+                (
+                    Change::Moved {
+                        from: Span::new(0x10000, 0x14000)
+                    },
+                    0x50000
+                ),
                 (Change::Added, 0x60000),
                 (Change::Removed, 0x20000)
             ]

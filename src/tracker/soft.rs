@@ -91,6 +91,7 @@ impl SoftDirtySpace {
         into: &mut Harvest,
     ) -> Result<std::result::Result<(), Gone>> {
         into.time = Some(SystemTime::now());
+        into.instant = Some(Instant::now());
         let t0 = Instant::now();
         // ESRCH: the pagemap fd's mm is gone (see `SoftDirty::dirty`); NotFound: so is /proc/PID.
         let gone = |e: &io::Error| {

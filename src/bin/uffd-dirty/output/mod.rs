@@ -138,7 +138,7 @@ impl MappingEvent {
     pub fn of(c: &uffd_dirty::MappingChange, time: Timestamp) -> MappingEvent {
         let (event, from) = match c.change {
             uffd_dirty::Change::Added => (MappingEventKind::Added, None),
-            uffd_dirty::Change::Moved { from } => (MappingEventKind::Moved, Some(Addr(from))),
+            uffd_dirty::Change::Moved { from } => (MappingEventKind::Moved, Some(Addr(from.start))),
             uffd_dirty::Change::Removed => (MappingEventKind::Removed, None),
         };
         MappingEvent {
