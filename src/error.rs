@@ -36,8 +36,8 @@ pub enum Error {
     /// write-protect, `PAGEMAP_SCAN`, soft-dirty).
     #[error("{0}")]
     Unsupported(String),
-    /// Bad input: a PID that cannot be a target, a scope that selects nothing, a command
-    /// that cannot run.
+    /// Bad input: a PID that cannot be a target, a scope that selects nothing, an empty
+    /// command line.
     #[error("{0}")]
     BadInput(String),
     /// The target's tracked memory is gone.

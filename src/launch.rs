@@ -31,6 +31,8 @@ pub(crate) struct Pending {
     go: OwnedFd,
     ready: OwnedFd,
     err: OwnedFd,
+    /// Exec'd (or killed) already: dropping it closes the pipes and nothing more.
+    disarmed: bool,
 }
 
 /// The exit status to report for a child's raw wait status (128+N for death by signal N).
@@ -103,6 +105,7 @@ pub(crate) fn fork_pending(argv: &[OsString]) -> Result<Pending> {
                 go: go_w,
                 ready: ready_r,
                 err: err_r,
+                disarmed: false,
             })
         }
     }
@@ -116,13 +119,14 @@ impl Pending {
     /// Let the command exec, held at its exec stop: seized by a new attach helper
     /// (`via_helper`, which it returns), or by the tracker itself. On an error the command
     /// is killed before it runs.
-    pub(crate) fn exec_held(self, via_helper: bool) -> Result<Option<Helper>> {
+    pub(crate) fn exec_held(mut self, via_helper: bool) -> Result<Option<Helper>> {
         let pid = self.pid;
         let held = self.hold_and_exec(via_helper);
         if held.is_err() {
             kill_and_reap(pid);
         }
-        std::mem::forget(self);
+        // Done with: its pipes close, and the command is no longer this one's to kill.
+        self.disarmed = true;
         held
     }
 
@@ -146,10 +150,8 @@ impl Pending {
             } else {
                 io::Error::other("it exited")
             };
-            return Err(anyhow!(
-                "cannot run `{}`: {err}",
-                self.program.to_string_lossy()
-            ));
+            return Err(anyhow::Error::new(err)
+                .context(format!("cannot run `{}`", self.program.to_string_lossy())));
         }
         Ok(helper)
     }
@@ -158,7 +160,9 @@ impl Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         // Killed while it still waits for the go: the command never runs.
-        kill_and_reap(self.pid);
+        if !self.disarmed {
+            kill_and_reap(self.pid);
+        }
     }
 }
 

@@ -117,7 +117,7 @@ impl Support {
         if method == Method::SoftDirty {
             if !self.soft_dirty {
                 return Err(Error::Unsupported(format!(
-                    "this kernel ({}) has no working soft-dirty tracking (built without CONFIG_MEM_SOFT_DIRTY, or not x86_64/ppc64le/s390x): use --method pagemap-scan",
+                    "this kernel ({}) has no working soft-dirty tracking (built without CONFIG_MEM_SOFT_DIRTY, or not x86_64/ppc64le/s390x): use the pagemap-scan method",
                     self.kernel
                 )));
             }

@@ -94,7 +94,7 @@ impl Process {
         }
         if pid as u32 == std::process::id() {
             return Err(usage(format!(
-                "PID {pid} is uffd-dirty itself: a tracker cannot track its own memory"
+                "PID {pid} is the tracking process itself: a tracker cannot track its own memory"
             )));
         }
         let pidfd = match sys::pidfd_open(pid) {

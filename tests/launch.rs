@@ -243,3 +243,59 @@ fn a_fork_in_the_target_is_noted_once() {
         "{stderr}"
     );
 }
+
+/// The fds of this process, by number.
+fn open_fds() -> Vec<String> {
+    let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    fds.sort();
+    fds
+}
+
+/// Launching through the library leaves no fd behind in the caller: run alone in a process of
+/// its own (the other tests open fds concurrently), by the test below.
+#[test]
+#[ignore = "run alone, in a process of its own, by launch_leaves_no_fd_in_the_caller"]
+fn launch_leaves_no_fd_in_the_caller_alone() {
+    use uffd_dirty::{Target, TrackerBuilder};
+    let before = open_fds();
+    for argv in [&["true"][..], &["/nonexistent/program"][..]] {
+        for _ in 0..3 {
+            let target = Target::launch(argv).unwrap();
+            match TrackerBuilder::new().attach(&target) {
+                Ok(tracker) => {
+                    drop(tracker);
+                    assert_eq!(target.wait(), Some(0));
+                }
+                Err(e) => assert!(e.to_string().contains("cannot run"), "{e}"),
+            }
+        }
+    }
+    // And a launched command never attached to: killed before it runs.
+    drop(Target::launch(["true"]).unwrap());
+    assert_eq!(open_fds(), before, "fds before and after 7 launches");
+}
+
+#[test]
+fn launch_leaves_no_fd_in_the_caller() {
+    if !kernel_can_track() {
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "launch::launch_leaves_no_fd_in_the_caller_alone",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -395,7 +395,7 @@ impl<'p> TrackerBuilder<'p> {
         if self.method == Method::SoftDirty {
             if !crate::scan::soft_dirty::works().context("probing soft-dirty")? {
                 return Err(unsupported(format!(
-                    "this kernel ({}) has no working soft-dirty tracking (built without CONFIG_MEM_SOFT_DIRTY, or not x86_64/ppc64le/s390x): use --method pagemap-scan",
+                    "this kernel ({}) has no working soft-dirty tracking (built without CONFIG_MEM_SOFT_DIRTY, or not x86_64/ppc64le/s390x): use the pagemap-scan method",
                     uffd::kernel_release()
                 )));
             }
@@ -925,7 +925,7 @@ fn check_scope(target: &Process, scope: &Scope, vmas: &[Vma], at_exec: bool) -> 
                     return Err(exited());
                 }
                 return Err(usage(format!(
-                    "--range {r} holds no trackable mapping of PID {}: pick a range from /proc/{}/maps",
+                    "range {r} holds no trackable mapping of PID {}: pick a range from /proc/{}/maps",
                     target.pid, target.pid
                 )));
             }
@@ -942,7 +942,7 @@ fn check_scope(target: &Process, scope: &Scope, vmas: &[Vma], at_exec: bool) -> 
     }
     if !at_exec && select(vmas, scope).is_empty() {
         return Err(usage(format!(
-            "--mapping selectors pick no trackable mapping of PID {} (within the ranges given): pick from /proc/{}/maps",
+            "the mapping selectors pick no trackable mapping of PID {} (within the ranges given): pick from /proc/{}/maps",
             target.pid, target.pid
         )));
     }
