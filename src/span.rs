@@ -13,7 +13,9 @@ use std::fmt;
 /// assert_eq!(s.intersect(&Span::new(0x2000, 0x9000)), Some(Span::new(0x2000, 0x3000)));
 /// assert_eq!(s.to_string(), "0x1000-0x3000");
 /// ```
+/// Laid out as C's `struct { uint64_t start, end; }` (the C API hands spans over as they are).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(C)]
 pub struct Span {
     /// The first address in the range.
     pub start: u64,
