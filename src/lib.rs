@@ -13,6 +13,8 @@
 pub mod attach;
 pub mod bench;
 pub mod blind;
+#[cfg(feature = "capi")]
+mod capi;
 pub mod check;
 pub mod cli;
 pub mod compare;

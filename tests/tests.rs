@@ -43,3 +43,5 @@ mod kill_sweep;
 mod names;
 // Attaching under adverse conditions: busy threads, signal floods, exiting targets.
 mod attach;
+// The C API (feature `capi`): libuffd_dirty.so and its header, driven by a C program against ground truth.
+mod capi;
