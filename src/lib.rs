@@ -76,6 +76,9 @@ macro_rules! display_as_serialized {
 
 mod attach;
 mod blind;
+// The C API: built with the `capi` feature, and always in the unit tests.
+#[cfg(any(feature = "capi", test))]
+mod capi;
 mod error;
 mod launch;
 mod maps;

@@ -49,3 +49,5 @@ mod selectors;
 mod steady_state;
 // The examples (precopy, wss) run against C children with known memory.
 mod examples;
+// The C API (feature `capi`): a C program links libuffd_dirty.so and tracks a child.
+mod capi;

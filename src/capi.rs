@@ -1,0 +1,1077 @@
+//! The C ABI (cargo feature `capi`): `libuffd_dirty.so` and its header `include/uffd_dirty.h`,
+//! generated from this file by cbindgen (`cbindgen --config cbindgen.toml --output
+//! include/uffd_dirty.h src/capi.rs`; `tests/capi.rs` fails when the committed header is stale).
+//!
+//! A thin layer over the public Rust API ([`Target`], [`TrackerBuilder`], [`Tracker`],
+//! [`Harvest`], [`Span`], [`SpanSet`], [`Error`]) and nothing else. Conventions, as the header
+//! states them to C:
+//!
+//! - Opaque handles, each with its own free function: `struct uffd_dirty_target`,
+//!   `struct uffd_dirty_tracker` (freed by `uffd_dirty_detach`), `struct uffd_dirty_harvest`.
+//! - Calls that make a handle return it, or NULL on failure. Calls that return `int` return 0
+//!   (or a count) on success and a negated `enum uffd_dirty_error` on failure. Either way a
+//!   failure sets this thread's last error: `uffd_dirty_last_error()` (one line of text),
+//!   `uffd_dirty_last_error_kind()`, `uffd_dirty_last_errno()`. Success leaves it as it was,
+//!   as errno does.
+//! - NULL where a handle or buffer is required is a `UFFD_DIRTY_ERROR_BAD_INPUT` failure, never a
+//!   crash; free functions accept NULL. A panic never crosses into C: it is caught and turned
+//!   into `UFFD_DIRTY_ERROR_OTHER`.
+//! - A handle may be used by one thread at a time; different handles on different threads are
+//!   independent.
+
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+use std::cell::RefCell;
+use std::ffi::{CStr, CString, OsStr, c_char, c_int, c_void};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::UNIX_EPOCH;
+
+use crate::{
+    Error, Gone, Harvest, MappingKind, Method, Selector, Span, SpanSet, Target, Tracker,
+    TrackerBuilder,
+};
+
+/// A process to track: opened by PID (`uffd_dirty_target_open()`) or launched as a command
+/// (`uffd_dirty_target_launch()`). Freed by `uffd_dirty_target_free()`.
+pub struct UffdDirtyTarget(Target);
+
+/// Tracks which pages of one process are written. Made by `uffd_dirty_attach()`; freed (which
+/// detaches: the kernel drops every protection) by `uffd_dirty_detach()`.
+pub struct UffdDirtyTracker(Tracker);
+
+/// What one harvest found. Made by `uffd_dirty_harvest_new()`, filled (its contents replaced)
+/// by every `uffd_dirty_harvest()` into it, freed by `uffd_dirty_harvest_free()`. Reusing one
+/// keeps harvests from allocating in the steady state.
+pub struct UffdDirtyHarvest(Harvest);
+
+// A handle is used by one thread at a time, but not always the same one: what it holds must
+// be Send.
+const _: () = {
+    const fn send<T: Send>() {}
+    send::<UffdDirtyTarget>();
+    send::<UffdDirtyTracker>();
+    send::<UffdDirtyHarvest>();
+};
+
+/// A half-open address range `[start, end)` of the target's address space. Spans from a
+/// harvest are page-aligned, sorted, and neither overlap nor touch.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UffdDirtySpan {
+    /// The first address in the range.
+    pub start: u64,
+    /// The first address past the range.
+    pub end: u64,
+}
+
+// A harvest's spans are handed to C in place, as `struct uffd_dirty_span`: the Rust `Span`
+// must have the same layout. Checked here, at compile time, for the compiler in use.
+const _: () = {
+    assert!(size_of::<Span>() == size_of::<UffdDirtySpan>());
+    assert!(align_of::<Span>() == align_of::<UffdDirtySpan>());
+    assert!(std::mem::offset_of!(Span, start) == std::mem::offset_of!(UffdDirtySpan, start));
+    assert!(std::mem::offset_of!(Span, end) == std::mem::offset_of!(UffdDirtySpan, end));
+};
+
+/// What kind of failure a call had. `int`-returning calls return it negated
+/// (`-UFFD_DIRTY_ERROR_GONE_EXITED`); `uffd_dirty_last_error_kind()` returns it as is.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UffdDirtyError {
+    /// No failure.
+    Ok = 0,
+    /// The caller may not trace the target (ptrace access mode, Yama, capabilities).
+    NotPermitted = 1,
+    /// The running kernel lacks a feature the request needs (userfaultfd's async
+    /// write-protect, PAGEMAP_SCAN, soft-dirty): another method or kernel may do.
+    Unsupported = 2,
+    /// Bad input: a PID that cannot be a target, a range or selector that picks nothing, a
+    /// command that cannot run, a NULL or malformed argument.
+    BadInput = 3,
+    /// The target exited: tracking is over (a harvest, or reading its pages).
+    GoneExited = 4,
+    /// The target ran a new program (execve) and the tracker does not follow it
+    /// (`UFFD_DIRTY_ATTACH_NO_FOLLOW_EXEC`), or following it failed (the text says why):
+    /// tracking is over.
+    GoneExec = 5,
+    /// Anything else (an I/O error, the kernel refusing a call): the text carries the context,
+    /// `uffd_dirty_last_errno()` the errno.
+    Other = 6,
+}
+
+/// How a tracker finds the written pages (`struct uffd_dirty_attach_opts.method`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UffdDirtyMethod {
+    /// userfaultfd async write-protect, harvested by PAGEMAP_SCAN with atomic re-protect (the
+    /// default: 0).
+    PagemapScan = 0,
+    /// The same arming, harvested by reads of /proc/PID/pagemap and re-protected with
+    /// UFFDIO_WRITEPROTECT.
+    PagemapRead = 1,
+    /// clear_refs soft-dirty, no userfaultfd; the target is stopped while its bits are read and
+    /// cleared (unless `UFFD_DIRTY_ATTACH_NO_FREEZE`). Needs CONFIG_MEM_SOFT_DIRTY.
+    SoftDirty = 2,
+}
+
+/// Kinds of mapping, as bits of `struct uffd_dirty_attach_opts.kinds`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UffdDirtyKind {
+    /// Private anonymous memory (malloc's arenas, `mmap(MAP_ANONYMOUS)`), named or not.
+    Anon = 1,
+    /// The brk heap, `[heap]`.
+    Heap = 2,
+    /// The main thread's stack, `[stack]`.
+    Stack = 4,
+    /// A file mapping (program text and data, libraries, mmap of a file).
+    File = 8,
+    /// Shared memory: memfd, /dev/shm, SysV, shared anonymous memory.
+    Shmem = 16,
+    /// hugetlbfs memory.
+    Hugetlb = 32,
+}
+
+const KINDS: [(UffdDirtyKind, MappingKind); 6] = [
+    (UffdDirtyKind::Anon, MappingKind::Anon),
+    (UffdDirtyKind::Heap, MappingKind::Heap),
+    (UffdDirtyKind::Stack, MappingKind::Stack),
+    (UffdDirtyKind::File, MappingKind::File),
+    (UffdDirtyKind::Shmem, MappingKind::Shmem),
+    (UffdDirtyKind::Hugetlb, MappingKind::Hugetlb),
+];
+
+/// `struct uffd_dirty_attach_opts.flags`: after the target runs a new program (execve), end
+/// tracking (harvests fail with `UFFD_DIRTY_ERROR_GONE_EXEC`) instead of attaching to the new
+/// program and going on.
+pub const UFFD_DIRTY_ATTACH_NO_FOLLOW_EXEC: u32 = 1;
+/// `struct uffd_dirty_attach_opts.flags`: soft-dirty only: do not stop the target while its
+/// bits are read and cleared (a write in between is lost); for callers that stop it
+/// themselves.
+pub const UFFD_DIRTY_ATTACH_NO_FREEZE: u32 = 2;
+
+const KNOWN_FLAGS: u32 = UFFD_DIRTY_ATTACH_NO_FOLLOW_EXEC | UFFD_DIRTY_ATTACH_NO_FREEZE;
+
+/// How to attach. Zero means the default for every field, so declare it with
+/// `UFFD_DIRTY_ATTACH_OPTS(opts, .method = ..., ...)`, which zeroes the rest and sets `sz`, or
+/// pass NULL for all defaults: PAGEMAP_SCAN, the whole address space, following exec.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct UffdDirtyAttachOpts {
+    /// `sizeof(struct uffd_dirty_attach_opts)`, as the caller was compiled with: a library
+    /// newer than the caller's header reads only that much (the fields past it take their
+    /// defaults); an older one refuses bytes it does not know unless they are zero.
+    pub sz: usize,
+    /// An `enum uffd_dirty_method`.
+    pub method: c_int,
+    /// `UFFD_DIRTY_ATTACH_*` bits, or 0.
+    pub flags: u32,
+    /// Track only these address ranges (their union), or, with `nr_ranges` 0, the whole
+    /// address space. Each must hold a trackable mapping when the tracker attaches.
+    pub ranges: *const UffdDirtySpan,
+    /// How many `ranges` there are.
+    pub nr_ranges: usize,
+    /// Track only mappings named so (or matching these globs: `*` any run of characters, `?`
+    /// any one; over the whole name as /proc/PID/maps shows it, or its last path component),
+    /// or of the `kinds`; with neither, every mapping in the ranges.
+    pub names: *const *const c_char,
+    /// How many `names` there are.
+    pub nr_names: usize,
+    /// `UFFD_DIRTY_KIND_*` bits: track only mappings of these kinds (with `names`, mappings
+    /// either picks).
+    pub kinds: u32,
+}
+
+/// One line of text from a NUL-free string (a NUL byte would end it early in C).
+fn c_text(s: impl Into<String>) -> CString {
+    let s: String = s.into();
+    CString::new(s.replace('\0', "\\0")).unwrap_or_default()
+}
+
+struct LastError {
+    kind: UffdDirtyError,
+    errno: c_int,
+    message: CString,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<LastError> = RefCell::new(LastError {
+        kind: UffdDirtyError::Ok,
+        errno: 0,
+        message: CString::default(),
+    });
+}
+
+/// The C kind of a library error.
+fn kind_of(e: &Error) -> UffdDirtyError {
+    match e {
+        Error::NotPermitted(_) => UffdDirtyError::NotPermitted,
+        Error::Unsupported(_) => UffdDirtyError::Unsupported,
+        Error::BadInput(_) => UffdDirtyError::BadInput,
+        Error::Gone {
+            why: Gone::Exited, ..
+        } => UffdDirtyError::GoneExited,
+        Error::Gone {
+            why: Gone::Exec, ..
+        } => UffdDirtyError::GoneExec,
+        // The new program could not be attached to: the memory tracked is gone as for an
+        // exec not followed, and the text says why the new one is not tracked.
+        Error::AfterExec(_) => UffdDirtyError::GoneExec,
+        _ => UffdDirtyError::Other,
+    }
+}
+
+/// Record `e` as this thread's last error; its negated kind, for `int` returns.
+fn fail(e: &Error) -> c_int {
+    set_last(kind_of(e), e.raw_os_error().unwrap_or(0), e.to_string())
+}
+
+fn set_last(kind: UffdDirtyError, errno: c_int, message: String) -> c_int {
+    // A thread being torn down has no last error to set: nothing to tell then.
+    let _ = LAST_ERROR.try_with(|last| {
+        if let Ok(mut last) = last.try_borrow_mut() {
+            *last = LastError {
+                kind,
+                errno,
+                message: c_text(message),
+            };
+        }
+    });
+    -(kind as c_int)
+}
+
+fn bad_input(message: impl Into<String>) -> Error {
+    Error::BadInput(message.into())
+}
+
+/// Run `f` with panics caught: a panic is recorded as `UFFD_DIRTY_ERROR_OTHER` and gives
+/// `on_panic`.
+fn guard<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_string());
+            set_last(
+                UffdDirtyError::Other,
+                0,
+                format!("internal error in libuffd_dirty (please report): {what}"),
+            );
+            on_panic
+        }
+    }
+}
+
+/// An `int`-returning call: 0 (or the count `f` gives) or the negated kind.
+fn int_call(f: impl FnOnce() -> Result<c_int, Error>) -> c_int {
+    guard(-(UffdDirtyError::Other as c_int), || match f() {
+        Ok(v) => v,
+        Err(e) => fail(&e),
+    })
+}
+
+/// A handle-making call: the new handle, or NULL.
+fn new_handle<T>(f: impl FnOnce() -> Result<T, Error>) -> *mut T {
+    guard(std::ptr::null_mut(), || match f() {
+        Ok(v) => Box::into_raw(Box::new(v)),
+        Err(e) => {
+            fail(&e);
+            std::ptr::null_mut()
+        }
+    })
+}
+
+/// Free a handle made by [`new_handle`] (NULL: nothing), panics in its drop caught.
+///
+/// # Safety
+/// `p` is NULL or came from `new_handle::<T>` and is not used again.
+unsafe fn free_handle<T>(p: *mut T) {
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: the caller passes a pointer from Box::into_raw (new_handle), freed once.
+    let boxed = unsafe { Box::from_raw(p) };
+    guard((), move || drop(boxed));
+}
+
+/// The handle behind `p`, or a bad-input error naming the argument.
+///
+/// # Safety
+/// `p` is NULL or points to a live `T` not mutated elsewhere for the returned lifetime.
+unsafe fn arg<'a, T>(p: *const T, name: &str) -> Result<&'a T, Error> {
+    // SAFETY: the caller's contract: NULL or a valid, live handle.
+    unsafe { p.as_ref() }.ok_or_else(|| bad_input(format!("{name} is NULL")))
+}
+
+/// The handle behind `p`, mutably, or a bad-input error naming the argument.
+///
+/// # Safety
+/// `p` is NULL or points to a live `T` not used elsewhere for the returned lifetime.
+unsafe fn arg_mut<'a, T>(p: *mut T, name: &str) -> Result<&'a mut T, Error> {
+    // SAFETY: the caller's contract: NULL or a valid, live handle used by this thread alone.
+    unsafe { p.as_mut() }.ok_or_else(|| bad_input(format!("{name} is NULL")))
+}
+
+/// `n` elements at `p` as a slice (`p` may be NULL when `n` is 0).
+///
+/// # Safety
+/// With `n` > 0, `p` is NULL or points to `n` valid, initialized `T`s that outlive `'a`.
+unsafe fn array<'a, T>(p: *const T, n: usize, name: &str) -> Result<&'a [T], Error> {
+    if n == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(bad_input(format!("{name} is NULL but its count is {n}")));
+    }
+    // SAFETY: p is non-null and, by the caller's contract, points to n valid elements.
+    Ok(unsafe { std::slice::from_raw_parts(p, n) })
+}
+
+/// The spans of `set` as C sees them, with their count stored through `count` (if not NULL).
+fn spans_out(set: &SpanSet, count: *mut usize) -> *const UffdDirtySpan {
+    let spans = set.as_slice();
+    if !count.is_null() {
+        // SAFETY: the caller passes NULL or a pointer to a writable size_t.
+        unsafe { count.write(spans.len()) };
+    }
+    // Same layout (checked at compile time above): the spans are handed over in place.
+    spans.as_ptr().cast()
+}
+
+/// No spans: a count of 0 stored through `count` (if not NULL), and NULL.
+fn no_spans(count: *mut usize) -> *const UffdDirtySpan {
+    if !count.is_null() {
+        // SAFETY: the caller passes NULL or a pointer to a writable size_t.
+        unsafe { count.write(0) };
+    }
+    std::ptr::null()
+}
+
+/// The library's version, as `"0.1.0"`.
+///
+/// # Safety
+/// None: the string is static.
+#[unsafe(no_mangle)]
+pub extern "C" fn uffd_dirty_version() -> *const c_char {
+    static VERSION: &CStr =
+        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+            Ok(v) => v,
+            Err(_) => c"",
+        };
+    VERSION.as_ptr()
+}
+
+/// The text of this thread's last failure: one line naming the problem and, where there is
+/// one, the fix. Empty if no call on this thread has failed. Valid until the next failing call
+/// on this thread.
+///
+/// # Safety
+/// None: the string belongs to the calling thread; do not free it, or use it after a later
+/// failing call on this thread, or after the thread exits.
+#[unsafe(no_mangle)]
+pub extern "C" fn uffd_dirty_last_error() -> *const c_char {
+    LAST_ERROR
+        .try_with(|last| last.borrow().message.as_ptr())
+        .unwrap_or(c"".as_ptr())
+}
+
+/// The kind (`enum uffd_dirty_error`, positive) of this thread's last failure;
+/// `UFFD_DIRTY_ERROR_OK` if none.
+///
+/// # Safety
+/// None.
+#[unsafe(no_mangle)]
+pub extern "C" fn uffd_dirty_last_error_kind() -> c_int {
+    LAST_ERROR
+        .try_with(|last| last.borrow().kind as c_int)
+        .unwrap_or(0)
+}
+
+/// The errno at the root of this thread's last failure, or 0 if it had none (most failures
+/// other than `UFFD_DIRTY_ERROR_OTHER` have none: the kind says what is wrong).
+///
+/// # Safety
+/// None.
+#[unsafe(no_mangle)]
+pub extern "C" fn uffd_dirty_last_errno() -> c_int {
+    LAST_ERROR.try_with(|last| last.borrow().errno).unwrap_or(0)
+}
+
+/// A short name for an error kind, given as is or negated (as `int` calls return it):
+/// `"not permitted"`, `"unsupported"`, `"bad input"`, `"gone: exited"`, `"gone: exec"`,
+/// `"other"`, `"ok"` for 0, `"unknown"` for anything else.
+///
+/// # Safety
+/// None: the string is static.
+#[unsafe(no_mangle)]
+pub extern "C" fn uffd_dirty_strerror(kind: c_int) -> *const c_char {
+    let name = match kind.unsigned_abs() {
+        0 => c"ok",
+        1 => c"not permitted",
+        2 => c"unsupported",
+        3 => c"bad input",
+        4 => c"gone: exited",
+        5 => c"gone: exec",
+        6 => c"other",
+        _ => c"unknown",
+    };
+    name.as_ptr()
+}
+
+/// Open the running process `pid` as a target. NULL on failure: `UFFD_DIRTY_ERROR_BAD_INPUT` for
+/// what cannot be a target (no such process, a thread ID, a kernel thread, a zombie, the
+/// caller itself), `UFFD_DIRTY_ERROR_NOT_PERMITTED` for a process the caller may not trace.
+///
+/// # Safety
+/// None.
+#[unsafe(no_mangle)]
+pub extern "C" fn uffd_dirty_target_open(pid: libc::pid_t) -> *mut UffdDirtyTarget {
+    new_handle(|| Target::open(pid).map(UffdDirtyTarget))
+}
+
+/// Start a command as a child of the caller: `argv` is the program (looked up in PATH) and its
+/// arguments, ending with NULL, as for execvp. The child waits before its exec until a tracker
+/// attaches (`uffd_dirty_attach()`), so every write of the new program is seen; a program that
+/// cannot run is reported by that attach. Freeing the target terminates a command still
+/// running (SIGTERM, then SIGKILL after 2 s), and kills one never attached to. NULL on failure.
+///
+/// The child is reaped by the library (`uffd_dirty_target_wait()`): do not `waitpid` it.
+///
+/// # Safety
+/// `argv` is NULL or a NULL-terminated array of NUL-terminated strings.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_target_launch(
+    argv: *const *const c_char,
+) -> *mut UffdDirtyTarget {
+    new_handle(|| {
+        if argv.is_null() {
+            return Err(bad_input("argv is NULL"));
+        }
+        let mut args: Vec<&OsStr> = Vec::new();
+        for i in 0.. {
+            // SAFETY: argv is a NULL-terminated array (the caller's contract): every index up
+            // to and including the terminator is in bounds.
+            let p = unsafe { *argv.add(i) };
+            if p.is_null() {
+                break;
+            }
+            // SAFETY: each element before the terminator is a NUL-terminated string.
+            args.push(OsStr::from_bytes(unsafe { CStr::from_ptr(p) }.to_bytes()));
+        }
+        Target::launch(args).map(UffdDirtyTarget)
+    })
+}
+
+/// The target's process ID; `-UFFD_DIRTY_ERROR_BAD_INPUT` if `target` is NULL.
+///
+/// # Safety
+/// `target` is NULL or a live target.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_target_pid(target: *const UffdDirtyTarget) -> libc::pid_t {
+    // SAFETY: the caller's contract.
+    int_call(|| Ok(unsafe { arg(target, "target") }?.0.pid()))
+}
+
+/// The target's pidfd, for poll/epoll: it turns readable when the process exits. It stays the
+/// target's: do not close it; it is valid until the target is freed.
+///
+/// # Safety
+/// `target` is NULL or a live target.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_target_fd(target: *const UffdDirtyTarget) -> c_int {
+    // SAFETY: the caller's contract.
+    int_call(|| Ok(unsafe { arg(target, "target") }?.0.as_fd().as_raw_fd()))
+}
+
+/// 1 if the target has exited, 0 if it runs, or a negated error kind.
+///
+/// # Safety
+/// `target` is NULL or a live target.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_target_has_exited(target: *const UffdDirtyTarget) -> c_int {
+    int_call(|| {
+        // SAFETY: the caller's contract.
+        let target = unsafe { arg(target, "target") }?;
+        Ok(c_int::from(target.0.has_exited()))
+    })
+}
+
+/// Wait for a launched command to exit and return its exit status (0-255; 128+N for death by
+/// signal N). `-UFFD_DIRTY_ERROR_BAD_INPUT` for a target opened by PID (not the caller's to reap)
+/// or a command that was never let run (no tracker attached).
+///
+/// # Safety
+/// `target` is NULL or a live target.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_target_wait(target: *const UffdDirtyTarget) -> c_int {
+    int_call(|| {
+        // SAFETY: the caller's contract.
+        let target = unsafe { arg(target, "target") }?;
+        target.0.wait().ok_or_else(|| {
+            bad_input(if target.0.is_launched() {
+                format!(
+                    "the command (PID {}) never ran: no tracker attached to it",
+                    target.0.pid()
+                )
+            } else {
+                format!(
+                    "PID {} was opened, not launched: only its parent can wait for it",
+                    target.0.pid()
+                )
+            })
+        })
+    })
+}
+
+/// Free a target (NULL: nothing). A launched command still running is terminated (SIGTERM,
+/// then SIGKILL after 2 s); one never attached to is killed. A tracker attached to it goes on
+/// until its harvests report the process gone.
+///
+/// # Safety
+/// `target` is NULL or a target from this library, not used again.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_target_free(target: *mut UffdDirtyTarget) {
+    // SAFETY: the caller's contract: a pointer from new_handle, freed once.
+    unsafe { free_handle(target) }
+}
+
+/// The options of a NULL `opts`: every field zero, the defaults.
+const UFFD_DIRTY_DEFAULTS: UffdDirtyAttachOpts = UffdDirtyAttachOpts {
+    sz: size_of::<UffdDirtyAttachOpts>(),
+    method: UffdDirtyMethod::PagemapScan as c_int,
+    flags: 0,
+    ranges: std::ptr::null(),
+    nr_ranges: 0,
+    names: std::ptr::null(),
+    nr_names: 0,
+    kinds: 0,
+};
+
+/// Read the caller's options: `sz` first, then as much of the struct as both sides know.
+///
+/// # Safety
+/// `opts` is NULL or points to `opts->sz` readable bytes, starting with a `size_t`.
+unsafe fn read_opts(opts: *const UffdDirtyAttachOpts) -> Result<UffdDirtyAttachOpts, Error> {
+    let mut ours = UFFD_DIRTY_DEFAULTS;
+    if opts.is_null() {
+        return Ok(ours);
+    }
+    // SAFETY: opts points to at least the leading size_t (the caller's contract).
+    let sz = unsafe { std::ptr::addr_of!((*opts).sz).read() };
+    // The sizes of the struct a caller may have been built with: each release that adds
+    // fields adds its size here. Any other size is a caller that did not set `sz`.
+    const RELEASED: [usize; 1] = [size_of::<UffdDirtyAttachOpts>()];
+    if !RELEASED.contains(&sz) && sz <= size_of::<UffdDirtyAttachOpts>() {
+        return Err(bad_input(format!(
+            "opts->sz is {sz}: set it to sizeof(struct uffd_dirty_attach_opts) (UFFD_DIRTY_ATTACH_OPTS does)"
+        )));
+    }
+    let bytes = opts.cast::<u8>();
+    let known = size_of::<UffdDirtyAttachOpts>();
+    for at in known..sz {
+        // SAFETY: the caller's struct holds sz bytes.
+        if unsafe { bytes.add(at).read() } != 0 {
+            return Err(bad_input(format!(
+                "opts sets fields this libuffd_dirty does not know (byte {at} of {sz}): it is older than the header the caller was built with"
+            )));
+        }
+    }
+    // SAFETY: min(sz, known) bytes are readable at opts and writable at ours; the struct is
+    // plain integers and pointers, for which every byte pattern is valid.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            bytes,
+            (&mut ours as *mut UffdDirtyAttachOpts).cast::<u8>(),
+            sz.min(known),
+        )
+    };
+    ours.sz = sz;
+    Ok(ours)
+}
+
+/// Attach a tracker to `target` as `opts` say (NULL: the defaults): make sure the kernel can
+/// track it, check the ranges against its mappings, then write-protect everything in scope.
+/// A launched target is let run (its exec) once armed. NULL on failure, leaving the target as
+/// it was: `UFFD_DIRTY_ERROR_UNSUPPORTED` when the kernel lacks what the method needs,
+/// `UFFD_DIRTY_ERROR_BAD_INPUT` for options that select nothing (a range without a trackable
+/// mapping, selectors that pick nothing) or are malformed, `UFFD_DIRTY_ERROR_NOT_PERMITTED` when the
+/// caller may not trace the target.
+///
+/// The library runs the `uffd-dirty` program as its attach helper: it is found through
+/// `$UFFD_DIRTY_ATTACH_HELPER`, beside the running program or one directory up, or in PATH.
+///
+/// The tracker does not borrow the target: either may be freed first.
+///
+/// # Safety
+/// `target` is NULL or a live target; `opts` is NULL or a valid options struct whose arrays
+/// hold as many valid elements as their counts say.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_attach(
+    target: *mut UffdDirtyTarget,
+    opts: *const UffdDirtyAttachOpts,
+) -> *mut UffdDirtyTracker {
+    new_handle(|| {
+        // SAFETY: the caller's contract.
+        let target = unsafe { arg(target, "target") }?;
+        // SAFETY: the caller's contract.
+        let opts = unsafe { read_opts(opts) }?;
+        let method = match opts.method {
+            m if m == UffdDirtyMethod::PagemapScan as c_int => Method::PagemapScan,
+            m if m == UffdDirtyMethod::PagemapRead as c_int => Method::PagemapRead,
+            m if m == UffdDirtyMethod::SoftDirty as c_int => Method::SoftDirty,
+            m => {
+                return Err(bad_input(format!(
+                    "opts->method is {m}: not an enum uffd_dirty_method"
+                )));
+            }
+        };
+        if opts.flags & !KNOWN_FLAGS != 0 {
+            return Err(bad_input(format!(
+                "opts->flags has unknown bits {:#x}",
+                opts.flags & !KNOWN_FLAGS
+            )));
+        }
+        let mut builder = TrackerBuilder::new()
+            .method(method)
+            .follow_exec(opts.flags & UFFD_DIRTY_ATTACH_NO_FOLLOW_EXEC == 0)
+            .freeze(opts.flags & UFFD_DIRTY_ATTACH_NO_FREEZE == 0);
+        // SAFETY: the caller's contract: nr_ranges valid spans.
+        for r in unsafe { array(opts.ranges, opts.nr_ranges, "opts->ranges") }? {
+            if r.start >= r.end {
+                return Err(bad_input(format!(
+                    "opts->ranges holds an empty range {:#x}-{:#x}: its end must be past its start",
+                    r.start, r.end
+                )));
+            }
+            builder = builder.range(Span::new(r.start, r.end));
+        }
+        // SAFETY: the caller's contract: nr_names string pointers.
+        for (i, &name) in unsafe { array(opts.names, opts.nr_names, "opts->names") }?
+            .iter()
+            .enumerate()
+        {
+            if name.is_null() {
+                return Err(bad_input(format!("opts->names[{i}] is NULL")));
+            }
+            // SAFETY: a non-null element is a NUL-terminated string (the caller's contract).
+            let name = unsafe { CStr::from_ptr(name) };
+            let Ok(name) = name.to_str() else {
+                return Err(bad_input(format!(
+                    "opts->names[{i}] is not UTF-8: mapping names are matched as /proc/PID/maps shows them, with other bytes written \\xNN"
+                )));
+            };
+            builder = builder.select(Selector::name(name));
+        }
+        let all_kinds = KINDS.iter().fold(0, |m, (bit, _)| m | *bit as u32);
+        if opts.kinds & !all_kinds != 0 {
+            return Err(bad_input(format!(
+                "opts->kinds has unknown bits {:#x}",
+                opts.kinds & !all_kinds
+            )));
+        }
+        for (bit, kind) in KINDS {
+            if opts.kinds & bit as u32 != 0 {
+                builder = builder.select(Selector::Kind(kind));
+            }
+        }
+        builder.attach(&target.0).map(UffdDirtyTracker)
+    })
+}
+
+/// The tracked process's ID, or `-UFFD_DIRTY_ERROR_BAD_INPUT` if `tracker` is NULL.
+///
+/// # Safety
+/// `tracker` is NULL or a live tracker.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_tracker_pid(tracker: *const UffdDirtyTracker) -> libc::pid_t {
+    // SAFETY: the caller's contract.
+    int_call(|| Ok(unsafe { arg(tracker, "tracker") }?.0.pid()))
+}
+
+/// The page size the tracker's spans are made of, in bytes; 0 if `tracker` is NULL.
+///
+/// # Safety
+/// `tracker` is NULL or a live tracker.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_tracker_page_size(tracker: *const UffdDirtyTracker) -> u64 {
+    guard(0, || {
+        // SAFETY: the caller's contract.
+        unsafe { tracker.as_ref() }.map_or(0, |t| t.0.page_size())
+    })
+}
+
+/// Detach and free a tracker (NULL: nothing): its userfaultfd is closed, the kernel drops every
+/// protection, and the target is left exactly as it was.
+///
+/// # Safety
+/// `tracker` is NULL or a tracker from this library, not used again.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_detach(tracker: *mut UffdDirtyTracker) {
+    // SAFETY: the caller's contract: a pointer from new_handle, freed once.
+    unsafe { free_handle(tracker) }
+}
+
+/// A new, empty harvest to fill with `uffd_dirty_harvest()`; NULL only if memory ran out.
+///
+/// # Safety
+/// None.
+#[unsafe(no_mangle)]
+pub extern "C" fn uffd_dirty_harvest_new() -> *mut UffdDirtyHarvest {
+    new_handle(|| Ok(UffdDirtyHarvest(Harvest::new())))
+}
+
+/// Free a harvest (NULL: nothing). Span pointers taken from it become invalid.
+///
+/// # Safety
+/// `harvest` is NULL or a harvest from this library, not used again.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_harvest_free(harvest: *mut UffdDirtyHarvest) {
+    // SAFETY: the caller's contract: a pointer from new_handle, freed once.
+    unsafe { free_handle(harvest) }
+}
+
+/// Harvest the pages written since the previous harvest (or the attach) into `harvest`, its
+/// contents replaced. 0, or a negated error kind: `UFFD_DIRTY_ERROR_GONE_EXITED` once the target
+/// exited, `UFFD_DIRTY_ERROR_GONE_EXEC` once it ran a new program the tracker does not follow (or
+/// could not attach to). No write made before the call began is missed; a write racing with it
+/// is reported by it or by the next one, and may be by both.
+///
+/// In the steady state (no mapping changed) a harvest into a reused `harvest` allocates
+/// nothing. After a failure the harvest holds no spans.
+///
+/// # Safety
+/// `tracker` and `harvest` are NULL or live handles, used by no other thread meanwhile.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_harvest(
+    tracker: *mut UffdDirtyTracker,
+    harvest: *mut UffdDirtyHarvest,
+) -> c_int {
+    int_call(|| {
+        // SAFETY: the caller's contract.
+        let tracker = unsafe { arg_mut(tracker, "tracker") }?;
+        // SAFETY: the caller's contract.
+        let harvest = unsafe { arg_mut(harvest, "harvest") }?;
+        tracker.0.harvest_into(&mut harvest.0).map(|()| 0)
+    })
+}
+
+/// The written pages of the last harvest into `harvest`, as page-aligned spans in address
+/// order; their number is stored in `*count` (if `count` is not NULL). The array stays valid
+/// until the next harvest into `harvest`, or its free. With a count of 0 the pointer must not
+/// be dereferenced. NULL (count 0) if `harvest` is NULL.
+///
+/// # Safety
+/// `harvest` is NULL or a live harvest; `count` is NULL or points to a writable `size_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_harvest_spans(
+    harvest: *const UffdDirtyHarvest,
+    count: *mut usize,
+) -> *const UffdDirtySpan {
+    guard(std::ptr::null(), || {
+        // SAFETY: the caller's contract.
+        match unsafe { harvest.as_ref() } {
+            Some(h) => spans_out(h.0.dirty(), count),
+            None => no_spans(count),
+        }
+    })
+}
+
+/// How many pages the last harvest into `harvest` found written; 0 if `harvest` is NULL.
+///
+/// # Safety
+/// `harvest` is NULL or a live harvest.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_harvest_dirty_pages(harvest: *const UffdDirtyHarvest) -> u64 {
+    guard(0, || {
+        // SAFETY: the caller's contract.
+        unsafe { harvest.as_ref() }.map_or(0, |h| h.0.dirty_pages())
+    })
+}
+
+/// The memory the last harvest into `harvest` covered (what is armed, plus memory made
+/// read-only while it stays mapped, whose writes are still reported), as spans in address
+/// order, with their number stored in `*count`; valid as `uffd_dirty_harvest_spans()`'s.
+///
+/// # Safety
+/// `harvest` is NULL or a live harvest; `count` is NULL or points to a writable `size_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_harvest_tracked(
+    harvest: *const UffdDirtyHarvest,
+    count: *mut usize,
+) -> *const UffdDirtySpan {
+    guard(std::ptr::null(), || {
+        // SAFETY: the caller's contract.
+        match unsafe { harvest.as_ref() } {
+            Some(h) => spans_out(h.0.tracked(), count),
+            None => no_spans(count),
+        }
+    })
+}
+
+/// The harvest's number: 1 for the first harvest after attach (0 before any, or if `harvest`
+/// is NULL).
+///
+/// # Safety
+/// `harvest` is NULL or a live harvest.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_harvest_seq(harvest: *const UffdDirtyHarvest) -> u64 {
+    // SAFETY: the caller's contract.
+    guard(0, || unsafe { harvest.as_ref() }.map_or(0, |h| h.0.seq()))
+}
+
+/// Whether the target ran a new program since the previous harvest and the tracker attached to
+/// it: the spans are then the new program's populated memory.
+///
+/// # Safety
+/// `harvest` is NULL or a live harvest.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_harvest_after_exec(harvest: *const UffdDirtyHarvest) -> bool {
+    guard(false, || {
+        // SAFETY: the caller's contract.
+        unsafe { harvest.as_ref() }.is_some_and(|h| h.0.after_exec())
+    })
+}
+
+/// The instant the harvest stands for, in nanoseconds since the Unix epoch (CLOCK_REALTIME):
+/// every write before it is in this harvest or an earlier one. 0 before any harvest.
+///
+/// # Safety
+/// `harvest` is NULL or a live harvest.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_harvest_time_ns(harvest: *const UffdDirtyHarvest) -> u64 {
+    guard(0, || {
+        // SAFETY: the caller's contract.
+        unsafe { harvest.as_ref() }.map_or(0, |h| {
+            h.0.time()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        })
+    })
+}
+
+/// How long the harvest took, in nanoseconds (the mapping refresh and the harvest proper).
+///
+/// # Safety
+/// `harvest` is NULL or a live harvest.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_harvest_cost_ns(harvest: *const UffdDirtyHarvest) -> u64 {
+    guard(0, || {
+        // SAFETY: the caller's contract.
+        unsafe { harvest.as_ref() }.map_or(0, |h| h.0.cost().as_nanos() as u64)
+    })
+}
+
+/// Copy the contents of the pages in `spans` (`nr_spans` of them, page-aligned, in address
+/// order, not overlapping: as a harvest gives them) from the target's memory into `buf`, one
+/// after the other. `buf_len` must hold them all. The target is not stopped: a page written
+/// meanwhile may be copied in either state (the next harvest reports it again).
+///
+/// Pages that cannot be read (unmapped since, or never readable) are filled with zeros. Their
+/// spans are stored in `unreadable` (up to `*nr_unreadable` of them, the capacity on entry), and
+/// their number in `*nr_unreadable` (which may then exceed the capacity); pass NULL for both to
+/// ignore them. Returns 0, or a negated error kind (`UFFD_DIRTY_ERROR_GONE_EXITED` once the target
+/// exited).
+///
+/// # Safety
+/// `tracker` is NULL or a live tracker; `spans` holds `nr_spans` spans; `buf` has `buf_len`
+/// writable bytes; `unreadable` has room for `*nr_unreadable` spans, and `nr_unreadable` is NULL
+/// or a readable and writable `size_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_read_pages(
+    tracker: *const UffdDirtyTracker,
+    spans: *const UffdDirtySpan,
+    nr_spans: usize,
+    buf: *mut c_void,
+    buf_len: usize,
+    unreadable: *mut UffdDirtySpan,
+    nr_unreadable: *mut usize,
+) -> c_int {
+    int_call(|| {
+        // SAFETY: the caller's contract.
+        let tracker = unsafe { arg(tracker, "tracker") }?;
+        // SAFETY: the caller's contract: nr_spans valid spans.
+        let spans = unsafe { array(spans, nr_spans, "spans") }?;
+        let page = tracker.0.page_size();
+        let mut total: u64 = 0;
+        let mut prev_end = 0;
+        for (i, s) in spans.iter().enumerate() {
+            if s.start >= s.end || s.start % page != 0 || s.end % page != 0 {
+                return Err(bad_input(format!(
+                    "spans[{i}] {:#x}-{:#x} is not a non-empty run of whole pages ({page} bytes)",
+                    s.start, s.end
+                )));
+            }
+            if s.start < prev_end {
+                return Err(bad_input(format!(
+                    "spans[{i}] {:#x}-{:#x} overlaps or precedes the span before it: give spans in address order",
+                    s.start, s.end
+                )));
+            }
+            prev_end = s.end;
+            total += s.end - s.start;
+        }
+        if total > buf_len as u64 {
+            return Err(bad_input(format!(
+                "buf_len is {buf_len} bytes: the spans hold {total}"
+            )));
+        }
+        let mut out: &mut [u8] = if total == 0 {
+            &mut []
+        } else if buf.is_null() {
+            return Err(bad_input("buf is NULL"));
+        } else {
+            // SAFETY: buf has buf_len >= total writable bytes (the caller's contract).
+            unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), total as usize) }
+        };
+        let set = SpanSet::from(
+            spans
+                .iter()
+                .map(|s| Span::new(s.start, s.end))
+                .collect::<Vec<_>>(),
+        );
+        let missed = tracker.0.read_pages(&set, &mut out)?;
+        if !nr_unreadable.is_null() {
+            let cap = if unreadable.is_null() {
+                0
+            } else {
+                // SAFETY: nr_unreadable is a readable size_t (the caller's contract).
+                unsafe { nr_unreadable.read() }
+            };
+            for (i, s) in missed.iter().take(cap).enumerate() {
+                // SAFETY: unreadable has room for cap spans (the caller's contract).
+                unsafe {
+                    unreadable.add(i).write(UffdDirtySpan {
+                        start: s.start,
+                        end: s.end,
+                    })
+                };
+            }
+            // SAFETY: nr_unreadable is a writable size_t (the caller's contract).
+            unsafe { nr_unreadable.write(missed.len()) };
+        }
+        Ok(0)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last_error() -> String {
+        // SAFETY: the last error is a NUL-terminated string of this thread.
+        unsafe { CStr::from_ptr(uffd_dirty_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn a_panic_is_an_error_in_c_not_an_unwind() {
+        assert_eq!(
+            int_call(|| panic!("boom")),
+            -(UffdDirtyError::Other as c_int)
+        );
+        assert_eq!(uffd_dirty_last_error_kind(), UffdDirtyError::Other as c_int);
+        assert!(last_error().contains("boom"), "{}", last_error());
+        let p: *mut UffdDirtyHarvest = new_handle(|| panic!("{}", String::from("bang")));
+        assert!(p.is_null());
+        assert!(last_error().contains("bang"), "{}", last_error());
+    }
+
+    #[test]
+    fn every_error_has_its_c_kind() {
+        let gone = |why| Error::Gone { pid: 1, why };
+        for (e, kind) in [
+            (
+                Error::NotPermitted("n".into()),
+                UffdDirtyError::NotPermitted,
+            ),
+            (Error::Unsupported("u".into()), UffdDirtyError::Unsupported),
+            (Error::BadInput("b".into()), UffdDirtyError::BadInput),
+            (gone(Gone::Exited), UffdDirtyError::GoneExited),
+            (gone(Gone::Exec), UffdDirtyError::GoneExec),
+            (
+                Error::AfterExec(Box::new(Error::NotPermitted("setuid".into()))),
+                UffdDirtyError::GoneExec,
+            ),
+            (
+                Error::Failed {
+                    message: "f\0x".into(),
+                    errno: Some(libc::EIO),
+                },
+                UffdDirtyError::Other,
+            ),
+        ] {
+            assert_eq!(fail(&e), -(kind as c_int), "{e:?}");
+            assert_eq!(uffd_dirty_last_error_kind(), kind as c_int);
+        }
+        // The errno, and a NUL in a message kept visible rather than cutting it short.
+        assert_eq!(uffd_dirty_last_errno(), libc::EIO);
+        assert_eq!(last_error(), "f\\0x");
+    }
+
+    #[test]
+    fn options_are_read_by_their_size() {
+        fn read<T>(opts: &T) -> Result<UffdDirtyAttachOpts, Error> {
+            // SAFETY: `opts` is a live struct that starts with the options, o.sz bytes long
+            // at most (every caller below), and the pointer covers all of it.
+            unsafe { read_opts((opts as *const T).cast()) }
+        }
+        let mut o = UFFD_DIRTY_DEFAULTS;
+        assert!(matches!(read(&o), Ok(r) if r.method == 0 && r.nr_ranges == 0));
+        o.sz = 0;
+        assert!(matches!(read(&o), Err(Error::BadInput(_))));
+        o.sz = 12;
+        assert!(matches!(read(&o), Err(Error::BadInput(_))));
+        #[repr(C)]
+        struct Newer {
+            o: UffdDirtyAttachOpts,
+            future: u64,
+        }
+        let mut newer = Newer {
+            o: UffdDirtyAttachOpts {
+                sz: size_of::<Newer>(),
+                flags: UFFD_DIRTY_ATTACH_NO_FOLLOW_EXEC,
+                ..UFFD_DIRTY_DEFAULTS
+            },
+            future: 0,
+        };
+        let r = read(&newer);
+        assert!(matches!(r, Ok(r) if r.flags == UFFD_DIRTY_ATTACH_NO_FOLLOW_EXEC));
+        newer.future = 7;
+        assert!(matches!(read(&newer), Err(Error::BadInput(_))));
+        // SAFETY: NULL is valid: the defaults.
+        let r = unsafe { read_opts(std::ptr::null()) };
+        assert!(matches!(r, Ok(r) if r.sz == size_of::<UffdDirtyAttachOpts>()));
+    }
+
+    #[test]
+    fn spans_are_handed_over_in_place() {
+        let set = SpanSet::from(vec![Span::new(0x3000, 0x5000), Span::new(0x1000, 0x2000)]);
+        let mut n = 0;
+        let p = spans_out(&set, &mut n);
+        // SAFETY: spans_out hands out the set's n spans, alive as long as the set.
+        let c = unsafe { std::slice::from_raw_parts(p, n) };
+        assert_eq!(
+            c,
+            [
+                UffdDirtySpan {
+                    start: 0x1000,
+                    end: 0x2000
+                },
+                UffdDirtySpan {
+                    start: 0x3000,
+                    end: 0x5000
+                }
+            ]
+        );
+        n = 9;
+        // SAFETY: NULL is a valid harvest argument.
+        assert!(unsafe { uffd_dirty_harvest_spans(std::ptr::null(), &mut n) }.is_null());
+        assert_eq!(n, 0);
+    }
+}
