@@ -507,15 +507,13 @@ static void launched(void)
 	/* Freeing it terminates the command (SIGTERM): sleep's status says so. */
 	uffd_dirty_target_free(t);
 
-	/* A program that cannot run: the attach says so, naming it. The Rust API documents this
-	 * as Error::BadInput, but the library reports it as Error::Failed (no errno: it is in
-	 * the text only), so either kind passes here until that is settled. */
+	/* A program that cannot run: the attach says so, naming it, with the errno. */
 	const char *missing[] = { "/nonexistent/uffd-dirty-capi-test", NULL };
 	t = uffd_dirty_target_launch(missing);
 	CHECK(t, "target_launch: %s", uffd_dirty_last_error());
 	CHECK(!uffd_dirty_attach(t, NULL), "attach to a program that cannot run succeeded");
 	int kind = uffd_dirty_last_error_kind();
-	CHECK((kind == UFFD_DIRTY_ERROR_BAD_INPUT || kind == UFFD_DIRTY_ERROR_OTHER) &&
+	CHECK(kind == UFFD_DIRTY_ERROR_OTHER && uffd_dirty_last_errno() == ENOENT &&
 		      strstr(uffd_dirty_last_error(), "/nonexistent/uffd-dirty-capi-test"),
 	      "attach to a program that cannot run: %s: %s", uffd_dirty_strerror(kind),
 	      uffd_dirty_last_error());
@@ -528,10 +526,12 @@ static void launched(void)
 		     UFFD_DIRTY_ERROR_BAD_INPUT);
 	expect_error("target_launch NULL", uffd_dirty_target_launch(NULL) != NULL,
 		     UFFD_DIRTY_ERROR_BAD_INPUT);
-	/* Reported, not checked: every launched target leaves 3 fds open in the caller today
-	 * (Pending::exec_held forgets the Pending, with its pipe ends). */
+	/* Every launched target's fds are closed once it is freed. */
+	int fds_after = open_fds();
+	CHECK(fds_after == fds_before, "launches left fds open: %d before, %d after", fds_before,
+	      fds_after);
 	printf("launches: fds open before %d, after freeing every target %d\n", fds_before,
-	       open_fds());
+	       fds_after);
 }
 
 static void bad_targets(void)
