@@ -470,7 +470,7 @@ fn pmd_hole_item(support: &Result<uffd::KernelSupport, String>) -> Item {
 /// only seeing bit 55 go from 0 (after clearing) to 1 (after a write) proves it.
 ///
 /// Clears the soft-dirty bits of the whole calling process as a side effect.
-pub fn soft_dirty_round_trip() -> io::Result<bool> {
+pub(crate) fn soft_dirty_round_trip() -> io::Result<bool> {
     let page = sys::AnonMapping::new(sys::page_size() as usize, 0)?;
     let pagemap = File::open("/proc/self/pagemap")?;
     let mut clear_refs = OpenOptions::new()
