@@ -55,18 +55,32 @@ pub const PROCMAP_QUERY_COVERING_OR_NEXT_VMA: u64 = 0x10;
 pub const PIDFD_GET_INFO: u64 = 0xC040_FF0B;
 pub const PIDFD_INFO_EXIT: u64 = 1 << 3;
 
-// PAGEMAP_SCAN page categories and flags.
-pub const PAGE_IS_WPALLOWED: u64 = 1 << 0;
-pub const PAGE_IS_WRITTEN: u64 = 1 << 1;
-pub const PAGE_IS_FILE: u64 = 1 << 2;
-pub const PAGE_IS_PRESENT: u64 = 1 << 3;
-pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
-pub const PAGE_IS_PFNZERO: u64 = 1 << 5;
-pub const PAGE_IS_HUGE: u64 = 1 << 6;
-/// Added after 6.7 (which rejects it): probe before use.
-pub const PAGE_IS_SOFT_DIRTY: u64 = 1 << 7;
-/// 6.15: guard regions (`MADV_GUARD_INSTALL`).
-pub const PAGE_IS_GUARD: u64 = 1 << 8;
+bitflags::bitflags! {
+    /// PAGEMAP_SCAN's page categories (`PAGE_IS_*`), by the uapi's names less the prefix.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Categories: u64 {
+        /// In a VMA registered for userfaultfd async write-protect.
+        const WPALLOWED = 1 << 0;
+        /// Not uffd-write-protected: written since it was last protected.
+        const WRITTEN = 1 << 1;
+        /// Backed by a file (or shmem) page, not an anonymous one.
+        const FILE = 1 << 2;
+        /// In memory.
+        const PRESENT = 1 << 3;
+        /// Swapped out (a uffd-wp marker reads so too).
+        const SWAPPED = 1 << 4;
+        /// The shared zero page.
+        const PFNZERO = 1 << 5;
+        /// Part of a huge page.
+        const HUGE = 1 << 6;
+        /// Soft-dirty. Added after 6.7 (which rejects it): probe before use.
+        const SOFT_DIRTY = 1 << 7;
+        /// A guard region (`MADV_GUARD_INSTALL`, 6.15).
+        const GUARD = 1 << 8;
+    }
+}
+
+// PAGEMAP_SCAN flags.
 pub const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
 #[allow(
     dead_code,
@@ -257,15 +271,17 @@ mod tests {
         // UFFDIO_WRITEPROTECT_MODE_WP (1 << 0) is an enum-less #define linux-raw-sys omits.
         assert_eq!(UFFDIO_WRITEPROTECT_MODE_WP, 1);
         assert_eq!(UFFDIO_WRITEPROTECT_BIT, 1u64 << g::_UFFDIO_WRITEPROTECT);
-        assert_eq!(PAGE_IS_WPALLOWED, u64::from(g::PAGE_IS_WPALLOWED));
-        assert_eq!(PAGE_IS_WRITTEN, u64::from(g::PAGE_IS_WRITTEN));
-        assert_eq!(PAGE_IS_FILE, u64::from(g::PAGE_IS_FILE));
-        assert_eq!(PAGE_IS_PRESENT, u64::from(g::PAGE_IS_PRESENT));
-        assert_eq!(PAGE_IS_SWAPPED, u64::from(g::PAGE_IS_SWAPPED));
-        assert_eq!(PAGE_IS_PFNZERO, u64::from(g::PAGE_IS_PFNZERO));
-        assert_eq!(PAGE_IS_HUGE, u64::from(g::PAGE_IS_HUGE));
-        assert_eq!(PAGE_IS_SOFT_DIRTY, u64::from(g::PAGE_IS_SOFT_DIRTY));
-        assert_eq!(PAGE_IS_GUARD, u64::from(g::PAGE_IS_GUARD));
+        let c = |bit: u32| Categories::from_bits_retain(u64::from(bit));
+        assert_eq!(Categories::WPALLOWED, c(g::PAGE_IS_WPALLOWED));
+        assert_eq!(Categories::WRITTEN, c(g::PAGE_IS_WRITTEN));
+        assert_eq!(Categories::FILE, c(g::PAGE_IS_FILE));
+        assert_eq!(Categories::PRESENT, c(g::PAGE_IS_PRESENT));
+        assert_eq!(Categories::SWAPPED, c(g::PAGE_IS_SWAPPED));
+        assert_eq!(Categories::PFNZERO, c(g::PAGE_IS_PFNZERO));
+        assert_eq!(Categories::HUGE, c(g::PAGE_IS_HUGE));
+        assert_eq!(Categories::SOFT_DIRTY, c(g::PAGE_IS_SOFT_DIRTY));
+        assert_eq!(Categories::GUARD, c(g::PAGE_IS_GUARD));
+        assert_eq!(Categories::all().bits(), (1 << 9) - 1);
         assert_eq!(CAP_SYS_PTRACE, g::CAP_SYS_PTRACE);
         assert_eq!(PM_SCAN_WP_MATCHING, u64::from(g::PM_SCAN_WP_MATCHING));
         assert_eq!(PM_SCAN_CHECK_WPASYNC, u64::from(g::PM_SCAN_CHECK_WPASYNC));

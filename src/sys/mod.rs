@@ -1,7 +1,9 @@
 //! Thin safe wrappers over the syscalls and ioctls the tracker uses, each returning
-//! `io::Result` with the errno intact. Raw numbers live in [`abi`].
+//! `io::Result` with the errno intact; `PAGEMAP_SCAN` goes through the typed queries of
+//! [`pagemap`]. Raw numbers live in [`abi`].
 
 pub mod abi;
+pub mod pagemap;
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -134,32 +136,6 @@ pub fn uffdio_writeprotect(uffd: BorrowedFd<'_>, start: u64, len: u64, wp: bool)
     // SAFETY: `arg` is a valid, exclusively borrowed uffdio_writeprotect for the duration of the call.
     cvt_ioctl(unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_WRITEPROTECT as _, &mut arg) })
         .map(drop)
-}
-
-/// `PAGEMAP_SCAN` on a `/proc/PID/pagemap` fd. `arg.vec`/`arg.vec_len` must describe `vec`
-/// (the caller passes it so the borrow is checked here). Returns the number of regions written.
-pub fn pagemap_scan(
-    pagemap: BorrowedFd<'_>,
-    arg: &mut PmScanArg,
-    vec: &mut [PageRegion],
-) -> io::Result<usize> {
-    arg.size = size_of::<PmScanArg>() as u64;
-    arg.vec = if vec.is_empty() {
-        0
-    } else {
-        vec.as_mut_ptr() as u64
-    };
-    arg.vec_len = vec.len() as u64;
-    // SAFETY: `arg` is a valid pm_scan_arg, and `vec`/`vec_len` describe a live, exclusively
-    // borrowed buffer of `page_region`s the kernel may fill up to `vec_len` entries.
-    let n = cvt_ioctl(unsafe {
-        libc::ioctl(
-            pagemap.as_raw_fd(),
-            PAGEMAP_SCAN as _,
-            arg as *mut PmScanArg,
-        )
-    })?;
-    Ok(n as usize)
 }
 
 /// `PROCMAP_QUERY` on a `/proc/PID/maps` fd: fills `q` with the VMA its `query_addr` and
