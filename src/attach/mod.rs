@@ -443,8 +443,14 @@ fn read_u64(mem: &fs::File, addr: u64) -> Option<u64> {
 
 /// The abort handler to resume at, if the thread stopped inside an rseq critical section.
 fn rseq_abort_ip(tid: i32, pid: i32, ip: u64) -> Option<u64> {
-    let mut conf = abi::PtraceRseqConfiguration::default();
-    let size = size_of::<abi::PtraceRseqConfiguration>();
+    let mut conf = abi::ptrace_rseq_configuration {
+        rseq_abi_pointer: 0,
+        rseq_abi_size: 0,
+        signature: 0,
+        flags: 0,
+        pad: 0,
+    };
+    let size = size_of::<abi::ptrace_rseq_configuration>();
     ptrace(
         abi::PTRACE_GET_RSEQ_CONFIGURATION,
         tid,

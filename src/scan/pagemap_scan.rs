@@ -11,7 +11,7 @@ use std::os::fd::AsFd;
 use super::push_run;
 use crate::maps::{Span, Vma};
 use crate::sys;
-use crate::sys::abi::PageRegion;
+use crate::sys::abi::page_region;
 use crate::sys::pagemap::{Categories, NO_REGION, Scan};
 
 /// Output regions per ioctl at first. Regions are maximal runs, so one call usually covers a
@@ -27,7 +27,7 @@ const FEW: usize = 64;
 
 pub struct PagemapScan {
     pagemap: File,
-    vec: Vec<PageRegion>,
+    vec: Vec<page_region>,
     /// Scratch for the unarmed-memory query, kept between harvests.
     found: Vec<Span>,
 }
@@ -199,7 +199,7 @@ impl PagemapScan {
         span: Span,
         query: Scan,
         cap: usize,
-        mut sink: impl FnMut(&[PageRegion]),
+        mut sink: impl FnMut(&[page_region]),
     ) -> io::Result<()> {
         let mut cur = span.start;
         while cur < span.end {

@@ -18,11 +18,11 @@ use std::ops::Range;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 pub use super::abi::Categories;
-use super::abi::{self, PageRegion, PmScanArg};
+use super::abi::{self, page_region, pm_scan_arg};
 use super::cvt_ioctl;
 
 /// An empty output region, to fill region buffers with.
-pub const NO_REGION: PageRegion = PageRegion {
+pub const NO_REGION: page_region = page_region {
     start: 0,
     end: 0,
     categories: 0,
@@ -52,7 +52,7 @@ pub struct Scan {
 #[derive(Debug)]
 pub struct Scanned<'v> {
     /// The regions the kernel wrote, at the head of the buffer given.
-    pub regions: &'v [PageRegion],
+    pub regions: &'v [page_region],
     /// Where the walk stopped: the end of the range, or short of it when the buffer filled
     /// (the next call resumes here).
     pub walk_end: u64,
@@ -109,7 +109,7 @@ impl Scan {
         &self,
         pagemap: BorrowedFd<'_>,
         range: Range<u64>,
-        regions: &'v mut [PageRegion],
+        regions: &'v mut [page_region],
     ) -> io::Result<Scanned<'v>> {
         let mut arg = self.arg(range, regions);
         // SAFETY: `arg` is a valid pm_scan_arg, and its `vec`/`vec_len` describe `regions`, a
@@ -119,10 +119,10 @@ impl Scan {
             libc::ioctl(
                 pagemap.as_raw_fd(),
                 abi::PAGEMAP_SCAN as _,
-                &mut arg as *mut PmScanArg,
+                &mut arg as *mut pm_scan_arg,
             )
         })?;
-        let regions: &'v [PageRegion] = regions;
+        let regions: &'v [page_region] = regions;
         Ok(Scanned {
             regions: &regions[..n as usize],
             walk_end: arg.walk_end,
@@ -130,9 +130,9 @@ impl Scan {
     }
 
     /// The ioctl's argument: the query over `range`, output to `regions`.
-    fn arg(&self, range: Range<u64>, regions: &mut [PageRegion]) -> PmScanArg {
-        PmScanArg {
-            size: size_of::<PmScanArg>() as u64,
+    fn arg(&self, range: Range<u64>, regions: &mut [page_region]) -> pm_scan_arg {
+        pm_scan_arg {
+            size: size_of::<pm_scan_arg>() as u64,
             flags: self.flags,
             start: range.start,
             end: range.end,

@@ -29,6 +29,7 @@ use serde::Serialize;
 
 use crate::cli::Method;
 use crate::exit::ExitCode;
+use crate::sys::abi::page_region;
 use crate::sys::pagemap::{Categories, NO_REGION, Scan};
 use crate::sys::{self, abi};
 pub use footprint::FootprintRow;
@@ -306,7 +307,7 @@ const ATTACH_ROUNDS: usize = 3;
 /// the fast-path harvest issues it, into a buffer allocated once, counting pages only.
 struct BareScan {
     pagemap: File,
-    vec: Vec<abi::PageRegion>,
+    vec: Vec<page_region>,
 }
 
 impl BareScan {
