@@ -416,13 +416,13 @@ impl MapsReader {
         self.shape_now.clear();
         let mut addr = 0;
         loop {
-            let mut q = crate::sys::abi::ProcmapQuery {
-                query_flags: crate::sys::abi::PROCMAP_QUERY_COVERING_OR_NEXT_VMA,
-                query_addr: addr,
-                ..Default::default()
-            };
-            match crate::sys::procmap_query(maps.as_fd(), &mut q) {
-                Ok(()) => {
+            let next = crate::sys::procmap_query(
+                maps.as_fd(),
+                crate::sys::abi::PROCMAP_QUERY_COVERING_OR_NEXT_VMA,
+                addr,
+            );
+            match next {
+                Ok(q) => {
                     let vma = [q.vma_start, q.vma_end, q.vma_flags, q.vma_offset, q.inode];
                     self.shape_now.push(vma);
                     addr = q.vma_end;

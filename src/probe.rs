@@ -14,6 +14,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::sys::pagemap::{Categories, Scan};
 use crate::sys::{self, abi};
 use crate::uffd;
 use crate::{Error, Method};
@@ -336,41 +337,32 @@ fn feature_item(
     }
 }
 
-/// The `PAGE_IS_*` categories, bits 0..=8, by name.
-const CATEGORIES: [(&str, u64); 9] = [
-    ("WPALLOWED", abi::PAGE_IS_WPALLOWED),
-    ("WRITTEN", abi::PAGE_IS_WRITTEN),
-    ("FILE", abi::PAGE_IS_FILE),
-    ("PRESENT", abi::PAGE_IS_PRESENT),
-    ("SWAPPED", abi::PAGE_IS_SWAPPED),
-    ("PFNZERO", abi::PAGE_IS_PFNZERO),
-    ("HUGE", abi::PAGE_IS_HUGE),
-    ("SOFT_DIRTY", abi::PAGE_IS_SOFT_DIRTY),
-    ("GUARD", abi::PAGE_IS_GUARD),
-];
-
 /// The categories every PAGEMAP_SCAN kernel (6.7) accepts: WPALLOWED..HUGE.
-const BASE_CATEGORIES: u64 = (abi::PAGE_IS_HUGE << 1) - 1;
+const BASE_CATEGORIES: Categories = Categories::WPALLOWED
+    .union(Categories::WRITTEN)
+    .union(Categories::FILE)
+    .union(Categories::PRESENT)
+    .union(Categories::SWAPPED)
+    .union(Categories::PFNZERO)
+    .union(Categories::HUGE);
 
-/// `Some(accepted category mask)` when PAGEMAP_SCAN exists, `None` when it does not.
-fn probe_pagemap_scan() -> io::Result<Option<u64>> {
+/// `Some(accepted categories)` when PAGEMAP_SCAN exists, `None` when it does not.
+fn probe_pagemap_scan() -> io::Result<Option<Categories>> {
     let pagemap = File::open("/proc/self/pagemap")?;
     // An empty range validates every argument and walks nothing.
-    let mut arg = abi::PmScanArg::default();
-    match sys::pagemap_scan(pagemap.as_fd(), &mut arg, &mut []) {
+    match Scan::pages().run(pagemap.as_fd(), 0..0, &mut []) {
         Ok(_) => {}
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) => return Ok(None),
         Err(e) => return Err(e),
     }
     // One bit at a time: any bit outside the kernel's PM_SCAN_CATEGORIES is EINVAL.
-    let mut accepted = 0;
-    for (_, bit) in CATEGORIES {
-        let mut arg = abi::PmScanArg {
-            return_mask: bit,
-            ..Default::default()
-        };
-        match sys::pagemap_scan(pagemap.as_fd(), &mut arg, &mut []) {
-            Ok(_) => accepted |= bit,
+    let mut accepted = Categories::empty();
+    for category in Categories::all().iter() {
+        match Scan::pages()
+            .report(category)
+            .run(pagemap.as_fd(), 0..0, &mut [])
+        {
+            Ok(_) => accepted |= category,
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
             Err(e) => return Err(e),
         }
@@ -378,7 +370,7 @@ fn probe_pagemap_scan() -> io::Result<Option<u64>> {
     Ok(Some(accepted))
 }
 
-fn pagemap_scan_item(scan: &io::Result<Option<u64>>) -> Item {
+fn pagemap_scan_item(scan: &io::Result<Option<Categories>>) -> Item {
     const NAME: &str = "PAGEMAP_SCAN";
     const MEANING: &str = "no way to harvest and re-protect written pages: track cannot work";
     const FIX: &str = "use Linux 6.7 or newer";
@@ -394,16 +386,15 @@ fn pagemap_scan_item(scan: &io::Result<Option<u64>>) -> Item {
     }
 }
 
-fn category_names(mask: u64) -> String {
-    CATEGORIES
-        .iter()
-        .filter(|(_, bit)| mask & bit != 0)
-        .map(|(name, _)| *name)
+fn category_names(categories: Categories) -> String {
+    categories
+        .iter_names()
+        .map(|(name, _)| name)
         .collect::<Vec<_>>()
         .join(" ")
 }
 
-fn categories_item(scan: &io::Result<Option<u64>>) -> Item {
+fn categories_item(scan: &io::Result<Option<Categories>>) -> Item {
     const NAME: &str = "PAGE_IS_*";
     let accepted = match scan {
         Ok(Some(mask)) => *mask,
@@ -416,12 +407,12 @@ fn categories_item(scan: &io::Result<Option<u64>>) -> Item {
             );
         }
     };
-    let all = CATEGORIES.iter().fold(0, |m, (_, bit)| m | bit);
-    let mut found = format!("{accepted:#x}: {}", category_names(accepted));
+    let all = Categories::all();
+    let mut found = format!("{:#x}: {}", accepted.bits(), category_names(accepted));
     if accepted != all {
-        found += &format!("; rejected: {}", category_names(all & !accepted));
+        found += &format!("; rejected: {}", category_names(all - accepted));
     }
-    if accepted & BASE_CATEGORIES != BASE_CATEGORIES {
+    if !accepted.contains(BASE_CATEGORIES) {
         Item::missing(
             NAME,
             found,
@@ -696,8 +687,11 @@ mod tests {
 
     #[test]
     fn base_categories_are_wpallowed_to_huge() {
-        assert_eq!(BASE_CATEGORIES, 0x7f);
-        assert_eq!(category_names(0x3), "WPALLOWED WRITTEN");
+        assert_eq!(BASE_CATEGORIES.bits(), 0x7f);
+        assert_eq!(
+            category_names(Categories::from_bits_retain(0x3)),
+            "WPALLOWED WRITTEN"
+        );
     }
 
     /// The per-bit probe means something only if the kernel rejects a bit it does not know.
@@ -708,11 +702,10 @@ mod tests {
             return;
         }
         let pagemap = File::open("/proc/self/pagemap").unwrap();
-        let mut arg = abi::PmScanArg {
-            return_mask: 1 << 63,
-            ..Default::default()
-        };
-        let e = sys::pagemap_scan(pagemap.as_fd(), &mut arg, &mut []).unwrap_err();
+        let e = Scan::pages()
+            .report(Categories::from_bits_retain(1 << 63))
+            .run(pagemap.as_fd(), 0..0, &mut [])
+            .unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
     }
 

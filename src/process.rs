@@ -84,6 +84,15 @@ fn is_kernel_thread(pid: i32) -> io::Result<bool> {
     Ok(flags & PF_KTHREAD != 0)
 }
 
+/// This program's name, for messages about itself (`uffd-dirty`, or the program using the
+/// library).
+fn own_name() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "the tracking process".into())
+}
+
 impl Process {
     /// Open `pid` for tracking, refusing targets that cannot or must not be attached to.
     pub fn open(pid: i32) -> Result<Process> {
@@ -94,7 +103,8 @@ impl Process {
         }
         if pid as u32 == std::process::id() {
             return Err(usage(format!(
-                "PID {pid} is the tracking process itself: a tracker cannot track its own memory"
+                "PID {pid} is {} itself: a tracker cannot track its own memory",
+                own_name()
             )));
         }
         let pidfd = match sys::pidfd_open(pid) {

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 
 use crate::error::unsupported;
 use crate::maps::Span;
+use crate::sys::pagemap::{Categories, NO_REGION, Scan};
 use crate::sys::{self, abi};
 
 /// What the running kernel offers for async write-protect tracking.
@@ -89,8 +90,8 @@ fn probe_now() -> Result<KernelSupport> {
         sys::uffdio_api(fd.as_fd(), 0).context("UFFDIO_API handshake on a probe userfaultfd")?;
     drop(fd);
     let pagemap = File::open("/proc/self/pagemap").context("opening /proc/self/pagemap")?;
-    let mut arg = abi::PmScanArg::default();
-    let pagemap_scan = match sys::pagemap_scan(pagemap.as_fd(), &mut arg, &mut []) {
+    // An empty range validates every argument and walks nothing.
+    let pagemap_scan = match Scan::pages().run(pagemap.as_fd(), 0..0, &mut []) {
         Ok(_) => true,
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) => false,
         Err(e) => return Err(e).context("probing PAGEMAP_SCAN"),
@@ -118,17 +119,13 @@ fn probe_pmd_hole_fix(pagemap: &File) -> Result<bool> {
     let map = sys::AnonMapping::new(2 * HUGE as usize, libc::MAP_NORESERVE)?;
     let start = (map.addr() + HUGE - 1) & !(HUGE - 1);
     sys::uffdio_register_wp(uffd.as_fd(), start, HUGE)?;
-    let mut arg = abi::PmScanArg {
-        start,
-        end: start + HUGE,
-        flags: abi::PM_SCAN_WP_MATCHING,
-        category_mask: abi::PAGE_IS_WRITTEN,
-        return_mask: abi::PAGE_IS_WRITTEN,
-        ..Default::default()
-    };
-    let mut vec = [abi::PageRegion::default(); 4];
-    let n = sys::pagemap_scan(pagemap.as_fd(), &mut arg, &mut vec)?;
-    let reported: u64 = vec[..n].iter().map(|r| r.end - r.start).sum();
+    let mut regions = [NO_REGION; 4];
+    let harvest = Scan::pages()
+        .all_of(Categories::WRITTEN)
+        .report(Categories::WRITTEN)
+        .write_protect()
+        .run(pagemap.as_fd(), start..start + HUGE, &mut regions)?;
+    let reported: u64 = harvest.regions.iter().map(|r| r.end - r.start).sum();
     Ok(reported == HUGE)
 }
 

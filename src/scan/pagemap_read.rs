@@ -78,3 +78,91 @@ impl PagemapRead {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The pagemap entry bits are procfs's format, in no uapi header: held here against the
+    //! running kernel.
+    use super::*;
+    use crate::sys::abi::{PM_PRESENT, PM_SOFT_DIRTY, PM_SWAP, PM_UFFD_WP};
+
+    const BITS: u64 = PM_PRESENT | PM_SWAP | PM_UFFD_WP;
+
+    fn entry(pagemap: &File, addr: u64) -> u64 {
+        let mut b = [0u8; 8];
+        let offset = addr / sys::page_size() * 8;
+        assert_eq!(sys::pread_full(pagemap.as_fd(), &mut b, offset).unwrap(), 8);
+        u64::from_ne_bytes(b)
+    }
+
+    /// Whether the VMA holding `addr` is VM_SOFTDIRTY: `sd` in its smaps VmFlags, which only
+    /// kernels with CONFIG_MEM_SOFT_DIRTY show.
+    fn vma_soft_dirty(addr: u64) -> bool {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some(flags) = line.strip_prefix("VmFlags:") {
+                if inside {
+                    return flags.split_whitespace().any(|f| f == "sd");
+                }
+            } else if let Some((range, _)) = line.split_once(' ')
+                && let Some((start, end)) = range.split_once('-')
+                && let (Ok(start), Ok(end)) =
+                    (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+            {
+                inside = start <= addr && addr < end;
+            }
+        }
+        false
+    }
+
+    /// A written page, an untouched one, both write-protected (the untouched one then holds a
+    /// uffd-wp marker), and the written one written again: each entry as the bits say.
+    #[test]
+    fn pagemap_entry_bits_match_the_running_kernel() {
+        let page = sys::page_size();
+        let map = sys::AnonMapping::new(2 * page as usize, 0).unwrap();
+        let (written, untouched) = (map.addr(), map.addr() + page);
+        let pagemap = File::open("/proc/self/pagemap").unwrap();
+        map.write(0, 1u8);
+        // A VMA is VM_SOFTDIRTY from its creation until a clear_refs (another test's may come
+        // at any time): the bit is checked only when the flag is there before and after.
+        let soft_dirty_before = vma_soft_dirty(written);
+        let e = entry(&pagemap, written);
+        if soft_dirty_before && vma_soft_dirty(written) {
+            assert_ne!(e & PM_SOFT_DIRTY, 0, "a page of a VM_SOFTDIRTY VMA: {e:#x}");
+        }
+        assert_eq!(e & BITS, PM_PRESENT, "a written page: {e:#x}");
+        let e = entry(&pagemap, untouched);
+        assert_eq!(e & BITS, 0, "an untouched page: {e:#x}");
+
+        match crate::uffd::probe() {
+            Ok(s) if s.wp_async() && s.wp_unpopulated() => {}
+            _ => {
+                return crate::testing::skipped(
+                    "no userfaultfd async write-protect: the uffd-wp bit is not checked",
+                );
+            }
+        }
+        let uffd = sys::userfaultfd_local().unwrap();
+        let features = abi::UFFD_FEATURE_WP_ASYNC | abi::UFFD_FEATURE_WP_UNPOPULATED;
+        sys::uffdio_api(uffd.as_fd(), features).unwrap();
+        sys::uffdio_register_wp(uffd.as_fd(), written, 2 * page).unwrap();
+        sys::uffdio_writeprotect(uffd.as_fd(), written, 2 * page, true).unwrap();
+        let e = entry(&pagemap, written);
+        assert_eq!(
+            e & BITS,
+            PM_PRESENT | PM_UFFD_WP,
+            "a protected page: {e:#x}"
+        );
+        let e = entry(&pagemap, untouched);
+        assert_eq!(e & BITS, PM_SWAP | PM_UFFD_WP, "a uffd-wp marker: {e:#x}");
+        map.write(0, 2u8);
+        let e = entry(&pagemap, written);
+        assert_eq!(
+            e & BITS,
+            PM_PRESENT,
+            "written again, so unprotected: {e:#x}"
+        );
+    }
+}

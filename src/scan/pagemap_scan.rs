@@ -10,7 +10,9 @@ use std::os::fd::AsFd;
 
 use super::push_run;
 use crate::maps::{Span, Vma};
-use crate::sys::{self, abi};
+use crate::sys;
+use crate::sys::abi::page_region;
+use crate::sys::pagemap::{Categories, NO_REGION, Scan};
 
 /// Output regions per ioctl at first. Regions are maximal runs, so one call usually covers a
 /// harvest; a harvest that fills the buffer doubles it, up to [`VEC_LEN_MAX`], so a target
@@ -25,7 +27,7 @@ const FEW: usize = 64;
 
 pub struct PagemapScan {
     pagemap: File,
-    vec: Vec<abi::PageRegion>,
+    vec: Vec<page_region>,
     /// Scratch for the unarmed-memory query, kept between harvests.
     found: Vec<Span>,
 }
@@ -34,7 +36,7 @@ impl PagemapScan {
     pub fn new(pagemap: File) -> Self {
         PagemapScan {
             pagemap,
-            vec: vec![abi::PageRegion::default(); VEC_LEN],
+            vec: vec![NO_REGION; VEC_LEN],
             found: Vec::new(),
         }
     }
@@ -42,15 +44,12 @@ impl PagemapScan {
     /// Write-protect every page of the registered parts of `span`, never-touched ones
     /// included (needs the PMD-hole fix for empty page-table ranges). Reports nothing.
     pub fn protect(&mut self, span: Span) -> io::Result<()> {
-        let mut arg = abi::PmScanArg {
-            start: span.start,
-            end: span.end,
-            flags: abi::PM_SCAN_WP_MATCHING,
-            category_mask: abi::PAGE_IS_WRITTEN,
-            return_mask: abi::PAGE_IS_WRITTEN,
-            ..Default::default()
-        };
-        sys::pagemap_scan(self.pagemap.as_fd(), &mut arg, &mut []).map(drop)
+        Scan::pages()
+            .all_of(Categories::WRITTEN)
+            .report(Categories::WRITTEN)
+            .write_protect()
+            .run(self.pagemap.as_fd(), span.start..span.end, &mut [])
+            .map(drop)
     }
 
     /// Whether the address space this pagemap fd was opened on is gone (the process exec'ed
@@ -75,15 +74,11 @@ impl PagemapScan {
     /// entries), and a page written and swapped out within those microseconds is not a case
     /// reclaim produces.
     pub fn protect_unpopulated(&mut self, span: Span, populated: &mut Vec<Span>) -> io::Result<()> {
-        let filled = abi::PAGE_IS_PRESENT | abi::PAGE_IS_SWAPPED;
-        let arm = abi::PmScanArg {
-            flags: abi::PM_SCAN_WP_MATCHING,
-            category_inverted: filled,
-            category_mask: filled,
+        let arm = Scan::pages()
+            .none_of(Categories::PRESENT | Categories::SWAPPED)
             // Empty slots read WRITTEN in uffd-wp VMAs: this reports every range armed.
-            return_mask: abi::PAGE_IS_WRITTEN,
-            ..Default::default()
-        };
+            .report(Categories::WRITTEN)
+            .write_protect();
         let mut armed = Vec::new();
         self.runs_of(arm, &[span], VEC_LEN_MAX, &mut armed)?;
         self.present(&armed, populated)
@@ -94,12 +89,10 @@ impl PagemapScan {
     /// nothing. Page by page under the page-table lock, as every WP_MATCHING walk: a page
     /// written after it was looked at is copied, unprotected, and read written next time.
     pub fn protect_file_pages(&mut self, span: Span) -> io::Result<()> {
-        let query = abi::PmScanArg {
-            flags: abi::PM_SCAN_WP_MATCHING,
-            category_mask: abi::PAGE_IS_PRESENT | abi::PAGE_IS_FILE,
-            return_mask: abi::PAGE_IS_PRESENT,
-            ..Default::default()
-        };
+        let query = Scan::pages()
+            .all_of(Categories::PRESENT | Categories::FILE)
+            .report(Categories::PRESENT)
+            .write_protect();
         // A vector is passed, so the no-vector fast path, which protects everything, is never
         // taken.
         self.walk(span, query, VEC_LEN_MAX, |_| {})
@@ -107,22 +100,23 @@ impl PagemapScan {
 
     /// Append to `out` the runs of populated (present or swapped) pages in `spans`.
     pub fn populated(&mut self, spans: &[Span], out: &mut Vec<Span>) -> io::Result<()> {
-        self.having(abi::PAGE_IS_PRESENT | abi::PAGE_IS_SWAPPED, spans, out)
+        self.having(Categories::PRESENT | Categories::SWAPPED, spans, out)
     }
 
     /// Append to `out` the runs of present pages in `spans` (a uffd-wp marker reads as
     /// SWAPPED, so for shared memory, whose swapped pages leave the page table anyway,
     /// present is what tells a page from an armed empty slot).
     pub fn present(&mut self, spans: &[Span], out: &mut Vec<Span>) -> io::Result<()> {
-        self.having(abi::PAGE_IS_PRESENT, spans, out)
+        self.having(Categories::PRESENT, spans, out)
     }
 
-    fn having(&mut self, any_of: u64, spans: &[Span], out: &mut Vec<Span>) -> io::Result<()> {
-        let query = abi::PmScanArg {
-            category_anyof_mask: any_of,
-            return_mask: any_of,
-            ..Default::default()
-        };
+    fn having(
+        &mut self,
+        any_of: Categories,
+        spans: &[Span],
+        out: &mut Vec<Span>,
+    ) -> io::Result<()> {
+        let query = Scan::pages().any_of(any_of).report(any_of);
         self.runs_of(query, spans, VEC_LEN_MAX, out)
     }
 
@@ -130,7 +124,7 @@ impl PagemapScan {
     /// append the regions it reports to `out` as runs.
     fn runs_of(
         &mut self,
-        query: abi::PmScanArg,
+        query: Scan,
         spans: &[Span],
         cap: usize,
         out: &mut Vec<Span>,
@@ -158,13 +152,11 @@ impl PagemapScan {
     /// (present or swapped), never touching empty slots, so no page table is allocated for
     /// memory the target never used. (The fast path would arm every empty slot.)
     pub fn harvest_populated(&mut self, spans: &[Span], out: &mut Vec<Span>) -> io::Result<()> {
-        let query = abi::PmScanArg {
-            flags: abi::PM_SCAN_WP_MATCHING,
-            category_mask: abi::PAGE_IS_WRITTEN,
-            category_anyof_mask: abi::PAGE_IS_PRESENT | abi::PAGE_IS_SWAPPED,
-            return_mask: abi::PAGE_IS_WRITTEN,
-            ..Default::default()
-        };
+        let query = Scan::pages()
+            .all_of(Categories::WRITTEN)
+            .any_of(Categories::PRESENT | Categories::SWAPPED)
+            .report(Categories::WRITTEN)
+            .write_protect();
         self.runs_of(query, spans, VEC_LEN_MAX, out)
     }
 
@@ -178,11 +170,7 @@ impl PagemapScan {
         // Walking a page of unarmed memory costs about 15 ns, a call about 350 ns (measured
         // here): a gap of 16 pages costs less to walk.
         const WALK_BETWEEN: u64 = 64 << 10;
-        let query = abi::PmScanArg {
-            category_mask: abi::PAGE_IS_WPALLOWED,
-            category_inverted: abi::PAGE_IS_WPALLOWED,
-            ..Default::default()
-        };
+        let query = Scan::pages().none_of(Categories::WPALLOWED);
         let mut found = std::mem::take(&mut self.found);
         let mut i = 0;
         while i < spans.len() {
@@ -218,30 +206,26 @@ impl PagemapScan {
     fn walk(
         &mut self,
         span: Span,
-        query: abi::PmScanArg,
+        query: Scan,
         cap: usize,
-        mut sink: impl FnMut(&[abi::PageRegion]),
+        mut sink: impl FnMut(&[page_region]),
     ) -> io::Result<()> {
         let mut cur = span.start;
         while cur < span.end {
-            let mut arg = abi::PmScanArg {
-                start: cur,
-                end: span.end,
-                ..query
-            };
             let len = cap.min(self.vec.len());
-            let n = sys::pagemap_scan(self.pagemap.as_fd(), &mut arg, &mut self.vec[..len])?;
-            sink(&self.vec[..n]);
+            let got = query.run(self.pagemap.as_fd(), cur..span.end, &mut self.vec[..len])?;
+            let (n, walk_end) = (got.regions.len(), got.walk_end);
+            sink(got.regions);
             if n == self.vec.len() && n < VEC_LEN_MAX {
-                self.vec.resize(n * 2, abi::PageRegion::default());
+                self.vec.resize(n * 2, NO_REGION);
             }
-            if arg.walk_end <= cur {
+            if walk_end <= cur {
                 // The kernel backed out without progress: a range edge splits a hugetlb page.
                 return Err(io::Error::other(format!(
                     "PAGEMAP_SCAN made no progress at {cur:#x}: a tracked range edge splits a huge page"
                 )));
             }
-            cur = arg.walk_end;
+            cur = walk_end;
         }
         Ok(())
     }
@@ -249,12 +233,10 @@ impl PagemapScan {
     /// Append the maximal runs of pages written in `spans` since the previous harvest to `out`
     /// (sorted, merged), and re-arm them, losing no write that races with the harvest.
     pub fn harvest(&mut self, spans: &[Span], out: &mut Vec<Span>) -> io::Result<()> {
-        let query = abi::PmScanArg {
-            flags: abi::PM_SCAN_WP_MATCHING,
-            category_mask: abi::PAGE_IS_WRITTEN,
-            return_mask: abi::PAGE_IS_WRITTEN,
-            ..Default::default()
-        };
+        let query = Scan::pages()
+            .all_of(Categories::WRITTEN)
+            .report(Categories::WRITTEN)
+            .write_protect();
         self.runs_of(query, spans, VEC_LEN_MAX, out)
     }
 }

@@ -1,13 +1,20 @@
 //! Thin safe wrappers over the syscalls and ioctls the tracker uses, each returning
-//! `io::Result` with the errno intact. Raw numbers live in [`abi`].
+//! `io::Result` with the errno intact; `PAGEMAP_SCAN` goes through the typed queries of
+//! [`pagemap`]. Raw numbers live in [`abi`].
 
 pub mod abi;
+pub mod pagemap;
 pub mod ptrace;
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use abi::*;
+use abi::{
+    O_CLOEXEC, O_NONBLOCK, PIDFD_GET_INFO, PIDFD_INFO_EXIT, PIDFD_THREAD, PROCMAP_QUERY,
+    SYS_PIDFD_GETFD, SYS_PIDFD_OPEN, SYS_USERFAULTFD, UFFD_API, UFFD_USER_MODE_ONLY, UFFDIO_API,
+    UFFDIO_REGISTER, UFFDIO_REGISTER_MODE_WP, UFFDIO_UNREGISTER, UFFDIO_WRITEPROTECT,
+    UFFDIO_WRITEPROTECT_MODE_WP, pidfd_info, uffdio_range, uffdio_register, uffdio_writeprotect,
+};
 
 fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
     if ret < 0 {
@@ -68,7 +75,7 @@ pub fn pidfd_alive(pidfd: BorrowedFd<'_>) -> io::Result<()> {
 /// (`PIDFD_GET_INFO` with `PIDFD_INFO_EXIT`, Linux 6.15). `None` while it is not reaped yet,
 /// or on kernels without exit information.
 pub fn pidfd_exit_code(pidfd: BorrowedFd<'_>) -> Option<i32> {
-    let mut info = PidfdInfo {
+    let mut info = pidfd_info {
         mask: PIDFD_INFO_EXIT,
         ..Default::default()
     };
@@ -78,7 +85,7 @@ pub fn pidfd_exit_code(pidfd: BorrowedFd<'_>) -> Option<i32> {
         libc::ioctl(
             pidfd.as_raw_fd(),
             PIDFD_GET_INFO as _,
-            &mut info as *mut PidfdInfo,
+            &mut info as *mut pidfd_info,
         )
     };
     (r == 0 && info.mask & PIDFD_INFO_EXIT != 0).then_some(info.exit_code)
@@ -94,8 +101,8 @@ pub fn userfaultfd_local() -> io::Result<OwnedFd> {
 }
 
 /// `UFFDIO_API`. Returns the handshake as the kernel filled it in (features = *available* set).
-pub fn uffdio_api(uffd: BorrowedFd<'_>, features: u64) -> io::Result<UffdioApi> {
-    let mut api = UffdioApi {
+pub fn uffdio_api(uffd: BorrowedFd<'_>, features: u64) -> io::Result<abi::uffdio_api> {
+    let mut api = abi::uffdio_api {
         api: UFFD_API,
         features,
         ioctls: 0,
@@ -107,8 +114,8 @@ pub fn uffdio_api(uffd: BorrowedFd<'_>, features: u64) -> io::Result<UffdioApi> 
 
 /// `UFFDIO_REGISTER` in write-protect mode; returns the `ioctls` the range supports.
 pub fn uffdio_register_wp(uffd: BorrowedFd<'_>, start: u64, len: u64) -> io::Result<u64> {
-    let mut reg = UffdioRegister {
-        range: UffdioRange { start, len },
+    let mut reg = uffdio_register {
+        range: uffdio_range { start, len },
         mode: UFFDIO_REGISTER_MODE_WP,
         ioctls: 0,
     };
@@ -119,7 +126,7 @@ pub fn uffdio_register_wp(uffd: BorrowedFd<'_>, start: u64, len: u64) -> io::Res
 
 /// `UFFDIO_UNREGISTER`.
 pub fn uffdio_unregister(uffd: BorrowedFd<'_>, start: u64, len: u64) -> io::Result<()> {
-    let mut range = UffdioRange { start, len };
+    let mut range = uffdio_range { start, len };
     // SAFETY: `range` is a valid uffdio_range for the duration of the call.
     cvt_ioctl(unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_UNREGISTER as _, &mut range) })
         .map(drop)
@@ -128,8 +135,8 @@ pub fn uffdio_unregister(uffd: BorrowedFd<'_>, start: u64, len: u64) -> io::Resu
 /// `UFFDIO_WRITEPROTECT`: protect (`wp = true`) or unprotect a registered range.
 pub fn uffdio_writeprotect(uffd: BorrowedFd<'_>, start: u64, len: u64, wp: bool) -> io::Result<()> {
     let mode = if wp { UFFDIO_WRITEPROTECT_MODE_WP } else { 0 };
-    let mut arg = UffdioWriteprotect {
-        range: UffdioRange { start, len },
+    let mut arg = uffdio_writeprotect {
+        range: uffdio_range { start, len },
         mode,
     };
     // SAFETY: `arg` is a valid, exclusively borrowed uffdio_writeprotect for the duration of the call.
@@ -137,43 +144,41 @@ pub fn uffdio_writeprotect(uffd: BorrowedFd<'_>, start: u64, len: u64, wp: bool)
         .map(drop)
 }
 
-/// `PAGEMAP_SCAN` on a `/proc/PID/pagemap` fd. `arg.vec`/`arg.vec_len` must describe `vec`
-/// (the caller passes it so the borrow is checked here). Returns the number of regions written.
-pub fn pagemap_scan(
-    pagemap: BorrowedFd<'_>,
-    arg: &mut PmScanArg,
-    vec: &mut [PageRegion],
-) -> io::Result<usize> {
-    arg.size = size_of::<PmScanArg>() as u64;
-    arg.vec = if vec.is_empty() {
-        0
-    } else {
-        vec.as_mut_ptr() as u64
+/// `PROCMAP_QUERY` on a `/proc/PID/maps` fd: the VMA that `addr` and `flags`
+/// (`PROCMAP_QUERY_*`) ask for, without its name or build ID. ENOENT: no such VMA; ENOTTY:
+/// kernel before 6.11.
+pub fn procmap_query(
+    maps: BorrowedFd<'_>,
+    flags: u64,
+    addr: u64,
+) -> io::Result<abi::procmap_query> {
+    let mut q = abi::procmap_query {
+        size: size_of::<abi::procmap_query>() as u64,
+        query_flags: flags,
+        query_addr: addr,
+        vma_start: 0,
+        vma_end: 0,
+        vma_flags: 0,
+        vma_page_size: 0,
+        vma_offset: 0,
+        inode: 0,
+        dev_major: 0,
+        dev_minor: 0,
+        vma_name_size: 0,
+        build_id_size: 0,
+        vma_name_addr: 0,
+        build_id_addr: 0,
     };
-    arg.vec_len = vec.len() as u64;
-    // SAFETY: `arg` is a valid pm_scan_arg, and `vec`/`vec_len` describe a live, exclusively
-    // borrowed buffer of `page_region`s the kernel may fill up to `vec_len` entries.
-    let n = cvt_ioctl(unsafe {
-        libc::ioctl(
-            pagemap.as_raw_fd(),
-            PAGEMAP_SCAN as _,
-            arg as *mut PmScanArg,
-        )
-    })?;
-    Ok(n as usize)
-}
-
-/// `PROCMAP_QUERY` on a `/proc/PID/maps` fd: fills `q` with the VMA its `query_addr` and
-/// `query_flags` ask for (no name, no build ID). ENOENT: no such VMA; ENOTTY: kernel before
-/// 6.11.
-pub fn procmap_query(maps: BorrowedFd<'_>, q: &mut ProcmapQuery) -> io::Result<()> {
-    q.size = size_of::<ProcmapQuery>() as u64;
-    q.vma_name_size = 0;
-    q.build_id_size = 0;
     // SAFETY: `q` is a valid, exclusively borrowed procmap_query; with both buffer sizes 0
     // the kernel writes nothing but `q`.
-    cvt_ioctl(unsafe { libc::ioctl(maps.as_raw_fd(), PROCMAP_QUERY as _, q as *mut ProcmapQuery) })
-        .map(drop)
+    cvt_ioctl(unsafe {
+        libc::ioctl(
+            maps.as_raw_fd(),
+            PROCMAP_QUERY as _,
+            &mut q as *mut abi::procmap_query,
+        )
+    })?;
+    Ok(q)
 }
 
 /// `process_vm_readv` of `buf.len()` bytes at `addr` in process `pid`: the bytes read, fewer

@@ -83,12 +83,18 @@ pub fn set_sigmask(tid: i32, mask: u64) -> io::Result<()> {
 }
 
 /// `PTRACE_GET_RSEQ_CONFIGURATION`: where the thread's rseq area is.
-pub fn rseq_configuration(tid: i32) -> io::Result<abi::PtraceRseqConfiguration> {
-    let mut conf = abi::PtraceRseqConfiguration::default();
+pub fn rseq_configuration(tid: i32) -> io::Result<abi::ptrace_rseq_configuration> {
+    let mut conf = abi::ptrace_rseq_configuration {
+        rseq_abi_pointer: 0,
+        rseq_abi_size: 0,
+        signature: 0,
+        flags: 0,
+        pad: 0,
+    };
     request(
         abi::PTRACE_GET_RSEQ_CONFIGURATION,
         tid,
-        size_of::<abi::PtraceRseqConfiguration>(),
+        size_of::<abi::ptrace_rseq_configuration>(),
         &mut conf as *mut _ as usize,
     )?;
     Ok(conf)

@@ -29,6 +29,8 @@ use serde::Serialize;
 
 use crate::cli::Method;
 use crate::exit::ExitCode;
+use crate::sys::abi::page_region;
+use crate::sys::pagemap::{Categories, NO_REGION, Scan};
 use crate::sys::{self, abi};
 pub use footprint::FootprintRow;
 pub use machine::Machine;
@@ -305,7 +307,7 @@ const ATTACH_ROUNDS: usize = 3;
 /// the fast-path harvest issues it, into a buffer allocated once, counting pages only.
 struct BareScan {
     pagemap: File,
-    vec: Vec<abi::PageRegion>,
+    vec: Vec<page_region>,
 }
 
 impl BareScan {
@@ -314,30 +316,27 @@ impl BareScan {
             pagemap: File::open(format!("/proc/{pid}/pagemap"))
                 .with_context(|| format!("opening /proc/{pid}/pagemap"))?,
             // Large enough that one call covers any harvest here: the kernel at its best.
-            vec: vec![abi::PageRegion::default(); 1 << 16],
+            vec: vec![NO_REGION; 1 << 16],
         })
     }
 
     fn harvest(&mut self, page: u64) -> Result<u64> {
+        let harvest = Scan::pages()
+            .all_of(Categories::WRITTEN)
+            .report(Categories::WRITTEN)
+            .write_protect();
         let (mut cur, mut pages) = (0, 0);
         while cur < abi::TASK_SIZE {
-            let mut arg = abi::PmScanArg {
-                start: cur,
-                end: abi::TASK_SIZE,
-                flags: abi::PM_SCAN_WP_MATCHING,
-                category_mask: abi::PAGE_IS_WRITTEN,
-                return_mask: abi::PAGE_IS_WRITTEN,
-                ..Default::default()
-            };
-            let n = sys::pagemap_scan(self.pagemap.as_fd(), &mut arg, &mut self.vec)?;
-            pages += self.vec[..n]
+            let got = harvest.run(self.pagemap.as_fd(), cur..abi::TASK_SIZE, &mut self.vec)?;
+            pages += got
+                .regions
                 .iter()
                 .map(|r| (r.end - r.start) / page)
                 .sum::<u64>();
-            if arg.walk_end <= cur {
+            if got.walk_end <= cur {
                 bail!("PAGEMAP_SCAN made no progress at {cur:#x}");
             }
-            cur = arg.walk_end;
+            cur = got.walk_end;
         }
         Ok(pages)
     }

@@ -667,19 +667,20 @@ fn own_uffd_setup() -> Result<OwnTracking> {
 impl OwnTracking {
     /// The program's own harvest: written pages since the last one, re-protected.
     fn harvest(&mut self) -> Result<Vec<usize>> {
-        use crate::sys::abi;
+        use crate::sys::pagemap::{Categories, NO_REGION, Scan};
         use std::os::fd::AsFd;
-        let mut arg = abi::PmScanArg {
-            start: self.start as u64,
-            end: (self.start + self.pages * PAGE) as u64,
-            flags: abi::PM_SCAN_WP_MATCHING,
-            category_mask: abi::PAGE_IS_WRITTEN,
-            return_mask: abi::PAGE_IS_WRITTEN,
-            ..Default::default()
-        };
-        let mut vec = vec![abi::PageRegion::default(); self.pages];
-        let n = crate::sys::pagemap_scan(self.pagemap.as_fd(), &mut arg, &mut vec)?;
-        Ok(vec[..n]
+        let mut regions = vec![NO_REGION; self.pages];
+        let written = Scan::pages()
+            .all_of(Categories::WRITTEN)
+            .report(Categories::WRITTEN)
+            .write_protect()
+            .run(
+                self.pagemap.as_fd(),
+                self.start as u64..(self.start + self.pages * PAGE) as u64,
+                &mut regions,
+            )?;
+        Ok(written
+            .regions
             .iter()
             .flat_map(|r| (r.start..r.end).step_by(PAGE))
             .map(|a| a as usize)
