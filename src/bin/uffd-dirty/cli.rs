@@ -35,7 +35,7 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// The benchmark's target process (used by `bench`).
     #[command(hide = true)]
-    BenchTarget(crate::bench::BenchTargetArgs),
+    BenchTarget(crate::fixtures::bench_target::BenchTargetArgs),
     /// Launch a small built-in writer and track it live: see what the tool does in seconds.
     Demo(DemoArgs),
     /// Report what this machine's kernel offers for dirty-page tracking, and what to fix.
@@ -58,10 +58,10 @@ pub enum Command {
     Report(ReportArgs),
     /// A workload that writes pages in bursts and logs exactly which (used by the tests).
     #[command(hide = true)]
-    Writer(crate::workload::WriterArgs),
+    Writer(crate::fixtures::writer::WriterArgs),
     /// Ground-truth scenarios of a changing address space (used by the tests).
     #[command(hide = true)]
-    Scenario(crate::workload::scenario::ScenarioArgs),
+    Scenario(crate::fixtures::scenario::ScenarioArgs),
     /// The attach helper (started by `track` itself: it borrows the target's thread).
     #[command(hide = true)]
     AttachHelper(HelperArgs),

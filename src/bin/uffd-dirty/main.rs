@@ -1,8 +1,8 @@
 //! `uffd-dirty`: the command line on top of the `uffd_dirty` library. `main` parses the
 //! arguments, runs the command and maps the result to an exit code; each command lives in
 //! its own module: `track` (with `output` formats and the live `view`), `compare`, `bench`,
-//! `check`, `report`, and the hidden fixtures (`workload`: `writer`, `scenario`;
-//! `bench::target`: `bench-target`) that tests and benchmarks run as targets.
+//! `check`, `report`, and the hidden `fixtures` (`writer`, `scenario`, `bench-target`) that
+//! tests and benchmarks run as targets.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -22,12 +22,12 @@ mod stop;
 // fixtures (a program with its own userfaultfd) and the benchmark's bare-ioctl baseline
 // make raw calls; the commands themselves go through the library's public API. (Of what sys
 // defines and re-exports for the library, the binary uses a part.)
+mod fixtures;
 #[allow(dead_code, unused_imports)]
 #[path = "../../sys/mod.rs"]
 mod sys;
 mod track;
 mod view;
-mod workload;
 
 use std::sync::Arc;
 
@@ -187,7 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Track(args) => track(&args),
         Command::Demo(args) => demo(&args),
         Command::Bench(args) => bench::run(&args),
-        Command::BenchTarget(args) => bench::run_target(&args),
+        Command::BenchTarget(args) => fixtures::bench_target::run_target(&args),
         Command::Compare(args) => compare::run(&args, &*stop_on_signals(false)?),
         Command::Check(args) => check::run(&args.output),
         Command::Report(args) => report::run(&args),
@@ -196,11 +196,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::Success)
         }
         Command::Scenario(args) => {
-            workload::scenario::run_scenario(&args)?;
+            fixtures::scenario::run_scenario(&args)?;
             Ok(ExitCode::Success)
         }
         Command::Writer(args) => {
-            let code = workload::run_writer(&args)?;
+            let code = fixtures::writer::run_writer(&args)?;
             Ok(if code == 0 {
                 ExitCode::Success
             } else {

@@ -16,7 +16,6 @@
 mod footprint;
 mod machine;
 mod table;
-mod target;
 
 use std::fs::File;
 use std::io::Write;
@@ -29,13 +28,12 @@ use serde::Serialize;
 
 use crate::cli::Method;
 use crate::exit::ExitCode;
+use crate::fixtures::bench_target::{BenchTarget, Layout};
 use crate::sys::abi::page_region;
 use crate::sys::pagemap::{Categories, NO_REGION, Scan};
 use crate::sys::{self, abi};
 pub use footprint::FootprintRow;
 pub use machine::Machine;
-use target::{BenchTarget, Layout};
-pub use target::{BenchTargetArgs, run_target};
 use uffd_dirty::{Arming, Harvest, Target, Tracker, TrackerBuilder};
 
 /// A tracked size and the part of it that is populated.
