@@ -107,9 +107,15 @@ pub use tracker::{
 };
 
 /// Run as the attach helper: `uffd-dirty attach-helper --pid PID [--launched]`, started by
-/// the library with the target's pidfd on fd 4 and its socket on fd 3. A program that wants
-/// to be its own helper calls this when started so (it blocks every signal, and returns
-/// when the attach is done or abandoned).
-pub fn serve_attach_helper(pid: i32, launched: bool) -> Result<()> {
+/// the library with its socket on fd 3 and the target's pidfd on fd 4. A program that wants
+/// to be its own helper (named in `UFFD_DIRTY_ATTACH_HELPER`) calls this, and nothing else,
+/// when started so; it returns when the attach is done or abandoned.
+///
+/// # Safety
+///
+/// Only in a process started by the library as its helper: this takes ownership of fds 3
+/// and 4 (closing them when done), blocks every signal of the calling thread, lowers the
+/// process's OOM score, and ptrace-injects system calls into process `pid`.
+pub unsafe fn serve_attach_helper(pid: i32, launched: bool) -> Result<()> {
     attach::helper::serve(pid, launched).map_err(error::lift)
 }

@@ -240,7 +240,8 @@ impl Harvest {
         &self.skipped
     }
 
-    /// The instant it stands for: every write before it is in this harvest or an earlier one.
+    /// The instant it stands for: every write before it is in this harvest or an earlier one
+    /// (the Unix epoch for a harvest not filled: new, or failed).
     pub fn time(&self) -> SystemTime {
         self.time.unwrap_or(SystemTime::UNIX_EPOCH)
     }
@@ -279,11 +280,16 @@ impl Harvest {
         self.page_size
     }
 
+    /// Empty, its memory kept: what a failed harvest leaves too.
     fn reset(&mut self) {
+        self.seq = 0;
         self.dirty.clear();
         self.tracked.clear();
         self.changes.clear();
         self.skipped.clear();
+        self.time = None;
+        self.instant = None;
+        self.cost = Duration::ZERO;
         self.after_exec = false;
         self.watch = None;
         self.clear = None;
@@ -511,7 +517,7 @@ impl<'p> TrackerBuilder<'p> {
 /// let harvest = tracker.harvest()?;
 /// for change in harvest.changes() {
 ///     if let Change::Moved { from } = change.change {
-///         println!("{} moved from {from:#x} to {}", change.name, change.span);
+///         println!("{} moved from {from} to {}", change.name, change.span);
 ///     }
 /// }
 /// # Ok::<(), uffd_dirty::Error>(())
@@ -615,7 +621,10 @@ impl Tracker {
         match self.source.harvest(&self.process, &self.scope, harvest) {
             Ok(Ok(())) => {}
             Ok(Err(why)) => return self.gone(why, harvest),
-            Err(e) => return Err(lift(e)),
+            Err(e) => {
+                harvest.reset();
+                return Err(lift(e));
+            }
         }
         debug_assert!(harvest.dirty.is_sorted_union(), "{:?}", harvest.dirty);
         debug_assert!(harvest.tracked.is_sorted_union(), "{:?}", harvest.tracked);
@@ -763,7 +772,10 @@ impl Target {
     /// and copy that nothing can race with.
     pub fn freeze(&self) -> Result<Frozen> {
         match attach::Frozen::new(&self.process) {
-            Ok(f) => Ok(Frozen(f)),
+            Ok(f) => Ok(Frozen {
+                _frozen: f,
+                _thread_bound: std::marker::PhantomData,
+            }),
             // Stopping an exiting target fails before its memory is gone.
             Err(_) if exits_within(&self.process, SETTLE) => Err(Error::Gone {
                 pid: self.process.pid,
@@ -775,7 +787,15 @@ impl Target {
 }
 
 /// The target stopped by [`Target::freeze`]; it runs again when this is dropped.
-pub struct Frozen(#[allow(dead_code)] attach::Frozen);
+///
+/// It belongs to the thread that made it, which must also drop it: the target's threads are
+/// held by ptrace, and only the tracing thread may let them go (so it is neither `Send` nor
+/// `Sync`). A soft-dirty tracker harvests a target frozen so without freezing it again.
+pub struct Frozen {
+    _frozen: attach::Frozen,
+    /// Not `Send`: dropped on another thread, it could not let the target go.
+    _thread_bound: std::marker::PhantomData<*const ()>,
+}
 
 /// How long a target is given to show that it is exiting when that is in doubt: its /proc
 /// entry is unreadable, or re-attaching to it failed (ptrace refuses a task that has begun to

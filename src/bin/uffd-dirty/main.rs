@@ -192,7 +192,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::run(&args.output),
         Command::Report(args) => report::run(&args),
         Command::AttachHelper(args) => {
-            uffd_dirty::serve_attach_helper(args.pid, args.launched)?;
+            // SAFETY: `attach-helper` is the hidden command the library starts this binary
+            // with, its socket on fd 3 and the target's pidfd on fd 4; nothing else here
+            // owns those fds.
+            unsafe { uffd_dirty::serve_attach_helper(args.pid, args.launched) }?;
             Ok(ExitCode::Success)
         }
         Command::Scenario(args) => {
