@@ -145,6 +145,12 @@ impl PagemapScan {
         if disordered {
             crate::span::union_in_place(out);
         }
+        #[cfg(test)]
+        if tests::FAIL_AFTER_HARVEST.with(|f| f.replace(false)) {
+            return Err(io::Error::other(
+                "failure injected after the harvest's calls",
+            ));
+        }
         Ok(())
     }
 
@@ -267,7 +273,13 @@ fn clip(found: &[Span], spans: &[Span], out: &mut Vec<Span>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    thread_local! {
+        /// Fail the next harvest of this thread after its ioctls ran (they re-protected
+        /// what they reported).
+        pub(crate) static FAIL_AFTER_HARVEST: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
     use super::*;
 
     fn vma(line: &str) -> Vma {

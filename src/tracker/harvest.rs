@@ -162,15 +162,16 @@ impl UffdSpace {
         for &span in &sparse {
             reader.scan(span, false, &mut self.runs, Some(&mut now))?;
         }
-        let written = maps::union(std::mem::take(&mut self.runs));
-        for &run in &written {
+        // Kept in `runs` whatever happens next: a protect that fails leaves the pages read as
+        // written (some of them protected already) for the next harvest to report.
+        maps::union_in_place(&mut self.runs);
+        for &run in &self.runs {
             match self.uffd.writeprotect(run) {
                 // Unmapped or replaced since it was read: nothing left to protect.
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                 r => r?,
             }
         }
-        self.runs = written;
         if !sparse.is_empty() {
             let before = maps::intersect(&self.sparse_populated, &sparse);
             self.runs.extend(maps::subtract(&before, &now));
@@ -233,7 +234,11 @@ impl UffdSpace {
         self.watch = t0.elapsed();
         into.watch = Some(self.watch);
         self.runs.clear();
+        self.runs.append(&mut self.carried);
         if let Err(e) = self.harvest_all(&scope.spans) {
+            // A harvest that failed part way re-protected what it found so far: those pages
+            // are reported by the next one, or their writes would be lost.
+            std::mem::swap(&mut self.carried, &mut self.runs);
             return match self.gone(target, &e) {
                 Some(g) => Ok(Err(g)),
                 None => {
@@ -251,5 +256,98 @@ impl UffdSpace {
         // The runs go to the harvest, and its old vector comes back to be filled next time.
         std::mem::swap(&mut self.runs, into.dirty.vec_mut());
         Ok(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::scan::pagemap_scan::tests::FAIL_AFTER_HARVEST;
+    use crate::{Error, Harvest, Target, TrackerBuilder};
+
+    /// Kills and reaps the child when dropped, the test failing or not.
+    struct Reap(i32);
+
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            // SAFETY: our own child.
+            unsafe {
+                libc::kill(self.0, libc::SIGKILL);
+                libc::waitpid(self.0, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+
+    /// A harvest that fails after its calls re-protected the pages it found loses none of
+    /// them: the next harvest reports them.
+    #[test]
+    fn a_failed_harvest_hands_its_pages_to_the_next() {
+        if let Err(e) = crate::probe::Support::detect().require(crate::Method::PagemapScan) {
+            crate::testing::skipped(format!("this kernel cannot track: {e}"));
+            return;
+        }
+        const PAGES: usize = 16;
+        let page = crate::sys::page_size() as usize;
+        let region = crate::sys::AnonMapping::new(PAGES * page, 0).unwrap();
+        let mut go = [0i32; 2];
+        let mut done = [0i32; 2];
+        // SAFETY: two-int arrays for pipe(2).
+        unsafe {
+            assert_eq!(libc::pipe(go.as_mut_ptr()), 0);
+            assert_eq!(libc::pipe(done.as_mut_ptr()), 0);
+        }
+        // SAFETY: the child only reads, writes its own memory and pipes, and pauses: no
+        // allocation or lock, so forking from this multi-threaded test binary is sound.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            // SAFETY: async-signal-safe calls on fds and memory made before the fork.
+            unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                let mut b = 0u8;
+                libc::read(go[0], (&mut b as *mut u8).cast(), 1);
+                for i in (0..PAGES).step_by(3) {
+                    region.write(i * page, 0xa5u8);
+                }
+                libc::write(done[1], (&b as *const u8).cast(), 1);
+                loop {
+                    libc::pause();
+                }
+            }
+        }
+        let _child = Reap(pid);
+        let target = Target::open(pid).unwrap();
+        let mut tracker = TrackerBuilder::new().attach(&target).unwrap();
+        let mut harvest = Harvest::new();
+        tracker.harvest_into(&mut harvest).unwrap();
+        // SAFETY: one byte each way over the pipes made above.
+        unsafe {
+            libc::write(go[1], [1u8].as_ptr().cast(), 1);
+            let mut b = 0u8;
+            libc::read(done[0], (&mut b as *mut u8).cast(), 1);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        FAIL_AFTER_HARVEST.with(|f| f.set(true));
+        let failed = tracker.harvest_into(&mut harvest);
+        assert!(
+            matches!(failed, Err(Error::Failed { .. })),
+            "the injected failure: {failed:?}"
+        );
+        assert!(harvest.dirty().is_empty(), "a failed harvest holds nothing");
+        tracker.harvest_into(&mut harvest).unwrap();
+        let written: Vec<u64> = (0..PAGES)
+            .step_by(3)
+            .map(|i| region.addr() + (i * page) as u64)
+            .collect();
+        let missing: Vec<u64> = written
+            .iter()
+            .copied()
+            .filter(|&a| !harvest.dirty().contains(a))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "lost across the failed harvest: {missing:x?}"
+        );
     }
 }

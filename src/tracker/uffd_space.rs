@@ -101,6 +101,8 @@ pub(crate) struct UffdSpace {
     pub(crate) maps: maps::MapsReader,
     pub(crate) vmas: Vec<Vma>,
     pub(crate) runs: Vec<Span>,
+    /// Pages a failed harvest found written (and re-protected), for the next one to report.
+    pub(crate) carried: Vec<Span>,
     /// Pages of freshly armed memory that were populated when it was armed, for the next delta.
     pub(crate) populated: Vec<Span>,
     /// Shared memory's populated pages at the last harvest (see `harvest_all`).
@@ -181,6 +183,7 @@ pub(crate) fn attach_uffd(
             maps: maps::MapsReader::watching(target.pid),
             vmas: Vec::new(),
             runs: Vec::with_capacity(1024),
+            carried: Vec::new(),
             populated: Vec::new(),
             shared_populated: Vec::new(),
             sparse: Vec::new(),
