@@ -6,7 +6,7 @@
 //! trip (clear_refs "4" succeeds on kernels without soft-dirty; the PMD-hole fix has no flag).
 //! Nothing here touches another process.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -456,38 +456,88 @@ fn pmd_hole_item(support: &Result<uffd::KernelSupport, String>) -> Item {
     }
 }
 
-/// Whether soft-dirty really works in this kernel, by round trip on a page of our own: writing
-/// "4" to `clear_refs` succeeds silently on kernels built without `CONFIG_MEM_SOFT_DIRTY`, so
-/// only seeing bit 55 go from 0 (after clearing) to 1 (after a write) proves it.
+/// Whether soft-dirty really works in this kernel, by round trip on a page: writing "4" to
+/// `clear_refs` succeeds silently on kernels built without `CONFIG_MEM_SOFT_DIRTY`, so only
+/// seeing bit 55 go from 0 (after clearing) to 1 (after a write) proves it.
 ///
-/// Clears the soft-dirty bits of the whole calling process as a side effect.
+/// Done in a child made for it: clearing soft-dirty bits is process-wide, and the calling
+/// program may use them itself (a garbage collector's write barrier, a checkpointer).
 pub(crate) fn soft_dirty_round_trip() -> io::Result<bool> {
+    const WORKS: i32 = 0;
+    const ABSENT: i32 = 1;
+    const FAILED: i32 = 2;
     let page = sys::AnonMapping::new(sys::page_size() as usize, 0)?;
-    let pagemap = File::open("/proc/self/pagemap")?;
-    let mut clear_refs = OpenOptions::new()
-        .write(true)
-        .open("/proc/self/clear_refs")?;
-    page.write(0, 1u8);
-    // Another thread's mmap can merge a new VM_SOFTDIRTY VMA with ours between the clear and the
-    // read, so a page still dirty after clearing earns a few retries before the verdict.
-    for _ in 0..3 {
-        clear_refs.write_all(abi::CLEAR_REFS_SOFT_DIRTY)?;
-        if pagemap_entry(&pagemap, page.addr())? & abi::PM_SOFT_DIRTY == 0 {
-            page.write(0, 2u8);
-            return Ok(pagemap_entry(&pagemap, page.addr())? & abi::PM_SOFT_DIRTY != 0);
+    let page_size = sys::page_size();
+    // SAFETY: the child makes only async-signal-safe calls (open, write, pread, _exit) on
+    // memory that exists before the fork, and allocates nothing.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        let verdict = (|| -> io::Result<bool> {
+            // SAFETY: NUL-terminated literals; the fds are the child's own, closed by _exit.
+            let (pagemap, clear_refs) = unsafe {
+                (
+                    libc::open(c"/proc/self/pagemap".as_ptr(), libc::O_RDONLY),
+                    libc::open(c"/proc/self/clear_refs".as_ptr(), libc::O_WRONLY),
+                )
+            };
+            if pagemap < 0 || clear_refs < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let entry = || -> io::Result<u64> {
+                let mut buf = [0u8; 8];
+                // SAFETY: `pagemap` is an open fd of this process, not owned by anything else.
+                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(pagemap) };
+                match sys::pread_full(fd, &mut buf, page.addr() / page_size * 8)? {
+                    8 => Ok(u64::from_ne_bytes(buf)),
+                    _ => Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                }
+            };
+            page.write(0, 1u8);
+            // Another thread's mmap could merge a new VM_SOFTDIRTY VMA with ours between the
+            // clear and the read: a page still dirty after clearing earns a few retries.
+            for _ in 0..3 {
+                let clear = abi::CLEAR_REFS_SOFT_DIRTY;
+                // SAFETY: writes `clear`, a live byte string, to the child's own fd.
+                if unsafe { libc::write(clear_refs, clear.as_ptr().cast(), clear.len()) } < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if entry()? & abi::PM_SOFT_DIRTY == 0 {
+                    page.write(0, 2u8);
+                    return Ok(entry()? & abi::PM_SOFT_DIRTY != 0);
+                }
+            }
+            Ok(false)
+        })();
+        let code = match verdict {
+            Ok(true) => WORKS,
+            Ok(false) => ABSENT,
+            Err(_) => FAILED,
+        };
+        // SAFETY: ends the child at once, running nothing of the parent's (no atexit, no
+        // destructors).
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid out-pointer; `pid` is our child.
+        if unsafe { libc::waitpid(pid, &mut status, 0) } == pid {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
         }
     }
-    Ok(false)
-}
-
-/// One `/proc/self/pagemap` entry.
-fn pagemap_entry(pagemap: &File, addr: u64) -> io::Result<u64> {
-    let mut buf = [0u8; 8];
-    let offset = addr / sys::page_size() * 8;
-    if sys::pread_full(pagemap.as_fd(), &mut buf, offset)? != buf.len() {
-        return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+    match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
+        Some(WORKS) => Ok(true),
+        Some(ABSENT) => Ok(false),
+        _ => Err(io::Error::other(
+            "the soft-dirty probe (a child of ours) could not read its own pagemap",
+        )),
     }
-    Ok(u64::from_ne_bytes(buf))
 }
 
 fn soft_dirty_item(round_trip: &io::Result<bool>) -> Item {
