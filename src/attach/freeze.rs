@@ -38,6 +38,7 @@ impl Frozen {
                 .filter(|t| !frozen.tids.contains(t))
                 .collect();
             if fresh.is_empty() {
+                frozen_here().push(frozen.pid);
                 return Ok(frozen);
             }
             for tid in fresh {
@@ -85,8 +86,22 @@ impl Frozen {
     }
 }
 
+/// The processes this process holds frozen now, by PID.
+fn frozen_here() -> std::sync::MutexGuard<'static, Vec<i32>> {
+    static FROZEN: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+    FROZEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Whether this process holds `pid` frozen (a caller's [`Frozen`], taken for a last round):
+/// a soft-dirty harvest then reads and clears without freezing it again, which ptrace
+/// would refuse.
+pub fn is_frozen_here(pid: i32) -> bool {
+    frozen_here().contains(&pid)
+}
+
 impl Drop for Frozen {
     fn drop(&mut self) {
+        frozen_here().retain(|&p| p != self.pid);
         for (tid, regs, mask) in &self.rewound {
             if unblocked_signal_pending(self.pid, *tid, *mask) {
                 let _ = arch::set_regs(*tid, regs);

@@ -27,7 +27,7 @@ use crate::sys::abi;
 
 pub use borrow::yama_hint;
 pub use exec::{release_after_exec, seize_for_exec, wait_exec_stop};
-pub use freeze::Frozen;
+pub use freeze::{Frozen, is_frozen_here};
 pub use userfaultfd::take_userfaultfd;
 
 /// How long a thread may take to reach its ptrace stop before we give up on it.

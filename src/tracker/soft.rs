@@ -57,7 +57,10 @@ pub(crate) fn attach_soft(target: &Process, scope: &Scope, start: SoftStart) -> 
     soft.tracked = maps::union(pieces.iter().map(|p| p.span).collect());
     let stopped = Instant::now();
     {
-        let _frozen = freeze.then(|| attach::Frozen::new(target)).transpose()?;
+        let freeze_now = freeze && !attach::is_frozen_here(target.pid);
+        let _frozen = freeze_now
+            .then(|| attach::Frozen::new(target))
+            .transpose()?;
         let (mut ignored, mut populated) = (Vec::new(), Vec::new());
         for &span in &soft.tracked {
             soft.sd.dirty(span, &mut ignored, &mut populated)?;
@@ -108,8 +111,8 @@ impl SoftDirtySpace {
         let runs = into.dirty.vec_mut();
         let mut changes = Vec::new();
         let result = (|| -> io::Result<()> {
-            let _frozen = self
-                .freeze
+            let freeze = self.freeze && !attach::is_frozen_here(target.pid);
+            let _frozen = freeze
                 .then(|| attach::Frozen::new(target))
                 .transpose()
                 .map_err(io::Error::other)?;
