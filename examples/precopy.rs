@@ -224,6 +224,8 @@ fn catch_up(
                 new.push(change.span);
             }
             Change::Removed => gone.push(change.span),
+            // A change this example does not know: copy the span afresh, to be safe.
+            _ => new.push(change.span),
         }
     }
     // A span still in `tracked` (memory no longer armed but still mapped, whose writes are

@@ -26,6 +26,7 @@ use crate::span::Span;
 
 /// A kind of write no tracker can see: memory written without a page fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[non_exhaustive]
 pub enum BlindKind {
     /// io_uring registered (fixed) buffers, filled by the kernel through a pin.
     #[serde(rename = "io_uring")]
@@ -53,6 +54,7 @@ impl std::fmt::Display for Blind {
 /// A source of writes the tracker cannot see, found in the target (its fds, its pinned
 /// memory). Writes through it are not reported; see the README's "Guarantees".
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Blind {
     /// What it is.
     pub kind: BlindKind,

@@ -8,6 +8,7 @@ use std::fmt;
 
 /// Why a tracker's target memory went away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Gone {
     /// The process exited (or is exiting: its memory is gone).
     Exited,

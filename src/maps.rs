@@ -14,6 +14,7 @@ pub use crate::span::{
 
 /// One mapping of the target (a line of `/proc/PID/maps`).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Vma {
     /// Its first address.
     pub start: u64,
@@ -41,6 +42,7 @@ pub struct Vma {
 /// What a mapping is, from its name and flags in `/proc/PID/maps`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum MappingKind {
     /// Private anonymous memory (`malloc`'s arenas, `mmap(MAP_ANONYMOUS)`), named or not.
     Anon,

@@ -22,6 +22,7 @@ use crate::{Error, Method};
 /// How an item stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Status {
     /// Present and working.
     Ok,
@@ -33,6 +34,7 @@ pub enum Status {
 
 /// One line of the report.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct Item {
     /// What was probed (`WP_ASYNC`, `pagemap-scan`, `soft-dirty`, ...).
     pub name: &'static str,
@@ -95,6 +97,7 @@ impl Item {
 /// }
 /// ```
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct Support {
     /// The kernel release (`uname -r`).
     pub kernel: String,

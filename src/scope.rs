@@ -20,6 +20,7 @@ use crate::sys::abi;
 /// # let _ = (heap, libs, shm, shared);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Selector {
     /// Mappings named so: the whole name as `/proc/PID/maps` shows it (`[heap]`,
     /// `/usr/lib/libc.so.6`, `[anon:jemalloc]`), or a glob over it or over its last path

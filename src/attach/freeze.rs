@@ -89,7 +89,9 @@ impl Frozen {
 /// The processes this process holds frozen now, by PID.
 fn frozen_here() -> std::sync::MutexGuard<'static, Vec<i32>> {
     static FROZEN: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
-    FROZEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    FROZEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Whether this process holds `pid` frozen (a caller's [`Frozen`], taken for a last round):

@@ -36,6 +36,7 @@ use uffd_space::{Arm, UffdSpace, attach_uffd};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[non_exhaustive]
 pub enum Method {
     /// userfaultfd async write-protect, harvested by PAGEMAP_SCAN with atomic re-protect.
     #[default]
@@ -54,6 +55,7 @@ display_as_serialized!(Method, Arming, ArmedBy);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[non_exhaustive]
 pub enum Arming {
     /// PAGEMAP_SCAN where the kernel has the 2026 fix for empty page-table ranges (about 7x
     /// faster), else UFFDIO_WRITEPROTECT.
@@ -68,6 +70,7 @@ pub enum Arming {
 /// How an attach write-protected what it tracks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum ArmedBy {
     /// PAGEMAP_SCAN, everything.
     PagemapScan,
@@ -82,6 +85,7 @@ pub enum ArmedBy {
 
 /// A piece of a mapping a tracker covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TrackedMapping {
     /// The addresses covered.
     pub span: Span,
@@ -95,6 +99,7 @@ pub struct TrackedMapping {
 
 /// A piece of a mapping in scope that the kernel refused to track.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SkippedMapping {
     /// The addresses refused.
     pub span: Span,
@@ -110,6 +115,7 @@ pub struct SkippedMapping {
 /// What an attach did: to the target when it began tracking, and to a new program after an
 /// exec when the tracker follows it.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Attached {
     /// The program the target runs, as `/proc/PID/exe` names it (written printably, as
     /// mapping names are); empty if unreadable.
@@ -140,6 +146,7 @@ impl Attached {
 /// reports the pages of it written before it was armed, but not those still as they were
 /// mapped (a file's pages, never written through this mapping), so it copies the whole span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Change {
     /// New memory in scope, now tracked.
     Added,
@@ -156,6 +163,7 @@ pub enum Change {
 
 /// A mapping that appeared, moved or went since the last harvest.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MappingChange {
     /// What happened.
     pub change: Change,
@@ -680,7 +688,8 @@ impl Tracker {
     /// address order (by `process_vm_readv`; the target is not stopped, so a page written
     /// meanwhile may be copied in either state: the next harvest reports it again). Pages
     /// that cannot be read (unmapped since, or never readable) are written as zeros to keep
-    /// `out` aligned with `spans`, and returned.
+    /// `out` aligned with `spans`, and returned. `spans` must be whole pages
+    /// ([`Error::BadInput`] otherwise), as a harvest's are.
     ///
     /// For pre-copy: copy what a harvest reported, repeat until little is written, then
     /// stop the target ([`Target::freeze`]), harvest and copy one last time.
@@ -715,6 +724,15 @@ impl Tracker {
     fn read_pages_inner(&self, spans: &SpanSet, out: &mut dyn Write) -> anyhow::Result<SpanSet> {
         const CHUNK: usize = 1 << 20;
         let page = self.page_size as usize;
+        if let Some(odd) = spans
+            .iter()
+            .find(|s| s.start % self.page_size != 0 || s.end % self.page_size != 0)
+        {
+            return Err(usage(format!(
+                "{odd} is not whole pages: read_pages copies pages ({} bytes, aligned)",
+                self.page_size
+            )));
+        }
         let mut buf = vec![0u8; CHUNK];
         let mut unreadable = Vec::new();
         for span in spans {
@@ -749,6 +767,9 @@ impl Tracker {
                 }
             }
         }
+        // Read by PID: the pidfd says whether it was still the target's all along (a PID is
+        // reused only after the target is reaped, and the pidfd holds it).
+        self.process.check_alive()?;
         Ok(SpanSet::from(unreadable))
     }
 

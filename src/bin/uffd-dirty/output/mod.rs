@@ -140,6 +140,8 @@ impl MappingEvent {
             uffd_dirty::Change::Added => (MappingEventKind::Added, None),
             uffd_dirty::Change::Moved { from } => (MappingEventKind::Moved, Some(Addr(from.start))),
             uffd_dirty::Change::Removed => (MappingEventKind::Removed, None),
+            // A kind of change added later: the span is tracked now, as after `added`.
+            _ => (MappingEventKind::Added, None),
         };
         MappingEvent {
             event,
