@@ -41,6 +41,10 @@ pub enum Error {
     /// command line.
     #[error("{0}")]
     BadInput(String),
+    /// The attach helper (the `uffd-dirty` program the library runs to attach) is missing,
+    /// or of another version than the library.
+    #[error("{0}")]
+    Helper(String),
     /// The target's tracked memory is gone.
     #[error("PID {pid} {}", match why { Gone::Exited => "exited", Gone::Exec => "ran a new program (execve)" })]
     Gone {
@@ -87,6 +91,8 @@ pub(crate) enum Failure {
     Permission(String),
     #[error("{0}")]
     Unsupported(String),
+    #[error("{0}")]
+    Helper(String),
 }
 
 /// Shorthands that read well at the call site: `return Err(usage(format!(..)))`.
@@ -102,6 +108,10 @@ pub(crate) fn unsupported(msg: impl fmt::Display) -> anyhow::Error {
     Failure::Unsupported(msg.to_string()).into()
 }
 
+pub(crate) fn helper_error(msg: impl fmt::Display) -> anyhow::Error {
+    Failure::Helper(msg.to_string()).into()
+}
+
 /// An engine error chain as the public [`Error`]: the kind from its [`Failure`] marker, the
 /// message from the whole chain.
 pub(crate) fn lift(e: anyhow::Error) -> Error {
@@ -110,6 +120,7 @@ pub(crate) fn lift(e: anyhow::Error) -> Error {
         Some(Failure::Usage(_)) => Error::BadInput(message),
         Some(Failure::Permission(_)) => Error::NotPermitted(message),
         Some(Failure::Unsupported(_)) => Error::Unsupported(message),
+        Some(Failure::Helper(_)) => Error::Helper(message),
         None => Error::Failed {
             message,
             errno: e

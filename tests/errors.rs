@@ -256,3 +256,35 @@ fn a_duration_past_a_century_runs_until_stopped() {
         .unwrap_or_default();
     assert!(last.contains("\"reason\":\"count\""), "{last}");
 }
+
+/// An attach helper that is missing, or is not this version's, is refused before it can
+/// touch the target, in one line that says what to install.
+#[test]
+fn a_missing_or_foreign_attach_helper_is_refused() {
+    if !kernel_can_track() {
+        return;
+    }
+    let sleeper = Sleeper::new();
+    for (helper, says) in [
+        ("/nonexistent/uffd-dirty", "cannot start the attach helper"),
+        ("/bin/true", "not a helper of this version"),
+    ] {
+        let out = uffd_dirty()
+            .env("UFFD_DIRTY_ATTACH_HELPER", helper)
+            .args(["track", "--pid", &sleeper.pid(), "-n", "1"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        one_line(&err);
+        assert_eq!(out.status.code(), Some(1), "{helper}: {err}");
+        assert!(
+            err.contains(says) && err.contains("install uffd-dirty"),
+            "{helper}: {err}"
+        );
+        let pid = sleeper.0.id() as i32;
+        assert!(
+            !has_userfaultfd(pid) && tracer_pid(pid) == 0,
+            "{helper}: target touched"
+        );
+    }
+}

@@ -33,7 +33,7 @@ use nix::sys::socket::{
 use serde::{Deserialize, Serialize};
 
 use super::Injection;
-use crate::error::{Failure, permission, unsupported, usage};
+use crate::error::{Failure, helper_error, permission, unsupported, usage};
 use crate::process::Process;
 
 /// The hidden subcommand that runs the helper.
@@ -47,6 +47,11 @@ const MAX_MESSAGE: usize = 16 << 10;
 /// Helper to tracker.
 #[derive(Debug, Serialize, Deserialize)]
 enum Report {
+    /// The first message: the helper's version, which must be the library's (the protocol
+    /// is theirs alone, and changes with them).
+    Hello {
+        version: String,
+    },
     /// The launched command is seized: it may be let go to its exec.
     Seized,
     /// The launched command reached its exec and is held there.
@@ -91,7 +96,8 @@ fn failure(e: &anyhow::Error) -> Report {
         Some(Failure::Usage(_)) => FailureKind::Usage,
         Some(Failure::Permission(_)) => FailureKind::Permission,
         Some(Failure::Unsupported(_)) => FailureKind::Unsupported,
-        None => FailureKind::Runtime,
+        // The helper does not report on itself.
+        Some(Failure::Helper(_)) | None => FailureKind::Runtime,
     };
     Report::Failed {
         kind,
@@ -154,6 +160,11 @@ fn recv<T: for<'de> Deserialize<'de>>(
     Ok(Some((msg, fd)))
 }
 
+/// This library's version, which the helper's must be.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The environment variable that tells the helper which version started it.
+const VERSION_ENV: &str = "UFFD_DIRTY_HELPER_FOR";
+
 /// The environment variable that names the executable to run as the helper (the
 /// `uffd-dirty` binary).
 pub const PROGRAM_ENV: &str = "UFFD_DIRTY_ATTACH_HELPER";
@@ -170,7 +181,7 @@ fn program() -> std::ffi::OsString {
     if exe
         .as_ref()
         .and_then(|e| e.file_name())
-        .is_some_and(|n| n.to_string_lossy().starts_with(NAME))
+        .is_some_and(|n| n == NAME)
     {
         return "/proc/self/exe".into();
     }
@@ -212,6 +223,7 @@ impl Helper {
         if launched {
             cmd.arg("--launched");
         }
+        cmd.env(VERSION_ENV, VERSION);
         // SAFETY: between fork and exec only async-signal-safe calls (dup2, setsid,
         // sigprocmask) on integers prepared before the fork.
         unsafe {
@@ -237,19 +249,44 @@ impl Helper {
                 Ok(())
             });
         }
-        let child = cmd.spawn().with_context(|| {
-            format!(
-                "starting the attach helper {:?} (the uffd-dirty binary: put it in PATH, or name it in ${PROGRAM_ENV})",
-                cmd.get_program()
-            )
+        let program = cmd.get_program().to_owned();
+        let child = cmd.spawn().map_err(|e| {
+            helper_error(format!(
+                "cannot start the attach helper {program:?} ({e}): install uffd-dirty {VERSION} in PATH, or name its binary in ${PROGRAM_ENV}"
+            ))
         })?;
         drop(theirs);
         let pid = child.id() as i32;
-        Ok(Helper {
+        let mut helper = Helper {
             child,
             sock: ours,
             pid,
-        })
+        };
+        helper.hello(&program)?;
+        Ok(helper)
+    }
+
+    /// The helper's first message: its version must be ours.
+    fn hello(&mut self, program: &std::ffi::OsStr) -> Result<()> {
+        let mismatch = |theirs: &str| {
+            helper_error(format!(
+                "the attach helper {program:?} is {theirs}, this library is uffd-dirty {VERSION}: install uffd-dirty {VERSION}, or name its binary in ${PROGRAM_ENV}"
+            ))
+        };
+        match recv(self.sock.as_fd()) {
+            Ok(Some((Report::Hello { version }, _))) if version == VERSION => Ok(()),
+            Ok(Some((Report::Hello { version }, _))) => {
+                // It saw our version too, and touched nothing.
+                let _ = self.child.wait();
+                Err(mismatch(&format!("uffd-dirty {version}")))
+            }
+            // Not a helper of this protocol (an older uffd-dirty), or not a helper at all.
+            _ => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                Err(mismatch("not a helper of this version"))
+            }
+        }
     }
 
     fn order(&self, order: Order) -> Result<()> {
@@ -381,6 +418,15 @@ pub fn serve(pid: i32, launched: bool) -> Result<()> {
     // Ask the OOM killer to pass us by while we hold a thread (only root may lower it).
     let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
     let sock = inherited_socket()?;
+    let hello = Report::Hello {
+        version: VERSION.to_string(),
+    };
+    // The library that started us is gone if this fails: nothing to do.
+    send(sock.as_fd(), &hello, None)?;
+    // Another version's library: it refuses us on our hello; touch nothing.
+    if std::env::var_os(VERSION_ENV).is_some_and(|v| v != VERSION) {
+        return Ok(());
+    }
     let outcome = match pidfd_pid(PIDFD_FD) {
         Some(found) if found == pid => {
             // SAFETY: fd 4 is the pidfd the tracker passed (checked just above), ours now.
