@@ -55,9 +55,12 @@ fn newest_change(path: &Path) -> SystemTime {
     if !meta.is_dir() {
         return meta.modified().unwrap();
     }
+    // The binary's sources (src/bin/) are not the examples': only the library's count.
     std::fs::read_dir(path)
         .unwrap()
-        .map(|e| newest_change(&e.unwrap().path()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.ends_with("src/bin"))
+        .map(|p| newest_change(&p))
         .max()
         .unwrap_or(SystemTime::UNIX_EPOCH)
 }

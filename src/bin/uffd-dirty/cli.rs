@@ -441,7 +441,7 @@ pub fn parse_range(s: &str) -> Result<Span, String> {
         .split_once('-')
         .ok_or_else(|| "expected START-END, e.g. 0x7f00a0000000-0x7f00b0000000".to_string())?;
     let (start, end) = (parse_addr(a)?, parse_addr(b)?);
-    let page = crate::sys::page_size();
+    let page = crate::os::page_size();
     for (name, v) in [("START", start), ("END", end)] {
         if v % page != 0 {
             return Err(format!(

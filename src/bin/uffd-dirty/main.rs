@@ -18,9 +18,10 @@ mod output;
 mod progress;
 mod report;
 mod stop;
-// The kernel ABI and raw calls, one source with the library's (compiled into each): the
-// fixtures (a program with its own userfaultfd) and the benchmark's bare-ioctl baseline
-// make raw calls; the commands themselves go through the library's public API. (Of what sys
+// The kernel ABI and raw calls, one source with the library's (compiled into each), for the
+// fixtures (a program with its own userfaultfd, an anonymous region to write) and the
+// benchmark's bare-ioctl baseline only: the commands go through the library's public API
+// and `os`. (Of what sys
 // defines and re-exports for the library, the binary uses a part.)
 mod fixtures;
 #[allow(dead_code, unused_imports)]

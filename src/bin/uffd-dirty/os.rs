@@ -1,9 +1,45 @@
-//! Operating-system calls only the command line makes: duplicating an inherited fd, the
-//! terminal's size, the user ID. (The kernel ABI and the calls the engine makes are
-//! `sys`, shared with the library.)
+//! The operating-system calls the commands make themselves: waiting on fds, the page size,
+//! duplicating an inherited fd, the terminal's size, the user ID. (The engine's are the
+//! library's; only the fixtures and the benchmark's bare-ioctl baseline use `sys`.)
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+pub use nix::poll::PollFlags;
+use nix::poll::{PollFd, PollTimeout};
+
+/// `poll(2)` on `fds` with their events, for up to `timeout` (rounded up to whole
+/// milliseconds, so a wait never ends just short of a deadline); the events seen on each.
+/// An interrupted wait sees nothing.
+pub fn poll<const N: usize>(
+    fds: [(BorrowedFd<'_>, PollFlags); N],
+    timeout: Duration,
+) -> [PollFlags; N] {
+    let mut pfds = fds.map(|(fd, events)| PollFd::new(fd, events));
+    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    let ready = nix::poll::poll(
+        &mut pfds,
+        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+    );
+    pfds.map(|p| match ready {
+        Ok(n) if n > 0 => p.revents().unwrap_or(PollFlags::empty()),
+        _ => PollFlags::empty(),
+    })
+}
+
+/// Whether each of `fds` is readable, waiting up to `timeout` for one to be.
+pub fn readable<const N: usize>(fds: [BorrowedFd<'_>; N], timeout: Duration) -> [bool; N] {
+    poll(fds.map(|fd| (fd, PollFlags::POLLIN)), timeout).map(|r| r.contains(PollFlags::POLLIN))
+}
+
+/// The system page size.
+pub fn page_size() -> u64 {
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE) {
+        Ok(Some(n)) if n > 0 => n as u64,
+        _ => 4096,
+    }
+}
 
 /// Our effective user ID.
 pub fn euid() -> u32 {

@@ -68,7 +68,7 @@ mod tests {
     use super::*;
 
     fn readable(stop: &Stop) -> bool {
-        let [readable] = crate::sys::readable([stop.fd()], std::time::Duration::ZERO);
+        let [readable] = crate::os::readable([stop.fd()], std::time::Duration::ZERO);
         readable
     }
 

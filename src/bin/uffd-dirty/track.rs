@@ -9,10 +9,10 @@ use anyhow::{Context, Result, anyhow};
 
 use crate::cli::{Format, TargetArgs, TrackArgs};
 use crate::exit::ExitCode;
+use crate::os::{self, PollFlags};
 use crate::output::{self, Addr, Emitter, EndReason, Record, Timestamp};
 use crate::progress;
 use crate::stop::Stop;
-use crate::sys;
 use uffd_dirty::Mapping;
 use uffd_dirty::{
     Attached, Error, Gone, Harvest, Method, SkippedMapping, Target, Tracker, TrackerBuilder,
@@ -35,7 +35,8 @@ pub(crate) fn wait_until(
     stop: &Stop,
     output: Option<BorrowedFd<'_>>,
 ) -> Wake {
-    const GONE: libc::c_short = libc::POLLERR | libc::POLLHUP;
+    const GONE: PollFlags = PollFlags::POLLERR.union(PollFlags::POLLHUP);
+    const IN: PollFlags = PollFlags::POLLIN;
     loop {
         if stop.requested() {
             return Wake::Stop;
@@ -45,24 +46,27 @@ pub(crate) fn wait_until(
             return Wake::Tick;
         }
         // Rounded up to whole milliseconds: the wait never ends just short of the deadline.
-        let watched = [(target.as_fd(), libc::POLLIN), (stop.fd(), libc::POLLIN)];
+        let watched = [(target.as_fd(), IN), (stop.fd(), IN)];
         let (exited, woken, closed) = match output {
             Some(out) => {
-                let [e, w, o] = sys::poll([watched[0], watched[1], (out, 0)], deadline - now);
-                (e, w, o & GONE != 0)
+                let [e, w, o] = os::poll(
+                    [watched[0], watched[1], (out, PollFlags::empty())],
+                    deadline - now,
+                );
+                (e, w, o.intersects(GONE))
             }
             None => {
-                let [e, w] = sys::poll(watched, deadline - now);
+                let [e, w] = os::poll(watched, deadline - now);
                 (e, w, false)
             }
         };
         if closed {
             return Wake::OutputClosed;
         }
-        if exited & libc::POLLIN != 0 {
+        if exited.contains(IN) {
             return Wake::TargetExited;
         }
-        if woken & libc::POLLIN != 0 {
+        if woken.contains(IN) {
             stop.drain_stray_wakeups();
         }
     }

@@ -59,7 +59,7 @@ impl<W: Write> Bitmap<W> {
     pub fn new(out: W) -> Self {
         Bitmap {
             out,
-            page_size: crate::sys::page_size(),
+            page_size: crate::os::page_size(),
         }
     }
 }

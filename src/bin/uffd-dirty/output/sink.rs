@@ -268,7 +268,7 @@ fn open_file(path: &Path, stop: Option<&Stop>) -> io::Result<File> {
                     waiting = true;
                 }
                 if let Some(stop) = stop {
-                    let _ = crate::sys::readable([stop.fd()], Duration::from_millis(20));
+                    let _ = crate::os::readable([stop.fd()], Duration::from_millis(20));
                     if stop.requested() {
                         return Err(io::Error::other(Stopped(path.display().to_string())));
                     }
