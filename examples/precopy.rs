@@ -1,17 +1,20 @@
 //! Iterative pre-copy of a running process's memory, the way a live migrator (or CRIU's
 //! pre-dump) does it, with the public `uffd_dirty` API.
 //!
-//! Round 0 copies every page the tracker covers. Each later round harvests the pages written
-//! since the last harvest and copies only those, until a harvest finds at most `--threshold`
+//! The tracker arms with `Arming::ReportPopulated`, so its first harvest reports every page
+//! holding the process's data: round 0 copies those, and the mappings backed by a file or by
+//! shared memory whole (their pages hold data without having been written here). Each later
+//! round harvests the pages written since the last harvest and copies only those, until a harvest finds at most `--threshold`
 //! pages (or after `--max-rounds`). The final round freezes the target, harvests and copies
 //! once more, and lets it go: the time it was stopped is the migration's downtime. After the
 //! final round the image holds, for every tracked page, exactly what the target's memory holds.
 //!
 //! Two rules make that true. Every page a harvest reports must be copied (the harvest has
 //! already re-protected it: a later harvest reports it only if it is written again). And
-//! memory that appears between harvests is copied whole, not just its dirty pages: a harvest
-//! reports writes, and the pages of a newly mapped file that are still the file's were never
-//! written.
+//! memory backed by a file or shared memory that appears between harvests is copied whole,
+//! not just its dirty pages: a harvest reports writes, and the pages of a newly mapped file
+//! that are still the file's were never written. (New anonymous memory needs nothing more:
+//! the harvest that finds it reports its populated pages.)
 //!
 //! The image is kept in memory, one entry per page; a page not in it is all zeros (never
 //! written memory, and pages the target cannot read). With `--verify`, the target, still
@@ -40,7 +43,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use uffd_dirty::{Change, Harvest, SkippedMapping, SpanSet, Target, Tracker, TrackerBuilder};
+use uffd_dirty::{
+    Arming, Change, Harvest, MappingKind, SkippedMapping, SpanSet, Target, Tracker, TrackerBuilder,
+};
 
 const USAGE: &str = "usage: precopy (--pid PID | -- CMD ARGS...) [--threshold PAGES] [--max-rounds N] [--verify] [--out DIR]";
 
@@ -128,7 +133,10 @@ fn run(opts: &Options) -> Result<bool, Box<dyn std::error::Error>> {
     };
     // A new program would be new memory through and through: a migrator starts over then,
     // and this example stops (the next harvest fails with `Error::Gone`).
-    let mut tracker = TrackerBuilder::new().follow_exec(false).attach(&target)?;
+    let mut tracker = TrackerBuilder::new()
+        .follow_exec(false)
+        .arming(Arming::ReportPopulated)
+        .attach(&target)?;
     let page = tracker.page_size();
     let attached = tracker.attached();
     let everything = attached.spans();
@@ -149,12 +157,20 @@ fn run(opts: &Options) -> Result<bool, Box<dyn std::error::Error>> {
         "{:>5} {:>8} {:>8} {:>8} {:>10}",
         "round", "dirty", "copied", "MiB", "time"
     );
-    // Round 0: everything that exists (the rest is zeros, and reading it would populate it).
-    // A write racing with the copy is after the attach, so the first harvest reports it.
+    // Round 0: the mappings backed by an object, whole, then the first harvest: every page
+    // holding data (memory never touched is zeros, and is not read, which would populate it).
     let t = Instant::now();
-    let populated = tracker.populated(&everything)?;
-    let copied = copy(&tracker, &populated, &mut image)?;
-    print_round("0", None, copied, page, t.elapsed());
+    let objects: SpanSet = attached
+        .tracked
+        .iter()
+        .filter(|m| backed_by_object(Some(m.kind)))
+        .map(|m| m.span)
+        .collect();
+    let mut copied = copy(&tracker, &objects, &mut image)?;
+    let first = tracker.harvest()?;
+    warn_untracked(first.skipped());
+    copied += catch_up(&mut tracker, &first, &mut image)?;
+    print_round("0", Some(first.dirty_pages()), copied, page, t.elapsed());
 
     let mut tracked = everything;
     for n in 1.. {
@@ -216,16 +232,26 @@ fn catch_up(
 ) -> uffd_dirty::Result<u64> {
     let mut gone = Vec::new();
     let mut new = Vec::new();
+    let mut whole = Vec::new();
     for change in harvest.changes() {
+        let span = change.span;
         match change.change {
-            Change::Added => new.push(change.span),
-            Change::Moved { from } => {
-                gone.push(from);
-                new.push(change.span);
+            Change::Added | Change::Moved { .. } | Change::Replaced
+                if backed_by_object(change.kind) =>
+            {
+                whole.push(span);
+                new.push(span);
             }
-            Change::Removed => gone.push(change.span),
+            Change::Added | Change::Moved { .. } | Change::Replaced => new.push(span),
+            Change::Removed => gone.push(span),
             // A change this example does not know: copy the span afresh, to be safe.
-            _ => new.push(change.span),
+            _ => {
+                whole.push(span);
+                new.push(span);
+            }
+        }
+        if let Change::Moved { from } = change.change {
+            gone.push(from);
         }
     }
     // A span still in `tracked` (memory no longer armed but still mapped, whose writes are
@@ -233,14 +259,25 @@ fn catch_up(
     for span in SpanSet::from(gone).difference(harvest.tracked()).iter() {
         forget(image, *span);
     }
-    // New memory: forget whatever the image held there (a mapping replaced in place), then
-    // copy what of it exists; the rest is zeros.
-    let new = SpanSet::from(new);
-    for span in &new {
+    // New memory: forget whatever the image held there (a mapping replaced in place). Its
+    // data is in the harvest, except a file's or shared memory's, copied whole.
+    for span in SpanSet::from(new).iter() {
         forget(image, *span);
     }
-    let new = tracker.populated(&new)?;
-    copy(tracker, &harvest.dirty().union(&new), image)
+    copy(
+        tracker,
+        &harvest.dirty().union(&SpanSet::from(whole)),
+        image,
+    )
+}
+
+/// Whether memory of this kind holds data without the process having written it: a file's
+/// pages, shared memory another process filled. Unknown (unmapped) counts as such.
+fn backed_by_object(kind: Option<MappingKind>) -> bool {
+    !matches!(
+        kind,
+        Some(MappingKind::Anon | MappingKind::Heap | MappingKind::Stack)
+    )
 }
 
 /// Drop the image's pages in `span`.

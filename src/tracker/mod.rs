@@ -65,6 +65,12 @@ pub enum Arming {
     PagemapScan,
     /// UFFDIO_WRITEPROTECT (marks empty page-table ranges on every kernel).
     Writeprotect,
+    /// Protect only the empty slots, so that the first harvest reports every page that holds
+    /// the process's data: populated anonymous and shared memory, swapped-out pages, and
+    /// file pages written through the mapping (a file's own pages, never written here, are
+    /// not reported). What a first copy of the target's memory needs (a pre-copy's round 0,
+    /// a checkpoint's first dump), without reading memory the target never touched.
+    ReportPopulated,
 }
 
 /// How an attach write-protected what it tracks.
@@ -159,6 +165,10 @@ pub enum Change {
     /// Memory no longer tracked: unmapped, or no longer in scope (a selector stopped picking
     /// it). Memory made read-only stays tracked while mapped: it may have been written first.
     Removed,
+    /// Tracked memory that a new mapping took the place of (`mmap(MAP_FIXED)` over it, or
+    /// unmapped and mapped again between two harvests): still tracked, with new contents that
+    /// need not have been written (another file's pages, zeros).
+    Replaced,
 }
 
 /// A mapping that appeared, moved or went since the last harvest.
@@ -578,26 +588,6 @@ impl Tracker {
         self.method == Method::SoftDirty || self.pmd_hole_fix
     }
 
-    /// The pages of `spans` that exist (present in memory or swapped out); the rest of it
-    /// holds zeros. For a first copy of the target's memory, which need not read (and so
-    /// populate) memory it never touched.
-    pub fn populated(&mut self, spans: &SpanSet) -> Result<SpanSet> {
-        let mut out = Vec::new();
-        self.source
-            .populated(spans.as_slice(), &mut out)
-            .with_context(|| format!("listing the populated pages of PID {}", self.process.pid))
-            .map_err(|e| {
-                if self.process.has_exited() {
-                    return Error::Gone {
-                        pid: self.process.pid,
-                        why: Gone::Exited,
-                    };
-                }
-                lift(e)
-            })?;
-        Ok(SpanSet::from(out))
-    }
-
     /// Sources of writes no tracker can see, found when it attached.
     pub fn blind_spots(&self) -> &[Blind] {
         &self.blind_found
@@ -872,18 +862,6 @@ impl Source {
         match self {
             Source::Uffd(mm) => &mm.vmas,
             Source::Soft(s) => &s.vmas,
-        }
-    }
-
-    fn populated(&mut self, spans: &[Span], out: &mut Vec<Span>) -> std::io::Result<()> {
-        match self {
-            Source::Uffd(mm) => mm.scanner.populated(spans, out),
-            Source::Soft(s) => {
-                let mut ignored = Vec::new();
-                spans
-                    .iter()
-                    .try_for_each(|&span| s.sd.dirty(span, &mut ignored, out))
-            }
         }
     }
 

@@ -53,20 +53,91 @@ impl UffdSpace {
             self.scanner
                 .protect_unpopulated(span, &mut self.populated)?;
         }
+        let replaced =
+            replaced_in_place(&old_vmas, &self.vmas, &before, &self.registry.armed, &stale);
         into.changes = mapping_changes(&old_vmas, &self.vmas, added, removed);
+        into.changes.extend(replaced.into_iter().map(|span| {
+            let vma = maps::mapping_at(&self.vmas, span.start);
+            MappingChange {
+                change: Change::Replaced,
+                span,
+                name: vma.map_or_else(String::new, |v| v.display_name().to_string()),
+                kind: vma.map(Vma::kind),
+            }
+        }));
         Ok(())
     }
 }
 
-/// The changes between two listings. A span that went and one that appeared with the same
-/// size and the same file offset (anonymous memory keeps its page offset when mremap moves
-/// it) are one move.
+/// Tracked memory that another mapping took the place of, between two listings: found
+/// unregistered where it was registered (`stale`), or mapping another file, or another
+/// part of one, at the same address. Its contents are new, though no page of it need have
+/// been written.
+fn replaced_in_place(
+    old: &[Vma],
+    new: &[Vma],
+    armed_before: &[Span],
+    armed_now: &[Span],
+    stale: &[Span],
+) -> Vec<Span> {
+    let source = |vmas: &[Vma], at: u64| {
+        maps::mapping_at(vmas, at).map(|v| (v.inode, v.offset.wrapping_add(at - v.start)))
+    };
+    let mut replaced = stale.to_vec();
+    for v in new {
+        let here = Span::new(v.start, v.end);
+        for part in maps::intersect(&maps::intersect(armed_before, armed_now), &[here]) {
+            // Compared VMA by VMA of the old listing, at each one's start within `part`.
+            let mut at = part.start;
+            while at < part.end {
+                let end = maps::mapping_at(old, at).map_or(part.end, |o| o.end.min(part.end));
+                let end = if end <= at { part.end } else { end };
+                if source(old, at) != source(new, at) {
+                    replaced.push(Span::new(at, end));
+                }
+                at = end;
+            }
+        }
+    }
+    maps::intersect(&maps::union(replaced), armed_now)
+}
+
+/// `spans` cut where the mappings of `vmas` begin and end, so that each piece is one mapping's
+/// (or lies outside every mapping): adjacent mappings armed together are still each a change
+/// of their own, with their own name and kind.
+fn by_mapping(vmas: &[Vma], spans: Vec<Span>) -> Vec<Span> {
+    let mut pieces = Vec::with_capacity(spans.len());
+    for span in spans {
+        let mut at = span.start;
+        while at < span.end {
+            let end = match maps::mapping_at(vmas, at) {
+                Some(v) => v.end,
+                // Up to the next mapping's start, if one begins inside the span.
+                None => vmas
+                    .iter()
+                    .map(|v| v.start)
+                    .find(|&s| s > at)
+                    .unwrap_or(span.end),
+            };
+            let end = end.min(span.end);
+            pieces.push(Span::new(at, end));
+            at = end;
+        }
+    }
+    pieces
+}
+
+/// The changes between two listings, one per mapping. A span that went and one that appeared
+/// with the same size and the same file offset (anonymous memory keeps its page offset when
+/// mremap moves it) are one move.
 pub(crate) fn mapping_changes(
     old: &[Vma],
     new: &[Vma],
     added: Vec<Span>,
-    mut removed: Vec<Span>,
+    removed: Vec<Span>,
 ) -> Vec<MappingChange> {
+    let added = by_mapping(new, added);
+    let mut removed = by_mapping(old, removed);
     let page_offset = |vmas: &[Vma], s: &Span| {
         maps::mapping_at(vmas, s.start).map(|v| (v.inode, v.offset + (s.start - v.start), s.len()))
     };
@@ -101,9 +172,38 @@ pub(crate) fn mapping_changes(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::maps::MappingKind;
 
     fn vma(line: &str) -> Vma {
         maps::parse_line(line).unwrap()
+    }
+
+    #[test]
+    fn adjacent_mappings_are_a_change_each() {
+        let new = [
+            vma("10000-13000 rw-p 00000000 00:00 0"),
+            vma("13000-20000 r--p 00000000 08:01 7 /usr/lib/libc.so.6"),
+        ];
+        let changes = mapping_changes(&[], &new, vec![Span::new(0x10000, 0x20000)], vec![]);
+        let got: Vec<_> = changes
+            .iter()
+            .map(|c| (c.span, c.kind, c.name.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    Span::new(0x10000, 0x13000),
+                    Some(MappingKind::Anon),
+                    "[anon]"
+                ),
+                (
+                    Span::new(0x13000, 0x20000),
+                    Some(MappingKind::File),
+                    "/usr/lib/libc.so.6"
+                ),
+            ]
+        );
     }
 
     #[test]

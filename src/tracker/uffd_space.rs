@@ -38,6 +38,7 @@ impl Arm {
             Arming::Auto if support.pmd_hole_fix => Arm::Scan,
             Arming::Auto | Arming::Writeprotect => Arm::Writeprotect,
             Arming::PagemapScan => Arm::Scan,
+            Arming::ReportPopulated => Arm::Unpopulated,
         }
     }
 

@@ -140,6 +140,7 @@ impl MappingEvent {
             uffd_dirty::Change::Added => (MappingEventKind::Added, None),
             uffd_dirty::Change::Moved { from } => (MappingEventKind::Moved, Some(Addr(from.start))),
             uffd_dirty::Change::Removed => (MappingEventKind::Removed, None),
+            uffd_dirty::Change::Replaced => (MappingEventKind::Replaced, None),
             // A kind of change added later: the span is tracked now, as after `added`.
             _ => (MappingEventKind::Added, None),
         };
@@ -162,6 +163,7 @@ pub enum MappingEventKind {
     Added,
     Moved,
     Removed,
+    Replaced,
 }
 
 impl std::fmt::Display for MappingEventKind {
