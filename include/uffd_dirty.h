@@ -27,7 +27,8 @@
  *    Success leaves it as it was, as with errno.
  *  - NULL where a handle or buffer is required fails with UFFD_DIRTY_ERROR_BAD_INPUT; the free
  *    functions accept NULL.
- *  - A handle is used by one thread at a time; different handles are independent.
+ *  - A handle is used by one thread at a time; different handles are independent. A frozen
+ *    target (uffd_dirty_target_freeze()) is thawed by the thread that froze it, and only by it.
  *  - The library runs the uffd-dirty program as its attach helper: it is found through the
  *    environment variable UFFD_DIRTY_ATTACH_HELPER, beside the running program or one directory
  *    up, or in PATH.
@@ -48,6 +49,13 @@
  */
 #define UFFD_DIRTY_ATTACH_OPTS(NAME, ...) \
     struct uffd_dirty_attach_opts NAME = { .sz = sizeof(struct uffd_dirty_attach_opts), __VA_ARGS__ }
+
+/*
+ * Declare NAME as a struct uffd_dirty_change with sz set, for uffd_dirty_harvest_change():
+ * UFFD_DIRTY_CHANGE(c); uffd_dirty_harvest_change(h, i, &c);
+ */
+#define UFFD_DIRTY_CHANGE(NAME) \
+    struct uffd_dirty_change NAME = { .sz = sizeof(struct uffd_dirty_change) }
 
 
 /**
@@ -156,6 +164,77 @@ enum uffd_dirty_error {
 };
 
 /**
+ * How a mapping changed between two harvests (`struct uffd_dirty_change.kind`). A newer
+ * library may report a kind this header does not name: treat it as `ADDED` (copy the span
+ * whole).
+ */
+enum uffd_dirty_change_kind {
+  /**
+   * New memory in scope, tracked from this harvest on. Its pages that are still as they
+   * were mapped (a file's pages, never written through the mapping) are not reported
+   * written: a copier copies the whole span.
+   */
+  UFFD_DIRTY_CHANGE_KIND_ADDED = 1,
+  /**
+   * Memory moved by `mremap` (same size, same contents) from `from` to `span`. `from` is
+   * gone: no `REMOVED` is reported for it. A copier drops what it holds of `from` and
+   * copies the whole of `span`, as for `ADDED`.
+   */
+  UFFD_DIRTY_CHANGE_KIND_MOVED = 2,
+  /**
+   * Memory no longer tracked: unmapped, or no longer in scope. Memory made read-only stays
+   * tracked while it is mapped (it may have been written first).
+   */
+  UFFD_DIRTY_CHANGE_KIND_REMOVED = 3,
+};
+
+/**
+ * What a mapping is (`struct uffd_dirty_change.mapping_kind`), as `/proc/PID/maps` shows it.
+ * A newer library may report a kind this header does not name.
+ */
+enum uffd_dirty_mapping_kind {
+  /**
+   * No mapping could be described (the memory was not in the listing).
+   */
+  UFFD_DIRTY_MAPPING_KIND_UNMAPPED = 0,
+  /**
+   * Private anonymous memory, named or not.
+   */
+  UFFD_DIRTY_MAPPING_KIND_ANON = 1,
+  /**
+   * The brk heap, `[heap]`.
+   */
+  UFFD_DIRTY_MAPPING_KIND_HEAP = 2,
+  /**
+   * The main thread's stack, `[stack]`.
+   */
+  UFFD_DIRTY_MAPPING_KIND_STACK = 3,
+  /**
+   * A file mapping.
+   */
+  UFFD_DIRTY_MAPPING_KIND_FILE = 4,
+  /**
+   * Shared memory: memfd, /dev/shm, SysV, shared anonymous memory.
+   */
+  UFFD_DIRTY_MAPPING_KIND_SHMEM = 5,
+  /**
+   * hugetlbfs memory.
+   */
+  UFFD_DIRTY_MAPPING_KIND_HUGETLB = 6,
+  /**
+   * A kernel special mapping (`[vdso]`, `[vvar]`, driver mappings), never tracked.
+   */
+  UFFD_DIRTY_MAPPING_KIND_SPECIAL = 7,
+};
+
+/**
+ * The target stopped by `uffd_dirty_target_freeze()`, and the thread that stopped it (its
+ * ptrace tracer, the only one that can let it go). Freed, which lets the target run on, by
+ * `uffd_dirty_thaw()` on that thread.
+ */
+struct uffd_dirty_frozen;
+
+/**
  * What one harvest found. Made by `uffd_dirty_harvest_new()`, filled (its contents replaced)
  * by every `uffd_dirty_harvest()` into it, freed by `uffd_dirty_harvest_free()`. Reusing one
  * keeps harvests from allocating in the steady state.
@@ -233,6 +312,43 @@ struct uffd_dirty_attach_opts {
    * either picks).
    */
   uint32_t kinds;
+};
+
+/**
+ * One mapping change of a harvest, filled by `uffd_dirty_harvest_change()`. Set `sz` to
+ * `sizeof(struct uffd_dirty_change)` first (`UFFD_DIRTY_CHANGE(c)` declares one so): a newer
+ * library fills only that much, an older one zeroes the fields it does not know.
+ */
+struct uffd_dirty_change {
+  /**
+   * `sizeof(struct uffd_dirty_change)`, as the caller was compiled with (set by the caller).
+   */
+  size_t sz;
+  /**
+   * An `enum uffd_dirty_change_kind`.
+   */
+  int kind;
+  /**
+   * An `enum uffd_dirty_mapping_kind`: what the mapping is (for `REMOVED`, what it was).
+   */
+  int mapping_kind;
+  /**
+   * The addresses concerned: page-aligned, not empty. For `MOVED`, where the memory is
+   * now. Adjacent new mappings may make one span: its `name` and `mapping_kind` are those
+   * of the mapping at its start.
+   */
+  struct uffd_dirty_span span;
+  /**
+   * `MOVED` only: where the memory was (now gone). `{0, 0}` for other kinds.
+   */
+  struct uffd_dirty_span from;
+  /**
+   * The mapping's name as /proc/PID/maps shows it (a file's path, `[heap]`, a named anonymous
+   * mapping's `[anon:NAME]`), `[anon]` for nameless memory, or "" if no mapping could be
+   * described; never NULL. It belongs to the harvest: valid until the next harvest into it,
+   * or its free.
+   */
+  const char *name;
 };
 
 #ifdef __cplusplus
@@ -499,6 +615,36 @@ uint64_t uffd_dirty_harvest_time_ns(const struct uffd_dirty_harvest *harvest);
 uint64_t uffd_dirty_harvest_cost_ns(const struct uffd_dirty_harvest *harvest);
 
 /**
+ * How many mapping changes the last harvest into `harvest` found (mappings that appeared,
+ * moved or went since the harvest before it); 0 if `harvest` is NULL. Read each with
+ * `uffd_dirty_harvest_change()`.
+ *
+ * # Safety
+ * `harvest` is NULL or a live harvest.
+ */
+size_t uffd_dirty_harvest_nr_changes(const struct uffd_dirty_harvest *harvest);
+
+/**
+ * Fill `*out` with mapping change `index` (from 0, below `uffd_dirty_harvest_nr_changes()`) of
+ * the last harvest into `harvest`. Set `out->sz` first (`UFFD_DIRTY_CHANGE(c)`). 0, or
+ * `-UFFD_DIRTY_ERROR_BAD_INPUT` for a NULL argument, an index past the end, or an `out->sz`
+ * that is not a size of the struct. `out->name` points into the harvest: valid until the next
+ * harvest into it, or its free. No call allocates.
+ *
+ * A copier of the target's memory copies every `ADDED` and `MOVED` span whole: the harvest
+ * does not report the pages of new memory that are still as they were mapped (a file's pages,
+ * never written through the mapping), only those written. `MOVED`'s `from` is gone, with no
+ * `REMOVED` for it. New memory is tracked from the harvest that reports it on.
+ *
+ * # Safety
+ * `harvest` is NULL or a live harvest; `out` is NULL or points to `out->sz` writable bytes
+ * that start with a `size_t`.
+ */
+int uffd_dirty_harvest_change(const struct uffd_dirty_harvest *harvest,
+                              size_t index,
+                              struct uffd_dirty_change *out);
+
+/**
  * Copy the contents of the pages in `spans` (`nr_spans` of them, page-aligned, in address
  * order, not overlapping: as a harvest gives them) from the target's memory into `buf`, one
  * after the other. `buf_len` must hold them all. The target is not stopped: a page written
@@ -522,6 +668,80 @@ int uffd_dirty_read_pages(const struct uffd_dirty_tracker *tracker,
                           size_t buf_len,
                           struct uffd_dirty_span *unreadable,
                           size_t *nr_unreadable);
+
+/**
+ * The pages of `spans` (`nr_spans` of them: whole pages, in any order, overlapping or not)
+ * that are populated in the target: present in memory, or swapped out. For a first copy of
+ * private anonymous memory (heap, stacks, anonymous mappings), where a page not populated
+ * reads as zeros: the copy need not read (and so populate) memory the target never touched.
+ * In file and shared mappings only the target's own page tables count: a page not populated
+ * there may still hold data (the file's, or another process's writes), so copy those whole.
+ *
+ * The result never misses a populated page, but may hold more. With a userfaultfd method an
+ * empty page in memory the tracker armed reads as swapped out (the kernel's write-protect
+ * marker is a swap entry): pages never touched are then reported too, in all but huge,
+ * sparsely populated mappings (which the tracker arms page by page). With soft-dirty it is
+ * exact.
+ *
+ * The result is a new array of page-aligned spans in address order, stored in `*out`, with
+ * their number in `*nr_out`; the caller frees it with `uffd_dirty_spans_free()`. With none
+ * populated, `*out` is NULL and `*nr_out` 0; so on failure too, which returns a negated error
+ * kind (`UFFD_DIRTY_ERROR_GONE_EXITED` once the target exited).
+ *
+ * # Safety
+ * `tracker` is NULL or a live tracker used by no other thread meanwhile; `spans` holds
+ * `nr_spans` spans; `out` and `nr_out` are NULL or writable.
+ */
+int uffd_dirty_populated(struct uffd_dirty_tracker *tracker,
+                         const struct uffd_dirty_span *spans,
+                         size_t nr_spans,
+                         struct uffd_dirty_span **out,
+                         size_t *nr_out);
+
+/**
+ * Free an array of spans the library made (`uffd_dirty_populated()`'s); NULL: nothing.
+ *
+ * # Safety
+ * `spans` is NULL or an array from this library, not used again.
+ */
+void uffd_dirty_spans_free(struct uffd_dirty_span *spans);
+
+/**
+ * Stop every thread of the target until `uffd_dirty_thaw()` (by ptrace, so its signal state
+ * and registers are left exactly as they were): for a last harvest and copy that nothing can
+ * race with. NULL on failure: `UFFD_DIRTY_ERROR_GONE_EXITED` for a target that exited,
+ * `UFFD_DIRTY_ERROR_NOT_PERMITTED` for one the caller may not trace; freezing a target that is
+ * already frozen (or traced by a debugger) fails.
+ *
+ * The calling thread becomes the target's tracer: only it can thaw the target, so call
+ * `uffd_dirty_thaw()` on the same thread. Until then every signal is blocked on that thread.
+ * Should the thread exit first, the kernel lets the target run, and `uffd_dirty_thaw()` on
+ * another thread of the process then just frees the handle.
+ *
+ * With `UFFD_DIRTY_METHOD_SOFT_DIRTY`, a harvest stops the target itself and so fails while
+ * it is frozen, unless the tracker was attached with `UFFD_DIRTY_ATTACH_NO_FREEZE`.
+ *
+ * The frozen handle does not borrow the target: freeing the target does not thaw it.
+ *
+ * # Safety
+ * `target` is NULL or a live target.
+ */
+struct uffd_dirty_frozen *uffd_dirty_target_freeze(struct uffd_dirty_target *target);
+
+/**
+ * Let a target stopped by `uffd_dirty_target_freeze()` run on, and free the handle (NULL:
+ * nothing, 0). 0 on success.
+ *
+ * Only the thread that froze the target can thaw it. On any other thread this refuses with
+ * `-UFFD_DIRTY_ERROR_BAD_INPUT`, and the target stays frozen and the handle valid: thaw it
+ * on its thread. Should that thread have exited (the kernel let the target run then), the
+ * handle is freed and the call returns 0 (unless a new thread of the process got its ID
+ * meanwhile: then the call refuses, as for a live thread).
+ *
+ * # Safety
+ * `frozen` is NULL or a frozen handle from this library, not used again after it is freed.
+ */
+int uffd_dirty_thaw(struct uffd_dirty_frozen *frozen);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -7,7 +7,8 @@
 //! states them to C:
 //!
 //! - Opaque handles, each with its own free function: `struct uffd_dirty_target`,
-//!   `struct uffd_dirty_tracker` (freed by `uffd_dirty_detach`), `struct uffd_dirty_harvest`.
+//!   `struct uffd_dirty_tracker` (freed by `uffd_dirty_detach`), `struct uffd_dirty_harvest`,
+//!   `struct uffd_dirty_frozen` (freed by `uffd_dirty_thaw`, on the thread that made it).
 //! - Calls that make a handle return it, or NULL on failure. Calls that return `int` return 0
 //!   (or a count) on success and a negated `enum uffd_dirty_error` on failure. Either way a
 //!   failure sets this thread's last error: `uffd_dirty_last_error()` (one line of text),
@@ -17,7 +18,8 @@
 //!   crash; free functions accept NULL. A panic never crosses into C: it is caught and turned
 //!   into `UFFD_DIRTY_ERROR_OTHER`.
 //! - A handle may be used by one thread at a time; different handles on different threads are
-//!   independent.
+//!   independent. A frozen handle is the exception: it belongs to the thread that froze the
+//!   target (its ptrace tracer), and `uffd_dirty_thaw` refuses it on any other.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -29,8 +31,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::UNIX_EPOCH;
 
 use crate::{
-    Error, Gone, Harvest, MappingKind, Method, Selector, Span, SpanSet, Target, Tracker,
-    TrackerBuilder,
+    Change, Error, Frozen, Gone, Harvest, MappingKind, Method, Selector, Span, SpanSet, Target,
+    Tracker, TrackerBuilder,
 };
 
 /// A process to track: opened by PID (`uffd_dirty_target_open()`) or launched as a command
@@ -44,7 +46,45 @@ pub struct UffdDirtyTracker(Tracker);
 /// What one harvest found. Made by `uffd_dirty_harvest_new()`, filled (its contents replaced)
 /// by every `uffd_dirty_harvest()` into it, freed by `uffd_dirty_harvest_free()`. Reusing one
 /// keeps harvests from allocating in the steady state.
-pub struct UffdDirtyHarvest(Harvest);
+pub struct UffdDirtyHarvest {
+    harvest: Harvest,
+    /// The names of the harvest's mapping changes as C strings, each NUL-terminated, one
+    /// after the other: rebuilt by every harvest into the handle (cleared, keeping its memory,
+    /// when nothing changed), so that `uffd_dirty_harvest_change()` hands them out in place.
+    names: Vec<u8>,
+    /// Where the name of each change starts in `names`.
+    name_at: Vec<usize>,
+}
+
+impl UffdDirtyHarvest {
+    /// Rebuild `names` from the harvest's changes (no allocation when there are none, or
+    /// when the buffers already have the room).
+    fn index_names(&mut self) {
+        self.names.clear();
+        self.name_at.clear();
+        for change in self.harvest.changes() {
+            self.name_at.push(self.names.len());
+            // A NUL inside a name (never, for a path) would end it early in C: kept visible.
+            for &b in change.name.as_bytes() {
+                match b {
+                    0 => self.names.extend_from_slice(b"\\0"),
+                    b => self.names.push(b),
+                }
+            }
+            self.names.push(0);
+        }
+    }
+}
+
+/// The target stopped by `uffd_dirty_target_freeze()`, and the thread that stopped it (its
+/// ptrace tracer, the only one that can let it go). Freed, which lets the target run on, by
+/// `uffd_dirty_thaw()` on that thread.
+pub struct UffdDirtyFrozen {
+    frozen: Frozen,
+    /// The process and thread (`gettid`) that froze the target.
+    pid: libc::pid_t,
+    tid: libc::pid_t,
+}
 
 // A handle is used by one thread at a time, but not always the same one: what it holds must
 // be Send.
@@ -142,6 +182,89 @@ const KINDS: [(UffdDirtyKind, MappingKind); 6] = [
     (UffdDirtyKind::Shmem, MappingKind::Shmem),
     (UffdDirtyKind::Hugetlb, MappingKind::Hugetlb),
 ];
+
+/// How a mapping changed between two harvests (`struct uffd_dirty_change.kind`). A newer
+/// library may report a kind this header does not name: treat it as `ADDED` (copy the span
+/// whole).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UffdDirtyChangeKind {
+    /// New memory in scope, tracked from this harvest on. Its pages that are still as they
+    /// were mapped (a file's pages, never written through the mapping) are not reported
+    /// written: a copier copies the whole span.
+    Added = 1,
+    /// Memory moved by `mremap` (same size, same contents) from `from` to `span`. `from` is
+    /// gone: no `REMOVED` is reported for it. A copier drops what it holds of `from` and
+    /// copies the whole of `span`, as for `ADDED`.
+    Moved = 2,
+    /// Memory no longer tracked: unmapped, or no longer in scope. Memory made read-only stays
+    /// tracked while it is mapped (it may have been written first).
+    Removed = 3,
+}
+
+/// What a mapping is (`struct uffd_dirty_change.mapping_kind`), as `/proc/PID/maps` shows it.
+/// A newer library may report a kind this header does not name.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UffdDirtyMappingKind {
+    /// No mapping could be described (the memory was not in the listing).
+    Unmapped = 0,
+    /// Private anonymous memory, named or not.
+    Anon = 1,
+    /// The brk heap, `[heap]`.
+    Heap = 2,
+    /// The main thread's stack, `[stack]`.
+    Stack = 3,
+    /// A file mapping.
+    File = 4,
+    /// Shared memory: memfd, /dev/shm, SysV, shared anonymous memory.
+    Shmem = 5,
+    /// hugetlbfs memory.
+    Hugetlb = 6,
+    /// A kernel special mapping (`[vdso]`, `[vvar]`, driver mappings), never tracked.
+    Special = 7,
+}
+
+impl From<Option<MappingKind>> for UffdDirtyMappingKind {
+    fn from(kind: Option<MappingKind>) -> Self {
+        // Every kind named: a kind added to the library must be given a C value here.
+        match kind {
+            None => UffdDirtyMappingKind::Unmapped,
+            Some(MappingKind::Anon) => UffdDirtyMappingKind::Anon,
+            Some(MappingKind::Heap) => UffdDirtyMappingKind::Heap,
+            Some(MappingKind::Stack) => UffdDirtyMappingKind::Stack,
+            Some(MappingKind::File) => UffdDirtyMappingKind::File,
+            Some(MappingKind::Shmem) => UffdDirtyMappingKind::Shmem,
+            Some(MappingKind::Hugetlb) => UffdDirtyMappingKind::Hugetlb,
+            Some(MappingKind::Special) => UffdDirtyMappingKind::Special,
+        }
+    }
+}
+
+/// One mapping change of a harvest, filled by `uffd_dirty_harvest_change()`. Set `sz` to
+/// `sizeof(struct uffd_dirty_change)` first (`UFFD_DIRTY_CHANGE(c)` declares one so): a newer
+/// library fills only that much, an older one zeroes the fields it does not know.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct UffdDirtyChange {
+    /// `sizeof(struct uffd_dirty_change)`, as the caller was compiled with (set by the caller).
+    pub sz: usize,
+    /// An `enum uffd_dirty_change_kind`.
+    pub kind: c_int,
+    /// An `enum uffd_dirty_mapping_kind`: what the mapping is (for `REMOVED`, what it was).
+    pub mapping_kind: c_int,
+    /// The addresses concerned: page-aligned, not empty. For `MOVED`, where the memory is
+    /// now. Adjacent new mappings may make one span: its `name` and `mapping_kind` are those
+    /// of the mapping at its start.
+    pub span: UffdDirtySpan,
+    /// `MOVED` only: where the memory was (now gone). `{0, 0}` for other kinds.
+    pub from: UffdDirtySpan,
+    /// The mapping's name as /proc/PID/maps shows it (a file's path, `[heap]`, a named anonymous
+    /// mapping's `[anon:NAME]`), `[anon]` for nameless memory, or "" if no mapping could be
+    /// described; never NULL. It belongs to the harvest: valid until the next harvest into it,
+    /// or its free.
+    pub name: *const c_char,
+}
 
 /// `struct uffd_dirty_attach_opts.flags`: after the target runs a new program (execve), end
 /// tracking (harvests fail with `UFFD_DIRTY_ERROR_GONE_EXEC`) instead of attaching to the new
@@ -722,7 +845,13 @@ pub unsafe extern "C" fn uffd_dirty_detach(tracker: *mut UffdDirtyTracker) {
 /// None.
 #[unsafe(no_mangle)]
 pub extern "C" fn uffd_dirty_harvest_new() -> *mut UffdDirtyHarvest {
-    new_handle(|| Ok(UffdDirtyHarvest(Harvest::new())))
+    new_handle(|| {
+        Ok(UffdDirtyHarvest {
+            harvest: Harvest::new(),
+            names: Vec::new(),
+            name_at: Vec::new(),
+        })
+    })
 }
 
 /// Free a harvest (NULL: nothing). Span pointers taken from it become invalid.
@@ -756,7 +885,10 @@ pub unsafe extern "C" fn uffd_dirty_harvest(
         let tracker = unsafe { arg_mut(tracker, "tracker") }?;
         // SAFETY: the caller's contract.
         let harvest = unsafe { arg_mut(harvest, "harvest") }?;
-        tracker.0.harvest_into(&mut harvest.0).map(|()| 0)
+        let done = tracker.0.harvest_into(&mut harvest.harvest);
+        // After a failure too: the harvest then holds no changes, and no names.
+        harvest.index_names();
+        done.map(|()| 0)
     })
 }
 
@@ -775,7 +907,7 @@ pub unsafe extern "C" fn uffd_dirty_harvest_spans(
     guard(std::ptr::null(), || {
         // SAFETY: the caller's contract.
         match unsafe { harvest.as_ref() } {
-            Some(h) => spans_out(h.0.dirty(), count),
+            Some(h) => spans_out(h.harvest.dirty(), count),
             None => no_spans(count),
         }
     })
@@ -789,7 +921,7 @@ pub unsafe extern "C" fn uffd_dirty_harvest_spans(
 pub unsafe extern "C" fn uffd_dirty_harvest_dirty_pages(harvest: *const UffdDirtyHarvest) -> u64 {
     guard(0, || {
         // SAFETY: the caller's contract.
-        unsafe { harvest.as_ref() }.map_or(0, |h| h.0.dirty_pages())
+        unsafe { harvest.as_ref() }.map_or(0, |h| h.harvest.dirty_pages())
     })
 }
 
@@ -807,7 +939,7 @@ pub unsafe extern "C" fn uffd_dirty_harvest_tracked(
     guard(std::ptr::null(), || {
         // SAFETY: the caller's contract.
         match unsafe { harvest.as_ref() } {
-            Some(h) => spans_out(h.0.tracked(), count),
+            Some(h) => spans_out(h.harvest.tracked(), count),
             None => no_spans(count),
         }
     })
@@ -820,8 +952,10 @@ pub unsafe extern "C" fn uffd_dirty_harvest_tracked(
 /// `harvest` is NULL or a live harvest.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn uffd_dirty_harvest_seq(harvest: *const UffdDirtyHarvest) -> u64 {
-    // SAFETY: the caller's contract.
-    guard(0, || unsafe { harvest.as_ref() }.map_or(0, |h| h.0.seq()))
+    guard(0, || {
+        // SAFETY: the caller's contract.
+        unsafe { harvest.as_ref() }.map_or(0, |h| h.harvest.seq())
+    })
 }
 
 /// Whether the target ran a new program since the previous harvest and the tracker attached to
@@ -833,7 +967,7 @@ pub unsafe extern "C" fn uffd_dirty_harvest_seq(harvest: *const UffdDirtyHarvest
 pub unsafe extern "C" fn uffd_dirty_harvest_after_exec(harvest: *const UffdDirtyHarvest) -> bool {
     guard(false, || {
         // SAFETY: the caller's contract.
-        unsafe { harvest.as_ref() }.is_some_and(|h| h.0.after_exec())
+        unsafe { harvest.as_ref() }.is_some_and(|h| h.harvest.after_exec())
     })
 }
 
@@ -847,7 +981,8 @@ pub unsafe extern "C" fn uffd_dirty_harvest_time_ns(harvest: *const UffdDirtyHar
     guard(0, || {
         // SAFETY: the caller's contract.
         unsafe { harvest.as_ref() }.map_or(0, |h| {
-            h.0.time()
+            h.harvest
+                .time()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64)
         })
@@ -862,7 +997,109 @@ pub unsafe extern "C" fn uffd_dirty_harvest_time_ns(harvest: *const UffdDirtyHar
 pub unsafe extern "C" fn uffd_dirty_harvest_cost_ns(harvest: *const UffdDirtyHarvest) -> u64 {
     guard(0, || {
         // SAFETY: the caller's contract.
-        unsafe { harvest.as_ref() }.map_or(0, |h| h.0.cost().as_nanos() as u64)
+        unsafe { harvest.as_ref() }.map_or(0, |h| h.harvest.cost().as_nanos() as u64)
+    })
+}
+
+/// How many mapping changes the last harvest into `harvest` found (mappings that appeared,
+/// moved or went since the harvest before it); 0 if `harvest` is NULL. Read each with
+/// `uffd_dirty_harvest_change()`.
+///
+/// # Safety
+/// `harvest` is NULL or a live harvest.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_harvest_nr_changes(harvest: *const UffdDirtyHarvest) -> usize {
+    guard(0, || {
+        // SAFETY: the caller's contract.
+        unsafe { harvest.as_ref() }.map_or(0, |h| h.harvest.changes().len())
+    })
+}
+
+/// The sizes of `struct uffd_dirty_change` a caller may have been built with: each release
+/// that adds fields adds its size here.
+const CHANGE_SIZES: [usize; 1] = [size_of::<UffdDirtyChange>()];
+
+/// Fill `*out` with mapping change `index` (from 0, below `uffd_dirty_harvest_nr_changes()`) of
+/// the last harvest into `harvest`. Set `out->sz` first (`UFFD_DIRTY_CHANGE(c)`). 0, or
+/// `-UFFD_DIRTY_ERROR_BAD_INPUT` for a NULL argument, an index past the end, or an `out->sz`
+/// that is not a size of the struct. `out->name` points into the harvest: valid until the next
+/// harvest into it, or its free. No call allocates.
+///
+/// A copier of the target's memory copies every `ADDED` and `MOVED` span whole: the harvest
+/// does not report the pages of new memory that are still as they were mapped (a file's pages,
+/// never written through the mapping), only those written. `MOVED`'s `from` is gone, with no
+/// `REMOVED` for it. New memory is tracked from the harvest that reports it on.
+///
+/// # Safety
+/// `harvest` is NULL or a live harvest; `out` is NULL or points to `out->sz` writable bytes
+/// that start with a `size_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_harvest_change(
+    harvest: *const UffdDirtyHarvest,
+    index: usize,
+    out: *mut UffdDirtyChange,
+) -> c_int {
+    int_call(|| {
+        // SAFETY: the caller's contract.
+        let h = unsafe { arg(harvest, "harvest") }?;
+        if out.is_null() {
+            return Err(bad_input("out is NULL"));
+        }
+        // SAFETY: out points to at least the leading size_t (the caller's contract).
+        let sz = unsafe { std::ptr::addr_of!((*out).sz).read() };
+        let known = size_of::<UffdDirtyChange>();
+        if !CHANGE_SIZES.contains(&sz) && sz <= known {
+            return Err(bad_input(format!(
+                "out->sz is {sz}: set it to sizeof(struct uffd_dirty_change) (UFFD_DIRTY_CHANGE does)"
+            )));
+        }
+        let changes = h.harvest.changes();
+        let Some(c) = changes.get(index) else {
+            return Err(bad_input(format!(
+                "index {index} is past the harvest's {} mapping changes",
+                changes.len()
+            )));
+        };
+        let span = |s: Span| UffdDirtySpan {
+            start: s.start,
+            end: s.end,
+        };
+        // Every kind named: a change added to the library must be given a C kind here.
+        let (kind, from) = match c.change {
+            Change::Added => (
+                UffdDirtyChangeKind::Added,
+                UffdDirtySpan { start: 0, end: 0 },
+            ),
+            Change::Moved { from } => (UffdDirtyChangeKind::Moved, span(from)),
+            Change::Removed => (
+                UffdDirtyChangeKind::Removed,
+                UffdDirtySpan { start: 0, end: 0 },
+            ),
+        };
+        // index_names ran after the harvest that made these changes: one name each.
+        let name = h.names[h.name_at[index]..].as_ptr().cast::<c_char>();
+        let ours = UffdDirtyChange {
+            sz,
+            kind: kind as c_int,
+            mapping_kind: UffdDirtyMappingKind::from(c.kind) as c_int,
+            span: span(c.span),
+            from,
+            name,
+        };
+        let bytes = out.cast::<u8>();
+        // SAFETY: out has sz writable bytes (the caller's contract): min(sz, known) of ours are
+        // copied there, and any the caller's newer struct has past them are zeroed.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&ours as *const UffdDirtyChange).cast::<u8>(),
+                bytes,
+                sz.min(known),
+            );
+            if sz > known {
+                std::ptr::write_bytes(bytes.add(known), 0, sz - known);
+            }
+        }
+        Ok(0)
     })
 }
 
@@ -958,9 +1195,188 @@ pub unsafe extern "C" fn uffd_dirty_read_pages(
     })
 }
 
+/// The pages of `spans` (`nr_spans` of them: whole pages, in any order, overlapping or not)
+/// that are populated in the target: present in memory, or swapped out. For a first copy of
+/// private anonymous memory (heap, stacks, anonymous mappings), where a page not populated
+/// reads as zeros: the copy need not read (and so populate) memory the target never touched.
+/// In file and shared mappings only the target's own page tables count: a page not populated
+/// there may still hold data (the file's, or another process's writes), so copy those whole.
+///
+/// The result never misses a populated page, but may hold more. With a userfaultfd method an
+/// empty page in memory the tracker armed reads as swapped out (the kernel's write-protect
+/// marker is a swap entry): pages never touched are then reported too, in all but huge,
+/// sparsely populated mappings (which the tracker arms page by page). With soft-dirty it is
+/// exact.
+///
+/// The result is a new array of page-aligned spans in address order, stored in `*out`, with
+/// their number in `*nr_out`; the caller frees it with `uffd_dirty_spans_free()`. With none
+/// populated, `*out` is NULL and `*nr_out` 0; so on failure too, which returns a negated error
+/// kind (`UFFD_DIRTY_ERROR_GONE_EXITED` once the target exited).
+///
+/// # Safety
+/// `tracker` is NULL or a live tracker used by no other thread meanwhile; `spans` holds
+/// `nr_spans` spans; `out` and `nr_out` are NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_populated(
+    tracker: *mut UffdDirtyTracker,
+    spans: *const UffdDirtySpan,
+    nr_spans: usize,
+    out: *mut *mut UffdDirtySpan,
+    nr_out: *mut usize,
+) -> c_int {
+    int_call(|| {
+        if out.is_null() || nr_out.is_null() {
+            return Err(bad_input("out or nr_out is NULL"));
+        }
+        // SAFETY: out and nr_out are writable (the caller's contract; checked non-NULL).
+        unsafe {
+            out.write(std::ptr::null_mut());
+            nr_out.write(0);
+        }
+        // SAFETY: the caller's contract.
+        let tracker = unsafe { arg_mut(tracker, "tracker") }?;
+        // SAFETY: the caller's contract: nr_spans valid spans.
+        let spans = unsafe { array(spans, nr_spans, "spans") }?;
+        let page = tracker.0.page_size();
+        for (i, s) in spans.iter().enumerate() {
+            if s.start >= s.end || s.start % page != 0 || s.end % page != 0 {
+                return Err(bad_input(format!(
+                    "spans[{i}] {:#x}-{:#x} is not a non-empty run of whole pages ({page} bytes)",
+                    s.start, s.end
+                )));
+            }
+        }
+        let set: SpanSet = spans.iter().map(|s| Span::new(s.start, s.end)).collect();
+        let populated = tracker.0.populated(&set)?;
+        let found = populated.as_slice();
+        if found.is_empty() {
+            return Ok(0);
+        }
+        // malloc'ed, so that uffd_dirty_spans_free() needs no length.
+        // SAFETY: malloc of a non-zero size; the result is checked for NULL.
+        let p = unsafe { libc::malloc(std::mem::size_of_val(found)) }.cast::<UffdDirtySpan>();
+        if p.is_null() {
+            return Err(Error::Failed {
+                message: format!("out of memory for {} spans", found.len()),
+                errno: Some(libc::ENOMEM),
+            });
+        }
+        // SAFETY: p has room for found.len() spans, of the same layout as Span (checked at
+        // compile time above), and is a new allocation that cannot overlap found.
+        unsafe {
+            std::ptr::copy_nonoverlapping(found.as_ptr().cast::<UffdDirtySpan>(), p, found.len());
+            out.write(p);
+            nr_out.write(found.len());
+        }
+        Ok(0)
+    })
+}
+
+/// Free an array of spans the library made (`uffd_dirty_populated()`'s); NULL: nothing.
+///
+/// # Safety
+/// `spans` is NULL or an array from this library, not used again.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_spans_free(spans: *mut UffdDirtySpan) {
+    // SAFETY: the caller's contract: NULL or a pointer from malloc (uffd_dirty_populated),
+    // freed once.
+    unsafe { libc::free(spans.cast()) }
+}
+
+/// Stop every thread of the target until `uffd_dirty_thaw()` (by ptrace, so its signal state
+/// and registers are left exactly as they were): for a last harvest and copy that nothing can
+/// race with. NULL on failure: `UFFD_DIRTY_ERROR_GONE_EXITED` for a target that exited,
+/// `UFFD_DIRTY_ERROR_NOT_PERMITTED` for one the caller may not trace; freezing a target that is
+/// already frozen (or traced by a debugger) fails.
+///
+/// The calling thread becomes the target's tracer: only it can thaw the target, so call
+/// `uffd_dirty_thaw()` on the same thread. Until then every signal is blocked on that thread.
+/// Should the thread exit first, the kernel lets the target run, and `uffd_dirty_thaw()` on
+/// another thread of the process then just frees the handle.
+///
+/// With `UFFD_DIRTY_METHOD_SOFT_DIRTY`, a harvest stops the target itself and so fails while
+/// it is frozen, unless the tracker was attached with `UFFD_DIRTY_ATTACH_NO_FREEZE`.
+///
+/// The frozen handle does not borrow the target: freeing the target does not thaw it.
+///
+/// # Safety
+/// `target` is NULL or a live target.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_target_freeze(
+    target: *mut UffdDirtyTarget,
+) -> *mut UffdDirtyFrozen {
+    new_handle(|| {
+        // SAFETY: the caller's contract.
+        let target = unsafe { arg(target, "target") }?;
+        let frozen = target.0.freeze()?;
+        Ok(UffdDirtyFrozen {
+            frozen,
+            // SAFETY: getpid and gettid cannot fail.
+            pid: unsafe { libc::getpid() },
+            // SAFETY: as above.
+            tid: unsafe { libc::gettid() },
+        })
+    })
+}
+
+/// Whether thread `tid` of process `pid` still exists (a signal 0 reaches it).
+fn thread_exists(pid: libc::pid_t, tid: libc::pid_t) -> bool {
+    // SAFETY: tgkill with signal 0 sends nothing: it only checks that the thread exists.
+    let r = unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// Let a target stopped by `uffd_dirty_target_freeze()` run on, and free the handle (NULL:
+/// nothing, 0). 0 on success.
+///
+/// Only the thread that froze the target can thaw it. On any other thread this refuses with
+/// `-UFFD_DIRTY_ERROR_BAD_INPUT`, and the target stays frozen and the handle valid: thaw it
+/// on its thread. Should that thread have exited (the kernel let the target run then), the
+/// handle is freed and the call returns 0 (unless a new thread of the process got its ID
+/// meanwhile: then the call refuses, as for a live thread).
+///
+/// # Safety
+/// `frozen` is NULL or a frozen handle from this library, not used again after it is freed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_thaw(frozen: *mut UffdDirtyFrozen) -> c_int {
+    int_call(|| {
+        if frozen.is_null() {
+            return Ok(0);
+        }
+        // SAFETY: the caller's contract: a live handle from new_handle.
+        let (pid, tid) = unsafe { ((*frozen).pid, (*frozen).tid) };
+        // SAFETY: getpid and gettid cannot fail.
+        let (my_pid, my_tid) = unsafe { (libc::getpid(), libc::gettid()) };
+        if pid == my_pid && tid == my_tid {
+            // SAFETY: a pointer from new_handle, freed once: dropping it thaws the target.
+            drop(unsafe { Box::from_raw(frozen) });
+            return Ok(0);
+        }
+        if pid == my_pid && !thread_exists(pid, tid) {
+            // The tracer thread exited, and the kernel detached it from the target. The
+            // thaw proper would restore this thread's signal mask to the exited one's:
+            // the handle is freed without it.
+            // SAFETY: as above.
+            let UffdDirtyFrozen { frozen, .. } = *unsafe { Box::from_raw(frozen) };
+            std::mem::forget(frozen);
+            return Ok(0);
+        }
+        Err(bad_input(if pid != my_pid {
+            format!(
+                "the target was frozen by process {pid}, not this one ({my_pid}): only the thread that froze it can thaw it"
+            )
+        } else {
+            format!(
+                "the target was frozen by thread {tid}, not this one ({my_tid}): only that thread (its ptrace tracer) can thaw it; the target stays frozen and the handle valid"
+            )
+        }))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MappingChange;
 
     fn last_error() -> String {
         // SAFETY: the last error is a NUL-terminated string of this thread.
@@ -1047,6 +1463,167 @@ mod tests {
         // SAFETY: NULL is valid: the defaults.
         let r = unsafe { read_opts(std::ptr::null()) };
         assert!(matches!(r, Ok(r) if r.sz == size_of::<UffdDirtyAttachOpts>()));
+    }
+
+    fn harvest_with(changes: Vec<MappingChange>) -> UffdDirtyHarvest {
+        let mut h = UffdDirtyHarvest {
+            harvest: Harvest::new(),
+            names: Vec::new(),
+            name_at: Vec::new(),
+        };
+        h.harvest.changes = changes;
+        h.index_names();
+        h
+    }
+
+    fn change(h: &UffdDirtyHarvest, i: usize) -> Result<(UffdDirtyChange, String), c_int> {
+        let mut c = UffdDirtyChange {
+            sz: size_of::<UffdDirtyChange>(),
+            kind: -1,
+            mapping_kind: -1,
+            span: UffdDirtySpan { start: 1, end: 1 },
+            from: UffdDirtySpan { start: 1, end: 1 },
+            name: std::ptr::null(),
+        };
+        // SAFETY: a live harvest and a struct of the size it says.
+        match unsafe { uffd_dirty_harvest_change(h, i, &mut c) } {
+            0 => {
+                // SAFETY: a change's name is a NUL-terminated string of the harvest.
+                let name = unsafe { CStr::from_ptr(c.name) }
+                    .to_string_lossy()
+                    .into_owned();
+                Ok((c, name))
+            }
+            e => Err(e),
+        }
+    }
+
+    #[test]
+    fn changes_are_handed_out_with_their_names() {
+        let h = harvest_with(vec![
+            MappingChange {
+                change: Change::Added,
+                span: Span::new(0x1000, 0x3000),
+                name: "/lib/a\0b.so".into(),
+                kind: Some(MappingKind::File),
+            },
+            MappingChange {
+                change: Change::Moved {
+                    from: Span::new(0x8000, 0x9000),
+                },
+                span: Span::new(0x5000, 0x6000),
+                name: "[anon]".into(),
+                kind: Some(MappingKind::Anon),
+            },
+            MappingChange {
+                change: Change::Removed,
+                span: Span::new(0xa000, 0xb000),
+                name: String::new(),
+                kind: None,
+            },
+        ]);
+        // SAFETY: a live harvest.
+        assert_eq!(unsafe { uffd_dirty_harvest_nr_changes(&h) }, 3);
+        let (c, name) = change(&h, 0).unwrap();
+        assert_eq!(c.kind, UffdDirtyChangeKind::Added as c_int);
+        assert_eq!(c.mapping_kind, UffdDirtyMappingKind::File as c_int);
+        assert_eq!((c.span.start, c.span.end), (0x1000, 0x3000));
+        assert_eq!((c.from.start, c.from.end), (0, 0));
+        // A NUL in a name is kept visible rather than cutting it short.
+        assert_eq!(name, "/lib/a\\0b.so");
+        let (c, name) = change(&h, 1).unwrap();
+        assert_eq!(c.kind, UffdDirtyChangeKind::Moved as c_int);
+        assert_eq!((c.from.start, c.from.end), (0x8000, 0x9000));
+        assert_eq!(name, "[anon]");
+        let (c, name) = change(&h, 2).unwrap();
+        assert_eq!(c.kind, UffdDirtyChangeKind::Removed as c_int);
+        assert_eq!(c.mapping_kind, UffdDirtyMappingKind::Unmapped as c_int);
+        assert_eq!(name, "");
+        assert_eq!(
+            change(&h, 3).unwrap_err(),
+            -(UffdDirtyError::BadInput as c_int)
+        );
+
+        // A caller built with a newer, longer struct: what this library does not know is 0.
+        #[repr(C)]
+        struct Newer {
+            c: UffdDirtyChange,
+            future: u64,
+        }
+        let mut newer = Newer {
+            c: UffdDirtyChange {
+                sz: size_of::<Newer>(),
+                ..change(&h, 0).unwrap().0
+            },
+            future: u64::MAX,
+        };
+        // SAFETY: a live harvest and a struct of the size it says.
+        assert_eq!(unsafe { uffd_dirty_harvest_change(&h, 1, &mut newer.c) }, 0);
+        assert_eq!((newer.future, newer.c.sz), (0, size_of::<Newer>()));
+        assert_eq!(newer.c.kind, UffdDirtyChangeKind::Moved as c_int);
+        // A size that is no release's: the caller did not set it.
+        newer.c.sz = 8;
+        // SAFETY: as above (8 bytes are writable).
+        let r = unsafe { uffd_dirty_harvest_change(&h, 0, &mut newer.c) };
+        assert_eq!(r, -(UffdDirtyError::BadInput as c_int));
+        assert!(last_error().contains("out->sz is 8"), "{}", last_error());
+
+        // No changes: no names, the buffers kept.
+        let mut h = h;
+        let cap = h.names.capacity();
+        h.harvest.changes.clear();
+        h.index_names();
+        assert!(h.names.is_empty() && h.name_at.is_empty() && h.names.capacity() == cap);
+        // SAFETY: NULL is a valid harvest argument.
+        let none = unsafe { uffd_dirty_harvest_nr_changes(std::ptr::null()) };
+        assert_eq!(none, 0);
+    }
+
+    #[test]
+    fn populated_freeze_and_thaw_refuse_null() {
+        let mut out: *mut UffdDirtySpan = std::ptr::dangling_mut();
+        let mut n = 9;
+        // SAFETY: NULL tracker; out and n are writable.
+        let r = unsafe {
+            uffd_dirty_populated(std::ptr::null_mut(), std::ptr::null(), 0, &mut out, &mut n)
+        };
+        assert_eq!(r, -(UffdDirtyError::BadInput as c_int));
+        assert!(out.is_null() && n == 0);
+        // SAFETY: NULL arguments are valid.
+        let r = unsafe {
+            uffd_dirty_populated(
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                0,
+                std::ptr::null_mut(),
+                &mut n,
+            )
+        };
+        assert_eq!(r, -(UffdDirtyError::BadInput as c_int));
+        // SAFETY: as above.
+        assert!(unsafe { uffd_dirty_target_freeze(std::ptr::null_mut()) }.is_null());
+        assert_eq!(
+            uffd_dirty_last_error_kind(),
+            UffdDirtyError::BadInput as c_int
+        );
+        // SAFETY: as above.
+        assert_eq!(unsafe { uffd_dirty_thaw(std::ptr::null_mut()) }, 0);
+        // SAFETY: as above.
+        unsafe { uffd_dirty_spans_free(std::ptr::null_mut()) };
+    }
+
+    #[test]
+    fn a_thread_that_exited_is_told_from_a_live_one() {
+        // SAFETY: getpid and gettid cannot fail.
+        let (pid, me) = unsafe { (libc::getpid(), libc::gettid()) };
+        assert!(thread_exists(pid, me));
+        // SAFETY: as above.
+        let other = std::thread::spawn(|| unsafe { libc::gettid() })
+            .join()
+            .unwrap();
+        assert!(!thread_exists(pid, other));
+        // Not a thread of this process.
+        assert!(!thread_exists(pid, 1));
     }
 
     #[test]

@@ -150,11 +150,9 @@ fn run_c(program: &Path, limit: Duration) -> (Option<i32>, String, String) {
     (status.unwrap().code(), stdout, stderr)
 }
 
-/// The `key=value` words of the line of `stdout` that starts with `method=NAME`.
-fn method_line(stdout: &str, name: &str) -> Option<BTreeMap<String, String>> {
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with(&format!("method={name} rounds=")))?;
+/// The `key=value` words of the line of `stdout` that starts with `prefix`.
+fn line_of(stdout: &str, prefix: &str) -> Option<BTreeMap<String, String>> {
+    let line = stdout.lines().find(|l| l.starts_with(prefix))?;
     Some(
         line.split_whitespace()
             .filter_map(|w| w.split_once('='))
@@ -177,6 +175,7 @@ fn c_program_tracks_a_child_against_ground_truth() {
         "-Wextra",
         "-Werror",
         "-pedantic",
+        "-pthread",
         &format!("-I{include}"),
         &format!("-L{libdir}"),
         "-luffd_dirty",
@@ -196,7 +195,7 @@ fn c_program_tracks_a_child_against_ground_truth() {
     eprintln!("{stdout}");
     let mut methods = 0;
     for name in ["pagemap-scan", "pagemap-read", "soft-dirty"] {
-        let Some(m) = method_line(&stdout, name) else {
+        let Some(m) = line_of(&stdout, &format!("method={name} rounds=")) else {
             assert!(
                 name != "pagemap-scan" && stdout.contains(&format!("method={name} unsupported: ")),
                 "no result for {name}:\n{stdout}"
@@ -228,11 +227,52 @@ fn c_program_tracks_a_child_against_ground_truth() {
             n("written") + n("false_positives"),
             "{name}: {m:?}"
         );
+        // The rest of the method's checks, each a line of its own (the C program has checked
+        // them; these say they ran).
+        let line = |prefix: &str| {
+            line_of(&stdout, &format!("{prefix} method={name} "))
+                .unwrap_or_else(|| panic!("no {prefix} line for {name}:\n{stdout}"))
+        };
+        let num = |m: &BTreeMap<String, String>, k: &str| -> u64 {
+            m.get(k)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name}: no {k} in {m:?}"))
+        };
+        let populated = line("populated");
+        assert_eq!(num(&populated, "missing"), 0, "{name}: {populated:?}");
+        if name == "soft-dirty" {
+            assert_eq!(num(&populated, "extra"), 0, "{name}: {populated:?}");
+        }
+        let freeze = line("freeze");
+        assert!(num(&freeze, "writes_before") > 0, "{name}: {freeze:?}");
+        assert_eq!(num(&freeze, "writes_while_frozen"), 0, "{name}: {freeze:?}");
+        assert!(num(&freeze, "writes_after_thaw") > 0, "{name}: {freeze:?}");
+        if name != "soft-dirty" {
+            assert!(
+                num(&freeze, "read_checked") >= num(&freeze, "writes_before").min(1023),
+                "{name}: {freeze:?}"
+            );
+        }
+        let changes = line("changes");
+        for (k, v) in [
+            ("changes", 4),
+            ("added_anon", 1),
+            ("added_file", 1),
+            ("moved", 1),
+            ("removed", 1),
+            ("new_pages_written_reported", 4),
+        ] {
+            assert_eq!(num(&changes, k), v, "{name}: {k} in {changes:?}");
+        }
         methods += 1;
     }
     assert!(methods >= 2, "{stdout}");
     for expected in [
         "error target_open of an exited PID: bad input: ",
+        "error thaw from another thread: bad input: ",
+        "error freeze of a frozen target: ",
+        "freeze on a thread that exited: the target ran on, thaw from another thread freed it",
+        "error harvest_change past the end: bad input: ",
         "error harvest after the exit: gone: exited: PID ",
         "error harvest after an exec not followed: gone: exec: ",
         "launched sh -c 'exit 7': gone exited, status 7",

@@ -8,19 +8,34 @@
  * every written page must be reported (no lost write), and every reported page that was not
  * written counts as a false positive. Pages just outside the range are written every round
  * and must never be reported. uffd_dirty_read_pages() is checked against the values written.
+ * uffd_dirty_populated() right after the attach must give exactly the pages populated before
+ * the fork. A last round freezes the child while it writes on its own (uffd_dirty_target_freeze):
+ * its progress counter, in shared memory, must stand still until the thaw, and a thaw from
+ * another thread must be refused; the harvest under the freeze must hold exactly the pages
+ * written, and their contents read then must be the last values written.
+ *
+ * Mapping changes, for each method: a child maps new anonymous memory and a private file
+ * mapping, moves a mapping with mremap and unmaps another, between two harvests; the
+ * harvest's changes must be exactly those, and uffd_dirty_populated() over the new memory
+ * exactly the pages the child wrote.
+ *
  * Then the error paths: bad PIDs, bad options, NULLs, a harvest after the child exited; and
  * launched commands: an exit status, an exec followed, an exec not followed.
  *
  * Prints one line per method ("method=NAME rounds=.. written=.. reported=.. lost=..
- * false_positives=.. out_of_range=..") and "capi_track: N checks passed"; exits 1 on the first
- * failed check, and 77 (printing the reason) where this kernel cannot track at all.
+ * false_positives=.. out_of_range=..", then "freeze method=NAME ..." and "changes
+ * method=NAME ...") and "capi_track: N checks passed"; exits 1 on the first failed check, and 77
+ * (printing the reason) where this kernel cannot track at all.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,9 +49,19 @@
 #define PAGES 1024u
 #define ROUNDS 12u
 #define STOP UINT32_MAX
+/* The child writes on its own, one page every 100 us, until `shared->stop`. */
+#define SPIN (UINT32_MAX - 1)
 
 static size_t page;
 static unsigned checks;
+
+/* Shared with every child (MAP_SHARED, set up before the forks): its progress while it
+ * spins, which the parent watches without asking it. */
+struct shared {
+	_Atomic uint64_t counter;
+	_Atomic uint32_t stop;
+};
+static struct shared *shared;
 
 static void fail(const char *fmt, ...)
 {
@@ -105,6 +130,12 @@ static uint64_t pattern(uint32_t round, uint32_t i)
 	return 0x5546464400000000ull | ((uint64_t)round << 16) | i;
 }
 
+/* The value of the spinning child's write number n, to page n % PAGES. */
+static uint64_t spin_pattern(uint64_t n)
+{
+	return 0x5350494e00000000ull | n;
+}
+
 static uint64_t xorshift(uint64_t *s)
 {
 	*s ^= *s << 13;
@@ -126,6 +157,21 @@ static void child(int cmd, int ack, char *region)
 		uint32_t round, n = 0;
 		if (read_all(cmd, &round, sizeof round) || round == STOP)
 			_exit(0);
+		if (round == SPIN) {
+			/* Write n goes to page n % PAGES, then the counter says n + 1: whenever
+			 * the child stands still, every write below the counter is done. */
+			struct timespec tick = { 0, 100000 };
+			while (!atomic_load(&shared->stop)) {
+				uint64_t c = atomic_load(&shared->counter);
+				volatile uint64_t *p =
+					(volatile uint64_t *)(region + (size_t)(c % PAGES + 1) * page);
+				p[0] = spin_pattern(c);
+				atomic_store(&shared->counter, c + 1);
+				nanosleep(&tick, NULL);
+			}
+			write_all(ack, &n, sizeof n);
+			continue;
+		}
 		uint64_t seed = 0x9e3779b97f4a7c15ull ^ ((uint64_t)round * 0x2545f4914f6cdd1dull);
 		for (uint32_t i = 0; i < PAGES; i++) {
 			int w;
@@ -249,6 +295,258 @@ static void check_read_pages(struct uffd_dirty_tracker *tr, uint64_t base, uint3
 	free(buf);
 }
 
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
+	nanosleep(&ts, NULL);
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Whether the spinning child's counter passes `v` within `ms` milliseconds. */
+static int counter_passes(uint64_t v, uint64_t ms)
+{
+	uint64_t deadline = now_ms() + ms;
+	while (atomic_load(&shared->counter) <= v) {
+		if (now_ms() > deadline)
+			return 0;
+		sleep_ms(1);
+	}
+	return 1;
+}
+
+/* The pages of `spans` (n of them) as indices from `base`, marked in `seen` (PAGES of them);
+ * returns how many pages lie outside [base, base + PAGES pages). */
+static uint64_t mark_pages(const struct uffd_dirty_span *spans, size_t n, uint64_t base,
+			   unsigned char *seen)
+{
+	uint64_t outside = 0;
+	memset(seen, 0, PAGES);
+	for (size_t k = 0; k < n; k++) {
+		CHECK(spans[k].start < spans[k].end && spans[k].start % page == 0 &&
+			      spans[k].end % page == 0 && (k == 0 || spans[k].start > spans[k - 1].end),
+		      "span %zu %#" PRIx64 "-%#" PRIx64 " is not whole pages in order", k,
+		      spans[k].start, spans[k].end);
+		for (uint64_t a = spans[k].start; a < spans[k].end; a += page) {
+			if (a < base || a >= base + (uint64_t)PAGES * page)
+				outside++;
+			else
+				seen[(a - base) / page] = 1;
+		}
+	}
+	return outside;
+}
+
+/* Right after the attach, before the child wrote anything: the populated pages of the range
+ * are those populated before the fork (the region's even pages, tracked index i odd). None may
+ * be missing. With userfaultfd the armed empty slots read as swapped out (the kernel's
+ * write-protect marker is a swap entry), so they are reported too; soft-dirty is exact. */
+static void check_populated_at_attach(int method, struct uffd_dirty_tracker *tr,
+				      struct uffd_dirty_span range, uint64_t base)
+{
+	static unsigned char got[PAGES];
+	struct uffd_dirty_span *pop = NULL;
+	size_t np = 99;
+	int ret = uffd_dirty_populated(tr, &range, 1, &pop, &np);
+	CHECK(ret == 0, "populated: %d: %s", ret, uffd_dirty_last_error());
+	uint64_t outside = mark_pages(pop, np, base, got);
+	uint64_t want = 0, missing = 0, extra = 0;
+	for (uint32_t i = 0; i < PAGES; i++) {
+		want += i % 2 == 1;
+		missing += i % 2 == 1 && !got[i];
+		extra += i % 2 == 0 && got[i];
+	}
+	CHECK(outside == 0 && missing == 0, "populated at attach (%s): %" PRIu64 " of %" PRIu64
+	      " populated pages missing, %" PRIu64 " pages outside the range",
+	      method_name(method), missing, want, outside);
+	if (method == UFFD_DIRTY_METHOD_SOFT_DIRTY)
+		CHECK(extra == 0, "populated at attach (soft-dirty): %" PRIu64 " empty pages reported",
+		      extra);
+	printf("populated method=%s expected=%" PRIu64 " spans=%zu missing=%" PRIu64
+	       " extra=%" PRIu64 "\n",
+	       method_name(method), want, np, missing, extra);
+	uffd_dirty_spans_free(pop);
+
+	if (method == UFFD_DIRTY_METHOD_PAGEMAP_SCAN) {
+		struct uffd_dirty_span half = { range.start, range.start + page / 2 };
+		pop = NULL;
+		np = 99;
+		expect_error("populated of a span not whole pages",
+			     uffd_dirty_populated(tr, &half, 1, &pop, &np),
+			     UFFD_DIRTY_ERROR_BAD_INPUT);
+		CHECK(pop == NULL && np == 0, "a failed populated left %zu spans", np);
+		expect_error("populated NULL out", uffd_dirty_populated(tr, &range, 1, NULL, &np),
+			     UFFD_DIRTY_ERROR_BAD_INPUT);
+		expect_error("populated NULL tracker",
+			     uffd_dirty_populated(NULL, &range, 1, &pop, &np),
+			     UFFD_DIRTY_ERROR_BAD_INPUT);
+		uffd_dirty_spans_free(NULL);
+	}
+}
+
+struct thaw_attempt {
+	struct uffd_dirty_frozen *frozen;
+	int ret, kind;
+	char msg[512];
+};
+
+static void *thaw_elsewhere(void *arg)
+{
+	struct thaw_attempt *a = arg;
+	a->ret = uffd_dirty_thaw(a->frozen);
+	a->kind = uffd_dirty_last_error_kind();
+	snprintf(a->msg, sizeof a->msg, "%s", uffd_dirty_last_error());
+	return NULL;
+}
+
+static void *freeze_and_exit(void *target)
+{
+	return uffd_dirty_target_freeze(target);
+}
+
+/*
+ * The last round: the child writes on its own (page n % PAGES with write number n, then its
+ * counter says n + 1) while the target is frozen, harvested, read and thawed. Frozen, its
+ * counter stands still, even after a thaw from another thread, which is refused; the harvest
+ * holds exactly the writes below the counter (the one at it may be done or not), and the pages
+ * read hold the last values written. After the thaw it runs, and the next harvest has its new
+ * writes.
+ */
+static void freeze_round(int method, struct uffd_dirty_target *t, struct uffd_dirty_tracker *tr,
+			 struct uffd_dirty_harvest *h, struct kid kid, uint64_t base)
+{
+	static unsigned char seen[PAGES];
+	atomic_store(&shared->stop, 0);
+	atomic_store(&shared->counter, 0);
+	uint32_t spin = SPIN;
+	write_all(kid.cmd, &spin, sizeof spin);
+	CHECK(counter_passes(99, 5000), "the spinning child made no progress");
+
+	struct uffd_dirty_frozen *fz = uffd_dirty_target_freeze(t);
+	CHECK(fz, "target_freeze: %s", uffd_dirty_last_error());
+	uint64_t c1 = atomic_load(&shared->counter), frozen_at = now_ms();
+
+	/* A second freeze (the target is traced already) fails, and the first one holds. */
+	CHECK(!uffd_dirty_target_freeze(t), "freezing a frozen target succeeded");
+	int kind = uffd_dirty_last_error_kind();
+	CHECK(kind != UFFD_DIRTY_ERROR_OK && strstr(uffd_dirty_last_error(), "already traced"),
+	      "freeze of a frozen target: %s: %s", uffd_dirty_strerror(kind),
+	      uffd_dirty_last_error());
+	if (method == UFFD_DIRTY_METHOD_PAGEMAP_SCAN)
+		printf("error freeze of a frozen target: %s: %s\n", uffd_dirty_strerror(kind),
+		       uffd_dirty_last_error());
+
+	uint64_t dirty = 0, read_checked = 0;
+	int ret = uffd_dirty_harvest(tr, h);
+	if (method == UFFD_DIRTY_METHOD_SOFT_DIRTY) {
+		/* Its harvest stops the target itself: not while the caller holds it. */
+		CHECK(ret < 0, "a soft-dirty harvest while the caller holds the target succeeded");
+		printf("error soft-dirty harvest while frozen: %s: %s\n", uffd_dirty_strerror(ret),
+		       uffd_dirty_last_error());
+	} else {
+		CHECK(ret == 0, "harvest while frozen: %d: %s", ret, uffd_dirty_last_error());
+		size_t ns;
+		const struct uffd_dirty_span *s = uffd_dirty_harvest_spans(h, &ns);
+		uint64_t outside = mark_pages(s, ns, base, seen);
+		uint64_t lost = 0, extra = 0;
+		for (uint32_t i = 0; i < PAGES; i++) {
+			int want = c1 >= PAGES || i < c1;
+			lost += want && !seen[i];
+			extra += seen[i] && !want && i != c1 % PAGES;
+			dirty += seen[i];
+		}
+		CHECK(outside == 0 && lost == 0 && extra == 0,
+		      "harvest while frozen at %" PRIu64 " writes: %" PRIu64 " lost, %" PRIu64
+		      " extra, %" PRIu64 " outside",
+		      c1, lost, extra, outside);
+		/* The copy: the frozen pages hold the last value written to them. */
+		uint64_t bytes = dirty * page;
+		char *buf = malloc(bytes ? bytes : 1);
+		ret = uffd_dirty_read_pages(tr, s, ns, buf, bytes, NULL, NULL);
+		CHECK(ret == 0, "read_pages while frozen: %s", uffd_dirty_last_error());
+		uint64_t off = 0;
+		for (size_t k = 0; k < ns; k++) {
+			for (uint64_t a = s[k].start; a < s[k].end; a += page, off += page) {
+				uint64_t i = (a - base) / page, v;
+				/* The last write n < c1 to page i, if any. */
+				if (i >= c1)
+					continue;
+				uint64_t n = i + (c1 - 1 - i) / PAGES * PAGES;
+				memcpy(&v, buf + off, 8);
+				CHECK(v == spin_pattern(n),
+				      "page %" PRIu64 " read while frozen holds %#" PRIx64
+				      ", its last write was %#" PRIx64,
+				      i, v, spin_pattern(n));
+				read_checked++;
+			}
+		}
+		free(buf);
+	}
+	sleep_ms(50);
+	uint64_t c2 = atomic_load(&shared->counter);
+	CHECK(c2 == c1, "the child ran while frozen: %" PRIu64 " writes, then %" PRIu64, c1, c2);
+
+	/* Another thread cannot thaw it: refused, the target still frozen, the handle valid. */
+	struct thaw_attempt other = { .frozen = fz };
+	pthread_t th;
+	CHECK(pthread_create(&th, NULL, thaw_elsewhere, &other) == 0, "pthread_create");
+	pthread_join(th, NULL);
+	CHECK(other.ret == -UFFD_DIRTY_ERROR_BAD_INPUT && other.kind == UFFD_DIRTY_ERROR_BAD_INPUT,
+	      "thaw from another thread: %d (%s): %s", other.ret, uffd_dirty_strerror(other.ret),
+	      other.msg);
+	if (method == UFFD_DIRTY_METHOD_PAGEMAP_SCAN)
+		printf("error thaw from another thread: %s: %s\n",
+		       uffd_dirty_strerror(other.kind), other.msg);
+	sleep_ms(20);
+	c2 = atomic_load(&shared->counter);
+	CHECK(c2 == c1, "the child ran after a refused thaw: %" PRIu64 " writes, then %" PRIu64,
+	      c1, c2);
+
+	ret = uffd_dirty_thaw(fz);
+	CHECK(ret == 0, "thaw: %d: %s", ret, uffd_dirty_last_error());
+	uint64_t frozen_ms = now_ms() - frozen_at;
+	CHECK(counter_passes(c1 + 1, 2000), "the child did not run after the thaw");
+
+	if (method == UFFD_DIRTY_METHOD_PAGEMAP_SCAN) {
+		/* A thread that freezes the target and exits: the kernel lets the target go, and
+		 * the handle is freed from any thread of the process. */
+		void *fz2 = NULL;
+		CHECK(pthread_create(&th, NULL, freeze_and_exit, t) == 0, "pthread_create");
+		pthread_join(th, &fz2);
+		CHECK(fz2, "target_freeze on a thread that exits");
+		uint64_t c3 = atomic_load(&shared->counter);
+		CHECK(counter_passes(c3, 2000),
+		      "the child stays frozen after the freezing thread exited");
+		CHECK(uffd_dirty_thaw(fz2) == 0, "thaw after the freezing thread exited: %s",
+		      uffd_dirty_last_error());
+		CHECK(uffd_dirty_thaw(NULL) == 0, "thaw(NULL)");
+		printf("freeze on a thread that exited: the target ran on, thaw from another "
+		       "thread freed it\n");
+	}
+
+	/* After the thaw: its writes are harvested again. */
+	atomic_store(&shared->stop, 1);
+	uint32_t n;
+	CHECK(read_all(kid.ack, &n, sizeof n) == 0, "the child died spinning");
+	uint64_t last = atomic_load(&shared->counter) - 1;
+	ret = uffd_dirty_harvest(tr, h);
+	CHECK(ret == 0, "harvest after the thaw: %d: %s", ret, uffd_dirty_last_error());
+	size_t ns;
+	const struct uffd_dirty_span *s = uffd_dirty_harvest_spans(h, &ns);
+	mark_pages(s, ns, base, seen);
+	CHECK(seen[last % PAGES], "the write after the thaw (page %" PRIu64 ") is not reported",
+	      last % PAGES);
+	printf("freeze method=%s writes_before=%" PRIu64 " frozen_ms=%" PRIu64
+	       " writes_while_frozen=%" PRIu64 " harvested_frozen=%" PRIu64 " read_checked=%" PRIu64
+	       " writes_after_thaw=%" PRIu64 "\n",
+	       method_name(method), c1, frozen_ms, c2 - c1, dirty, read_checked, last + 1 - c1);
+}
+
 /* One method against a forked child: 0, or -1 if this kernel lacks it. */
 static int track_method(int method, char *region)
 {
@@ -326,6 +624,7 @@ static int track_method(int method, char *region)
 	CHECK(tr, "attach %s: %s", method_name(method), uffd_dirty_last_error());
 	CHECK(uffd_dirty_tracker_pid(tr) == kid.pid, "tracker_pid");
 	CHECK(uffd_dirty_tracker_page_size(tr) == page, "tracker_page_size");
+	check_populated_at_attach(method, tr, range, base);
 
 	struct uffd_dirty_harvest *h = uffd_dirty_harvest_new();
 	CHECK(h, "harvest_new");
@@ -399,6 +698,8 @@ static int track_method(int method, char *region)
 	       method_name(method), ROUNDS, total_written, total_reported, lost, false_pos, outside,
 	       max_cost / 1000);
 
+	freeze_round(method, t, tr, h, kid, base);
+
 	/* The child exits: the next harvest says so, and so does reading its pages. */
 	uint32_t stop = STOP;
 	write_all(kid.cmd, &stop, sizeof stop);
@@ -423,10 +724,236 @@ static int track_method(int method, char *region)
 	return 0;
 }
 
-static void sleep_ms(long ms)
+/*
+ * Mapping changes. The child's memory in a hole of HOLE pages (in pages from its start):
+ * before the attach, M at 20-24 and U at 40-42; between two harvests the child maps new
+ * anonymous memory A at 2-10 (writing its pages 0, 2 and 3) and the file privately at 12-15
+ * (writing its page 1), moves M to 30-34 (mremap), and unmaps U. Gaps keep the mappings
+ * apart, so each change is a span of its own.
+ */
+#define HOLE 64u
+#define FILE_PAGES 3u
+
+static void changes_child(int cmd, int ack, uint64_t hole, int fd)
 {
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
-	nanosleep(&ts, NULL);
+	for (;;) {
+		uint32_t c;
+		if (read_all(cmd, &c, sizeof c) || c == STOP)
+			_exit(0);
+		int32_t err = 0;
+		char *a = mmap((void *)(uintptr_t)(hole + 2 * page), 8 * page, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+		char *f = mmap((void *)(uintptr_t)(hole + 12 * page), FILE_PAGES * page,
+			       PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED_NOREPLACE, fd, 0);
+		if (a == MAP_FAILED || f == MAP_FAILED) {
+			err = errno;
+		} else {
+			a[0] = 1;
+			a[2 * page] = 1;
+			a[3 * page + 7] = 1;
+			f[page] = 1;
+			if (mremap((void *)(uintptr_t)(hole + 20 * page), 4 * page, 4 * page,
+				   MREMAP_MAYMOVE | MREMAP_FIXED,
+				   (void *)(uintptr_t)(hole + 30 * page)) == MAP_FAILED ||
+			    munmap((void *)(uintptr_t)(hole + 40 * page), 2 * page))
+				err = errno;
+		}
+		write_all(ack, &err, sizeof err);
+	}
+}
+
+static int span_is(struct uffd_dirty_span s, uint64_t hole, uint64_t from, uint64_t to)
+{
+	return s.start == hole + from * page && s.end == hole + to * page;
+}
+
+/* The populated pages of [hole + from, hole + to) pages, as a bit mask of page indices from
+ * `from` (at most 64 pages). */
+static uint64_t populated_mask(struct uffd_dirty_tracker *tr, uint64_t hole, uint64_t from,
+			       uint64_t to)
+{
+	struct uffd_dirty_span span = { hole + from * page, hole + to * page }, *pop = NULL;
+	size_t np = 0;
+	int ret = uffd_dirty_populated(tr, &span, 1, &pop, &np);
+	CHECK(ret == 0, "populated: %d: %s", ret, uffd_dirty_last_error());
+	uint64_t mask = 0;
+	for (size_t k = 0; k < np; k++) {
+		CHECK(pop[k].start >= span.start && pop[k].end <= span.end,
+		      "populated span %#" PRIx64 "-%#" PRIx64 " outside the span asked", pop[k].start,
+		      pop[k].end);
+		for (uint64_t a = pop[k].start; a < pop[k].end; a += page)
+			mask |= 1ull << ((a - span.start) / page);
+	}
+	uffd_dirty_spans_free(pop);
+	return mask;
+}
+
+static void check_changes(int method)
+{
+	char path[] = "/tmp/uffd-dirty-capi-XXXXXX";
+	int fd = mkstemp(path);
+	CHECK(fd >= 0, "mkstemp: %s", strerror(errno));
+	char *contents = malloc(FILE_PAGES * page);
+	memset(contents, 'F', FILE_PAGES * page);
+	CHECK(write(fd, contents, FILE_PAGES * page) == (ssize_t)(FILE_PAGES * page), "write");
+	free(contents);
+
+	/* A hole in the address space, then M and U in it. */
+	char *hole = mmap(NULL, HOLE * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(hole != MAP_FAILED && munmap(hole, HOLE * page) == 0, "mmap: %s", strerror(errno));
+	uint64_t h0 = (uint64_t)(uintptr_t)hole;
+	char *m = mmap(hole + 20 * page, 4 * page, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	char *u = mmap(hole + 40 * page, 2 * page, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	CHECK(m != MAP_FAILED && u != MAP_FAILED, "mmap: %s", strerror(errno));
+	memset(m, 'M', 4 * page);
+	memset(u, 'U', 2 * page);
+
+	int cmd[2], ack[2];
+	CHECK(pipe(cmd) == 0 && pipe(ack) == 0, "pipe");
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		close(cmd[1]);
+		close(ack[0]);
+		changes_child(cmd[0], ack[1], h0, fd);
+	}
+	close(cmd[0]);
+	close(ack[1]);
+
+	struct uffd_dirty_target *t = uffd_dirty_target_open(pid);
+	CHECK(t, "target_open: %s", uffd_dirty_last_error());
+	struct uffd_dirty_span range = { h0, h0 + HOLE * page };
+	UFFD_DIRTY_ATTACH_OPTS(opts, .method = method, .ranges = &range, .nr_ranges = 1);
+	struct uffd_dirty_tracker *tr = uffd_dirty_attach(t, &opts);
+	CHECK(tr, "attach %s: %s", method_name(method), uffd_dirty_last_error());
+	struct uffd_dirty_harvest *h = uffd_dirty_harvest_new();
+	CHECK(uffd_dirty_harvest_nr_changes(h) == 0, "a new harvest has changes");
+	CHECK(uffd_dirty_harvest(tr, h) == 0, "harvest: %s", uffd_dirty_last_error());
+	CHECK(uffd_dirty_harvest_nr_changes(h) == 0, "%zu changes before any",
+	      uffd_dirty_harvest_nr_changes(h));
+
+	uint32_t go = 1;
+	int32_t err = -1;
+	write_all(cmd[1], &go, sizeof go);
+	CHECK(read_all(ack[0], &err, sizeof err) == 0 && err == 0, "the child's mappings: %s",
+	      strerror(err));
+	CHECK(uffd_dirty_harvest(tr, h) == 0, "harvest: %s", uffd_dirty_last_error());
+
+	size_t nc = uffd_dirty_harvest_nr_changes(h);
+	int added_anon = 0, added_file = 0, moved = 0, removed = 0, other = 0;
+	for (size_t i = 0; i < nc; i++) {
+		UFFD_DIRTY_CHANGE(c);
+		int ret = uffd_dirty_harvest_change(h, i, &c);
+		CHECK(ret == 0, "harvest_change %zu: %s", i, uffd_dirty_last_error());
+		CHECK(c.name != NULL, "change %zu has a NULL name", i);
+		printf("change method=%s kind=%d mapping_kind=%d span=+%" PRIu64 "-+%" PRIu64
+		       " from=%#" PRIx64 "-%#" PRIx64 " name=\"%s\"\n",
+		       method_name(method), c.kind, c.mapping_kind, (c.span.start - h0) / page,
+		       (c.span.end - h0) / page, c.from.start, c.from.end, c.name);
+		int no_from = c.from.start == 0 && c.from.end == 0;
+		if (c.kind == UFFD_DIRTY_CHANGE_KIND_ADDED && span_is(c.span, h0, 2, 10) &&
+		    c.mapping_kind == UFFD_DIRTY_MAPPING_KIND_ANON && *c.name && !strchr(c.name, '/') &&
+		    no_from) {
+			added_anon++;
+		} else if (c.kind == UFFD_DIRTY_CHANGE_KIND_ADDED &&
+			   span_is(c.span, h0, 12, 12 + FILE_PAGES) &&
+			   c.mapping_kind == UFFD_DIRTY_MAPPING_KIND_FILE && strstr(c.name, path) &&
+			   no_from) {
+			added_file++;
+		} else if (c.kind == UFFD_DIRTY_CHANGE_KIND_MOVED && span_is(c.span, h0, 30, 34) &&
+			   span_is(c.from, h0, 20, 24) &&
+			   c.mapping_kind == UFFD_DIRTY_MAPPING_KIND_ANON) {
+			moved++;
+		} else if (c.kind == UFFD_DIRTY_CHANGE_KIND_REMOVED && span_is(c.span, h0, 40, 42) &&
+			   no_from) {
+			removed++;
+		} else {
+			other++;
+		}
+	}
+	CHECK(nc == 4 && added_anon == 1 && added_file == 1 && moved == 1 && removed == 1,
+	      "%s: %zu changes: added anon %d, added file %d, moved %d, removed %d, other %d",
+	      method_name(method), nc, added_anon, added_file, moved, removed, other);
+
+	/* The written pages of the new memory are reported (the rest of it is copied whole). */
+	size_t ns;
+	const struct uffd_dirty_span *s = uffd_dirty_harvest_spans(h, &ns);
+	uint64_t written_new = 0;
+	for (size_t k = 0; k < ns; k++) {
+		CHECK(s[k].start >= range.start && s[k].end <= range.end,
+		      "dirty span outside the range");
+		for (uint64_t a = s[k].start; a < s[k].end; a += page) {
+			uint64_t p = (a - h0) / page;
+			written_new += p == 2 || p == 4 || p == 5 || p == 13;
+		}
+	}
+	CHECK(written_new == 4, "%s: %" PRIu64 " of the 4 pages written in new memory reported",
+	      method_name(method), written_new);
+
+	/* Populated: A exactly as written; M's pages all, where they moved. */
+	uint64_t a_pop = populated_mask(tr, h0, 2, 10);
+	uint64_t m_pop = populated_mask(tr, h0, 30, 34);
+	uint64_t f_pop = populated_mask(tr, h0, 12, 12 + FILE_PAGES);
+	uint64_t gone = populated_mask(tr, h0, 40, 42);
+	CHECK((a_pop & 0xd) == 0xd, "%s: populated of the new memory %#" PRIx64 ", written 0xd",
+	      method_name(method), a_pop);
+	if (method == UFFD_DIRTY_METHOD_SOFT_DIRTY)
+		CHECK(a_pop == 0xd, "soft-dirty: populated of the new memory %#" PRIx64
+		      ", written 0xd", a_pop);
+	CHECK(m_pop == 0xf, "%s: populated of the moved memory %#" PRIx64 ", expected 0xf",
+	      method_name(method), m_pop);
+	CHECK(f_pop & 0x2, "%s: the file page written is not populated", method_name(method));
+	CHECK(gone == 0, "%s: unmapped memory populated: %#" PRIx64, method_name(method), gone);
+
+	if (method == UFFD_DIRTY_METHOD_PAGEMAP_SCAN) {
+		UFFD_DIRTY_CHANGE(c);
+		expect_error("harvest_change past the end", uffd_dirty_harvest_change(h, nc, &c),
+			     UFFD_DIRTY_ERROR_BAD_INPUT);
+		expect_error("harvest_change NULL out", uffd_dirty_harvest_change(h, 0, NULL),
+			     UFFD_DIRTY_ERROR_BAD_INPUT);
+		expect_error("harvest_change NULL harvest", uffd_dirty_harvest_change(NULL, 0, &c),
+			     UFFD_DIRTY_ERROR_BAD_INPUT);
+		CHECK(uffd_dirty_harvest_nr_changes(NULL) == 0, "harvest_nr_changes(NULL)");
+		struct uffd_dirty_change unset;
+		memset(&unset, 0, sizeof unset);
+		expect_error("harvest_change out->sz 0", uffd_dirty_harvest_change(h, 0, &unset),
+			     UFFD_DIRTY_ERROR_BAD_INPUT);
+		/* A caller built with a newer header: fields this library does not know read 0. */
+		struct {
+			struct uffd_dirty_change c;
+			uint64_t future;
+		} newer;
+		memset(&newer, 0xff, sizeof newer);
+		newer.c.sz = sizeof newer;
+		CHECK(uffd_dirty_harvest_change(h, 0, &newer.c) == 0 && newer.future == 0 &&
+			      newer.c.sz == sizeof newer && newer.c.kind != -1,
+		      "harvest_change into a newer struct: %s", uffd_dirty_last_error());
+	}
+
+	/* Nothing changed since: no changes, and the names went with them. */
+	CHECK(uffd_dirty_harvest(tr, h) == 0, "harvest: %s", uffd_dirty_last_error());
+	CHECK(uffd_dirty_harvest_nr_changes(h) == 0, "%zu changes after none",
+	      uffd_dirty_harvest_nr_changes(h));
+	printf("changes method=%s changes=%zu added_anon=%d added_file=%d moved=%d removed=%d "
+	       "new_pages_written_reported=%" PRIu64 " populated_new=%#" PRIx64
+	       " populated_moved=%#" PRIx64 " populated_file=%#" PRIx64 "\n",
+	       method_name(method), nc, added_anon, added_file, moved, removed, written_new, a_pop,
+	       m_pop, f_pop);
+
+	uint32_t stop = STOP;
+	write_all(cmd[1], &stop, sizeof stop);
+	reap(pid);
+	uffd_dirty_harvest_free(h);
+	uffd_dirty_detach(tr);
+	uffd_dirty_target_free(t);
+	close(cmd[1]);
+	close(ack[0]);
+	close(fd);
+	unlink(path);
+	munmap(m, 4 * page);
+	munmap(u, 2 * page);
 }
 
 /* Harvest a launched command every 10 ms until a harvest fails (at most 10 s): the negated
@@ -582,13 +1109,20 @@ int main(void)
 	for (uint32_t i = 0; i < PAGES + 2; i += 2)
 		region[(size_t)i * page] = 1;
 
+	shared = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (shared == MAP_FAILED)
+		fail("mmap: %s", strerror(errno));
+
 	if (track_method(UFFD_DIRTY_METHOD_PAGEMAP_SCAN, region) < 0) {
 		printf("SKIP: this kernel cannot track with pagemap-scan: %s\n",
 		       uffd_dirty_last_error());
 		return 77;
 	}
-	track_method(UFFD_DIRTY_METHOD_PAGEMAP_READ, region);
-	track_method(UFFD_DIRTY_METHOD_SOFT_DIRTY, region);
+	check_changes(UFFD_DIRTY_METHOD_PAGEMAP_SCAN);
+	if (track_method(UFFD_DIRTY_METHOD_PAGEMAP_READ, region) == 0)
+		check_changes(UFFD_DIRTY_METHOD_PAGEMAP_READ);
+	if (track_method(UFFD_DIRTY_METHOD_SOFT_DIRTY, region) == 0)
+		check_changes(UFFD_DIRTY_METHOD_SOFT_DIRTY);
 	bad_targets();
 	launched();
 	printf("capi_track: %u checks passed\n", checks);
