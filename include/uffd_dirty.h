@@ -73,6 +73,13 @@
 #define UFFD_DIRTY_ATTACH_NO_FREEZE 2
 
 /**
+ * Userfaultfd methods: protect only the empty slots at attach, so that the first harvest
+ * reports every page holding the process's data (populated anonymous and shared memory, file
+ * pages written through the mapping): a first copy without reading memory never touched.
+ */
+#define UFFD_DIRTY_ATTACH_REPORT_POPULATED 4
+
+/**
  * How a tracker finds the written pages (`struct uffd_dirty_attach_opts.method`).
  */
 enum uffd_dirty_method {
@@ -186,6 +193,12 @@ enum uffd_dirty_change_kind {
    * tracked while it is mapped (it may have been written first).
    */
   UFFD_DIRTY_CHANGE_KIND_REMOVED = 3,
+  /**
+   * Tracked memory that a new mapping took the place of (`mmap(MAP_FIXED)` over it, or
+   * unmapped and mapped again between two harvests): its contents are new without all
+   * being reported written (a file's pages, zeros). A copier copies the whole span.
+   */
+  UFFD_DIRTY_CHANGE_KIND_REPLACED = 4,
 };
 
 /**
@@ -668,43 +681,6 @@ int uffd_dirty_read_pages(const struct uffd_dirty_tracker *tracker,
                           size_t buf_len,
                           struct uffd_dirty_span *unreadable,
                           size_t *nr_unreadable);
-
-/**
- * The pages of `spans` (`nr_spans` of them: whole pages, in any order, overlapping or not)
- * that are populated in the target: present in memory, or swapped out. For a first copy of
- * private anonymous memory (heap, stacks, anonymous mappings), where a page not populated
- * reads as zeros: the copy need not read (and so populate) memory the target never touched.
- * In file and shared mappings only the target's own page tables count: a page not populated
- * there may still hold data (the file's, or another process's writes), so copy those whole.
- *
- * The result never misses a populated page, but may hold more. With a userfaultfd method an
- * empty page in memory the tracker armed reads as swapped out (the kernel's write-protect
- * marker is a swap entry): pages never touched are then reported too, in all but huge,
- * sparsely populated mappings (which the tracker arms page by page). With soft-dirty it is
- * exact.
- *
- * The result is a new array of page-aligned spans in address order, stored in `*out`, with
- * their number in `*nr_out`; the caller frees it with `uffd_dirty_spans_free()`. With none
- * populated, `*out` is NULL and `*nr_out` 0; so on failure too, which returns a negated error
- * kind (`UFFD_DIRTY_ERROR_GONE_EXITED` once the target exited).
- *
- * # Safety
- * `tracker` is NULL or a live tracker used by no other thread meanwhile; `spans` holds
- * `nr_spans` spans; `out` and `nr_out` are NULL or writable.
- */
-int uffd_dirty_populated(struct uffd_dirty_tracker *tracker,
-                         const struct uffd_dirty_span *spans,
-                         size_t nr_spans,
-                         struct uffd_dirty_span **out,
-                         size_t *nr_out);
-
-/**
- * Free an array of spans the library made (`uffd_dirty_populated()`'s); NULL: nothing.
- *
- * # Safety
- * `spans` is NULL or an array from this library, not used again.
- */
-void uffd_dirty_spans_free(struct uffd_dirty_span *spans);
 
 /**
  * Stop every thread of the target until `uffd_dirty_thaw()` (by ptrace, so its signal state

@@ -31,8 +31,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::UNIX_EPOCH;
 
 use crate::{
-    Change, Error, Frozen, Gone, Harvest, MappingKind, Method, Selector, Span, SpanSet, Target,
-    Tracker, TrackerBuilder,
+    Arming, Change, Error, Frozen, Gone, Harvest, MappingKind, Method, Selector, Span, SpanSet,
+    Target, Tracker, TrackerBuilder,
 };
 
 /// A process to track: opened by PID (`uffd_dirty_target_open()`) or launched as a command
@@ -200,6 +200,10 @@ pub enum UffdDirtyChangeKind {
     /// Memory no longer tracked: unmapped, or no longer in scope. Memory made read-only stays
     /// tracked while it is mapped (it may have been written first).
     Removed = 3,
+    /// Tracked memory that a new mapping took the place of (`mmap(MAP_FIXED)` over it, or
+    /// unmapped and mapped again between two harvests): its contents are new without all
+    /// being reported written (a file's pages, zeros). A copier copies the whole span.
+    Replaced = 4,
 }
 
 /// What a mapping is (`struct uffd_dirty_change.mapping_kind`), as `/proc/PID/maps` shows it.
@@ -274,8 +278,14 @@ pub const UFFD_DIRTY_ATTACH_NO_FOLLOW_EXEC: u32 = 1;
 /// bits are read and cleared (a write in between is lost); for callers that stop it
 /// themselves.
 pub const UFFD_DIRTY_ATTACH_NO_FREEZE: u32 = 2;
+/// Userfaultfd methods: protect only the empty slots at attach, so that the first harvest
+/// reports every page holding the process's data (populated anonymous and shared memory, file
+/// pages written through the mapping): a first copy without reading memory never touched.
+pub const UFFD_DIRTY_ATTACH_REPORT_POPULATED: u32 = 4;
 
-const KNOWN_FLAGS: u32 = UFFD_DIRTY_ATTACH_NO_FOLLOW_EXEC | UFFD_DIRTY_ATTACH_NO_FREEZE;
+const KNOWN_FLAGS: u32 = UFFD_DIRTY_ATTACH_NO_FOLLOW_EXEC
+    | UFFD_DIRTY_ATTACH_NO_FREEZE
+    | UFFD_DIRTY_ATTACH_REPORT_POPULATED;
 
 /// How to attach. Zero means the default for every field, so declare it with
 /// `UFFD_DIRTY_ATTACH_OPTS(opts, .method = ..., ...)`, which zeroes the rest and sets `sz`, or
@@ -763,6 +773,9 @@ pub unsafe extern "C" fn uffd_dirty_attach(
             .method(method)
             .follow_exec(opts.flags & UFFD_DIRTY_ATTACH_NO_FOLLOW_EXEC == 0)
             .freeze(opts.flags & UFFD_DIRTY_ATTACH_NO_FREEZE == 0);
+        if opts.flags & UFFD_DIRTY_ATTACH_REPORT_POPULATED != 0 {
+            builder = builder.arming(Arming::ReportPopulated);
+        }
         // SAFETY: the caller's contract: nr_ranges valid spans.
         for r in unsafe { array(opts.ranges, opts.nr_ranges, "opts->ranges") }? {
             if r.start >= r.end {
@@ -1075,6 +1088,10 @@ pub unsafe extern "C" fn uffd_dirty_harvest_change(
                 UffdDirtyChangeKind::Removed,
                 UffdDirtySpan { start: 0, end: 0 },
             ),
+            Change::Replaced => (
+                UffdDirtyChangeKind::Replaced,
+                UffdDirtySpan { start: 0, end: 0 },
+            ),
         };
         // index_names ran after the harvest that made these changes: one name each.
         let name = h.names[h.name_at[index]..].as_ptr().cast::<c_char>();
@@ -1193,94 +1210,6 @@ pub unsafe extern "C" fn uffd_dirty_read_pages(
         }
         Ok(0)
     })
-}
-
-/// The pages of `spans` (`nr_spans` of them: whole pages, in any order, overlapping or not)
-/// that are populated in the target: present in memory, or swapped out. For a first copy of
-/// private anonymous memory (heap, stacks, anonymous mappings), where a page not populated
-/// reads as zeros: the copy need not read (and so populate) memory the target never touched.
-/// In file and shared mappings only the target's own page tables count: a page not populated
-/// there may still hold data (the file's, or another process's writes), so copy those whole.
-///
-/// The result never misses a populated page, but may hold more. With a userfaultfd method an
-/// empty page in memory the tracker armed reads as swapped out (the kernel's write-protect
-/// marker is a swap entry): pages never touched are then reported too, in all but huge,
-/// sparsely populated mappings (which the tracker arms page by page). With soft-dirty it is
-/// exact.
-///
-/// The result is a new array of page-aligned spans in address order, stored in `*out`, with
-/// their number in `*nr_out`; the caller frees it with `uffd_dirty_spans_free()`. With none
-/// populated, `*out` is NULL and `*nr_out` 0; so on failure too, which returns a negated error
-/// kind (`UFFD_DIRTY_ERROR_GONE_EXITED` once the target exited).
-///
-/// # Safety
-/// `tracker` is NULL or a live tracker used by no other thread meanwhile; `spans` holds
-/// `nr_spans` spans; `out` and `nr_out` are NULL or writable.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn uffd_dirty_populated(
-    tracker: *mut UffdDirtyTracker,
-    spans: *const UffdDirtySpan,
-    nr_spans: usize,
-    out: *mut *mut UffdDirtySpan,
-    nr_out: *mut usize,
-) -> c_int {
-    int_call(|| {
-        if out.is_null() || nr_out.is_null() {
-            return Err(bad_input("out or nr_out is NULL"));
-        }
-        // SAFETY: out and nr_out are writable (the caller's contract; checked non-NULL).
-        unsafe {
-            out.write(std::ptr::null_mut());
-            nr_out.write(0);
-        }
-        // SAFETY: the caller's contract.
-        let tracker = unsafe { arg_mut(tracker, "tracker") }?;
-        // SAFETY: the caller's contract: nr_spans valid spans.
-        let spans = unsafe { array(spans, nr_spans, "spans") }?;
-        let page = tracker.0.page_size();
-        for (i, s) in spans.iter().enumerate() {
-            if s.start >= s.end || s.start % page != 0 || s.end % page != 0 {
-                return Err(bad_input(format!(
-                    "spans[{i}] {:#x}-{:#x} is not a non-empty run of whole pages ({page} bytes)",
-                    s.start, s.end
-                )));
-            }
-        }
-        let set: SpanSet = spans.iter().map(|s| Span::new(s.start, s.end)).collect();
-        let populated = tracker.0.populated(&set)?;
-        let found = populated.as_slice();
-        if found.is_empty() {
-            return Ok(0);
-        }
-        // malloc'ed, so that uffd_dirty_spans_free() needs no length.
-        // SAFETY: malloc of a non-zero size; the result is checked for NULL.
-        let p = unsafe { libc::malloc(std::mem::size_of_val(found)) }.cast::<UffdDirtySpan>();
-        if p.is_null() {
-            return Err(Error::Failed {
-                message: format!("out of memory for {} spans", found.len()),
-                errno: Some(libc::ENOMEM),
-            });
-        }
-        // SAFETY: p has room for found.len() spans, of the same layout as Span (checked at
-        // compile time above), and is a new allocation that cannot overlap found.
-        unsafe {
-            std::ptr::copy_nonoverlapping(found.as_ptr().cast::<UffdDirtySpan>(), p, found.len());
-            out.write(p);
-            nr_out.write(found.len());
-        }
-        Ok(0)
-    })
-}
-
-/// Free an array of spans the library made (`uffd_dirty_populated()`'s); NULL: nothing.
-///
-/// # Safety
-/// `spans` is NULL or an array from this library, not used again.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn uffd_dirty_spans_free(spans: *mut UffdDirtySpan) {
-    // SAFETY: the caller's contract: NULL or a pointer from malloc (uffd_dirty_populated),
-    // freed once.
-    unsafe { libc::free(spans.cast()) }
 }
 
 /// Stop every thread of the target until `uffd_dirty_thaw()` (by ptrace, so its signal state
@@ -1580,27 +1509,8 @@ mod tests {
     }
 
     #[test]
-    fn populated_freeze_and_thaw_refuse_null() {
-        let mut out: *mut UffdDirtySpan = std::ptr::dangling_mut();
-        let mut n = 9;
-        // SAFETY: NULL tracker; out and n are writable.
-        let r = unsafe {
-            uffd_dirty_populated(std::ptr::null_mut(), std::ptr::null(), 0, &mut out, &mut n)
-        };
-        assert_eq!(r, -(UffdDirtyError::BadInput as c_int));
-        assert!(out.is_null() && n == 0);
-        // SAFETY: NULL arguments are valid.
-        let r = unsafe {
-            uffd_dirty_populated(
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                0,
-                std::ptr::null_mut(),
-                &mut n,
-            )
-        };
-        assert_eq!(r, -(UffdDirtyError::BadInput as c_int));
-        // SAFETY: as above.
+    fn freeze_and_thaw_refuse_null() {
+        // SAFETY: NULL is a valid target argument.
         assert!(unsafe { uffd_dirty_target_freeze(std::ptr::null_mut()) }.is_null());
         assert_eq!(
             uffd_dirty_last_error_kind(),
@@ -1608,8 +1518,6 @@ mod tests {
         );
         // SAFETY: as above.
         assert_eq!(unsafe { uffd_dirty_thaw(std::ptr::null_mut()) }, 0);
-        // SAFETY: as above.
-        unsafe { uffd_dirty_spans_free(std::ptr::null_mut()) };
     }
 
     #[test]
