@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use nix::unistd::{ForkResult, Pid, fork, pipe2};
 
-use crate::attach::{self, helper::ExitedBeforeExec, helper::Helper};
+use crate::attach::{
+    self,
+    helper::{ExitedBeforeExec, Helper, HelperFor},
+};
 use crate::error::usage;
 use crate::sys;
 
@@ -176,7 +179,7 @@ fn hold_at_exec(
     use std::os::fd::AsFd;
     let helper = if via_helper {
         let pidfd = sys::pidfd_open(pid).context("pidfd_open of the launched command")?;
-        Some(Helper::start(pid, pidfd.as_fd(), true)?)
+        Some(Helper::start(pid, pidfd.as_fd(), HelperFor::Launched)?)
     } else {
         None
     };

@@ -175,6 +175,6 @@ impl Uffd {
 
     /// Write-protect a registered span with `UFFDIO_WRITEPROTECT` (marks empty slots too).
     pub fn writeprotect(&self, span: Span) -> io::Result<()> {
-        sys::uffdio_writeprotect(self.fd.as_fd(), span.start, span.len(), true)
+        sys::uffdio_writeprotect(self.fd.as_fd(), span.start, span.len())
     }
 }

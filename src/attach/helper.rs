@@ -196,6 +196,16 @@ fn program() -> std::ffi::OsString {
     }
 }
 
+/// What a helper attaches to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HelperFor {
+    /// A running process: borrow a thread, take the userfaultfd, give the thread back.
+    Running,
+    /// A launched command not yet exec'd: seize it on order, and take the userfaultfd at its
+    /// exec stop, holding it until the tracker has armed it.
+    Launched,
+}
+
 /// The tracker's handle on a running helper.
 pub struct Helper {
     child: Child,
@@ -204,8 +214,12 @@ pub struct Helper {
 }
 
 impl Helper {
-    /// Start a helper for `target` (`launched`: a command not yet exec'd, seized on order).
-    pub fn start(target_pid: i32, target_pidfd: BorrowedFd<'_>, launched: bool) -> Result<Helper> {
+    /// Start a helper for `target`.
+    pub fn start(
+        target_pid: i32,
+        target_pidfd: BorrowedFd<'_>,
+        target: HelperFor,
+    ) -> Result<Helper> {
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -220,7 +234,7 @@ impl Helper {
             .arg(target_pid.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null());
-        if launched {
+        if target == HelperFor::Launched {
             cmd.arg("--launched");
         }
         cmd.env(VERSION_ENV, VERSION);

@@ -248,7 +248,12 @@ pub(super) fn create_in_shared_table(b: &Borrowed, target: &Process) -> Result<O
 /// Attach to a running process: a helper borrows its best-placed thread to create a
 /// userfaultfd, gives the thread back, and hands the fd over.
 pub fn take_userfaultfd(target: &Process) -> Result<Injection<OwnedFd>> {
-    super::helper::Helper::start(target.pid, target.pidfd.as_fd(), false)?.take()
+    super::helper::Helper::start(
+        target.pid,
+        target.pidfd.as_fd(),
+        super::helper::HelperFor::Running,
+    )?
+    .take()
 }
 
 /// In the helper: borrow the best-placed thread, create and take the userfaultfd, give the

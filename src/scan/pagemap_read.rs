@@ -22,6 +22,15 @@ pub struct PagemapRead {
     page_size: u64,
 }
 
+/// How the memory read was armed, which decides what an empty pagemap entry means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArmedAs {
+    /// Every slot, empty ones included: an empty entry lost its marker, so was zapped.
+    Whole,
+    /// Only its populated pages (sparse memory): an empty entry was never populated.
+    PopulatedOnly,
+}
+
 impl PagemapRead {
     pub fn new(pagemap: File) -> Self {
         PagemapRead {
@@ -31,13 +40,13 @@ impl PagemapRead {
         }
     }
 
-    /// Append to `written` the pages of `span` that exist without the uffd-wp bit; with
-    /// `empty_is_written`, empty entries too (in armed memory an empty entry is a zapped page:
-    /// its marker went with it). Existing pages go to `populated` when given.
+    /// Append to `written` the pages of `span` that exist without the uffd-wp bit; in memory
+    /// armed whole, empty entries too (an empty entry is a zapped page there: its marker went
+    /// with it). Existing pages go to `populated` when given.
     pub fn scan(
         &mut self,
         span: Span,
-        empty_is_written: bool,
+        armed: ArmedAs,
         written: &mut Vec<Span>,
         mut populated: Option<&mut Vec<Span>>,
     ) -> io::Result<()> {
@@ -65,7 +74,7 @@ impl PagemapRead {
                 // kernels mark every empty entry of a VM_SOFTDIRTY VMA with bit 55.
                 let empty = entry & (abi::PM_PRESENT | abi::PM_SWAP) == 0;
                 let is_written = if empty {
-                    empty_is_written
+                    armed == ArmedAs::Whole
                 } else {
                     !marker && entry & abi::PM_UFFD_WP == 0
                 };
@@ -148,7 +157,7 @@ mod tests {
         let features = abi::UFFD_FEATURE_WP_ASYNC | abi::UFFD_FEATURE_WP_UNPOPULATED;
         sys::uffdio_api(uffd.as_fd(), features).unwrap();
         sys::uffdio_register_wp(uffd.as_fd(), written, 2 * page).unwrap();
-        sys::uffdio_writeprotect(uffd.as_fd(), written, 2 * page, true).unwrap();
+        sys::uffdio_writeprotect(uffd.as_fd(), written, 2 * page).unwrap();
         let e = entry(&pagemap, written);
         assert_eq!(
             e & BITS,

@@ -132,12 +132,11 @@ pub fn uffdio_unregister(uffd: BorrowedFd<'_>, start: u64, len: u64) -> io::Resu
         .map(drop)
 }
 
-/// `UFFDIO_WRITEPROTECT`: protect (`wp = true`) or unprotect a registered range.
-pub fn uffdio_writeprotect(uffd: BorrowedFd<'_>, start: u64, len: u64, wp: bool) -> io::Result<()> {
-    let mode = if wp { UFFDIO_WRITEPROTECT_MODE_WP } else { 0 };
+/// `UFFDIO_WRITEPROTECT`: write-protect a registered range.
+pub fn uffdio_writeprotect(uffd: BorrowedFd<'_>, start: u64, len: u64) -> io::Result<()> {
     let mut arg = uffdio_writeprotect {
         range: uffdio_range { start, len },
-        mode,
+        mode: UFFDIO_WRITEPROTECT_MODE_WP,
     };
     // SAFETY: `arg` is a valid, exclusively borrowed uffdio_writeprotect for the duration of the call.
     cvt_ioctl(unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_WRITEPROTECT as _, &mut arg) })

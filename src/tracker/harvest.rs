@@ -13,6 +13,7 @@ use super::{Gone, Harvest, why_gone};
 use crate::maps;
 use crate::process::Process;
 use crate::scan::PagemapRead;
+use crate::scan::pagemap_read::ArmedAs;
 use crate::scope::Scope;
 use crate::span::Span;
 
@@ -156,11 +157,11 @@ impl UffdSpace {
         *read_spans = armed.clone();
         let sparse = maps::intersect(&self.sparse, &armed);
         for span in maps::subtract(&armed, &sparse) {
-            reader.scan(span, true, &mut self.runs, None)?;
+            reader.scan(span, ArmedAs::Whole, &mut self.runs, None)?;
         }
         let mut now = Vec::new();
         for &span in &sparse {
-            reader.scan(span, false, &mut self.runs, Some(&mut now))?;
+            reader.scan(span, ArmedAs::PopulatedOnly, &mut self.runs, Some(&mut now))?;
         }
         // Kept in `runs` whatever happens next: a protect that fails leaves the pages read as
         // written (some of them protected already) for the next harvest to report.
