@@ -801,7 +801,9 @@ impl Target {
 ///
 /// It belongs to the thread that made it, which must also drop it: the target's threads are
 /// held by ptrace, and only the tracing thread may let them go (so it is neither `Send` nor
-/// `Sync`). A soft-dirty tracker harvests a target frozen so without freezing it again.
+/// `Sync`). That thread has every catchable signal blocked meanwhile (a Ctrl-C must not cut a
+/// ptrace hold short); they are delivered when it drops. A soft-dirty tracker harvests a
+/// target frozen so without freezing it again.
 pub struct Frozen {
     _frozen: attach::Frozen,
     /// Not `Send`: dropped on another thread, it could not let the target go.
