@@ -81,7 +81,7 @@ pub fn scratch() -> tempfile::TempDir {
     d
 }
 
-fn as_user(cmd: Command, user: Option<&str>) -> Command {
+pub fn as_user(cmd: Command, user: Option<&str>) -> Command {
     match user {
         None => cmd,
         Some(u) => {

@@ -51,3 +51,5 @@ mod steady_state;
 mod examples;
 // The C API (feature `capi`): a C program links libuffd_dirty.so and tracks a child.
 mod capi;
+// Targets under seccomp: the filter suspended for the injected calls, or a clean refusal.
+mod seccomp;

@@ -137,8 +137,28 @@ impl Borrowed {
         pid: i32,
         site: u64,
         options: i32,
+        seccomp: Seccomp,
         started: Instant,
     ) -> Result<Self> {
+        // Stopped now: from here to the give-back it runs only injected calls, which its
+        // filter must not see.
+        let options = match seccomp {
+            Seccomp::None => options,
+            Seccomp::Suspend => {
+                let suspended = options | libc::PTRACE_O_SUSPEND_SECCOMP;
+                ptrace::set_options(tid, suspended).map_err(|e| {
+                    let why = match e.raw_os_error() {
+                        Some(libc::EINVAL) => "this kernel has no CONFIG_CHECKPOINT_RESTORE",
+                        Some(libc::EPERM) => "it needs CAP_SYS_ADMIN in the initial user namespace",
+                        _ => "the kernel refused",
+                    };
+                    permission(format!(
+                        "PID {pid} runs under seccomp, and its filter cannot be suspended for the injected calls ({why}: {e}): use --method soft-dirty where the kernel has it"
+                    ))
+                })?;
+                suspended
+            }
+        };
         let saved = arch::get_regs(tid)
             .with_context(|| format!("reading the registers of thread {tid}"))?;
         if !arch::is_64bit(&saved) {
@@ -197,6 +217,11 @@ impl Borrowed {
     /// interrupted call exactly as it would after any signal.
     pub(super) fn give_back(self) -> Result<Duration> {
         let tid = self.tid;
+        // Its filter applies again before it runs a single instruction of its own.
+        if self.options & libc::PTRACE_O_SUSPEND_SECCOMP != 0 {
+            ptrace::set_options(tid, self.options & !libc::PTRACE_O_SUSPEND_SECCOMP)
+                .with_context(|| format!("restoring the seccomp filter of thread {tid}"))?;
+        }
         ptrace::interrupt(tid).with_context(|| format!("interrupting thread {tid}"))?;
         resume(Resume::Run, tid, 0)?;
         loop {
@@ -328,19 +353,54 @@ pub fn yama_hint() -> String {
     }
 }
 
-pub(super) fn refuse_seccomp(target: &Process, tid: i32) -> Result<()> {
+/// How the injected calls get past the thread's seccomp filter, if it has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Seccomp {
+    /// No filter: nothing to do.
+    None,
+    /// Suspended while the thread is borrowed (`PTRACE_O_SUSPEND_SECCOMP`, as CRIU does for
+    /// its parasite), and only then: set once it is stopped, cleared before it runs its own
+    /// code again, so only the injected calls escape the filter.
+    Suspend,
+}
+
+/// Whether thread `tid` runs under seccomp, and whether this process may suspend the filter
+/// for the injected calls (CAP_SYS_ADMIN, and a kernel with CONFIG_CHECKPOINT_RESTORE, which
+/// the seize tells). Without it, an injected `userfaultfd()` could be refused or kill the
+/// target: refused, saying what would work.
+pub(super) fn seccomp_plan(target: &Process, tid: i32) -> Result<Seccomp> {
     let st = read_status(&format!("/proc/{}/task/{tid}/status", target.pid)).unwrap_or_default();
-    match st.seccomp {
-        0 => Ok(()),
-        1 => bail!(
-            "PID {} runs in seccomp strict mode: calling userfaultfd() would kill it, so it cannot be tracked",
-            target.pid
-        ),
-        _ => bail!(
-            "PID {} runs under a seccomp filter that might kill it for calling userfaultfd(); refusing to risk the target (run it without the filter, or allow userfaultfd in its profile)",
-            target.pid
-        ),
+    if st.seccomp == 0 {
+        return Ok(Seccomp::None);
     }
+    if has_cap_sys_admin() {
+        return Ok(Seccomp::Suspend);
+    }
+    let mode = if st.seccomp == 1 {
+        "in seccomp strict mode"
+    } else {
+        "under a seccomp filter"
+    };
+    Err(permission(format!(
+        "PID {} runs {mode}, which an injected userfaultfd() could not pass: tracking it needs CAP_SYS_ADMIN (run uffd-dirty as root), which suspends the filter for the injected calls only; or use --method soft-dirty where the kernel has it",
+        target.pid
+    )))
+}
+
+/// Whether this process holds CAP_SYS_ADMIN (bit 21 of `CapEff`).
+fn has_cap_sys_admin() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_string();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
 }
 
 /// The threads of the target in the order to try them for borrowing, each ranked once
@@ -386,10 +446,11 @@ pub(super) fn borrow_and_inject<T>(
     target: &Process,
     site: u64,
     options: i32,
+    seccomp: Seccomp,
     started: Instant,
     while_stopped: impl FnOnce(OwnedFd) -> Result<T>,
 ) -> Result<Injection<T>> {
-    let borrowed = match Borrowed::take(tid, target.pid, site, options, started) {
+    let borrowed = match Borrowed::take(tid, target.pid, site, options, seccomp, started) {
         Ok(b) => b,
         Err(e) => {
             // Nothing was changed yet: let the thread go as it was.

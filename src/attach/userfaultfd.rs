@@ -10,7 +10,7 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::borrow::{
     Borrowed, borrow_and_inject, find_syscall_site, interrupt_and_wait, is_stop_signal,
-    refuse_seccomp, run_syscall, seize_error, threads_by_rank, yama_hint,
+    run_syscall, seccomp_plan, seize_error, threads_by_rank, yama_hint,
 };
 use super::stops::{PtraceStop, Resume, resume, say, wait_stop};
 use super::{EXEC_SEIZE_OPTIONS, Injection, SEIZE_OPTIONS, arch};
@@ -268,7 +268,7 @@ pub(super) fn take_userfaultfd_here(target: &Process) -> Result<Injection<OwnedF
     let tid = *threads_by_rank(target)?
         .first()
         .ok_or_else(|| anyhow!("PID {} has no threads", target.pid))?;
-    refuse_seccomp(target, tid)?;
+    let seccomp = seccomp_plan(target, tid)?;
 
     let started = Instant::now();
     ptrace::seize(tid, SEIZE_OPTIONS).map_err(|e| seize_error(target, tid, e))?;
@@ -282,7 +282,7 @@ pub(super) fn take_userfaultfd_here(target: &Process) -> Result<Injection<OwnedF
             return Err(e);
         }
     };
-    borrow_and_inject(tid, target, site, SEIZE_OPTIONS, started, Ok)
+    borrow_and_inject(tid, target, site, SEIZE_OPTIONS, seccomp, started, Ok)
 }
 
 /// In the helper, launch mode: `target` is a child seized with `PTRACE_O_TRACEEXEC` and now
@@ -306,7 +306,7 @@ pub(super) fn take_userfaultfd_after_exec_here<T>(
             PtraceStop::Exited => bail!("the command exited before it could be attached to"),
         }
     }
-    refuse_seccomp(target, tid)?;
+    let seccomp = seccomp_plan(target, tid)?;
     let site = find_syscall_site(target)?;
-    borrow_and_inject(tid, target, site, EXEC_SEIZE_OPTIONS, started, arm)
+    borrow_and_inject(tid, target, site, EXEC_SEIZE_OPTIONS, seccomp, started, arm)
 }
