@@ -218,6 +218,7 @@ fn detect() -> Support {
     let creds = ptrace_creds();
     items.push(ptrace_item(&creds));
     items.push(yama_item(matches!(creds, Ok((_, true)))));
+    items.push(suspend_seccomp_item(&probe_suspend_seccomp()));
     items.push(thp_item());
     items.push(hugetlb_item());
 
@@ -642,6 +643,64 @@ fn ptrace_item(creds: &io::Result<(u32, bool)>) -> Item {
             NAME,
             format!("credentials unknown ({e})"),
             "without CAP_SYS_PTRACE only your own dumpable processes can be tracked",
+            None,
+        ),
+    }
+}
+
+/// Whether this process may suspend a tracee's seccomp filter: seize a child of ours (which
+/// only waits) with `PTRACE_O_SUSPEND_SECCOMP`. EINVAL: the kernel lacks
+/// CONFIG_CHECKPOINT_RESTORE; EPERM: we lack CAP_SYS_ADMIN.
+fn probe_suspend_seccomp() -> io::Result<()> {
+    // SAFETY: the child only calls pause(2), and dies with us or by our SIGKILL below.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: async-signal-safe calls only, in the child of a fork.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    let seized = sys::ptrace::seize(pid, libc::PTRACE_O_SUSPEND_SECCOMP);
+    if seized.is_ok() {
+        let _ = sys::ptrace::detach(pid, 0);
+    }
+    // SAFETY: our own child, killed and reaped.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    seized
+}
+
+fn suspend_seccomp_item(suspend: &io::Result<()>) -> Item {
+    const NAME: &str = "suspend-seccomp";
+    match suspend {
+        Ok(()) => Item::ok(
+            NAME,
+            "PTRACE_O_SUSPEND_SECCOMP works: targets under seccomp are tracked, their filter suspended for the injected calls only",
+        ),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Item::note(
+            NAME,
+            "not permitted (needs CAP_SYS_ADMIN)",
+            "targets under a seccomp filter or in strict mode are refused (exit 77)",
+            Some("run as root to track them, or use --method soft-dirty where the kernel has it"),
+        ),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Item::missing(
+            NAME,
+            "absent: the kernel is built without CONFIG_CHECKPOINT_RESTORE",
+            "targets under a seccomp filter or in strict mode cannot be tracked",
+            "use a kernel with CONFIG_CHECKPOINT_RESTORE=y, or --method soft-dirty",
+        ),
+        Err(e) => Item::note(
+            NAME,
+            format!("not probed ({})", errno_name(e)),
+            "targets under seccomp may be refused",
             None,
         ),
     }

@@ -25,6 +25,7 @@ const ITEMS: &[&str] = &[
     "pidfd_getfd",
     "ptrace",
     "yama",
+    "suspend-seccomp",
     "thp",
     "hugetlb",
 ];

@@ -556,8 +556,11 @@ when a signal N killed it), as with time(1) and strace(1). A command that cannot
 No other privilege is needed: the userfaultfd is created with UFFD_USER_MODE_ONLY, which \
 vm.unprivileged_userfaultfd does not restrict. Under Yama (kernel.yama.ptrace_scope=1) only \
 descendants may be traced without CAP_SYS_PTRACE, so use launch mode or set the sysctl to 0. \
-Targets under a seccomp filter are refused, since the filter might kill them for calling \
-userfaultfd(2).",
+A target under seccomp (a filter, as in containers, sandboxes and systemd services, or strict \
+mode) is tracked with CAP_SYS_ADMIN (as root): its filter is suspended for the injected calls \
+only (PTRACE_O_SUSPEND_SECCOMP, needs CONFIG_CHECKPOINT_RESTORE; uffd-dirty check says). \
+Without it such a target is refused with exit status 77, since the filter could refuse or kill \
+it for calling userfaultfd(2); --method soft-dirty needs no injection.",
     ),
     (
         "METHODS",
