@@ -134,6 +134,39 @@ impl Support {
     }
 }
 
+/// What tracking with `method` needs of this kernel, probed once per process and cheaply (no
+/// child, nothing of [`Support::detect`]'s report): `Err` with [`Error::Unsupported`] when
+/// it lacks something, else whether it has the 2026 PAGEMAP_SCAN fix for empty page-table
+/// ranges (without it, pages of a page table freed whole read as not written).
+pub fn require(method: Method) -> Result<Tracking, Error> {
+    if method == Method::SoftDirty {
+        return match crate::scan::soft_dirty::works() {
+            Ok(true) => Ok(Tracking { pmd_hole_fix: true }),
+            Ok(false) => Err(Error::Unsupported(format!(
+                "this kernel ({}) has no working soft-dirty tracking (built without CONFIG_MEM_SOFT_DIRTY, or not x86_64/ppc64le/s390x): use the pagemap-scan method",
+                kernel_release()
+            ))),
+            Err(e) => Err(crate::error::lift(
+                anyhow::Error::new(e).context("probing soft-dirty"),
+            )),
+        };
+    }
+    let support = uffd::probe().map_err(crate::error::lift)?;
+    support.require_async_wp().map_err(crate::error::lift)?;
+    Ok(Tracking {
+        pmd_hole_fix: support.pmd_hole_fix,
+    })
+}
+
+/// What [`require`] found.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Tracking {
+    /// PAGEMAP_SCAN reports and arms empty page-table ranges (always true for soft-dirty,
+    /// which has no such gap).
+    pub pmd_hole_fix: bool,
+}
+
 /// The running kernel's release, as `uname -r` prints it.
 pub fn kernel_release() -> String {
     uffd::kernel_release()
@@ -657,10 +690,16 @@ fn probe_suspend_seccomp() -> io::Result<()> {
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
     if pid == 0 {
         // SAFETY: async-signal-safe calls only, in the child of a fork.
         unsafe {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            // A parent that died before the prctl sends no signal: never outlive it.
+            if libc::getppid() != parent {
+                libc::_exit(0);
+            }
             loop {
                 libc::pause();
             }

@@ -25,8 +25,8 @@ pub use testing::skipped;
 
 /// Skip (with a printed reason) unless this kernel can track: returns false to skip.
 pub fn kernel_can_track() -> bool {
-    match uffd_dirty::probe::Support::detect().require(uffd_dirty::Method::PagemapScan) {
-        Ok(()) => true,
+    match uffd_dirty::probe::require(uffd_dirty::Method::PagemapScan) {
+        Ok(_) => true,
         Err(e) => {
             skipped(format!(
                 "this kernel cannot run async write-protect tracking: {e:#}"
@@ -38,7 +38,7 @@ pub fn kernel_can_track() -> bool {
 
 /// Whether soft-dirty works on this kernel (a round trip on a page of the test's own).
 pub fn soft_dirty_works() -> bool {
-    uffd_dirty::probe::Support::detect().soft_dirty
+    uffd_dirty::probe::require(uffd_dirty::Method::SoftDirty).is_ok()
 }
 
 /// The fields of `/proc/PID/status` (or of a thread's) the tests look at.

@@ -53,3 +53,5 @@ mod examples;
 mod capi;
 // Targets under seccomp: the filter suspended for the injected calls, or a clean refusal.
 mod seccomp;
+// Containers: targets in their own namespaces, and the tracker inside one.
+mod namespaces;

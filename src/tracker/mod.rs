@@ -126,6 +126,12 @@ pub struct Attached {
     /// The program the target runs, as `/proc/PID/exe` names it (written printably, as
     /// mapping names are); empty if unreadable.
     pub exe: String,
+    /// The target's PID namespace, as `/proc/PID/ns/pid` names it (`pid:[4026531836]`);
+    /// empty if unreadable.
+    pub pid_namespace: String,
+    /// The target's PID inside its own PID namespace (a container's init is 1): the last of
+    /// `NSpid` in `/proc/PID/status`; its PID as the tracker sees it when they share one.
+    pub pid_in_namespace: i32,
     /// What is tracked, in address order (see [`Attached::spans`]).
     pub tracked: Vec<TrackedMapping>,
     /// What the kernel refused to track.
@@ -900,8 +906,19 @@ impl Attachment {
                 maps::name_text(p.as_os_str().as_bytes())
             },
         );
+        let pid_namespace = std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+            .map_or_else(|_| String::new(), |p| p.to_string_lossy().into_owned());
+        let pid_in_namespace = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                let ns = s.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+                ns.split_whitespace().last()?.parse().ok()
+            })
+            .unwrap_or(pid);
         Attached {
             exe,
+            pid_namespace,
+            pid_in_namespace,
             tracked: self
                 .pieces
                 .iter()

@@ -103,12 +103,11 @@ fn header(pid: i32, interval: std::time::Duration) -> String {
 }
 
 pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
-    let support = uffd_dirty::probe::Support::detect();
-    support.require(Method::PagemapScan)?;
-    if !support.soft_dirty {
+    uffd_dirty::probe::require(Method::PagemapScan)?;
+    if let Err(uffd_dirty::Error::Unsupported(_)) = uffd_dirty::probe::require(Method::SoftDirty) {
         return Err(unsupported(format!(
             "this kernel ({}) has no working soft-dirty tracking (built without CONFIG_MEM_SOFT_DIRTY): nothing to compare with; `uffd-dirty check` tells what the kernel has",
-            support.kernel
+            uffd_dirty::probe::kernel_release()
         )));
     }
     let target = track::open_target(&args.target)?;

@@ -196,12 +196,11 @@ pub fn run(
     watch: Option<std::os::fd::OwnedFd>,
 ) -> Result<Outcome> {
     // What the kernel lacks is said before any target is looked at.
-    let support = uffd_dirty::probe::Support::detect();
-    support.require(args.method)?;
-    if args.method != Method::SoftDirty && !support.pmd_hole_fix {
+    let support = uffd_dirty::probe::require(args.method)?;
+    if !support.pmd_hole_fix {
         eprintln!(
             "uffd-dirty: warning: this kernel ({}) lacks the 2026 PAGEMAP_SCAN fix for empty page-table ranges: a page table freed by a zap of a whole huge page (MADV_DONTNEED of 2 MiB) or by page-table reclaim reads as not written, so those zeroed pages are not reported",
-            support.kernel
+            uffd_dirty::probe::kernel_release()
         );
     }
     let target = open_target(&args.target)?;
@@ -231,6 +230,8 @@ pub fn run(
         pid: target.pid(),
         page_size,
         method: args.method,
+        pid_namespace: attached.pid_namespace.clone(),
+        pid_in_namespace: attached.pid_in_namespace,
         interval_ms: args.target.interval.as_millis() as u64,
         ranges: tracked_ranges(attached, page_size),
         skipped: skipped_ranges(&attached.skipped),

@@ -239,7 +239,7 @@ fn methods(asked: &[Method]) -> Vec<Method> {
         return asked.to_vec();
     }
     let mut m = vec![Method::PagemapScan, Method::PagemapRead];
-    if uffd_dirty::probe::Support::detect().soft_dirty {
+    if uffd_dirty::probe::require(Method::SoftDirty).is_ok() {
         m.push(Method::SoftDirty);
     }
     m
@@ -353,12 +353,13 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             "--run-time below 1s leaves the footprint run no steady window to measure: give at least 1s",
         ));
     }
-    let support = uffd_dirty::probe::Support::detect();
-    support.require(Method::PagemapScan)?;
-    if args.methods.contains(&Method::SoftDirty) && !support.soft_dirty {
+    let support = uffd_dirty::probe::require(Method::PagemapScan)?;
+    if args.methods.contains(&Method::SoftDirty)
+        && uffd_dirty::probe::require(Method::SoftDirty).is_err()
+    {
         return Err(crate::exit::unsupported(format!(
             "this kernel ({}) has no working soft-dirty tracking: leave soft-dirty out of --methods (vm/bench.sh measures it in a VM)",
-            support.kernel
+            uffd_dirty::probe::kernel_release()
         )));
     }
     let mut bench = Bench {

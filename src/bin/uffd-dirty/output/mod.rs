@@ -81,6 +81,11 @@ pub struct Start {
     pub pid: i32,
     pub page_size: u64,
     pub method: uffd_dirty::Method,
+    /// The target's PID namespace (`pid:[…]`), and its PID in it: a container's processes
+    /// are tracked from the host by their host PID (`pid`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub pid_namespace: String,
+    pub pid_in_namespace: i32,
     pub interval_ms: u64,
     pub ranges: Vec<TrackedRange>,
     pub skipped: Vec<SkippedRange>,
