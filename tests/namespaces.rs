@@ -165,3 +165,69 @@ fn the_tracker_inside_a_container_tracks_its_own_command() {
     assert!(v.lost.is_empty(), "LOST {:?}", v.lost);
     assert!(v.unexplained.is_empty(), "unexplained {:?}", v.unexplained);
 }
+
+/// A target in a chroot: its mappings are named as the host sees them (paths under the
+/// chroot directory), which a tracker outside can open; tracked exactly.
+#[test]
+fn a_chrooted_target_has_its_mappings_named_from_the_host() {
+    if !kernel_can_track() {
+        return;
+    }
+    if !is_root() {
+        skipped("chroot needs root");
+        return;
+    }
+    let dir = scratch();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let exe = root.join("writer");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/seccomp_writer.c");
+    let built = Command::new("cc")
+        .args(["-O1", "-static", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status();
+    if !matches!(built, Ok(s) if s.success()) {
+        skipped(format!(
+            "cannot build a static C program (libc.a): {built:?}"
+        ));
+        return;
+    }
+    let mut child = Command::new("chroot")
+        .arg(&root)
+        .args(["/writer", "none", "/log", "256", "60"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    let pid = child.id().to_string();
+    let mut tracker = Tracker::spawn(&["--pid", &pid, "--interval=20ms"], None);
+    let start = tracker.start().clone();
+    tracker.wait_deltas(1);
+    child.stdin.take().unwrap().write_all(b"g").unwrap();
+    assert!(child.wait().unwrap().success());
+    let (status, records) = tracker.finish();
+    assert!(status.success());
+    let host_path = exe.canonicalize().unwrap();
+    assert!(
+        start["ranges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["mapping"] == host_path.to_str().unwrap()),
+        "the program's mapping named {}: {start}",
+        host_path.display()
+    );
+    let truth = truth_from_log(&root.join("log"));
+    let base = hex(&truth.wait["base"]);
+    let (start_ns, deltas) = deltas_in(&records, base, truth.wait["pages"].as_u64().unwrap());
+    let v = compare(&truth, start_ns, &deltas);
+    assert!(v.writes >= 400);
+    assert!(v.lost.is_empty(), "LOST {:?}", v.lost);
+    assert!(v.unexplained.is_empty(), "unexplained {:?}", v.unexplained);
+}

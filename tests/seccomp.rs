@@ -140,3 +140,41 @@ fn without_cap_sys_admin_a_filtered_target_is_refused_untouched() {
         );
     }
 }
+
+/// A non-dumpable target (as a setuid program is): tracked exactly as root (CAP_SYS_PTRACE),
+/// refused with exit 77 and untouched as its own unprivileged user.
+#[test]
+fn a_non_dumpable_target_is_tracked_as_root() {
+    tracked_exactly("nodump");
+}
+
+#[test]
+fn a_non_dumpable_target_is_refused_without_cap_sys_ptrace() {
+    if !kernel_can_track() {
+        return;
+    }
+    if !is_root() || Command::new("setpriv").arg("--version").output().is_err() {
+        skipped("switching to user nobody needs root and setpriv");
+        return;
+    }
+    let dir = scratch();
+    let Some((mut child, _)) = writer("nodump", dir.path(), Some("nobody")) else {
+        return;
+    };
+    let pid = child.id() as i32;
+    let mut cmd = uffd_dirty();
+    cmd.args(["track", "--pid", &pid.to_string(), "-n", "1"]);
+    let out = as_user(cmd, Some("nobody")).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "{err}");
+    assert!(
+        err.contains("dumpable") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(
+        !has_userfaultfd(pid) && tracer_pid(pid) == 0,
+        "target touched"
+    );
+    child.stdin.take().unwrap().write_all(b"g").unwrap();
+    assert!(child.wait().unwrap().success(), "the writer did not finish");
+}

@@ -6,7 +6,8 @@
  *
  *   seccomp_writer MODE LOG PAGES BURSTS
  *
- * MODE: none; allow (a filter allowing everything); eperm (userfaultfd fails with EPERM, as
+ * MODE: none; nodump (no filter, but not dumpable, as a setuid program); allow (a filter
+ * allowing everything); eperm (userfaultfd fails with EPERM, as
  * Docker's default profile does); kill (default SECCOMP_RET_KILL_PROCESS, and only the calls
  * this program makes allowed: not userfaultfd, close, ioctl or clone); strict
  * (SECCOMP_MODE_STRICT: read, write, exit, sigreturn only; no clock either, so its bursts are
@@ -44,6 +45,9 @@ static int install(const char *mode)
 {
 	if (!strcmp(mode, "none"))
 		return 0;
+	/* Not a filter: not dumpable (as a setuid program is), so only CAP_SYS_PTRACE traces it. */
+	if (!strcmp(mode, "nodump"))
+		return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	if (!strcmp(mode, "strict"))
 		return prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT);
 	struct sock_filter allow_all[] = { BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW) };
