@@ -288,3 +288,36 @@ fn a_missing_or_foreign_attach_helper_is_refused() {
         );
     }
 }
+
+/// A second tracker on the same process: refused, naming the tracker already there and what
+/// to do, in one line; the first goes on, and the target ends untouched.
+#[test]
+fn a_second_tracker_names_the_first() {
+    if !kernel_can_track() {
+        return;
+    }
+    let sleeper = Sleeper::new();
+    let pid = sleeper.pid();
+    let mut first = Tracker::spawn(&["--pid", &pid, "--interval=20ms"], None);
+    first.wait_deltas(1);
+    let out = uffd_dirty()
+        .args(["track", "--pid", &pid, "-n", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    one_line(&err);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "uffd-dirty is already tracking PID {pid} (PID {})",
+            first.child.id()
+        )),
+        "{err}"
+    );
+    first.wait_deltas(3);
+    first.signal(libc::SIGINT);
+    let (status, _) = first.finish();
+    assert!(status.success(), "the first tracker: {status:?}");
+    let p = sleeper.0.id() as i32;
+    assert!(!has_userfaultfd(p) && tracer_pid(p) == 0, "target touched");
+}

@@ -39,6 +39,8 @@ pub(crate) struct Skip {
     /// The kernel refused it as never writable (EPERM: a shared mapping of a file opened
     /// read-only): nothing can be missed there, so it is listed but not warned about.
     pub(crate) never_writable: bool,
+    /// Refused as registered already by another userfaultfd (EBUSY).
+    pub(crate) busy: bool,
 }
 
 impl Registry {
@@ -101,6 +103,7 @@ impl Registry {
                                     piece: p.clone(),
                                     reason: uffd::register_failure_reason(&e),
                                     never_writable: e.raw_os_error() == Some(libc::EPERM),
+                                    busy: e.raw_os_error() == Some(libc::EBUSY),
                                 });
                             }
                         }

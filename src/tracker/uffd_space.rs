@@ -262,6 +262,62 @@ fn why_none_registered(skipped: &[Skip]) -> String {
         .join("; ")
 }
 
+/// Who holds the registrations that refused ours (EBUSY), when that is the cause: the
+/// target's own userfaultfds (a program managing its memory: QEMU postcopy, CRIU
+/// lazy-pages, a compacting GC), and uffd-dirty processes started on its PID. Empty when no
+/// registration was refused as busy.
+fn userfaultfd_holders(pid: i32, skipped: &[Skip]) -> String {
+    if !skipped.iter().any(|s| s.busy) {
+        return String::new();
+    }
+    let own: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let link = std::fs::read_link(e.path()).ok()?;
+            (link.as_os_str() == "anon_inode:[userfaultfd]")
+                .then(|| e.file_name().to_string_lossy().into_owned())
+        })
+        .collect();
+    let me = std::process::id() as i32;
+    let pid_arg = pid.to_string();
+    let trackers: Vec<String> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let other: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            if other == me {
+                return None;
+            }
+            let cmdline = std::fs::read(format!("/proc/{other}/cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            let is_tracker = args
+                .first()
+                .is_some_and(|a| a.rsplit(|&b| b == b'/').next() == Some(b"uffd-dirty"));
+            let on_pid = args
+                .windows(2)
+                .any(|w| matches!(w[0], b"--pid" | b"-p") && w[1] == pid_arg.as_bytes())
+                || args.iter().any(|a| *a == format!("--pid={pid}").as_bytes());
+            (is_tracker && on_pid).then(|| other.to_string())
+        })
+        .collect();
+    let mut said = String::new();
+    if !trackers.is_empty() {
+        said += &format!(
+            "; uffd-dirty is already tracking PID {pid} (PID {}): stop it first",
+            trackers.join(", ")
+        );
+    }
+    if !own.is_empty() {
+        said += &format!(
+            "; PID {pid} uses userfaultfd itself (fd {} in /proc/{pid}/fd): the memory it registered cannot be tracked, only the rest (--range, --mapping)",
+            own.join(", ")
+        );
+    }
+    said
+}
+
 impl UffdSpace {
     /// Register everything in scope, then write-protect it, telling `progress` (bytes armed,
     /// bytes to arm) after each piece.
@@ -283,7 +339,7 @@ impl UffdSpace {
             return Err(anyhow!(
                 "none of the selected memory of PID {} could be registered: {}",
                 target.pid,
-                why_none_registered(&skipped)
+                why_none_registered(&skipped) + &userfaultfd_holders(target.pid, &skipped)
             ));
         }
         let armed = self.registry.armed.clone();
