@@ -321,3 +321,62 @@ fn a_second_tracker_names_the_first() {
     let p = sleeper.0.id() as i32;
     assert!(!has_userfaultfd(p) && tracer_pid(p) == 0, "target touched");
 }
+
+/// A program that makes and registers a userfaultfd of its own after the tracker attached:
+/// its registration over tracked memory fails with EBUSY (the kernel allows one userfaultfd
+/// per range), over memory left out of the tracker's scope it works; the tracker warns once.
+#[test]
+fn a_program_registering_its_own_userfaultfd_while_tracked() {
+    if !kernel_can_track() {
+        return;
+    }
+    let Some(exe) = c_build("own_userfaultfd", &[]) else {
+        return;
+    };
+    let mut child = Command::new(&exe)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let addr = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
+    let (tracked, _elsewhere) = match line.split_whitespace().collect::<Vec<_>>()[..] {
+        [a, b] => (addr(a), addr(b)),
+        _ => panic!("{line}"),
+    };
+    let range = format!("{tracked:#x}-{:#x}", tracked + 2 * 4096);
+    let mut cmd = uffd_dirty();
+    cmd.args([
+        "track",
+        "--format=json",
+        "--interval=20ms",
+        "--range",
+        &range,
+    ])
+    .args(["--pid", &child.id().to_string()])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    let mut tracker = cmd.spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"g").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(child.wait().unwrap().success(), "{rest}");
+    assert!(
+        rest.contains(&format!("TRACKED {}", libc::EBUSY)),
+        "its registration over tracked memory: {rest}"
+    );
+    assert!(
+        rest.contains("ELSEWHERE 0"),
+        "its registration elsewhere: {rest}"
+    );
+    let done = tracker.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{err}");
+    assert!(
+        err.contains("made a userfaultfd of its own while tracked"),
+        "the tracker warns: {err}"
+    );
+}

@@ -159,6 +159,16 @@ pub(crate) fn warn_blind(pid: i32, found: &[uffd_dirty::Blind]) {
     BlindWarnings::default().warn(pid, found);
 }
 
+/// How many userfaultfds process `pid` holds in its fd table.
+fn userfaultfds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| l.as_os_str() == "anon_inode:[userfaultfd]")
+        .count()
+}
+
 /// The target of `track`, `compare` and the demo: `--pid`, or the command launched.
 pub(crate) fn open_target(args: &crate::cli::TargetArgs) -> Result<Target> {
     Ok(match args.pid {
@@ -253,6 +263,9 @@ pub fn run(
     out.emit(&Record::Start(start), tracker.mappings())?;
     let mut tracking = Tracking {
         fork_noted: false,
+        userfaultfds: userfaultfds(target.pid()),
+        userfaultfd_noted: false,
+        userfaultfd_checked: Instant::now(),
         fork_checked: None,
         blind_warnings,
         blind_checked: Instant::now(),
@@ -338,6 +351,11 @@ impl Cadence {
 
 /// The tracking loop's state.
 struct Tracking<'a> {
+    /// The target's own userfaultfds when tracking began, whether a new one was warned about,
+    /// and when they were last counted.
+    userfaultfds: usize,
+    userfaultfd_noted: bool,
+    userfaultfd_checked: Instant,
     /// Whether the "a fork is not tracked" note was printed, and when children were last
     /// looked for.
     fork_noted: bool,
@@ -356,6 +374,23 @@ struct Tracking<'a> {
 }
 
 impl Tracking<'_> {
+    /// Warn once when the target makes a userfaultfd of its own while tracked: its
+    /// registrations over memory registered here fail with EBUSY, which may change what it
+    /// does. Counted at most once a second (one directory listing).
+    fn note_userfaultfd(&mut self) {
+        if self.userfaultfd_noted || self.userfaultfd_checked.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.userfaultfd_checked = Instant::now();
+        let pid = self.target.pid();
+        if userfaultfds(pid) > self.userfaultfds {
+            self.userfaultfd_noted = true;
+            eprintln!(
+                "uffd-dirty: warning: PID {pid} made a userfaultfd of its own while tracked: where it registers memory tracked here, it gets EBUSY (its behaviour may change); track around that memory with --range or --mapping, or attach once it has registered"
+            );
+        }
+    }
+
     /// Say once that children the target forked are not tracked (their memory is their own
     /// mm; the kernel resets their VMAs' registration at fork). Looked for at most once a
     /// second: it lists every thread's children, which would cost more than a harvest.
@@ -488,6 +523,7 @@ impl Tracking<'_> {
                     self.seq += 1;
                     self.total += self.harvest.dirty_pages();
                     self.note_fork();
+                    self.note_userfaultfd();
                     self.note_blind(tracker, out)?;
                     let record = Record::Delta(self.delta(since));
                     out.emit(&record, tracker.mappings())?;
