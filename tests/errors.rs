@@ -358,7 +358,7 @@ fn a_program_registering_its_own_userfaultfd_while_tracked() {
     .args(["--pid", &child.id().to_string()])
     .stdout(std::process::Stdio::null())
     .stderr(std::process::Stdio::piped());
-    let mut tracker = cmd.spawn().unwrap();
+    let tracker = cmd.spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"g").unwrap();
     let mut rest = String::new();
