@@ -113,7 +113,7 @@ fn without_cap_sys_admin_a_filtered_target_is_refused_untouched() {
         return;
     }
     let dir = scratch();
-    for mode in ["kill", "strict"] {
+    for mode in ["kill", "eperm", "allow", "strict"] {
         let Some((mut child, _)) = writer(mode, dir.path(), Some("nobody")) else {
             return;
         };

@@ -9,7 +9,8 @@
  * MODE: none; nodump (no filter, but not dumpable, as a setuid program); allow (a filter
  * allowing everything); eperm (userfaultfd fails with EPERM, as
  * Docker's default profile does); kill (default SECCOMP_RET_KILL_PROCESS, and only the calls
- * this program makes allowed: not userfaultfd, close, ioctl or clone); strict
+ * this program makes allowed: not userfaultfd, close, ioctl or clone); in eperm mode, once
+ * tracked, the program's own userfaultfd() must still fail (exit 7 otherwise); strict
  * (SECCOMP_MODE_STRICT: read, write, exit, sigreturn only; no clock either, so its bursts are
  * logged at time 0). Exits 0 after the last burst.
  */
@@ -143,6 +144,13 @@ int main(int argc, char **argv)
 	char go;
 	if (read(0, &go, 1) != 1)
 		syscall(SYS_exit, 6);
+	/* The filter applies again once a tracker gave this thread back: a call of its own to
+	 * userfaultfd() must still be refused (exit 7 if it is not). */
+	if (!strcmp(mode, "eperm")) {
+		long fd = syscall(SYS_userfaultfd, 0);
+		if (fd >= 0 || errno != EPERM)
+			syscall(SYS_exit, 7);
+	}
 	uint64_t seed = 0x9e3779b97f4a7c15u;
 	for (int b = 0; b < bursts; b++) {
 		uint64_t start = stamp(strict);
