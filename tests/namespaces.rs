@@ -231,3 +231,45 @@ fn a_chrooted_target_has_its_mappings_named_from_the_host() {
     assert!(v.lost.is_empty(), "LOST {:?}", v.lost);
     assert!(v.unexplained.is_empty(), "unexplained {:?}", v.unexplained);
 }
+
+/// The tracker inside a container (user and PID namespaces, mapped root), attaching by PID to
+/// another process of the same container.
+#[test]
+fn the_tracker_inside_a_container_attaches_to_a_sibling() {
+    if !kernel_can_track() {
+        return;
+    }
+    let Some(mut cmd) = unshare() else {
+        return;
+    };
+    let dir = scratch();
+    let log = dir.path().join("sibling.log");
+    let fifo = dir.path().join("go");
+    let script = format!(
+        "mkfifo {fifo}; {BIN} writer --quiet --wait=stdin --pages=256 --bursts=40 --burst-pages=8 --gap=3ms --linger=100ms --log {log} < {fifo} & \
+         W=$!; exec 3>{fifo}; \
+         {BIN} track --pid $W --format=json --interval=20ms & T=$!; \
+         sleep 0.5; echo g >&3; wait $T",
+        fifo = fifo.display(),
+        log = log.display(),
+    );
+    let out = cmd.args(["sh", "-c", &script]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "inside: {stderr}");
+    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        records.last().unwrap()["reason"],
+        "target-exited",
+        "{stderr}"
+    );
+    let truth = truth_from_log(&log);
+    let base = hex(&truth.wait["base"]);
+    let (start_ns, deltas) = deltas_in(&records, base, truth.wait["pages"].as_u64().unwrap());
+    let v = compare(&truth, start_ns, &deltas);
+    assert!(v.writes >= 200);
+    assert!(v.lost.is_empty(), "LOST {:?}", v.lost);
+    assert!(v.unexplained.is_empty(), "unexplained {:?}", v.unexplained);
+}
