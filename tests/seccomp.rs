@@ -178,3 +178,63 @@ fn a_non_dumpable_target_is_refused_without_cap_sys_ptrace() {
     child.stdin.take().unwrap().write_all(b"g").unwrap();
     assert!(child.wait().unwrap().success(), "the writer did not finish");
 }
+
+/// A setuid-root program started by an unprivileged user (not dumpable, another user's
+/// credentials): that user is refused with 77 and the program is untouched; root tracks it
+/// exactly.
+#[test]
+fn a_setuid_program_is_tracked_by_root_and_refused_to_its_user() {
+    if !kernel_can_track() {
+        return;
+    }
+    if !is_root() || Command::new("setpriv").arg("--version").output().is_err() {
+        skipped("a setuid program and user nobody need root and setpriv");
+        return;
+    }
+    let Some(exe) = c_build("seccomp_writer", &[]) else {
+        return;
+    };
+    let dir = scratch();
+    let suid = dir.path().join("suid_writer");
+    std::fs::copy(&exe, &suid).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let log = dir.path().join("suid.log").display().to_string();
+    let mut cmd = Command::new(&suid);
+    cmd.args(["none", &log, "256", "60"]);
+    let mut child = as_user(cmd, Some("nobody"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    let pid = child.id() as i32;
+    // Its user may not trace it.
+    let mut cmd = uffd_dirty();
+    cmd.args(["track", "--pid", &pid.to_string(), "-n", "1"]);
+    let out = as_user(cmd, Some("nobody")).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "{err}");
+    assert!(
+        !has_userfaultfd(pid) && tracer_pid(pid) == 0,
+        "target touched"
+    );
+    // Root may.
+    let mut tracker = Tracker::spawn(&["--pid", &pid.to_string(), "--interval=20ms"], None);
+    tracker.wait_deltas(1);
+    child.stdin.take().unwrap().write_all(b"g").unwrap();
+    assert!(child.wait().unwrap().success());
+    let (status, records) = tracker.finish();
+    assert!(status.success());
+    let truth = truth_from_log(std::path::Path::new(&log));
+    let base = hex(&truth.wait["base"]);
+    let (start_ns, deltas) = deltas_in(&records, base, truth.wait["pages"].as_u64().unwrap());
+    let v = compare(&truth, start_ns, &deltas);
+    assert!(v.writes >= 400);
+    assert!(v.lost.is_empty(), "LOST {:?}", v.lost);
+    assert!(v.unexplained.is_empty(), "unexplained {:?}", v.unexplained);
+}
