@@ -55,3 +55,5 @@ mod capi;
 mod seccomp;
 // Containers: targets in their own namespaces, and the tracker inside one.
 mod namespaces;
+// `track --trigger`: harvests on demand.
+mod trigger;

@@ -130,6 +130,15 @@ pub struct Look {
 
 pub use uffd_dirty::{Arming, Method};
 
+/// What makes a harvest, with `--trigger`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Trigger {
+    /// A line read on stdin.
+    Stdin,
+    /// A SIGUSR1.
+    Sigusr1,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct Output {
     /// Output format.
@@ -240,6 +249,12 @@ pub struct TrackArgs {
     /// --format bitmap). Needs a terminal on stdout.
     #[arg(long)]
     pub view: bool,
+
+    /// Harvest when told instead of every --interval: stdin (one harvest per line read;
+    /// tracking ends, reason input-closed, at the end of the input), or sigusr1 (one harvest
+    /// per SIGUSR1). For a migration loop that harvests when it has sent the last round.
+    #[arg(long, value_enum, value_name = "WHEN", conflicts_with = "view")]
+    pub trigger: Option<Trigger>,
 
     /// With --method soft-dirty, do not stop the target while its bits are read and cleared:
     /// no pause for it, but a write between the read and the clear is lost.

@@ -174,7 +174,7 @@ pub fn run(args: &CompareArgs, stop: &Stop) -> Result<ExitCode> {
         reason: "signal",
     };
     let reason = loop {
-        let wake = track::wait_until(cadence.deadline(), &target, stop, None);
+        let wake = track::wait_until(cadence.deadline(), &target, stop, None, None);
         if let Wake::TargetExited = wake {
             break "target-exited";
         }

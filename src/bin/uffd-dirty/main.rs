@@ -177,6 +177,7 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         json_bitmap: false,
         arm: Arming::Auto,
         no_follow_exec: false,
+        trigger: None,
         no_freeze: false,
         view: false,
     })

@@ -24,6 +24,61 @@ pub(crate) enum Wake {
     TargetExited,
     /// The reader of the output went away (POLLERR on a pipe whose read end closed).
     OutputClosed,
+    /// `--trigger`: this many harvests asked for.
+    Triggered(u64),
+    /// `--trigger stdin`: the end of the input.
+    TriggerClosed,
+}
+
+/// What `--trigger` waits on: stdin, read line by line, or a pipe SIGUSR1 writes a byte to.
+pub(crate) struct Triggers {
+    fd: std::os::fd::OwnedFd,
+    /// Lines: stdin; else one trigger per byte.
+    lines: bool,
+    /// A line begun and not ended yet.
+    partial: bool,
+}
+
+impl Triggers {
+    pub(crate) fn new(trigger: crate::cli::Trigger) -> Result<Triggers> {
+        use std::os::fd::AsRawFd;
+        match trigger {
+            crate::cli::Trigger::Stdin => Ok(Triggers {
+                fd: crate::os::dup_raw(io::stdin().as_raw_fd()).context("duplicating stdin")?,
+                lines: true,
+                partial: false,
+            }),
+            crate::cli::Trigger::Sigusr1 => {
+                let (read, write) = nix::unistd::pipe2(
+                    nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC,
+                )?;
+                signal_hook::low_level::pipe::register(signal_hook::consts::SIGUSR1, write)
+                    .context("handling SIGUSR1")?;
+                Ok(Triggers {
+                    fd: read,
+                    lines: false,
+                    partial: false,
+                })
+            }
+        }
+    }
+
+    /// Read what is there: how many triggers it holds, or None at the end of the input.
+    fn take(&mut self) -> Option<u64> {
+        let mut buf = [0u8; 4096];
+        match nix::unistd::read(&self.fd, &mut buf) {
+            // A last line without its newline counts; then the end.
+            Ok(0) if self.lines => std::mem::take(&mut self.partial).then_some(1),
+            Ok(0) => Some(0),
+            Ok(n) if self.lines => {
+                let got = &buf[..n];
+                self.partial = got.last() != Some(&b'\n');
+                Some(got.iter().filter(|&&b| b == b'\n').count() as u64)
+            }
+            Ok(n) => Some(n as u64),
+            Err(_) => Some(0),
+        }
+    }
 }
 
 /// Sleep until `deadline`, waking early for a stop request, the target's exit, or `output`
@@ -34,6 +89,7 @@ pub(crate) fn wait_until(
     target: &Target,
     stop: &Stop,
     output: Option<BorrowedFd<'_>>,
+    mut trigger: Option<&mut Triggers>,
 ) -> Wake {
     const GONE: PollFlags = PollFlags::POLLERR.union(PollFlags::POLLHUP);
     const IN: PollFlags = PollFlags::POLLIN;
@@ -46,25 +102,32 @@ pub(crate) fn wait_until(
             return Wake::Tick;
         }
         // Rounded up to whole milliseconds: the wait never ends just short of the deadline.
-        let watched = [(target.as_fd(), IN), (stop.fd(), IN)];
-        let (exited, woken, closed) = match output {
-            Some(out) => {
-                let [e, w, o] = os::poll(
-                    [watched[0], watched[1], (out, PollFlags::empty())],
-                    deadline - now,
-                );
-                (e, w, o.intersects(GONE))
-            }
-            None => {
-                let [e, w] = os::poll(watched, deadline - now);
-                (e, w, false)
-            }
-        };
-        if closed {
+        // Absent fds are watched as stop's again (for nothing), to keep one poll set.
+        let out = output.unwrap_or(stop.fd());
+        let told = trigger.as_ref().map_or(stop.fd(), |t| t.fd.as_fd());
+        let [exited, woken, out_events, told_events] = os::poll(
+            [
+                (target.as_fd(), IN),
+                (stop.fd(), IN),
+                (out, PollFlags::empty()),
+                (told, IN),
+            ],
+            deadline - now,
+        );
+        if output.is_some() && out_events.intersects(GONE) {
             return Wake::OutputClosed;
         }
         if exited.contains(IN) {
             return Wake::TargetExited;
+        }
+        if let Some(t) = trigger.as_deref_mut()
+            && told_events.intersects(IN | PollFlags::POLLHUP)
+        {
+            match t.take() {
+                None => return Wake::TriggerClosed,
+                Some(0) => {}
+                Some(n) => return Wake::Triggered(n),
+            }
         }
         if woken.contains(IN) {
             stop.drain_stray_wakeups();
@@ -336,6 +399,11 @@ impl Cadence {
         self.end_at.map_or(self.next, |e| self.next.min(e))
     }
 
+    /// The end of `--duration`, if given.
+    pub(crate) fn end(&self) -> Option<Instant> {
+        self.end_at
+    }
+
     pub(crate) fn over(&self) -> bool {
         self.end_at.is_some_and(|e| Instant::now() >= e)
     }
@@ -493,9 +561,29 @@ impl Tracking<'_> {
     ) -> Result<(EndReason, Option<String>)> {
         let since = Instant::now();
         let mut cadence = Cadence::start(&self.args.target, since);
+        let mut triggers = self.args.trigger.map(Triggers::new).transpose()?;
+        // Harvests asked for and not yet made (several lines may come in one read).
+        let mut pending = 0u64;
         loop {
             let watch = out.watch.as_ref().map(|fd| fd.as_fd());
-            let wake = wait_until(cadence.deadline(), self.target, stop, watch);
+            let wake = if pending > 0 {
+                Wake::Triggered(0)
+            } else {
+                // Triggered: no tick but the end of --duration.
+                let deadline = match triggers {
+                    Some(_) => cadence
+                        .end()
+                        .unwrap_or_else(|| since + crate::cli::MAX_DURATION),
+                    None => cadence.deadline(),
+                };
+                wait_until(deadline, self.target, stop, watch, triggers.as_mut())
+            };
+            match wake {
+                Wake::Triggered(n) => pending = (pending + n).saturating_sub(1),
+                Wake::TriggerClosed => return Ok((EndReason::InputClosed, None)),
+                Wake::Tick if triggers.is_some() => return Ok((EndReason::Duration, None)),
+                _ => {}
+            }
             match wake {
                 Wake::TargetExited => return Ok((EndReason::TargetExited, None)),
                 // Nobody reads what a harvest would report: end now, as a failed write does.

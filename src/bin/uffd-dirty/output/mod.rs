@@ -246,6 +246,8 @@ pub enum EndReason {
     Error,
     /// The reader closed stdout; never printed, since nothing can be.
     OutputClosed,
+    /// `--trigger stdin` read the end of its input.
+    InputClosed,
 }
 
 /// The target exec'ed: tracking goes on in the new image, attached afresh.
