@@ -569,7 +569,7 @@ _uffd__dirty() {
             return 0
             ;;
         uffd__dirty__subcmd__track)
-            opts="-p -i -r -n -d -m -f -o -q -h --pid --interval --range --mapping --count --duration --method --format --output --quiet --color --json-bitmap --view --trigger --no-freeze --no-follow-exec --help"
+            opts="-p -i -r -n -d -m -f -o -q -h --pid --interval --range --mapping --count --duration --method --format --output --quiet --color --json-bitmap --view --trigger --summary --no-freeze --no-follow-exec --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -496,3 +496,60 @@ fn a_closed_pipe_ends_tracking_at_once() {
     assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
     assert_eq!(tracer_pid(target.0.id() as i32), 0);
 }
+
+/// `--summary`: the end record's `written` is the union of every delta's ranges, and holds
+/// every page the writer wrote.
+#[test]
+fn the_summary_is_every_page_written_since_attach() {
+    if !kernel_can_track() {
+        return;
+    }
+    let dir = scratch();
+    let log = dir.path().join("writer.log");
+    let log_arg = log.display().to_string();
+    let (status, records, stderr) = track_records(&[
+        "--format=json",
+        "--interval=20ms",
+        "--summary",
+        "--",
+        BIN,
+        "writer",
+        "--quiet",
+        "--pages=300",
+        "--bursts=30",
+        "--gap=3ms",
+        "--linger=60ms",
+        "--log",
+        &log_arg,
+    ]);
+    assert!(status.success(), "{stderr}");
+    for r in &records {
+        assert_schema(r);
+    }
+    let span = |r: &Value| Span::new(hex(&r["start"]), hex(&r["end"]));
+    let union = SpanSet::from(
+        records
+            .iter()
+            .filter(|r| r["type"] == "delta")
+            .flat_map(|d| d["ranges"].as_array().unwrap().iter().map(span))
+            .collect::<Vec<_>>(),
+    );
+    let end = records.last().unwrap();
+    let written: SpanSet = end["written"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(span)
+        .collect();
+    assert_eq!(written, union, "{end}");
+    assert_eq!(end["written_pages"], union.pages(4096), "{end}");
+    let truth = truth_from_log(&log);
+    let base = hex(&truth.wait["base"]);
+    for w in &truth.writes {
+        assert!(
+            written.contains(base + w.page * 4096),
+            "page {} not in the summary",
+            w.page
+        );
+    }
+}

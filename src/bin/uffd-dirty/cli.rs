@@ -256,6 +256,11 @@ pub struct TrackArgs {
     #[arg(long, value_enum, value_name = "WHEN", conflicts_with = "view")]
     pub trigger: Option<Trigger>,
 
+    /// The end record also carries `written`: every page written since the attach, as ranges
+    /// (the union of all deltas: "dirty since the checkpoint").
+    #[arg(long)]
+    pub summary: bool,
+
     /// With --method soft-dirty, do not stop the target while its bits are read and cleared:
     /// no pause for it, but a write between the read and the clear is lost.
     #[arg(long)]

@@ -178,6 +178,7 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         arm: Arming::Auto,
         no_follow_exec: false,
         trigger: None,
+        summary: false,
         no_freeze: false,
         view: false,
     })

@@ -337,6 +337,7 @@ pub fn run(
         page_size,
         seq: 0,
         total: 0,
+        written: args.summary.then(uffd_dirty::SpanSet::new),
         harvest: Harvest::new(),
         delta: None,
     };
@@ -352,6 +353,11 @@ pub fn run(
         dirty_pages_total: tracking.total,
         exit_status,
         error: error.clone(),
+        written_pages: tracking.written.as_ref().map(|w| w.pages(page_size)),
+        written: tracking
+            .written
+            .as_ref()
+            .map(|w| output::dirty_runs(w.as_slice(), page_size)),
         time: Timestamp(SystemTime::now()),
     };
     out.emit(&Record::End(end), &[])?;
@@ -436,6 +442,8 @@ struct Tracking<'a> {
     page_size: u64,
     seq: u64,
     total: u64,
+    /// `--summary`: every page written since the attach.
+    written: Option<uffd_dirty::SpanSet>,
     /// Reused every interval, so that a steady-state interval allocates nothing.
     harvest: Harvest,
     delta: Option<output::Delta>,
@@ -610,6 +618,9 @@ impl Tracking<'_> {
                     }
                     self.seq += 1;
                     self.total += self.harvest.dirty_pages();
+                    if let Some(written) = self.written.as_mut() {
+                        written.extend_from(self.harvest.dirty());
+                    }
                     self.note_fork();
                     self.note_userfaultfd();
                     self.note_blind(tracker, out)?;

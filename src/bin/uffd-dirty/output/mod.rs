@@ -272,6 +272,11 @@ pub struct End {
     pub exit_status: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `--summary`: every page written since the attach.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub written: Option<Vec<DirtyRun>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub written_pages: Option<u64>,
     pub time: Timestamp,
 }
 
