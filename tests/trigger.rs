@@ -123,3 +123,17 @@ fn a_harvest_per_sigusr1() {
     );
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn stdin_triggers_are_refused_for_a_launched_command() {
+    let out = uffd_dirty()
+        .args(["track", "--trigger", "stdin", "--", "true"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--trigger sigusr1") && err.lines().count() == 1,
+        "{err}"
+    );
+}

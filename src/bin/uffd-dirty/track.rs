@@ -268,6 +268,11 @@ pub fn run(
     out: Box<dyn Emitter + '_>,
     watch: Option<std::os::fd::OwnedFd>,
 ) -> Result<Outcome> {
+    if args.trigger == Some(crate::cli::Trigger::Stdin) && args.target.pid.is_none() {
+        return Err(crate::exit::usage(
+            "--trigger stdin reads the stdin a launched command would share: start the command apart and give --pid, or use --trigger sigusr1",
+        ));
+    }
     // What the kernel lacks is said before any target is looked at.
     let support = uffd_dirty::probe::require(args.method)?;
     if !support.pmd_hole_fix {
