@@ -142,8 +142,30 @@ impl Borrowed {
     ) -> Result<Self> {
         // Stopped now: from here to the give-back it runs only injected calls, which its
         // filter must not see.
+        // A filter that came since the look (a sibling's TSYNC), where it cannot be suspended.
+        let filtered_now =
+            || read_status(&format!("/proc/{pid}/task/{tid}/status")).map_or(2, |st| st.seccomp);
         let options = match seccomp {
-            Seccomp::None => options,
+            Seccomp::None => match filtered_now() {
+                0 => options,
+                mode => {
+                    refusal(pid, mode)?;
+                    options
+                }
+            },
+            Seccomp::SuspendIfAny => {
+                let suspended = options | libc::PTRACE_O_SUSPEND_SECCOMP;
+                match ptrace::set_options(tid, suspended) {
+                    Ok(()) => suspended,
+                    Err(_) => match filtered_now() {
+                        0 => options,
+                        mode => {
+                            refusal(pid, mode)?;
+                            options
+                        }
+                    },
+                }
+            }
             Seccomp::Suspend => {
                 let suspended = options | libc::PTRACE_O_SUSPEND_SECCOMP;
                 ptrace::set_options(tid, suspended).map_err(|e| {
@@ -362,6 +384,10 @@ pub(super) enum Seccomp {
     /// its parasite), and only then: set once it is stopped, cleared before it runs its own
     /// code again, so only the injected calls escape the filter.
     Suspend,
+    /// No filter seen, but one may come between the look and the stop (a program that
+    /// installs it at startup, a sibling thread's TSYNC): suspended too where the kernel
+    /// allows, and if it does not, the filter is looked for again once the thread is stopped.
+    SuspendIfAny,
 }
 
 /// Whether thread `tid` runs under seccomp, and whether this process may suspend the filter
@@ -369,21 +395,31 @@ pub(super) enum Seccomp {
 /// the seize tells). Without it, an injected `userfaultfd()` could be refused or kill the
 /// target: refused, saying what would work.
 pub(super) fn seccomp_plan(target: &Process, tid: i32) -> Result<Seccomp> {
-    let st = read_status(&format!("/proc/{}/task/{tid}/status", target.pid)).unwrap_or_default();
-    if st.seccomp == 0 {
+    // Unreadable counts as filtered: never assume no filter.
+    let mode =
+        read_status(&format!("/proc/{}/task/{tid}/status", target.pid)).map_or(2, |st| st.seccomp);
+    if has_cap_sys_admin() {
+        return Ok(if mode == 0 {
+            Seccomp::SuspendIfAny
+        } else {
+            Seccomp::Suspend
+        });
+    }
+    if mode == 0 {
         return Ok(Seccomp::None);
     }
-    if has_cap_sys_admin() {
-        return Ok(Seccomp::Suspend);
-    }
-    let mode = if st.seccomp == 1 {
+    refusal(target.pid, mode)
+}
+
+/// The refusal of a filtered target this process cannot suspend the filter of.
+fn refusal(pid: i32, mode: u32) -> Result<Seccomp> {
+    let mode = if mode == 1 {
         "in seccomp strict mode"
     } else {
         "under a seccomp filter"
     };
     Err(permission(format!(
-        "PID {} runs {mode}, which an injected userfaultfd() could not pass: tracking it needs CAP_SYS_ADMIN (run uffd-dirty as root), which suspends the filter for the injected calls only; or use --method soft-dirty where the kernel has it",
-        target.pid
+        "PID {pid} runs {mode}, which an injected userfaultfd() could not pass: tracking it needs CAP_SYS_ADMIN (run uffd-dirty as root), which suspends the filter for the injected calls only; or use --method soft-dirty where the kernel has it"
     )))
 }
 
