@@ -73,13 +73,18 @@ fn run_with(scenario: &str, steps: u32, track_args: &[&str]) -> Outcome {
     let st = child.wait().unwrap();
     assert!(st.success(), "scenario {scenario} failed: {st:?}");
     let text = std::fs::read_to_string(&log).unwrap();
-    if let Some(d) = std::env::var_os("UFFD_DIRTY_KEEP") {
-        let d = std::path::PathBuf::from(d);
+    let outcome = judge(&text, &records);
+    // A lost write is kept with its evidence, so that a rare one can be explained afterwards.
+    let keep = std::env::var_os("UFFD_DIRTY_KEEP")
+        .map(std::path::PathBuf::from)
+        .or_else(|| (!outcome.lost.is_empty()).then(|| dir.keep()));
+    if let Some(d) = keep {
         std::fs::write(d.join(format!("{scenario}.log")), &text).unwrap();
         let recs: String = records.iter().map(|r| format!("{r}\n")).collect();
         std::fs::write(d.join(format!("{scenario}.ndjson")), recs).unwrap();
+        eprintln!("{scenario}: log and records kept in {}", d.display());
     }
-    judge(&text, &records)
+    outcome
 }
 
 pub(crate) fn judge(log: &str, records: &[Value]) -> Outcome {

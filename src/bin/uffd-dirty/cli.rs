@@ -29,6 +29,20 @@ pub struct Cli {
 pub enum Command {
     /// Track the dirty pages of a running process (--pid) or of a command it launches.
     Track(TrackArgs),
+    /// Copy a running process's memory in rounds, as a live migration's pre-copy does, into
+    /// a snapshot directory; then verify, materialize or describe it.
+    ///
+    /// Round 0 copies every tracked page that holds data (memory never touched is recorded as
+    /// such, not read). Each later round copies the pages written since the round before, read
+    /// right after the harvest that found them, until a round finds at most
+    /// --until-dirty-below pages (or --max-rounds, or the dirty set stops shrinking). The final
+    /// round stops every thread of the target, harvests and copies once more and lets it go
+    /// (or leaves it stopped): the snapshot then holds exactly the target's memory at that
+    /// instant, and the time it was stopped is printed as the downtime. The directory format
+    /// is docs/snapshot-format.md. Exit status: 0 converged (or the end of --trigger stdin's
+    /// input), 3 did not converge (the final round was still taken), 130 stopped by a signal
+    /// (no final round; the rounds taken stay readable), 1 other errors.
+    Snapshot(SnapshotArgs),
     /// Run uffd-wp and soft-dirty tracking on the same target at once, and compare them.
     Compare(CompareArgs),
     /// Measure the harvest cost of every available method on the same workload (Markdown table).
@@ -275,6 +289,162 @@ pub struct TrackArgs {
     /// PMD-hole fix, else UFFDIO_WRITEPROTECT). For testing both paths on one kernel.
     #[arg(long, value_enum, default_value_t = Arming::Auto, hide = true)]
     pub arm: Arming,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SnapshotArgs {
+    #[command(subcommand)]
+    pub command: Option<SnapshotCommand>,
+
+    #[command(flatten)]
+    pub take: SnapshotTakeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Compare the last round with the memory of the target, which must be stopped (take the
+    /// snapshot with --leave-stopped): every page, with the address and mapping of any that
+    /// differs. Exit status 1 if one does.
+    Verify {
+        /// The snapshot directory.
+        #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
+        dir: PathBuf,
+        /// The target, stopped.
+        #[arg(short, long, value_name = "PID", value_hint = ValueHint::Other)]
+        pid: i32,
+    },
+    /// Write the memory as of a round to a directory: a file per mapping (its exact size,
+    /// pages never written as holes, in mem/START-END.bin) and mappings.json listing them
+    /// with their addresses, permissions, offsets, kinds and names.
+    Materialize {
+        /// The snapshot directory.
+        #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
+        dir: PathBuf,
+        /// The round (default: the last complete one).
+        #[arg(long, value_name = "N")]
+        round: Option<u32>,
+        /// A new or empty directory to write to.
+        #[arg(long, value_name = "IMAGE_DIR", value_hint = ValueHint::DirPath)]
+        out: PathBuf,
+    },
+    /// Describe a snapshot: its rounds, their sizes, how it ended, rounds cut short, and
+    /// whether every file matches its checksum (exit status 1 if not).
+    Info {
+        /// The snapshot directory.
+        #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
+        dir: PathBuf,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = TableFormat::Human)]
+        format: TableFormat,
+    },
+}
+
+/// What the final round does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FinalRound {
+    /// Stop every thread of the target, harvest and copy once more, let it go.
+    Stop,
+    /// No final round: the snapshot ends with its last pre-copy round, taken while the target
+    /// ran (not a consistent image).
+    None,
+}
+
+/// A dirty-set size: pages, or bytes with a unit (4MiB, 512K).
+#[derive(Debug, Clone, Copy)]
+pub enum DirtySize {
+    Pages(u64),
+    Bytes(u64),
+}
+
+impl DirtySize {
+    /// In pages of `page_size` bytes (a size in bytes rounded down).
+    pub fn pages(self, page_size: u64) -> u64 {
+        match self {
+            DirtySize::Pages(p) => p,
+            DirtySize::Bytes(b) => b / page_size,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotTakeArgs {
+    /// The process to copy. Left running as it was (unless --leave-stopped).
+    #[arg(short, long, value_name = "PID", value_hint = ValueHint::Other)]
+    pub pid: Option<i32>,
+
+    /// A new or empty directory for the snapshot (created 0700: it holds the target's memory).
+    #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
+    pub dir: Option<PathBuf>,
+
+    /// Time from one pre-copy round's harvest to the next (a round that copies for longer is
+    /// followed at once).
+    #[arg(short, long, value_name = "DURATION", default_value = "200ms", value_parser = parse_interval, value_hint = ValueHint::Other)]
+    pub interval: Duration,
+
+    /// Take a pre-copy round when told instead of every --interval: stdin (a round per line
+    /// read; the end of the input goes on to the final round), or sigusr1 (a round per
+    /// SIGUSR1).
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub trigger: Option<Trigger>,
+
+    /// Converged when a pre-copy round finds at most this many pages written: a count of
+    /// pages, or a size (512K, 4MiB, 1G).
+    #[arg(long, value_name = "PAGES|SIZE", default_value = "256", value_parser = parse_dirty_size)]
+    pub until_dirty_below: DirtySize,
+
+    /// At most this many pre-copy rounds after round 0 (then the final round, exit 3).
+    #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_rounds: u32,
+
+    /// What the final round does.
+    #[arg(long = "final", value_enum, value_name = "WHAT", default_value_t = FinalRound::Stop)]
+    pub r#final: FinalRound,
+
+    /// Leave the target stopped (SIGSTOP) at the end, for `snapshot verify` or a migrator
+    /// that kills it once the copy is safe. `kill -CONT PID` resumes it.
+    #[arg(long)]
+    pub leave_stopped: bool,
+
+    /// Copy only START-END (as track --range). Repeatable.
+    #[arg(short, long = "range", value_name = "START-END", value_parser = parse_range, value_hint = ValueHint::Other)]
+    pub ranges: Vec<Span>,
+
+    /// Copy only the mappings this picks (as track --mapping). Repeatable.
+    #[arg(long = "mapping", value_name = "SELECTOR", value_parser = parse_selector, value_hint = ValueHint::Other)]
+    pub mappings: Vec<Selector>,
+
+    /// Output format of the per-round lines: a table, or NDJSON (`round` records, then `end`).
+    #[arg(short, long, value_enum, default_value_t = TableFormat::Human)]
+    pub format: TableFormat,
+
+    /// No introduction on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+fn parse_dirty_size(s: &str) -> Result<DirtySize, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(digits);
+    let n: u64 = n.parse().map_err(|_| {
+        format!("{s:?} is not a size: give a page count (256) or a size (512K, 4MiB, 1G)")
+    })?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" => return Ok(DirtySize::Pages(n)),
+        "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "unknown unit in {s:?}: give a page count (256) or a size in K, M or G (4MiB)"
+            ));
+        }
+    };
+    n.checked_mul(scale)
+        .map(DirtySize::Bytes)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,7 @@ mod os;
 mod output;
 mod progress;
 mod report;
+mod snapshot;
 mod stop;
 // The kernel ABI and raw calls, one source with the library's (compiled into each), for the
 // fixtures (a program with its own userfaultfd, an anonymous region to write) and the
@@ -194,6 +195,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compare(args) => compare::run(&args, &*stop_on_signals(false)?),
         Command::Check(args) => check::run(&args.output),
         Command::Report(args) => report::run(&args),
+        Command::Snapshot(args) => snapshot::run(&args, &*stop_on_signals(false)?),
         Command::AttachHelper(args) => {
             // SAFETY: `attach-helper` is the hidden command the library starts this binary
             // with, its socket on fd 3 and the target's pidfd on fd 4; nothing else here

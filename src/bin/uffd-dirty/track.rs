@@ -191,7 +191,7 @@ fn skipped_ranges(skips: &[SkippedMapping]) -> Vec<output::SkippedRange> {
 }
 
 /// Say on stderr what the kernel refused to track (not what can never be written).
-fn warn_skipped(pid: i32, skips: &[SkippedMapping]) {
+pub(crate) fn warn_skipped(pid: i32, skips: &[SkippedMapping]) {
     for s in skips.iter().filter(|s| !s.never_writable) {
         eprintln!(
             "uffd-dirty: PID {pid}: not tracking {} {}: {}",
