@@ -26,6 +26,7 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('track', 'track', [CompletionResultType]::ParameterValue, 'Track the dirty pages of a running process (--pid) or of a command it launches')
+            [CompletionResult]::new('snapshot', 'snapshot', [CompletionResultType]::ParameterValue, 'Copy a running process''s memory in rounds, as a live migration''s pre-copy does, into a snapshot directory; then verify, materialize or describe it')
             [CompletionResult]::new('compare', 'compare', [CompletionResultType]::ParameterValue, 'Run uffd-wp and soft-dirty tracking on the same target at once, and compare them')
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Measure the harvest cost of every available method on the same workload (Markdown table)')
             [CompletionResult]::new('demo', 'demo', [CompletionResultType]::ParameterValue, 'Launch a small built-in writer and track it live: see what the tool does in seconds')
@@ -63,6 +64,75 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             [CompletionResult]::new('--no-follow-exec', '--no-follow-exec', [CompletionResultType]::ParameterName, 'End tracking (reason `exec`) when the target calls execve, instead of attaching to the new program and going on')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'uffd-dirty;snapshot' {
+            [CompletionResult]::new('-p', '-p', [CompletionResultType]::ParameterName, 'The process to copy. Left running as it was (unless --leave-stopped)')
+            [CompletionResult]::new('--pid', '--pid', [CompletionResultType]::ParameterName, 'The process to copy. Left running as it was (unless --leave-stopped)')
+            [CompletionResult]::new('--dir', '--dir', [CompletionResultType]::ParameterName, 'A new or empty directory for the snapshot (created 0700: it holds the target''s memory)')
+            [CompletionResult]::new('-i', '-i', [CompletionResultType]::ParameterName, 'Time from one pre-copy round''s harvest to the next (a round that copies for longer is followed at once)')
+            [CompletionResult]::new('--interval', '--interval', [CompletionResultType]::ParameterName, 'Time from one pre-copy round''s harvest to the next (a round that copies for longer is followed at once)')
+            [CompletionResult]::new('--trigger', '--trigger', [CompletionResultType]::ParameterName, 'Take a pre-copy round when told instead of every --interval: stdin (a round per line read; the end of the input goes on to the final round), or sigusr1 (a round per SIGUSR1)')
+            [CompletionResult]::new('--until-dirty-below', '--until-dirty-below', [CompletionResultType]::ParameterName, 'Converged when a pre-copy round finds at most this many pages written: a count of pages, or a size (512K, 4MiB, 1G)')
+            [CompletionResult]::new('--max-rounds', '--max-rounds', [CompletionResultType]::ParameterName, 'At most this many pre-copy rounds after round 0 (then the final round, exit 3)')
+            [CompletionResult]::new('--final', '--final', [CompletionResultType]::ParameterName, 'What the final round does')
+            [CompletionResult]::new('-r', '-r', [CompletionResultType]::ParameterName, 'Copy only START-END (as track --range). Repeatable')
+            [CompletionResult]::new('--range', '--range', [CompletionResultType]::ParameterName, 'Copy only START-END (as track --range). Repeatable')
+            [CompletionResult]::new('--mapping', '--mapping', [CompletionResultType]::ParameterName, 'Copy only the mappings this picks (as track --mapping). Repeatable')
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Output format of the per-round lines: a table, or NDJSON (`round` records, then `end`)')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format of the per-round lines: a table, or NDJSON (`round` records, then `end`)')
+            [CompletionResult]::new('--leave-stopped', '--leave-stopped', [CompletionResultType]::ParameterName, 'Leave the target stopped (SIGSTOP) at the end, for `snapshot verify` or a migrator that kills it once the copy is safe. `kill -CONT PID` resumes it')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'No introduction on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'No introduction on stderr')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Compare the last round with the memory of the target, which must be stopped (take the snapshot with --leave-stopped): every page, with the address and mapping of any that differs. Exit status 1 if one does')
+            [CompletionResult]::new('materialize', 'materialize', [CompletionResultType]::ParameterValue, 'Write the memory as of a round to a directory: a file per mapping (its exact size, pages never written as holes, in mem/START-END.bin) and mappings.json listing them with their addresses, permissions, offsets, kinds and names')
+            [CompletionResult]::new('info', 'info', [CompletionResultType]::ParameterValue, 'Describe a snapshot: its rounds, their sizes, how it ended, rounds cut short, and whether every file matches its checksum (exit status 1 if not)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'uffd-dirty;snapshot;verify' {
+            [CompletionResult]::new('--dir', '--dir', [CompletionResultType]::ParameterName, 'The snapshot directory')
+            [CompletionResult]::new('-p', '-p', [CompletionResultType]::ParameterName, 'The target, stopped')
+            [CompletionResult]::new('--pid', '--pid', [CompletionResultType]::ParameterName, 'The target, stopped')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'uffd-dirty;snapshot;materialize' {
+            [CompletionResult]::new('--dir', '--dir', [CompletionResultType]::ParameterName, 'The snapshot directory')
+            [CompletionResult]::new('--round', '--round', [CompletionResultType]::ParameterName, 'The round (default: the last complete one)')
+            [CompletionResult]::new('--out', '--out', [CompletionResultType]::ParameterName, 'A new or empty directory to write to')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'uffd-dirty;snapshot;info' {
+            [CompletionResult]::new('--dir', '--dir', [CompletionResultType]::ParameterName, 'The snapshot directory')
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'uffd-dirty;snapshot;help' {
+            [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Compare the last round with the memory of the target, which must be stopped (take the snapshot with --leave-stopped): every page, with the address and mapping of any that differs. Exit status 1 if one does')
+            [CompletionResult]::new('materialize', 'materialize', [CompletionResultType]::ParameterValue, 'Write the memory as of a round to a directory: a file per mapping (its exact size, pages never written as holes, in mem/START-END.bin) and mappings.json listing them with their addresses, permissions, offsets, kinds and names')
+            [CompletionResult]::new('info', 'info', [CompletionResultType]::ParameterValue, 'Describe a snapshot: its rounds, their sizes, how it ended, rounds cut short, and whether every file matches its checksum (exit status 1 if not)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'uffd-dirty;snapshot;help;verify' {
+            break
+        }
+        'uffd-dirty;snapshot;help;materialize' {
+            break
+        }
+        'uffd-dirty;snapshot;help;info' {
+            break
+        }
+        'uffd-dirty;snapshot;help;help' {
             break
         }
         'uffd-dirty;compare' {
@@ -143,6 +213,7 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
         }
         'uffd-dirty;help' {
             [CompletionResult]::new('track', 'track', [CompletionResultType]::ParameterValue, 'Track the dirty pages of a running process (--pid) or of a command it launches')
+            [CompletionResult]::new('snapshot', 'snapshot', [CompletionResultType]::ParameterValue, 'Copy a running process''s memory in rounds, as a live migration''s pre-copy does, into a snapshot directory; then verify, materialize or describe it')
             [CompletionResult]::new('compare', 'compare', [CompletionResultType]::ParameterValue, 'Run uffd-wp and soft-dirty tracking on the same target at once, and compare them')
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Measure the harvest cost of every available method on the same workload (Markdown table)')
             [CompletionResult]::new('demo', 'demo', [CompletionResultType]::ParameterValue, 'Launch a small built-in writer and track it live: see what the tool does in seconds')
@@ -152,6 +223,21 @@ Register-ArgumentCompleter -Native -CommandName 'uffd-dirty' -ScriptBlock {
             break
         }
         'uffd-dirty;help;track' {
+            break
+        }
+        'uffd-dirty;help;snapshot' {
+            [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Compare the last round with the memory of the target, which must be stopped (take the snapshot with --leave-stopped): every page, with the address and mapping of any that differs. Exit status 1 if one does')
+            [CompletionResult]::new('materialize', 'materialize', [CompletionResultType]::ParameterValue, 'Write the memory as of a round to a directory: a file per mapping (its exact size, pages never written as holes, in mem/START-END.bin) and mappings.json listing them with their addresses, permissions, offsets, kinds and names')
+            [CompletionResult]::new('info', 'info', [CompletionResultType]::ParameterValue, 'Describe a snapshot: its rounds, their sizes, how it ended, rounds cut short, and whether every file matches its checksum (exit status 1 if not)')
+            break
+        }
+        'uffd-dirty;help;snapshot;verify' {
+            break
+        }
+        'uffd-dirty;help;snapshot;materialize' {
+            break
+        }
+        'uffd-dirty;help;snapshot;info' {
             break
         }
         'uffd-dirty;help;compare' {

@@ -34,6 +34,9 @@ _uffd__dirty() {
             uffd__dirty,report)
                 cmd="uffd__dirty__subcmd__report"
                 ;;
+            uffd__dirty,snapshot)
+                cmd="uffd__dirty__subcmd__snapshot"
+                ;;
             uffd__dirty,track)
                 cmd="uffd__dirty__subcmd__track"
                 ;;
@@ -55,8 +58,44 @@ _uffd__dirty() {
             uffd__dirty__subcmd__help,report)
                 cmd="uffd__dirty__subcmd__help__subcmd__report"
                 ;;
+            uffd__dirty__subcmd__help,snapshot)
+                cmd="uffd__dirty__subcmd__help__subcmd__snapshot"
+                ;;
             uffd__dirty__subcmd__help,track)
                 cmd="uffd__dirty__subcmd__help__subcmd__track"
+                ;;
+            uffd__dirty__subcmd__help__subcmd__snapshot,info)
+                cmd="uffd__dirty__subcmd__help__subcmd__snapshot__subcmd__info"
+                ;;
+            uffd__dirty__subcmd__help__subcmd__snapshot,materialize)
+                cmd="uffd__dirty__subcmd__help__subcmd__snapshot__subcmd__materialize"
+                ;;
+            uffd__dirty__subcmd__help__subcmd__snapshot,verify)
+                cmd="uffd__dirty__subcmd__help__subcmd__snapshot__subcmd__verify"
+                ;;
+            uffd__dirty__subcmd__snapshot,help)
+                cmd="uffd__dirty__subcmd__snapshot__subcmd__help"
+                ;;
+            uffd__dirty__subcmd__snapshot,info)
+                cmd="uffd__dirty__subcmd__snapshot__subcmd__info"
+                ;;
+            uffd__dirty__subcmd__snapshot,materialize)
+                cmd="uffd__dirty__subcmd__snapshot__subcmd__materialize"
+                ;;
+            uffd__dirty__subcmd__snapshot,verify)
+                cmd="uffd__dirty__subcmd__snapshot__subcmd__verify"
+                ;;
+            uffd__dirty__subcmd__snapshot__subcmd__help,help)
+                cmd="uffd__dirty__subcmd__snapshot__subcmd__help__subcmd__help"
+                ;;
+            uffd__dirty__subcmd__snapshot__subcmd__help,info)
+                cmd="uffd__dirty__subcmd__snapshot__subcmd__help__subcmd__info"
+                ;;
+            uffd__dirty__subcmd__snapshot__subcmd__help,materialize)
+                cmd="uffd__dirty__subcmd__snapshot__subcmd__help__subcmd__materialize"
+                ;;
+            uffd__dirty__subcmd__snapshot__subcmd__help,verify)
+                cmd="uffd__dirty__subcmd__snapshot__subcmd__help__subcmd__verify"
                 ;;
             *)
                 ;;
@@ -65,7 +104,7 @@ _uffd__dirty() {
 
     case "${cmd}" in
         uffd__dirty)
-            opts="-h -V --help --version track compare bench demo check report help"
+            opts="-h -V --help --version track snapshot compare bench demo check report help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -427,7 +466,7 @@ _uffd__dirty() {
             return 0
             ;;
         uffd__dirty__subcmd__help)
-            opts="track compare bench demo check report help"
+            opts="track snapshot compare bench demo check report help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -524,6 +563,62 @@ _uffd__dirty() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        uffd__dirty__subcmd__help__subcmd__snapshot)
+            opts="verify materialize info"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        uffd__dirty__subcmd__help__subcmd__snapshot__subcmd__info)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        uffd__dirty__subcmd__help__subcmd__snapshot__subcmd__materialize)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        uffd__dirty__subcmd__help__subcmd__snapshot__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         uffd__dirty__subcmd__help__subcmd__track)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -559,6 +654,266 @@ _uffd__dirty() {
                     ;;
                 -f)
                     COMPREPLY=($(compgen -W "html svg" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        uffd__dirty__subcmd__snapshot)
+            opts="-p -i -r -f -q -h --pid --dir --interval --trigger --until-dirty-below --max-rounds --final --leave-stopped --range --mapping --format --quiet --help verify materialize info help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --pid)
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
+                    return 0
+                    ;;
+                --dir)
+                    COMPREPLY=()
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o plusdirs
+                    fi
+                    return 0
+                    ;;
+                --interval)
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
+                    return 0
+                    ;;
+                -i)
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "stdin sigusr1" -- "${cur}"))
+                    return 0
+                    ;;
+                --until-dirty-below)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-rounds)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --final)
+                    COMPREPLY=($(compgen -W "stop none" -- "${cur}"))
+                    return 0
+                    ;;
+                --range)
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
+                    return 0
+                    ;;
+                -r)
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
+                    return 0
+                    ;;
+                --mapping)
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        uffd__dirty__subcmd__snapshot__subcmd__help)
+            opts="verify materialize info help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        uffd__dirty__subcmd__snapshot__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        uffd__dirty__subcmd__snapshot__subcmd__help__subcmd__info)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        uffd__dirty__subcmd__snapshot__subcmd__help__subcmd__materialize)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        uffd__dirty__subcmd__snapshot__subcmd__help__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        uffd__dirty__subcmd__snapshot__subcmd__info)
+            opts="-f -h --dir --format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --dir)
+                    COMPREPLY=()
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o plusdirs
+                    fi
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        uffd__dirty__subcmd__snapshot__subcmd__materialize)
+            opts="-h --dir --round --out --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --dir)
+                    COMPREPLY=()
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o plusdirs
+                    fi
+                    return 0
+                    ;;
+                --round)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --out)
+                    COMPREPLY=()
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o plusdirs
+                    fi
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        uffd__dirty__subcmd__snapshot__subcmd__verify)
+            opts="-p -h --dir --pid --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --dir)
+                    COMPREPLY=()
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o plusdirs
+                    fi
+                    return 0
+                    ;;
+                --pid)
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
                     return 0
                     ;;
                 *)

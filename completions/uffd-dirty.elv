@@ -23,6 +23,7 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
             cand track 'Track the dirty pages of a running process (--pid) or of a command it launches'
+            cand snapshot 'Copy a running process''s memory in rounds, as a live migration''s pre-copy does, into a snapshot directory; then verify, materialize or describe it'
             cand compare 'Run uffd-wp and soft-dirty tracking on the same target at once, and compare them'
             cand bench 'Measure the harvest cost of every available method on the same workload (Markdown table)'
             cand demo 'Launch a small built-in writer and track it live: see what the tool does in seconds'
@@ -59,6 +60,66 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand --no-follow-exec 'End tracking (reason `exec`) when the target calls execve, instead of attaching to the new program and going on'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
+        }
+        &'uffd-dirty;snapshot'= {
+            cand -p 'The process to copy. Left running as it was (unless --leave-stopped)'
+            cand --pid 'The process to copy. Left running as it was (unless --leave-stopped)'
+            cand --dir 'A new or empty directory for the snapshot (created 0700: it holds the target''s memory)'
+            cand -i 'Time from one pre-copy round''s harvest to the next (a round that copies for longer is followed at once)'
+            cand --interval 'Time from one pre-copy round''s harvest to the next (a round that copies for longer is followed at once)'
+            cand --trigger 'Take a pre-copy round when told instead of every --interval: stdin (a round per line read; the end of the input goes on to the final round), or sigusr1 (a round per SIGUSR1)'
+            cand --until-dirty-below 'Converged when a pre-copy round finds at most this many pages written: a count of pages, or a size (512K, 4MiB, 1G)'
+            cand --max-rounds 'At most this many pre-copy rounds after round 0 (then the final round, exit 3)'
+            cand --final 'What the final round does'
+            cand -r 'Copy only START-END (as track --range). Repeatable'
+            cand --range 'Copy only START-END (as track --range). Repeatable'
+            cand --mapping 'Copy only the mappings this picks (as track --mapping). Repeatable'
+            cand -f 'Output format of the per-round lines: a table, or NDJSON (`round` records, then `end`)'
+            cand --format 'Output format of the per-round lines: a table, or NDJSON (`round` records, then `end`)'
+            cand --leave-stopped 'Leave the target stopped (SIGSTOP) at the end, for `snapshot verify` or a migrator that kills it once the copy is safe. `kill -CONT PID` resumes it'
+            cand -q 'No introduction on stderr'
+            cand --quiet 'No introduction on stderr'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand verify 'Compare the last round with the memory of the target, which must be stopped (take the snapshot with --leave-stopped): every page, with the address and mapping of any that differs. Exit status 1 if one does'
+            cand materialize 'Write the memory as of a round to a directory: a file per mapping (its exact size, pages never written as holes, in mem/START-END.bin) and mappings.json listing them with their addresses, permissions, offsets, kinds and names'
+            cand info 'Describe a snapshot: its rounds, their sizes, how it ended, rounds cut short, and whether every file matches its checksum (exit status 1 if not)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'uffd-dirty;snapshot;verify'= {
+            cand --dir 'The snapshot directory'
+            cand -p 'The target, stopped'
+            cand --pid 'The target, stopped'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'uffd-dirty;snapshot;materialize'= {
+            cand --dir 'The snapshot directory'
+            cand --round 'The round (default: the last complete one)'
+            cand --out 'A new or empty directory to write to'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'uffd-dirty;snapshot;info'= {
+            cand --dir 'The snapshot directory'
+            cand -f 'Output format'
+            cand --format 'Output format'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'uffd-dirty;snapshot;help'= {
+            cand verify 'Compare the last round with the memory of the target, which must be stopped (take the snapshot with --leave-stopped): every page, with the address and mapping of any that differs. Exit status 1 if one does'
+            cand materialize 'Write the memory as of a round to a directory: a file per mapping (its exact size, pages never written as holes, in mem/START-END.bin) and mappings.json listing them with their addresses, permissions, offsets, kinds and names'
+            cand info 'Describe a snapshot: its rounds, their sizes, how it ended, rounds cut short, and whether every file matches its checksum (exit status 1 if not)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'uffd-dirty;snapshot;help;verify'= {
+        }
+        &'uffd-dirty;snapshot;help;materialize'= {
+        }
+        &'uffd-dirty;snapshot;help;info'= {
+        }
+        &'uffd-dirty;snapshot;help;help'= {
         }
         &'uffd-dirty;compare'= {
             cand -p 'Process to attach to. It is never signalled, and it is left exactly as it was on exit'
@@ -133,6 +194,7 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
         }
         &'uffd-dirty;help'= {
             cand track 'Track the dirty pages of a running process (--pid) or of a command it launches'
+            cand snapshot 'Copy a running process''s memory in rounds, as a live migration''s pre-copy does, into a snapshot directory; then verify, materialize or describe it'
             cand compare 'Run uffd-wp and soft-dirty tracking on the same target at once, and compare them'
             cand bench 'Measure the harvest cost of every available method on the same workload (Markdown table)'
             cand demo 'Launch a small built-in writer and track it live: see what the tool does in seconds'
@@ -141,6 +203,17 @@ set edit:completion:arg-completer[uffd-dirty] = {|@words|
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'uffd-dirty;help;track'= {
+        }
+        &'uffd-dirty;help;snapshot'= {
+            cand verify 'Compare the last round with the memory of the target, which must be stopped (take the snapshot with --leave-stopped): every page, with the address and mapping of any that differs. Exit status 1 if one does'
+            cand materialize 'Write the memory as of a round to a directory: a file per mapping (its exact size, pages never written as holes, in mem/START-END.bin) and mappings.json listing them with their addresses, permissions, offsets, kinds and names'
+            cand info 'Describe a snapshot: its rounds, their sizes, how it ended, rounds cut short, and whether every file matches its checksum (exit status 1 if not)'
+        }
+        &'uffd-dirty;help;snapshot;verify'= {
+        }
+        &'uffd-dirty;help;snapshot;materialize'= {
+        }
+        &'uffd-dirty;help;snapshot;info'= {
         }
         &'uffd-dirty;help;compare'= {
         }

@@ -13,7 +13,9 @@ use crate::common::skipped;
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// The visible subcommands, and the hidden ones no shell may offer.
-const SUBCOMMANDS: &[&str] = &["track", "compare", "bench", "demo", "check", "report"];
+const SUBCOMMANDS: &[&str] = &[
+    "track", "snapshot", "compare", "bench", "demo", "check", "report",
+];
 const HIDDEN_SUBCOMMANDS: &[&str] = &["writer", "scenario", "bench-target", "attach-helper"];
 const TRACK_OPTIONS: &[&str] = &[
     "--pid",

@@ -682,6 +682,12 @@ Check what this machine's kernel offers, and what to fix:
 
   uffd-dirty check
 
+Copy a running process's memory in pre-copy rounds, then once more with it stopped, and leave it stopped to check the copy:
+
+  uffd-dirty snapshot --pid 4242 --dir snap --leave-stopped
+
+  uffd-dirty snapshot verify --dir snap --pid 4242
+
 Compare uffd-wp with soft-dirty on the same process, ten intervals:
 
   uffd-dirty compare --pid 4242 --count 10
@@ -735,7 +741,12 @@ a target, a report TRACE file that does not exist or an output name that is neit
 
 77: no permission to attach to the target (EX_NOPERM).
 
-130: a second SIGINT stopped the tracker at once.
+130: a second SIGINT stopped the tracker at once; for snapshot, a SIGINT or SIGTERM ended it \
+before its final round (the rounds taken stay readable).
+
+snapshot: 3 when the pre-copy did not converge (--max-rounds reached, or the dirty set stopped \
+shrinking, or the target wrote faster than the copy): the final round was still taken. \
+snapshot verify: 1 when a page differs.
 
 In launch mode (-- CMD), when the command exits first, the exit status is the command's own (128+N \
 when a signal N killed it), as with time(1) and strace(1). A command that cannot be started is a runtime error (1).",

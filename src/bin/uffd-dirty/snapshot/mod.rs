@@ -267,8 +267,6 @@ fn info(dir: &Path, format: TableFormat) -> Result<ExitCode> {
             println!("{state}{}", snapshot.lost_words());
         }
     }
-    if let Err(e) = intact {
-        return Err(e);
-    }
+    intact?;
     Ok(ExitCode::Success)
 }

@@ -326,7 +326,10 @@ impl Write for RoundWriter {
 pub enum Source {
     Zero,
     /// In the pages file of `round`, at `offset`.
-    Data { round: u32, offset: u64 },
+    Data {
+        round: u32,
+        offset: u64,
+    },
 }
 
 /// A snapshot directory opened for reading: its manifest and the indexes of its complete rounds.
@@ -472,8 +475,7 @@ impl Snapshot {
     pub fn check_pages(&self) -> Result<()> {
         for entry in &self.manifest.rounds {
             let path = self.dir.join(&entry.pages_file);
-            let mut f =
-                File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            let mut f = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
             let mut crc = crc32fast::Hasher::new();
             let mut buf = vec![0u8; 1 << 20];
             let mut len = 0u64;

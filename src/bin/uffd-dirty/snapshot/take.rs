@@ -198,8 +198,12 @@ impl Taker<'_> {
                 Wake::Tick | Wake::Triggered(_) | Wake::OutputClosed => {}
             }
             match self.round(n, RoundKind::Precopy) {
-                Err(e) if target.has_exited() => {
-                    eprintln!("uffd-dirty: PID {} exited during round {n}: {e:#}", target.pid());
+                // Its memory goes a moment before its pidfd says it exited.
+                Err(e) if exits_soon(target) => {
+                    eprintln!(
+                        "uffd-dirty: PID {} exited during round {n}: {e:#}",
+                        target.pid()
+                    );
                     break Reason::TargetExited;
                 }
                 r => r?,
@@ -272,7 +276,10 @@ impl Taker<'_> {
         if precopy.len() > STALLED_ROUNDS {
             let split = precopy.len() - STALLED_ROUNDS;
             let best_before = precopy[..split].iter().map(|r| r.dirty_pages).min()?;
-            if precopy[split..].iter().all(|r| r.dirty_pages >= best_before) {
+            if precopy[split..]
+                .iter()
+                .all(|r| r.dirty_pages >= best_before)
+            {
                 return Some(Reason::NotConverging);
             }
         }
@@ -280,8 +287,15 @@ impl Taker<'_> {
     }
 
     fn message(&self, reason: Reason, downtime: Option<Duration>) -> String {
-        let precopy = self.history.len().saturating_sub(1 + downtime.is_some() as usize);
-        let last = self.history.iter().rev().find(|r| r.kind == RoundKind::Precopy);
+        let precopy = self
+            .history
+            .len()
+            .saturating_sub(1 + downtime.is_some() as usize);
+        let last = self
+            .history
+            .iter()
+            .rev()
+            .find(|r| r.kind == RoundKind::Precopy);
         let left = last.map_or(0, |r| r.dirty_pages);
         let threshold = self.threshold;
         match reason {
@@ -313,6 +327,17 @@ impl Taker<'_> {
     /// Harvest, copy what it reported (and new file and shared memory whole), store the
     /// round, then name it in the manifest.
     fn round(&mut self, n: u32, kind: RoundKind) -> Result<()> {
+        let result = self.take_round(n, kind);
+        if result.is_err() {
+            // What a round cut short wrote is never read: give the space back.
+            for name in [store::pages_file(n), store::index_file(n)] {
+                let _ = std::fs::remove_file(self.dir.join(name));
+            }
+        }
+        result
+    }
+
+    fn take_round(&mut self, n: u32, kind: RoundKind) -> Result<()> {
         let started = Instant::now();
         let harvest = self.tracker.harvest()?;
         let time = SystemTime::now();
@@ -334,7 +359,10 @@ impl Taker<'_> {
         } else {
             catch_up(&harvest)
         };
-        let copy = harvest.dirty().union(&whole).intersection(harvest.tracked());
+        let copy = harvest
+            .dirty()
+            .union(&whole)
+            .intersection(harvest.tracked());
         let copied_pages = copy.pages(self.page);
 
         let copy_started = Instant::now();
@@ -464,7 +492,15 @@ impl Taker<'_> {
         if self.args.format == TableFormat::Human {
             println!(
                 "{:>5} {:<7} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9}",
-                "round", "kind", "dirty", "copied", "stored", "copy ms", "copy MiB/s", "dirty MiB/s", "projected"
+                "round",
+                "kind",
+                "dirty",
+                "copied",
+                "stored",
+                "copy ms",
+                "copy MiB/s",
+                "dirty MiB/s",
+                "projected"
             );
         }
     }
@@ -524,6 +560,16 @@ impl Taker<'_> {
             }
         }
     }
+}
+
+/// Whether the target has exited or does within half a second.
+fn exits_soon(target: &Target) -> bool {
+    use std::os::fd::AsFd;
+    let [exited] = crate::os::poll(
+        [(target.as_fd(), crate::os::PollFlags::POLLIN)],
+        Duration::from_millis(500),
+    );
+    exited.contains(crate::os::PollFlags::POLLIN)
 }
 
 /// What a harvest's mapping changes void of the earlier rounds, and what must be copied whole.
