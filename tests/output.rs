@@ -553,3 +553,75 @@ fn the_summary_is_every_page_written_since_attach() {
         );
     }
 }
+
+/// The pages a bitmap line `... START END HEX` marks.
+fn bitmap_pages(start: &str, hex_bits: &str) -> Vec<u64> {
+    let start = u64::from_str_radix(start.trim_start_matches("0x"), 16).unwrap();
+    let mut pages = Vec::new();
+    for (i, pair) in hex_bits.as_bytes().chunks(2).enumerate() {
+        let byte = u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap();
+        for bit in (0..8).filter(|b| byte & (1 << b) != 0) {
+            pages.push(start + (i as u64 * 8 + bit) * 4096);
+        }
+    }
+    pages
+}
+
+/// `--format bitmap --summary`: after the deltas' lines, `written START END HEX` lines over
+/// every range tracked at some delta mark exactly the union of the deltas, which holds every
+/// page the writer wrote.
+#[test]
+fn the_bitmap_summary_is_the_union_of_the_deltas() {
+    if !kernel_can_track() {
+        return;
+    }
+    let dir = scratch();
+    let log = dir.path().join("writer.log");
+    let out = uffd_dirty()
+        .args([
+            "track",
+            "--format=bitmap",
+            "--interval=20ms",
+            "--summary",
+            "--",
+        ])
+        .args([
+            BIN,
+            "writer",
+            "--quiet",
+            "--pages=300",
+            "--bursts=30",
+            "--gap=3ms",
+        ])
+        .args(["--linger=60ms", "--log"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (mut deltas, mut written) = (BTreeSet::new(), BTreeSet::new());
+    let mut summary_lines = 0;
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        assert_eq!(f.len(), 4, "{line:?}");
+        if f[0] == "written" {
+            summary_lines += 1;
+            written.extend(bitmap_pages(f[1], f[3]));
+        } else {
+            assert_eq!(summary_lines, 0, "a delta line after the summary: {line:?}");
+            f[0].parse::<u64>().unwrap();
+            deltas.extend(bitmap_pages(f[1], f[3]));
+        }
+    }
+    assert!(summary_lines > 0, "no summary lines in:\n{text}");
+    assert_eq!(written, deltas);
+    let truth = truth_from_log(&log);
+    let base = hex(&truth.wait["base"]);
+    for w in &truth.writes {
+        assert!(
+            written.contains(&(base + w.page * 4096)),
+            "page {} not in the summary",
+            w.page
+        );
+    }
+}

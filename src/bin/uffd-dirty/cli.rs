@@ -271,7 +271,8 @@ pub struct TrackArgs {
     pub trigger: Option<Trigger>,
 
     /// The end record also carries `written`: every page written since the attach, as ranges
-    /// (the union of all deltas: "dirty since the checkpoint").
+    /// (the union of all deltas: "dirty since the checkpoint"). With --format bitmap, last
+    /// lines `written START END HEX` mark those pages over every range tracked at some delta.
     #[arg(long)]
     pub summary: bool,
 

@@ -53,6 +53,8 @@ pub fn bitmaps(tracked: &[Span], dirty: &[Span], page_size: u64) -> Vec<RangeBit
 pub struct Bitmap<W: Write> {
     out: W,
     page_size: u64,
+    /// Every range tracked at some delta, for `--summary`'s last lines.
+    ever_tracked: uffd_dirty::SpanSet,
 }
 
 impl<W: Write> Bitmap<W> {
@@ -60,20 +62,45 @@ impl<W: Write> Bitmap<W> {
         Bitmap {
             out,
             page_size: crate::os::page_size(),
+            ever_tracked: uffd_dirty::SpanSet::default(),
         }
     }
 }
 
 impl<W: Write> Emitter for Bitmap<W> {
     fn emit(&mut self, record: &Record, _vmas: &[Mapping]) -> io::Result<()> {
-        let Record::Delta(d) = record else {
-            return Ok(());
+        let d = match record {
+            Record::Delta(d) => d,
+            // `--summary`: every page written since the attach, as `written START END HEX`
+            // lines over every range tracked at some delta.
+            Record::End(end) => {
+                let Some(written) = &end.written else {
+                    return Ok(());
+                };
+                let written: Vec<Span> = written
+                    .iter()
+                    .map(|r| Span::new(r.start.0, r.end.0))
+                    .collect();
+                for &span in self.ever_tracked.iter() {
+                    writeln!(
+                        self.out,
+                        "written {:#x} {:#x} {}",
+                        span.start,
+                        span.end,
+                        encode(span, &written, self.page_size)
+                    )?;
+                }
+                return self.out.flush();
+            }
+            _ => return Ok(()),
         };
         let dirty: Vec<Span> = d
             .ranges
             .iter()
             .map(|r| Span::new(r.start.0, r.end.0))
             .collect();
+        self.ever_tracked
+            .extend_from(&d.tracked.iter().copied().collect::<uffd_dirty::SpanSet>());
         for &span in &d.tracked {
             writeln!(
                 self.out,
