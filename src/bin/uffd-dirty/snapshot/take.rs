@@ -267,9 +267,14 @@ impl Taker<'_> {
         if n > self.args.max_rounds {
             return Some(Reason::MaxRounds);
         }
-        // Written faster than copied, twice running: the dirty set cannot shrink.
+        // Written faster than copied, twice running: the dirty set cannot shrink. (With
+        // --trigger, the caller paces the rounds: a round asked for before the last one's copy
+        // time has passed says nothing of the target.)
         let outrun = |r: &RoundStats| r.dirty_mib_s.is_some_and(|d| d > r.copy_mib_s);
-        if precopy.len() >= 2 && precopy[precopy.len() - 2..].iter().all(outrun) {
+        if self.args.trigger.is_none()
+            && precopy.len() >= 2
+            && precopy[precopy.len() - 2..].iter().all(outrun)
+        {
             return Some(Reason::NotConverging);
         }
         // No new smallest dirty set for STALLED_ROUNDS rounds: it has stopped shrinking.
