@@ -173,6 +173,11 @@ impl Uffd {
         Ok(())
     }
 
+    /// Unregister `span`: the kernel clears the protection of its pages.
+    pub fn unregister(&self, span: Span) -> io::Result<()> {
+        sys::uffdio_unregister(self.fd.as_fd(), span.start, span.len())
+    }
+
     /// Write-protect a registered span with `UFFDIO_WRITEPROTECT` (marks empty slots too).
     pub fn writeprotect(&self, span: Span) -> io::Result<()> {
         sys::uffdio_writeprotect(self.fd.as_fd(), span.start, span.len())

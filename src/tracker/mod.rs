@@ -341,6 +341,7 @@ pub struct TrackerBuilder<'p> {
     follow_exec: bool,
     arming: Arming,
     freeze: bool,
+    bounded_holds: bool,
     progress: Option<Box<dyn FnMut(u64, u64) + 'p>>,
 }
 
@@ -360,6 +361,7 @@ impl<'p> TrackerBuilder<'p> {
             follow_exec: true,
             arming: Arming::Auto,
             freeze: true,
+            bounded_holds: true,
             progress: None,
         }
     }
@@ -401,6 +403,14 @@ impl<'p> TrackerBuilder<'p> {
     /// target themselves ([`Target::freeze`]).
     pub fn freeze(mut self, freeze: bool) -> Self {
         self.freeze = freeze;
+        self
+    }
+
+    /// Hold the target's mmap lock as long as each whole walk, arming piece and release
+    /// takes, as before the holds were bounded: for benchmarks that measure the difference.
+    #[doc(hidden)]
+    pub fn unbounded_lock_holds(mut self) -> Self {
+        self.bounded_holds = false;
         self
     }
 
@@ -497,6 +507,7 @@ impl<'p> TrackerBuilder<'p> {
                     at_exec,
                     Arm::choose(self.arming, &support),
                     method,
+                    self.bounded_holds,
                     &mut report,
                 )?
             }
@@ -516,6 +527,7 @@ impl<'p> TrackerBuilder<'p> {
             method: self.method,
             follow_exec: self.follow_exec,
             freeze: self.freeze,
+            bounded_holds: self.bounded_holds,
             pmd_hole_fix: support.pmd_hole_fix,
             page_size,
             seq: 0,
@@ -554,6 +566,7 @@ pub struct Tracker {
     method: Method,
     follow_exec: bool,
     freeze: bool,
+    bounded_holds: bool,
     pmd_hole_fix: bool,
     page_size: u64,
     seq: u64,
@@ -660,6 +673,7 @@ impl Tracker {
                 None,
                 Arm::Unpopulated,
                 m,
+                self.bounded_holds,
                 &mut |_, _| {},
             ),
         };

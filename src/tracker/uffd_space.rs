@@ -12,6 +12,7 @@ use super::{ArmedBy, Arming, Attachment, Method, SETTLE, Source, exits_within};
 use crate::attach;
 use crate::maps::{self, Vma};
 use crate::process::Process;
+use crate::scan::pagemap_scan::HOLD_SPAN;
 use crate::scan::{PagemapRead, PagemapScan};
 use crate::scope::{Scope, Selected};
 use crate::span::Span;
@@ -83,7 +84,9 @@ fn chunks(spans: &[Span], size: u64) -> impl Iterator<Item = Span> + '_ {
         let mut at = s.start;
         std::iter::from_fn(move || {
             (at < s.end).then(|| {
-                let end = ((at / size + 1) * size).min(s.end);
+                let end = (at / size + 1)
+                    .checked_mul(size)
+                    .map_or(s.end, |cut| cut.min(s.end));
                 let piece = Span::new(at, end);
                 at = end;
                 piece
@@ -118,6 +121,38 @@ pub(crate) struct UffdSpace {
     pub(super) scratch: Scratch,
     /// How long the last harvest spent watching the mappings (see `refresh_mappings`).
     pub(crate) watch: Duration,
+    /// Hold the target's mmap lock a bounded time per call: arm and write-protect in pieces
+    /// of HOLD_SPAN, and unregister in such pieces before the close (see `Drop`).
+    pub(crate) bounded_holds: bool,
+}
+
+impl Drop for UffdSpace {
+    /// Closing the userfaultfd unregisters everything at once, under one hold of the
+    /// target's mmap lock for writing that clears every page's protection (118 ms at 4 GiB
+    /// populated, the target's mmap and page faults that need the lock waiting): unregister
+    /// piece by piece first, each under a hold of its own. What this leaves (an error: the
+    /// address space gone, no memory to split a VMA) the close does.
+    fn drop(&mut self) {
+        if !self.bounded_holds {
+            return;
+        }
+        for p in &self.registry.pieces {
+            // A hugetlb VMA is unregistered whole: a piece must not split a huge page.
+            let size = if p.vma.kind() == crate::MappingKind::Hugetlb {
+                u64::MAX
+            } else {
+                HOLD_SPAN
+            };
+            for piece in chunks(std::slice::from_ref(&p.span), size) {
+                match self.uffd.unregister(piece) {
+                    Ok(()) => {}
+                    // Unmapped or remapped since the last refresh: nothing of ours there.
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                    Err(_) => return,
+                }
+            }
+        }
+    }
 }
 
 /// How harvests find the written pages.
@@ -165,6 +200,7 @@ pub(crate) fn attach_uffd(
     at_exec: Option<&mut attach::helper::Helper>,
     arming: Arm,
     method: Method,
+    bounded_holds: bool,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Attachment> {
     let started = Instant::now();
@@ -179,7 +215,11 @@ pub(crate) fn attach_uffd(
         let mut mm = UffdSpace {
             reading,
             uffd: Uffd::handshake(fd)?,
-            scanner: PagemapScan::new(target.open_proc("pagemap")?),
+            scanner: match PagemapScan::new(target.open_proc("pagemap")?) {
+                s if bounded_holds => s,
+                s => s.unbounded(),
+            },
+            bounded_holds,
             registry: Registry::default(),
             maps: maps::MapsReader::watching(target.pid),
             vmas: Vec::new(),
@@ -370,18 +410,37 @@ impl UffdSpace {
                 Arm::Scan => self.scanner.protect(span),
                 Arm::Unpopulated => self.scanner.protect_unpopulated(span, &mut self.populated),
                 // A VMA unmapped since it was registered leaves a hole: protect what is left.
-                Arm::Writeprotect => match self.uffd.writeprotect(span) {
-                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                        self.writeprotect_live(target, span)
-                    }
-                    r => r,
-                },
+                Arm::Writeprotect => self.writeprotect_in_pieces(target, span),
             };
             r.with_context(|| format!("write-protecting {span} of PID {}", target.pid))?;
             done += span.len();
             progress(done, total);
         }
         Ok(skipped)
+    }
+
+    /// UFFDIO_WRITEPROTECT `span` in pieces of HOLD_SPAN (each holds the target's mmap lock
+    /// for reading throughout), or whole where it holds hugetlb memory, whose pages a piece
+    /// must not split.
+    fn writeprotect_in_pieces(&mut self, target: &Process, span: Span) -> io::Result<()> {
+        let hugetlb = self.registry.pieces.iter().any(|p| {
+            p.vma.kind() == crate::MappingKind::Hugetlb && p.span.intersect(&span).is_some()
+        });
+        let size = if self.bounded_holds && !hugetlb {
+            HOLD_SPAN
+        } else {
+            u64::MAX
+        };
+        for piece in chunks(std::slice::from_ref(&span), size) {
+            match self.uffd.writeprotect(piece) {
+                // A VMA unmapped since it was registered leaves a hole: protect what is left.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    self.writeprotect_live(target, piece)?
+                }
+                r => r?,
+            }
+        }
+        Ok(())
     }
 
     /// Decide which of the newly armed `spans` are sparse (see SPARSE_MIN).
