@@ -20,11 +20,17 @@ use crate::sys::pagemap::{Categories, NO_REGION, Scan};
 const VEC_LEN: usize = 2048;
 /// 64 Ki regions of 24 bytes: 1.5 MiB at most.
 const VEC_LEN_MAX: usize = 1 << 16;
-/// The most memory one ioctl walks (in pieces cut at its multiples). A walk holds the
-/// target's mmap lock for reading throughout, which stalls the target's mmap, munmap,
-/// mprotect and brk: 64 MiB is 32 page tables, about a millisecond re-protected at 100 %
-/// written, where a 4 GiB walk held it for tens. An ioctl costs about 350 ns.
+/// The most memory one arming ioctl protects (in pieces cut at its multiples). A walk holds
+/// the target's mmap lock for reading throughout, which stalls the target's mmap, munmap,
+/// mprotect and brk: 64 MiB is 32 page tables, about a millisecond to protect populated,
+/// where 1 GiB held it for 15 ms. An ioctl costs about 350 ns.
 pub const HOLD_SPAN: u64 = 64 << 20;
+
+/// The most pages one query finds (`max_pages`): what a harvest re-protects per hold of the
+/// lock, 64 MiB worth. (A query's walk is not cut by address: it covers the whole scope,
+/// holes included, which cost nothing to walk; a clean walk of 4 GiB populated takes about
+/// a millisecond.)
+const HOLD_PAGES: u64 = HOLD_SPAN / 4096;
 
 /// The buffer offered to the unarmed-memory query, which usually finds nothing. The kernel
 /// allocates a bounce buffer of up to 512 regions per call: 12 KiB from the page allocator,
@@ -254,27 +260,27 @@ impl PagemapScan {
         mut sink: impl FnMut(&[page_region]),
     ) -> io::Result<()> {
         let mut cur = span.start;
-        // Bounded pieces (see HOLD_SPAN), unless one made no progress: a hugetlb page the
-        // piece's end splits is backed out of, and then goes in a walk to the span's end.
-        let mut bounded = true;
+        let bounded = if self.hold_span == u64::MAX {
+            query
+        } else {
+            query.max_pages(HOLD_PAGES)
+        };
+        // Bounded, unless a call made no progress: a huge page larger than the bound (1 GiB
+        // hugetlb) is backed out of whole, and then goes in one call of its own.
+        let mut this = bounded;
         while cur < span.end {
             let len = cap.min(self.vec.len());
-            let end = if bounded {
-                self.piece_end(cur, span.end)
-            } else {
-                span.end
-            };
-            let got = query.run(self.pagemap.as_fd(), cur..end, &mut self.vec[..len])?;
+            let got = this.run(self.pagemap.as_fd(), cur..span.end, &mut self.vec[..len])?;
             let (n, walk_end) = (got.regions.len(), got.walk_end);
             sink(got.regions);
             if n == self.vec.len() && n < VEC_LEN_MAX {
                 self.vec.resize(n * 2, NO_REGION);
             }
-            if walk_end <= cur && end < span.end {
-                bounded = false;
+            if walk_end <= cur && this.limits_pages() {
+                this = query.max_pages(0);
                 continue;
             }
-            bounded = true;
+            this = bounded;
             if walk_end <= cur {
                 // The kernel backed out without progress: a range edge splits a hugetlb page.
                 return Err(io::Error::other(format!(

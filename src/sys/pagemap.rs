@@ -46,6 +46,7 @@ pub struct Scan {
     none_of: Categories,
     any_of: Categories,
     report: Categories,
+    max_pages: u64,
 }
 
 /// What one call found.
@@ -67,6 +68,7 @@ impl Scan {
             none_of: Categories::empty(),
             any_of: Categories::empty(),
             report: Categories::empty(),
+            max_pages: 0,
         }
     }
 
@@ -101,6 +103,18 @@ impl Scan {
     pub const fn write_protect(mut self) -> Scan {
         self.flags |= abi::PM_SCAN_WP_MATCHING;
         self
+    }
+
+    /// Stop the walk once it has found `pages` matching pages (`max_pages`; 0: no limit):
+    /// `walk_end` then says where to resume. Bounds what one call re-protects.
+    pub const fn max_pages(mut self, pages: u64) -> Scan {
+        self.max_pages = pages;
+        self
+    }
+
+    /// Whether [`Scan::max_pages`] bounds the walk.
+    pub const fn limits_pages(&self) -> bool {
+        self.max_pages != 0
     }
 
     /// Run the query over `range` on a `/proc/PID/pagemap` fd: one ioctl, the kernel writing
@@ -143,7 +157,7 @@ impl Scan {
                 regions.as_mut_ptr() as u64
             },
             vec_len: regions.len() as u64,
-            max_pages: 0,
+            max_pages: self.max_pages,
             category_inverted: self.none_of.bits(),
             category_mask: self.all_of.union(self.none_of).bits(),
             category_anyof_mask: self.any_of.bits(),
