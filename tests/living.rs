@@ -22,6 +22,15 @@ struct Change {
     pre: bool,
 }
 
+/// A span unmapped for a while between `t0` and `t1`: the source of a move, which the
+/// scenario maps afresh right after the mremap.
+struct Hole {
+    start: u64,
+    end: u64,
+    t0: u64,
+    t1: u64,
+}
+
 struct Watch {
     start: u64,
     end: u64,
@@ -90,6 +99,7 @@ fn run_with(scenario: &str, steps: u32, track_args: &[&str]) -> Outcome {
 pub(crate) fn judge(log: &str, records: &[Value]) -> Outcome {
     let mut changes = Vec::new();
     let mut watches: Vec<Watch> = Vec::new();
+    let mut holes: Vec<Hole> = Vec::new();
     for l in log.lines() {
         let v: Value = serde_json::from_str(l).unwrap();
         match v["type"].as_str().unwrap() {
@@ -121,6 +131,12 @@ pub(crate) fn judge(log: &str, records: &[Value]) -> Outcome {
                     w.to = v["t"].as_u64().unwrap();
                 }
             }
+            "unmapped" => holes.push(Hole {
+                start: v["start"].as_u64().unwrap(),
+                end: v["end"].as_u64().unwrap(),
+                t0: v["t0"].as_u64().unwrap(),
+                t1: v["t1"].as_u64().unwrap(),
+            }),
             "vmpte" => {
                 let (before, after) = (
                     v["before_kib"].as_u64().unwrap(),
@@ -150,6 +166,26 @@ pub(crate) fn judge(log: &str, records: &[Value]) -> Outcome {
             )
         })
         .collect();
+    // What a harvest (at its time) said of a mapping: gone (unmapped, or moved from there), or
+    // with contents to take afresh (added, moved there, replaced in place).
+    let mut removed: Vec<(u64, u64, u64)> = Vec::new();
+    let mut reset: Vec<(u64, u64, u64)> = Vec::new();
+    for r in records.iter().filter(|r| r["type"] == "mapping") {
+        let (start, end) = (hex(&r["start"]), hex(&r["end"]));
+        let t = parse_ns(r["time"].as_str().unwrap());
+        match r["event"].as_str().unwrap() {
+            "removed" => removed.push((start, end, t)),
+            "moved" => {
+                let from = hex(&r["from"]);
+                removed.push((from, from + (end - start), t));
+                reset.push((start, end, t));
+            }
+            _ => reset.push((start, end, t)),
+        }
+    }
+    let said = |of: &[(u64, u64, u64)], p: u64, at: u64| {
+        of.iter().any(|&(s, e, t)| p >= s && p < e && t == at)
+    };
     let deltas: Vec<(u64, u64, BTreeSet<u64>)> = records
         .iter()
         .filter(|r| r["type"] == "delta")
@@ -194,7 +230,7 @@ pub(crate) fn judge(log: &str, records: &[Value]) -> Outcome {
         evs.sort_unstable();
     }
     for (&p, evs) in &by_page {
-        for &(t0, t1, _, _) in evs.iter().filter(|e| !e.3) {
+        for &(t0, t1, zero, _) in evs.iter().filter(|e| !e.3) {
             out.changes += 1;
             // Reported by a harvest that ended after the change began, no later than the
             // first harvest that began after it ended.
@@ -256,7 +292,27 @@ pub(crate) fn judge(log: &str, records: &[Value]) -> Outcome {
                             && w.to >= t0
                             && (last + 1 >= deltas.len() || w.to <= harvest_end(last + 1))
                     }));
-            if gone || superseded || (!was_data && !is_data) || (announced && !is_data) {
+            // ...or its memory went away after it (the source of a move: unmapped, then mapped
+            // afresh, empty; the scenario logs the moment as `unmapped`), and a harvest by then
+            // said so: it found the memory unmapped (`removed`) while it was, or a fresh
+            // mapping there (`added`, `replaced`) after. The change was made before the memory
+            // went (or is that going, to zero): nothing of it is left to report. (A harvest
+            // that registers the fresh mapping may lose it to the next mremap before its scan,
+            // which otherwise reports a replaced mapping whole.) The tracker's word alone
+            // excuses nothing: the hole must be in the log.
+            let seen_gone = (0..=last).any(|k| {
+                let (begun, ended) = (deltas[k].0, harvest_end(k));
+                ended >= t0
+                    && holes.iter().any(|h| {
+                        p >= h.start
+                            && p < h.end
+                            && (t1 <= h.t0 || (zero && t0 <= h.t0))
+                            && ((said(&removed, p, begun) && h.t0 <= ended && h.t1 >= begun)
+                                || (said(&reset, p, begun) && begun >= h.t1))
+                    })
+            });
+            if gone || superseded || seen_gone || (!was_data && !is_data) || (announced && !is_data)
+            {
                 continue;
             }
             out.lost.push((p, t0));
@@ -431,4 +487,134 @@ fn dlopen_like_mapping_relocated_then_read_only() {
     // Pages only read (faulted in from the file) before the tracker first saw the mapping are
     // still the file's pages, so they are not reported: no false positive.
     check("dlopen-like", 60, 0);
+}
+
+/// Evidence made up for the judge's own tests, at `ms` milliseconds from an arbitrary origin.
+mod evidence {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use serde_json::{Value, json};
+
+    pub(super) const A: u64 = 0x7f00_0000_0000;
+    pub(super) const LEN: u64 = 64 * 4096;
+    pub(super) const P: u64 = A + 0x1000;
+
+    pub(super) fn ns(ms: f64) -> u64 {
+        1_800_000_000_000_000_000 + (ms * 1e6) as u64
+    }
+
+    fn time(ms: f64) -> String {
+        humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(ns(ms))).to_string()
+    }
+
+    pub(super) fn start() -> Value {
+        json!({"type": "start", "time": time(0.0)})
+    }
+
+    /// A harvest of 100 µs that reported `pages`.
+    pub(super) fn delta(ms: f64, pages: &[u64]) -> Value {
+        let ranges: Vec<Value> = pages
+            .iter()
+            .map(|p| json!({"start": format!("{p:#x}"), "end": format!("{:#x}", p + 4096)}))
+            .collect();
+        json!({"type": "delta", "time": time(ms), "scan_us": 100, "ranges": ranges})
+    }
+
+    /// A `mapping` record of the harvest at `ms` about all of A.
+    pub(super) fn mapping(ms: f64, event: &str) -> Value {
+        json!({"type": "mapping", "event": event, "start": format!("{A:#x}"),
+               "end": format!("{:#x}", A + LEN), "time": time(ms)})
+    }
+
+    pub(super) fn watch() -> String {
+        json!({"type": "watch", "start": A, "end": A + LEN, "t": ns(0.0)}).to_string()
+    }
+
+    pub(super) fn write(t0: f64, t1: f64, zero: bool) -> String {
+        json!({"type": "write", "zero": zero, "t0": ns(t0), "t1": ns(t1), "pages": [P]}).to_string()
+    }
+
+    pub(super) fn unmapped(t0: f64, t1: f64) -> String {
+        json!({"type": "unmapped", "start": A, "end": A + LEN, "t0": ns(t0), "t1": ns(t1)})
+            .to_string()
+    }
+}
+
+/// The failure seen under load (a harvest between an mremap and the mmap that refills its
+/// source): a page written, reported, written again, then moved away, and the harvest due to
+/// report the second write found its memory unmapped and said `removed`. Its report is the
+/// removal, if the memory really was unmapped then; the tracker's word alone is not enough.
+#[test]
+fn judge_takes_a_removal_seen_in_a_moves_hole_as_the_report() {
+    use evidence::*;
+    let lines = [
+        watch(),
+        write(1.0, 1.1, false),
+        write(15.0, 15.1, false),
+        // Moved away: unmapped, then mapped afresh (empty) by 20.3.
+        write(20.0, 20.5, true),
+        unmapped(20.0, 20.3),
+    ];
+    let records = [
+        start(),
+        delta(10.0, &[P]),
+        mapping(20.1, "removed"),
+        delta(20.1, &[]),
+        mapping(30.0, "added"),
+        delta(30.0, &[]),
+    ];
+    let judged = |lines: &[String], records: &[serde_json::Value]| {
+        judge(&(lines.join("\n") + "\n"), records).lost
+    };
+    assert_eq!(judged(&lines, &records), vec![]);
+    // Without the hole in the log, the removal is unfounded: the second write is lost.
+    let lost = vec![(P, ns(15.0))];
+    assert_eq!(judged(&lines[..4], &records), lost);
+    // Without the removal, nothing reported the second write.
+    let mut silent = records.to_vec();
+    silent.remove(2);
+    assert_eq!(judged(&lines, &silent), lost);
+}
+
+/// After the move's hole, a harvest that finds a fresh mapping there (`added`, or `replaced`
+/// when the harvest registered it and an mremap took it before its scan) reports the data gone,
+/// though a later harvest is the one due: the change came just before it. A harvest begun
+/// before the hole closed may have seen the old mapping.
+#[test]
+fn judge_takes_a_fresh_mapping_after_a_moves_hole_as_the_report() {
+    use evidence::*;
+    let lines = [
+        watch(),
+        write(1.0, 1.1, false),
+        // Moved away at 20.0, mapped afresh by 20.1; the writes elsewhere end at 20.5.
+        write(20.0, 20.5, true),
+        unmapped(20.0, 20.1),
+    ];
+    let records = |event: &str, at: f64| {
+        vec![
+            start(),
+            delta(10.0, &[P]),
+            mapping(at, event),
+            delta(at, &[]),
+            delta(30.0, &[]),
+        ]
+    };
+    let judged = |lines: &[String], records: &[serde_json::Value]| {
+        judge(&(lines.join("\n") + "\n"), records).lost
+    };
+    let lost = vec![(P, ns(20.0))];
+    for event in ["added", "replaced"] {
+        assert_eq!(judged(&lines, &records(event, 20.3)), vec![], "{event}");
+        // No hole in the log: the fresh mapping is unfounded.
+        assert_eq!(judged(&lines[..3], &records(event, 20.3)), lost, "{event}");
+        // Begun before the hole closed: it may have seen the data still there.
+        assert_eq!(judged(&lines, &records(event, 20.05)), lost, "{event}");
+    }
+    // Written again, after the move, and never reported: lost.
+    let mut again = lines.to_vec();
+    again.push(write(25.0, 25.1, false));
+    assert_eq!(
+        judged(&again, &records("replaced", 20.3)),
+        vec![(P, ns(25.0))]
+    );
 }
