@@ -62,7 +62,7 @@ complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand track" -s h -l hel
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand snapshot; and not __fish_seen_subcommand_from verify materialize info help" -s p -l pid -d 'The process to copy. Left running as it was (unless --leave-stopped)' -r -f
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand snapshot; and not __fish_seen_subcommand_from verify materialize info help" -l dir -d 'A new or empty directory for the snapshot (created 0700: it holds the target\'s memory)' -r -f -a "(__fish_complete_directories)"
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand snapshot; and not __fish_seen_subcommand_from verify materialize info help" -s i -l interval -d 'Time from one pre-copy round\'s harvest to the next (a round that copies for longer is followed at once)' -r -f
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand snapshot; and not __fish_seen_subcommand_from verify materialize info help" -l trigger -d 'Take a pre-copy round when told instead of every --interval: stdin (a round per line read; the end of the input goes on to the final round), or sigusr1 (a round per SIGUSR1)' -r -f -a "stdin\t'A line read on stdin'
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand snapshot; and not __fish_seen_subcommand_from verify materialize info help" -l trigger -d 'Take a pre-copy round when told instead of every --interval: stdin (a round per line read; the end of the input goes on to the final round), or sigusr1 (a round per SIGUSR1). The caller then judges whether the rounds converge: they end at the threshold, --max-rounds or the end of the input, never as not converging' -r -f -a "stdin\t'A line read on stdin'
 sigusr1\t'A SIGUSR1'"
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand snapshot; and not __fish_seen_subcommand_from verify materialize info help" -l until-dirty-below -d 'Converged when a pre-copy round finds at most this many pages written: a count of pages, or a size (512K, 4MiB, 1G)' -r
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand snapshot; and not __fish_seen_subcommand_from verify materialize info help" -l max-rounds -d 'At most this many pre-copy rounds after round 0 (then the final round, exit 3)' -r
@@ -115,13 +115,18 @@ complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l slowdown
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l slowdown-dirty -d 'Part of the slowdown buffer the target writes over and over' -r -f
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l rates -d 'Harvest rates (per second) of the slowdown runs, 1 to 1000 (track\'s shortest --interval is 1ms)' -r -f
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l run-time -d 'How long each slowdown and footprint run lasts, from 1ms to 100y' -r -f
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l snapshot-size -d 'Buffer of the snapshot section (all populated): its copy and final-round measurements use the whole, its convergence runs a quarter' -r -f
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l snapshot-rates -d 'Page-writes per second of the snapshot section\'s convergence runs, one `uffd-dirty snapshot` each' -r -f
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l pause-sizes -d 'Sizes of the pauses section, as --sizes' -r -f
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l methods -d 'Methods to measure (default: every one this kernel supports)' -r -f -a "pagemap-scan\t'userfaultfd async write-protect, harvested by PAGEMAP_SCAN with atomic re-protect'
 pagemap-read\t'The same arming, harvested by plain reads of /proc/PID/pagemap (bit 57 clear = written) and re-protected with UFFDIO_WRITEPROTECT'
 soft-dirty\t'clear_refs soft-dirty (pagemap bit 55), no userfaultfd; the target is frozen while its bits are read and cleared (see --no-freeze). Needs CONFIG_MEM_SOFT_DIRTY'"
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l sections -d 'Which measurements to run' -r -f -a "harvest\t''
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l sections -d 'Which measurements to run (snapshot and pauses only when asked for)' -r -f -a "harvest\t''
 attach\t''
 slowdown\t''
-footprint\t''"
+footprint\t''
+snapshot\t''
+pauses\t''"
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l json -d 'Print JSON instead of Markdown tables'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s i -l interval -d 'Time between harvests, from 1ms to 100y' -r -f

@@ -149,3 +149,72 @@ fn bench_of_soft_dirty_without_it_is_exit_69() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("no working soft-dirty"), "{err}");
 }
+
+/// The sections run only when asked for: the snapshot's copy, stop and convergence tables,
+/// and the pauses the target feels (from the kernel's mmap_lock tracepoints), at small sizes.
+#[test]
+fn bench_smoke_snapshot_and_pauses_sections() {
+    if !kernel_can_track() {
+        return;
+    }
+    let mut sections = "snapshot,pauses";
+    // SAFETY: geteuid cannot fail and touches no memory.
+    if !std::path::Path::new("/sys/kernel/tracing/events/mmap_lock").exists()
+        && !std::path::Path::new("/sys/kernel/debug/tracing/events/mmap_lock").exists()
+        && unsafe { libc::geteuid() } != 0
+    {
+        skipped("the pauses section needs tracefs with mmap_lock tracepoints (root mounts it)");
+        sections = "snapshot";
+    }
+    let text = bench(&[
+        "--sections",
+        sections,
+        "--snapshot-size",
+        "16M",
+        "--snapshot-rates",
+        "2000",
+        "--pause-sizes",
+        "16M",
+        "--rounds",
+        "1",
+    ]);
+    let snapshot = rows(&text, "Snapshot");
+    let starting = |prefixes: &[&str]| {
+        snapshot
+            .iter()
+            .filter(|r| prefixes.iter().any(|p| r.starts_with(p)))
+            .count()
+    };
+    // Copy: 3 fractions, scattered and contiguous but one `all`; stop: 2 fractions;
+    // convergence: 1 rate × 2 intervals.
+    assert_eq!(
+        starting(&["| scattered |", "| contiguous |", "| all | 100% (4096 p)"]),
+        5,
+        "{text}"
+    );
+    assert_eq!(starting(&["| 1% (", "| 10% ("]), 2, "{text}");
+    assert_eq!(
+        starting(&["| 2000 | 200 ms |", "| 2000 | 20 ms |"]),
+        2,
+        "{text}"
+    );
+    if sections.contains("pauses") {
+        let pauses = rows(&text, "Pauses");
+        let phases = [
+            "attach",
+            "harvest-steady",
+            "harvest-1%",
+            "harvest-10%",
+            "harvest-100%",
+            "detach",
+        ];
+        assert_eq!(pauses.len(), phases.len(), "{text}");
+        for (row, phase) in pauses.iter().zip(phases) {
+            assert!(row.starts_with(&format!("| 16 MiB | {phase} |")), "{row}");
+            // Every phase held the lock at least once, bounded: "sum / count" with count > 0.
+            let holds = row.split('|').nth(5).unwrap().trim();
+            let count: u64 = holds.rsplit(" / ").next().unwrap().parse().unwrap();
+            assert!(count > 0, "{row}");
+        }
+    }
+}

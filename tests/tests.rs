@@ -57,3 +57,5 @@ mod seccomp;
 mod namespaces;
 // `track --trigger`: harvests on demand.
 mod trigger;
+// `snapshot`: rounds of a live process held against its memory, interrupted runs, refusals.
+mod snapshot;

@@ -207,6 +207,9 @@ pub const RSEQ_CS_START_IP_OFFSET: u64 = 8;
 pub const RSEQ_CS_POST_COMMIT_OFFSET: u64 = 16;
 pub const RSEQ_CS_ABORT_IP_OFFSET: u64 = 24;
 
+/// Most iovecs one `process_vm_readv` takes (`UIO_MAXIOV`, the kernel's `IOV_MAX`).
+pub const IOV_MAX: usize = libc::UIO_MAXIOV as usize;
+
 /// x86_64 user address-space end (`TASK_SIZE_MAX` with 4-level paging): `[0, TASK_SIZE)` is
 /// the whole-process harvest span. Defined here: it is the kernel's own
 /// (arch/x86/include/asm/page_64_types.h: `(1 << 47) - PAGE_SIZE`), in no uapi header.

@@ -180,20 +180,35 @@ pub fn procmap_query(
     Ok(q)
 }
 
-/// `process_vm_readv` of `buf.len()` bytes at `addr` in process `pid`: the bytes read, fewer
-/// than asked when a page in the range cannot be read (the read stops there).
-pub fn read_remote(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
+/// One piece of another process's memory for [`read_remote_vectored`].
+pub fn remote_iovec(addr: u64, len: usize) -> libc::iovec {
+    libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: len,
+    }
+}
+
+/// `process_vm_readv` of the pieces `remote` (at most [`abi::IOV_MAX`], made by
+/// [`remote_iovec`]) of process `pid` into `buf`, one after the other: the bytes read, fewer
+/// than asked when a page cannot be read (the read stops there, whichever piece it is in).
+pub fn read_remote_vectored(pid: i32, remote: &[libc::iovec], buf: &mut [u8]) -> io::Result<usize> {
     let local = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    let remote = libc::iovec {
-        iov_base: addr as *mut libc::c_void,
-        iov_len: buf.len(),
+    // SAFETY: `local` describes `buf`, which we borrow mutably for the call (the kernel writes
+    // at most its length); `remote` names memory of the other process, which the kernel
+    // checks (it is never dereferenced here), and its length is the slice's.
+    let n = unsafe {
+        libc::process_vm_readv(
+            pid,
+            &local,
+            1,
+            remote.as_ptr(),
+            remote.len() as libc::c_ulong,
+            0,
+        )
     };
-    // SAFETY: `local` describes `buf`, which we borrow mutably for the call; `remote` names
-    // memory of the other process, which the kernel checks (it is never dereferenced here).
-    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }

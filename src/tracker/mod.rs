@@ -140,6 +140,9 @@ pub struct Attached {
     pub armed_by: ArmedBy,
     /// How long the attach took, from the start to armed.
     pub duration: Duration,
+    /// When the arming finished (a launched command had not yet run): every write begun
+    /// after it is reported.
+    pub armed_at: SystemTime,
     /// How long a thread of the target was stopped (userfaultfd: the thread borrowed for the
     /// injected calls; soft-dirty: the whole target, while its bits were cleared).
     pub thread_stopped: Duration,
@@ -731,7 +734,40 @@ impl Tracker {
         })
     }
 
+    /// The pages of `spans` that hold data now (present in memory or swapped out), as the
+    /// target's page tables say; memory never touched is not among them, and is not touched
+    /// by asking. A checkpointer copies these of a mapping a harvest reports
+    /// [`Change::Added`], [`Change::Moved`] or [`Change::Replaced`]: its contents are new at
+    /// that address, and pages that `mremap` brought there need not read as written.
+    pub fn populated(&mut self, spans: &SpanSet) -> Result<SpanSet> {
+        let mut out = Vec::new();
+        let r = match &mut self.source {
+            Source::Uffd(mm) => mm.scanner.populated(spans.as_slice(), &mut out),
+            Source::Soft(soft) => {
+                let mut ignored = Vec::new();
+                spans
+                    .iter()
+                    .try_for_each(|&span| soft.sd.dirty(span, &mut ignored, &mut out))
+            }
+        };
+        r.map_err(|e| {
+            if self.process.has_exited() {
+                return Error::Gone {
+                    pid: self.process.pid,
+                    why: Gone::Exited,
+                };
+            }
+            lift(anyhow::Error::from(e).context(format!(
+                "reading which pages of PID {} hold data",
+                self.process.pid
+            )))
+        })?;
+        Ok(SpanSet::from(out))
+    }
+
     fn read_pages_inner(&self, spans: &SpanSet, out: &mut dyn Write) -> anyhow::Result<SpanSet> {
+        // Bytes per process_vm_readv: few calls, and a buffer that stays in cache from the
+        // kernel's copy into it to `out`'s reading of it.
         const CHUNK: usize = 1 << 20;
         let page = self.page_size as usize;
         if let Some(odd) = spans
@@ -743,38 +779,51 @@ impl Tracker {
                 self.page_size
             )));
         }
-        let mut buf = vec![0u8; CHUNK];
+        let spans = spans.as_slice();
+        let mut buf = vec![0u8; CHUNK.min(spans.iter().map(|s| s.len() as usize).sum())];
+        // Scattered pages are many spans: one call reads as many of them as it can take
+        // (IOV_MAX pieces, CHUNK bytes), not one each (a syscall and a page-table walk per
+        // page took twice the time of the copy itself).
+        let mut pieces = Vec::with_capacity(sys::abi::IOV_MAX);
         let mut unreadable = Vec::new();
-        for span in spans {
-            let mut at = span.start;
-            while at < span.end {
-                let want = ((span.end - at) as usize).min(CHUNK);
-                let got = match sys::read_remote(self.process.pid, at, &mut buf[..want]) {
-                    Ok(n) => n,
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::EFAULT | libc::EIO)) => 0,
-                    Err(e) => {
-                        return Err(e).with_context(|| {
-                            format!(
-                                "reading {} of PID {}",
-                                Span::new(at, at + want as u64),
-                                self.process.pid
-                            )
-                        });
-                    }
+        let mut next = Cursor::new(spans);
+        while let Some(at) = next.at() {
+            pieces.clear();
+            let mut end = next;
+            let mut want = 0;
+            while pieces.len() < sys::abi::IOV_MAX && want < buf.len() {
+                let Some((start, len)) = end.take(buf.len() - want) else {
+                    break;
                 };
-                // A short read stops at the first page that cannot be read: that page is
-                // zeros, and the reading goes on after it.
-                let got = got - got % page;
-                out.write_all(&buf[..got])
-                    .context("writing page contents")?;
-                at += got as u64;
-                if got < want {
-                    let hole = Span::new(at, at + page as u64);
-                    out.write_all(&vec![0u8; page])
-                        .context("writing page contents")?;
-                    unreadable.push(hole);
-                    at = hole.end;
+                pieces.push(sys::remote_iovec(start, len));
+                want += len;
+            }
+            let got = match sys::read_remote_vectored(self.process.pid, &pieces, &mut buf[..want]) {
+                Ok(n) => n,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EFAULT | libc::EIO)) => 0,
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "reading {want} bytes in {} pieces from {at:#x} of PID {}",
+                            pieces.len(),
+                            self.process.pid
+                        )
+                    });
                 }
+            };
+            // A short read stops at the first page that cannot be read, whichever piece it
+            // is in: that page is zeros, and the reading goes on after it.
+            let got = got - got % page;
+            out.write_all(&buf[..got])
+                .context("writing page contents")?;
+            next.skip(got);
+            if got < want {
+                let hole = next.at().expect("a page was left unread");
+                buf[..page].fill(0);
+                out.write_all(&buf[..page])
+                    .context("writing page contents")?;
+                unreadable.push(Span::new(hole, hole + page as u64));
+                next.skip(page);
             }
         }
         // Read by PID: the pidfd says whether it was still the target's all along (a PID is
@@ -785,6 +834,63 @@ impl Tracker {
 
     /// Stop tracking: the kernel drops every protection (as dropping the tracker does).
     pub fn detach(self) {}
+}
+
+/// A place in a list of spans (whole pages, in address order), as [`Tracker::read_pages`]
+/// goes through it.
+#[derive(Clone, Copy)]
+struct Cursor<'a> {
+    spans: &'a [Span],
+    /// The span the next byte is in, and where in it.
+    index: usize,
+    at: u64,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(spans: &'a [Span]) -> Cursor<'a> {
+        let mut c = Cursor {
+            spans,
+            index: 0,
+            at: 0,
+        };
+        c.enter(0);
+        c
+    }
+
+    /// Go to the start of span `index`, or of the first non-empty one after it.
+    fn enter(&mut self, index: usize) {
+        self.index = index;
+        while self.spans.get(self.index).is_some_and(|s| s.is_empty()) {
+            self.index += 1;
+        }
+        self.at = self.spans.get(self.index).map_or(0, |s| s.start);
+    }
+
+    /// The next address to read, if any is left.
+    fn at(&self) -> Option<u64> {
+        (self.index < self.spans.len()).then_some(self.at)
+    }
+
+    /// The next piece, at most `max` bytes and within one span, and move past it.
+    fn take(&mut self, max: usize) -> Option<(u64, usize)> {
+        let start = self.at()?;
+        let len = ((self.spans[self.index].end - start) as usize).min(max);
+        self.skip(len);
+        (len > 0).then_some((start, len))
+    }
+
+    /// Move `n` bytes on, across spans.
+    fn skip(&mut self, mut n: usize) {
+        while n > 0 && self.index < self.spans.len() {
+            let left = (self.spans[self.index].end - self.at) as usize;
+            if n < left {
+                self.at += n as u64;
+                return;
+            }
+            n -= left;
+            self.enter(self.index + 1);
+        }
+    }
 }
 
 impl std::fmt::Debug for Tracker {
@@ -908,6 +1014,7 @@ pub(crate) struct Attachment {
     pub(crate) armed_by: ArmedBy,
     pub(crate) skipped: Vec<Skip>,
     pub(crate) duration: Duration,
+    pub(crate) armed_at: SystemTime,
     pub(crate) thread_stopped: Duration,
 }
 
@@ -945,6 +1052,7 @@ impl Attachment {
             skipped: skipped_mappings(&self.skipped),
             armed_by: self.armed_by,
             duration: self.duration,
+            armed_at: self.armed_at,
             thread_stopped: self.thread_stopped,
         }
     }
@@ -999,4 +1107,114 @@ fn check_scope(target: &Process, scope: &Scope, vmas: &[Vma], at_exec: bool) -> 
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TrackerBuilder;
+
+    #[test]
+    fn a_cursor_walks_pieces_across_spans() {
+        let spans = [
+            Span::new(0x1000, 0x3000),
+            Span::new(0x5000, 0x5000),
+            Span::new(0x8000, 0x9000),
+        ];
+        let mut c = Cursor::new(&spans);
+        assert_eq!(c.take(0x1000), Some((0x1000, 0x1000)));
+        assert_eq!(c.take(0x8000), Some((0x2000, 0x1000)));
+        // The empty span is passed over.
+        assert_eq!(c.at(), Some(0x8000));
+        let mut d = Cursor::new(&spans);
+        d.skip(0x2800);
+        assert_eq!(d.at(), Some(0x8800));
+        assert_eq!(d.take(0x8000), Some((0x8800, 0x800)));
+        assert_eq!((d.at(), d.take(1)), (None, None));
+        assert_eq!(Cursor::new(&[]).at(), None);
+    }
+
+    /// Kills and reaps the child when dropped, the test failing or not.
+    struct Reap(i32);
+
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            // SAFETY: our own child.
+            unsafe {
+                libc::kill(self.0, libc::SIGKILL);
+                libc::waitpid(self.0, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+
+    /// Pages that cannot be read come as zeros, in their place, and are returned, wherever
+    /// they fall among the pieces of one read: more spans than one call takes, a span longer
+    /// than its buffer, holes at the start, in both, and at the end.
+    #[test]
+    fn read_pages_keeps_every_page_in_place_around_holes() {
+        if let Err(e) = crate::probe::Support::detect().require(crate::Method::PagemapScan) {
+            crate::testing::skipped(format!("this kernel cannot track: {e}"));
+            return;
+        }
+        const PAGES: usize = 4096;
+        // Every other page below 3000 (1500 spans), then 3000.. whole (over 4 MiB).
+        const HOLES: [usize; 7] = [0, 4, 6, 2000, 3500, 3501, PAGES - 1];
+        let page = sys::page_size() as usize;
+        let region = sys::AnonMapping::new(PAGES * page, 0).unwrap();
+        let tag = |i: usize| 0x5a5a_0000_0000_0000u64 | i as u64;
+        for i in 0..PAGES {
+            region.write(i * page, tag(i));
+            region.write((i + 1) * page - 8, tag(i));
+        }
+        let mut done = [0i32; 2];
+        // SAFETY: a two-int array for pipe(2).
+        unsafe { assert_eq!(libc::pipe(done.as_mut_ptr()), 0) };
+        // SAFETY: the child only unmaps, writes a pipe and pauses: no allocation or lock, so
+        // forking from this multi-threaded test binary is sound.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            // SAFETY: async-signal-safe calls on memory and fds made before the fork.
+            unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                for h in HOLES {
+                    libc::munmap((region.addr() as usize + h * page) as *mut _, page);
+                }
+                libc::write(done[1], [1u8].as_ptr().cast(), 1);
+                loop {
+                    libc::pause();
+                }
+            }
+        }
+        let _child = Reap(pid);
+        let mut b = 0u8;
+        // SAFETY: one byte over the pipe made above.
+        unsafe { libc::read(done[0], (&mut b as *mut u8).cast(), 1) };
+        let target = Target::open(pid).unwrap();
+        let tracker = TrackerBuilder::new().attach(&target).unwrap();
+        let addr = |i: usize| region.addr() + (i * page) as u64;
+        let wanted: Vec<usize> = (0..3000).step_by(2).chain(3000..PAGES).collect();
+        let set: SpanSet = wanted
+            .iter()
+            .map(|&i| Span::new(addr(i), addr(i + 1)))
+            .collect();
+        let mut out = Vec::new();
+        let unreadable = tracker.read_pages(&set, &mut out).unwrap();
+        assert_eq!(out.len(), wanted.len() * page);
+        let holes: SpanSet = HOLES
+            .iter()
+            .map(|&h| Span::new(addr(h), addr(h + 1)))
+            .collect();
+        assert_eq!(unreadable, holes);
+        for (k, &i) in wanted.iter().enumerate() {
+            let got = &out[k * page..(k + 1) * page];
+            let word = |at: usize| u64::from_ne_bytes(got[at..at + 8].try_into().unwrap());
+            if HOLES.contains(&i) {
+                assert!(got.iter().all(|&b| b == 0), "hole {i} is not zeros");
+            } else {
+                assert_eq!((word(0), word(page - 8)), (tag(i), tag(i)), "page {i}");
+                assert!(got[8..page - 8].iter().all(|&b| b == 0), "page {i}");
+            }
+        }
+    }
 }

@@ -78,6 +78,7 @@ pub(crate) fn attach_soft(target: &Process, scope: &Scope, start: SoftStart) -> 
         armed_by: ArmedBy::ClearRefs,
         skipped: Vec::new(),
         duration: started.elapsed(),
+        armed_at: std::time::SystemTime::now(),
         thread_stopped: if freeze {
             stopped.elapsed()
         } else {

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow};
 
@@ -204,6 +204,7 @@ pub(crate) fn attach_uffd(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Attachment> {
     let started = Instant::now();
+    let mut armed_at = None;
     let mut arm = |fd: OwnedFd| -> Result<(UffdSpace, Vec<Skip>)> {
         let reading = match method {
             Method::PagemapRead => Reading::Reads {
@@ -237,6 +238,7 @@ pub(crate) fn attach_uffd(
         let skipped = mm
             .arm(target, scope, arming, progress)
             .map_err(|e| attach_failed(target, e))?;
+        armed_at = Some(SystemTime::now());
         Ok((mm, skipped))
     };
     // A launched command is armed before it runs at all; a running process keeps running
@@ -255,6 +257,7 @@ pub(crate) fn attach_uffd(
         mm: Source::Uffd(Box::new(mm)),
         skipped,
         duration: started.elapsed(),
+        armed_at: armed_at.expect("armed"),
         thread_stopped: stopped,
     })
 }

@@ -50,6 +50,9 @@ pub enum Command {
     /// The benchmark's target process (used by `bench`).
     #[command(hide = true)]
     BenchTarget(crate::fixtures::bench_target::BenchTargetArgs),
+    /// The pauses benchmark's target process (used by `bench --sections pauses`).
+    #[command(hide = true)]
+    PauseTarget(crate::fixtures::pause_target::PauseTargetArgs),
     /// Launch a small built-in writer and track it live: see what the tool does in seconds.
     Demo(DemoArgs),
     /// Report what this machine's kernel offers for dirty-page tracking, and what to fix.
@@ -385,7 +388,8 @@ pub struct SnapshotTakeArgs {
 
     /// Take a pre-copy round when told instead of every --interval: stdin (a round per line
     /// read; the end of the input goes on to the final round), or sigusr1 (a round per
-    /// SIGUSR1).
+    /// SIGUSR1). The caller then judges whether the rounds converge: they end at the
+    /// threshold, --max-rounds or the end of the input, never as not converging.
     #[arg(long, value_enum, value_name = "WHEN")]
     pub trigger: Option<Trigger>,
 

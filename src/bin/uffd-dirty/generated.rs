@@ -120,11 +120,12 @@ fn fix_bash(script: String) -> String {
     script.replace("uffd__subcmd__dirty__subcmd__", "uffd__dirty__subcmd__")
 }
 
-fn man_page(mut cmd: clap::Command, with_sections: bool, see_also: &str) -> Vec<u8> {
+fn man_page(cmd: clap::Command, with_sections: bool, see_also: &str) -> Vec<u8> {
+    // No `help` subcommand in the pages: there is no uffd-dirty-help(1) for it to point to.
+    let mut cmd = cmd.disable_help_subcommand(true);
     cmd.build();
     let usage = synopsis(&cmd);
-    // No `help` subcommand in the pages: there is no uffd-dirty-help(1) for it to point to.
-    let cmd = cmd.override_usage(usage).disable_help_subcommand(true);
+    let cmd = cmd.override_usage(usage);
     let mut buf = Vec::new();
     clap_mangen::Man::new(cmd).render(&mut buf).unwrap();
     if with_sections {
@@ -140,6 +141,31 @@ fn man_page(mut cmd: clap::Command, with_sections: bool, see_also: &str) -> Vec<
     buf
 }
 
+/// The page of subcommand `sub` of `parent` (`uffd-dirty snapshot`), and those of its own
+/// subcommands (`uffd-dirty snapshot verify`), which its page lists.
+fn sub_pages(
+    root: &Path,
+    sub: &Command,
+    parent: &str,
+    see_also: &str,
+    files: &mut Vec<(PathBuf, Vec<u8>)>,
+) {
+    let page = format!("{}-{}", parent.replace(' ', "-"), sub.get_name());
+    let invocation = format!("{parent} {}", sub.get_name());
+    let sub = sub
+        .clone()
+        .disable_help_subcommand(true)
+        .name(leak(&page))
+        .bin_name(&invocation);
+    files.push((
+        root.join(format!("man/{page}.1")),
+        man_page(sub.clone(), true, see_also),
+    ));
+    for nested in sub.get_subcommands() {
+        sub_pages(root, nested, &invocation, &format!("{page}(1)"), files);
+    }
+}
+
 fn expected_files() -> Vec<(PathBuf, Vec<u8>)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let cmd = shown(&Cli::command()).disable_help_subcommand(true);
@@ -153,15 +179,7 @@ fn expected_files() -> Vec<(PathBuf, Vec<u8>)> {
         man_page(cmd.clone(), true, &pages.join(", ")),
     )];
     for sub in &subs {
-        let name = format!("uffd-dirty-{}", sub.get_name());
-        let sub = (*sub)
-            .clone()
-            .name(leak(&name))
-            .bin_name(format!("uffd-dirty {}", sub.get_name()));
-        files.push((
-            root.join(format!("man/{name}.1")),
-            man_page(sub, true, "uffd-dirty(1)"),
-        ));
+        sub_pages(root, sub, "uffd-dirty", "uffd-dirty(1)", &mut files);
     }
     for (shell, file) in [
         (Shell::Bash, "uffd-dirty.bash"),

@@ -192,6 +192,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo(&args),
         Command::Bench(args) => bench::run(&args),
         Command::BenchTarget(args) => fixtures::bench_target::run_target(&args),
+        Command::PauseTarget(args) => {
+            fixtures::pause_target::run(&args)?;
+            Ok(ExitCode::Success)
+        }
         Command::Compare(args) => compare::run(&args, &*stop_on_signals(false)?),
         Command::Check(args) => check::run(&args.output),
         Command::Report(args) => report::run(&args),

@@ -321,7 +321,7 @@ pub fn run(
         arm_method: attached.armed_by,
         attach_us: attached.duration.as_micros() as u64,
         thread_stopped_us: attached.thread_stopped.as_micros() as u64,
-        time: Timestamp(SystemTime::now()),
+        time: Timestamp(attached.armed_at),
     };
     let mut out = RecordStream {
         emitter: out,

@@ -154,7 +154,7 @@ pub(super) fn measure(proc: &mut BenchTarget, method: Method, time: Duration) ->
 }
 
 /// A fresh private directory (mkdtemp: not a guessable name another user could plant).
-fn tempfile_dir() -> Result<std::path::PathBuf> {
+pub(super) fn tempfile_dir() -> Result<std::path::PathBuf> {
     let template = std::env::temp_dir().join("uffd-dirty-bench.XXXXXX");
     nix::unistd::mkdtemp(&template)
         .with_context(|| format!("creating a directory like {}", template.display()))

@@ -8,14 +8,23 @@
 //! - **attach**: attach (register + arm) and detach time, populated and unpopulated, and the
 //!   page-table memory the target gains (`VmPTE`);
 //! - **slowdown**: the target's write throughput untracked vs tracked at each rate;
-//! - **footprint**: the real `track` command's CPU time per second and peak RSS.
+//! - **footprint**: the real `track` command's CPU time per second and peak RSS;
+//! - **snapshot** (not run by default): `snapshot`'s copy throughput against bare
+//!   `process_vm_readv`, its final round's stop time, and its rounds to converge against a
+//!   writer at a fixed rate (in [`snapshot`]);
+//! - **pauses** (not run by default; root): how long the tracker holds the target's mmap
+//!   lock at attach, harvests and detach, from the kernel's `mmap_lock` tracepoints, with
+//!   holds bounded and as they were, and the target's longest mmap+munmap (in [`pauses`]).
 //!
 //! The target is a built-in process (`bench-target`, in [`target`]) that writes exactly the
 //! pages it is told to.
 
 mod footprint;
 mod machine;
+mod pauses;
+mod snapshot;
 mod table;
+mod tracefs;
 
 use std::fs::File;
 use std::io::Write;
@@ -50,6 +59,8 @@ pub enum Section {
     Attach,
     Slowdown,
     Footprint,
+    Snapshot,
+    Pauses,
 }
 
 /// `--rounds`: a whole number, at least 1.
@@ -86,10 +97,21 @@ pub struct BenchArgs {
     /// How long each slowdown and footprint run lasts, from 1ms to 100y.
     #[arg(long, default_value = "2s", value_parser = crate::cli::parse_interval, allow_hyphen_values = true, value_hint = clap::ValueHint::Other)]
     pub run_time: Duration,
+    /// Buffer of the snapshot section (all populated): its copy and final-round measurements
+    /// use the whole, its convergence runs a quarter.
+    #[arg(long, default_value = "1G", value_parser = parse_size, allow_negative_numbers = true, value_hint = clap::ValueHint::Other)]
+    pub snapshot_size: u64,
+    /// Page-writes per second of the snapshot section's convergence runs, one
+    /// `uffd-dirty snapshot` each.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,20000", value_parser = clap::value_parser!(u64).range(1..), allow_negative_numbers = true, value_hint = clap::ValueHint::Other)]
+    pub snapshot_rates: Vec<u64>,
+    /// Sizes of the pauses section, as --sizes.
+    #[arg(long, value_delimiter = ',', default_value = "1G,4G,16G@1%", value_parser = parse_case, allow_negative_numbers = true, value_hint = clap::ValueHint::Other)]
+    pub pause_sizes: Vec<Case>,
     /// Methods to measure (default: every one this kernel supports).
     #[arg(long, value_delimiter = ',', value_enum)]
     pub methods: Vec<Method>,
-    /// Which measurements to run.
+    /// Which measurements to run (snapshot and pauses only when asked for).
     #[arg(
         long,
         value_delimiter = ',',
@@ -227,6 +249,8 @@ pub struct Results {
     pub attach: Vec<AttachRow>,
     pub slowdown: Vec<SlowdownRow>,
     pub footprint: Vec<FootprintRow>,
+    pub snapshot: snapshot::SnapshotRows,
+    pub pauses: Vec<pauses::PauseRow>,
 }
 
 fn vm_pte_kib(pid: i32) -> u64 {
@@ -390,6 +414,8 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         Section::Attach,
         Section::Slowdown,
         Section::Footprint,
+        Section::Snapshot,
+        Section::Pauses,
     ] {
         if !args.sections.contains(&section) {
             continue;
@@ -399,6 +425,15 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             Section::Attach => bench.attach()?,
             Section::Slowdown => bench.slowdown()?,
             Section::Footprint => bench.footprint()?,
+            Section::Pauses => bench.results.pauses = pauses::measure(&args.pause_sizes)?,
+            Section::Snapshot => {
+                bench.results.snapshot = snapshot::measure(
+                    args.snapshot_size,
+                    &args.snapshot_rates,
+                    bench.results.rounds,
+                    bench.page,
+                )?
+            }
         }
     }
     let mut out = std::io::stdout().lock();

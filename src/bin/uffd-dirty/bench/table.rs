@@ -5,7 +5,7 @@ use std::io::{self, Write};
 
 use super::{Case, Results};
 
-fn size(bytes: u64) -> String {
+pub(super) fn size(bytes: u64) -> String {
     if bytes >= 1 << 30 && bytes.is_multiple_of(1 << 30) {
         format!("{} GiB", bytes >> 30)
     } else if bytes >= 1 << 30 {
@@ -15,7 +15,7 @@ fn size(bytes: u64) -> String {
     }
 }
 
-fn percent(f: f64) -> String {
+pub(super) fn percent(f: f64) -> String {
     format!("{}%", (f * 1000.0).round() / 10.0)
 }
 
@@ -47,6 +47,14 @@ pub fn print(out: &mut impl Write, r: &Results) -> io::Result<()> {
     }
     if !r.footprint.is_empty() {
         footprint(out, r)?;
+    }
+    super::snapshot::print(out, &r.snapshot, r.rounds)?;
+    if !r.pauses.is_empty() {
+        writeln!(
+            out,
+            "\n## Pauses\n\nHow long the tracker held the target's mmap lock at a time (read or write: the target's mmap, munmap, mprotect and brk, and its page faults that need the lock, wait meanwhile), from the kernel's `mmap_lock` tracepoints, per phase: attach, three harvests with nothing written, one each after 1, 10 and 100 % of the populated pages were written, and detach. *Whole walks*: the engine before issue 18 (each walk, arming piece and the release under one hold); *bounded*: as it is. The target's own thread calling mmap+munmap every 200 µs shows what it felt; *untracked* is the machine's noise (a nested VM).\n\n{}",
+            super::pauses::table(&r.pauses)
+        )?;
     }
     Ok(())
 }

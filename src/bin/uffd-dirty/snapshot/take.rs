@@ -267,14 +267,15 @@ impl Taker<'_> {
         if n > self.args.max_rounds {
             return Some(Reason::MaxRounds);
         }
-        // Written faster than copied, twice running: the dirty set cannot shrink. (With
-        // --trigger, the caller paces the rounds: a round asked for before the last one's copy
-        // time has passed says nothing of the target.)
+        // With --trigger, the caller paces the rounds and ends them (the end of its input):
+        // a round asked for before the last one's copy time has passed, or while the target
+        // is busy, says nothing of where the rounds are going.
+        if self.args.trigger.is_some() {
+            return None;
+        }
+        // Written faster than copied, twice running: the dirty set cannot shrink.
         let outrun = |r: &RoundStats| r.dirty_mib_s.is_some_and(|d| d > r.copy_mib_s);
-        if self.args.trigger.is_none()
-            && precopy.len() >= 2
-            && precopy[precopy.len() - 2..].iter().all(outrun)
-        {
+        if precopy.len() >= 2 && precopy[precopy.len() - 2..].iter().all(outrun) {
             return Some(Reason::NotConverging);
         }
         // No new smallest dirty set for STALLED_ROUNDS rounds: it has stopped shrinking.
@@ -349,7 +350,7 @@ impl Taker<'_> {
         let since = started.duration_since(self.last_harvest);
         self.last_harvest = started;
         crate::track::warn_skipped(self.tracker.pid(), harvest.skipped());
-        let (reset, whole) = if kind == RoundKind::Full {
+        let (reset, whole, fresh) = if kind == RoundKind::Full {
             // Round 0: a file's or shared memory's pages hold data never written here.
             let objects: SpanSet = self
                 .tracker
@@ -359,14 +360,20 @@ impl Taker<'_> {
                 .filter(|m| backed_by_object(Some(m.kind)))
                 .map(|m| m.span)
                 .collect();
-            let (_, whole) = catch_up(&harvest);
-            (SpanSet::default(), objects.union(&whole))
+            let (_, whole, fresh) = catch_up(&harvest);
+            (SpanSet::default(), objects.union(&whole), fresh)
         } else {
             catch_up(&harvest)
         };
+        // New anonymous memory: what holds data of it, written or not (a page `mremap`
+        // brought along need not read as written). Never-touched pages are left unread.
+        let fresh = self
+            .tracker
+            .populated(&fresh.intersection(harvest.tracked()))?;
         let copy = harvest
             .dirty()
             .union(&whole)
+            .union(&fresh)
             .intersection(harvest.tracked());
         let copied_pages = copy.pages(self.page);
 
@@ -577,11 +584,14 @@ fn exits_soon(target: &Target) -> bool {
     exited.contains(crate::os::PollFlags::POLLIN)
 }
 
-/// What a harvest's mapping changes void of the earlier rounds, and what must be copied whole.
-fn catch_up(harvest: &Harvest) -> (SpanSet, SpanSet) {
+/// What a harvest's mapping changes void of the earlier rounds, what must be copied whole
+/// (file and shared memory), and the new anonymous memory, of which every page holding data
+/// must be copied.
+fn catch_up(harvest: &Harvest) -> (SpanSet, SpanSet, SpanSet) {
     let mut gone = Vec::new();
     let mut new = Vec::new();
     let mut whole = Vec::new();
+    let mut fresh = Vec::new();
     for change in harvest.changes() {
         let span = change.span;
         if let Change::Moved { from } = change.change {
@@ -589,12 +599,14 @@ fn catch_up(harvest: &Harvest) -> (SpanSet, SpanSet) {
         }
         match change.change {
             Change::Removed => gone.push(span),
-            // New anonymous memory: the harvest that finds it reports every page of it that
-            // holds data (reading the rest would populate it).
+            // New anonymous memory: its pages that hold data are copied, not all (reading the
+            // rest would populate it). Not only the ones the harvest reports: `mremap` moves
+            // pages into memory tracked before, and they need not read as written.
             Change::Added | Change::Moved { .. } | Change::Replaced
                 if !backed_by_object(change.kind) =>
             {
-                new.push(span)
+                new.push(span);
+                fresh.push(span);
             }
             // New file or shared memory (and any change this version does not know): its
             // pages hold data never written here.
@@ -606,7 +618,11 @@ fn catch_up(harvest: &Harvest) -> (SpanSet, SpanSet) {
     }
     // A span still tracked (no longer armed but still mapped) keeps its pages.
     let gone = SpanSet::from(gone).difference(harvest.tracked());
-    (gone.union(&SpanSet::from(new)), SpanSet::from(whole))
+    (
+        gone.union(&SpanSet::from(new)),
+        SpanSet::from(whole),
+        SpanSet::from(fresh),
+    )
 }
 
 /// Whether memory of this kind holds data without the process having written it: a file's
