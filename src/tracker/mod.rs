@@ -699,9 +699,10 @@ impl Tracker {
 
     /// Copy the contents of the pages in `spans` from the target's memory to `out`, in
     /// address order (by `process_vm_readv`; the target is not stopped, so a page written
-    /// meanwhile may be copied in either state: the next harvest reports it again). Pages
-    /// that cannot be read (unmapped since, or never readable) are written as zeros to keep
-    /// `out` aligned with `spans`, and returned. `spans` must be whole pages
+    /// meanwhile may be copied in either state: the next harvest reports it again). Pages the
+    /// target cannot read itself (PROT_NONE) are read all the same; pages that cannot be read
+    /// at all (unmapped since) are written as zeros to keep `out` aligned with `spans`, and
+    /// returned. `spans` must be whole pages
     /// ([`Error::BadInput`] otherwise), as a harvest's are.
     ///
     /// For pre-copy: copy what a harvest reported, repeat until little is written, then
@@ -786,6 +787,7 @@ impl Tracker {
         // page took twice the time of the copy itself).
         let mut pieces = Vec::with_capacity(sys::abi::IOV_MAX);
         let mut unreadable = Vec::new();
+        let mut mem: Option<std::fs::File> = None;
         let mut next = Cursor::new(spans);
         while let Some(at) = next.at() {
             pieces.clear();
@@ -818,11 +820,26 @@ impl Tracker {
                 .context("writing page contents")?;
             next.skip(got);
             if got < want {
+                // process_vm_readv honours the target's protections: a page made PROT_NONE
+                // after it was written (a GC's, a guard's) is read through /proc/PID/mem,
+                // which does not. What that cannot read either (unmapped since) is zeros.
                 let hole = next.at().expect("a page was left unread");
-                buf[..page].fill(0);
+                let mem = match &mut mem {
+                    Some(f) => Some(&*f),
+                    None => {
+                        mem = self.process.open_proc("mem").ok();
+                        mem.as_ref()
+                    }
+                };
+                let read = mem.is_some_and(|f| {
+                    matches!(sys::pread_full(f.as_fd(), &mut buf[..page], hole), Ok(n) if n == page)
+                });
+                if !read {
+                    buf[..page].fill(0);
+                    unreadable.push(Span::new(hole, hole + page as u64));
+                }
                 out.write_all(&buf[..page])
                     .context("writing page contents")?;
-                unreadable.push(Span::new(hole, hole + page as u64));
                 next.skip(page);
             }
         }
@@ -1149,7 +1166,7 @@ mod tests {
 
     /// Pages that cannot be read come as zeros, in their place, and are returned, wherever
     /// they fall among the pieces of one read: more spans than one call takes, a span longer
-    /// than its buffer, holes at the start, in both, and at the end.
+    /// than its buffer, holes at the start, in both, and at the end. PROT_NONE pages are read.
     #[test]
     fn read_pages_keeps_every_page_in_place_around_holes() {
         if let Err(e) = crate::probe::Support::detect().require(crate::Method::PagemapScan) {
@@ -1159,6 +1176,8 @@ mod tests {
         const PAGES: usize = 4096;
         // Every other page below 3000 (1500 spans), then 3000.. whole (over 4 MiB).
         const HOLES: [usize; 7] = [0, 4, 6, 2000, 3500, 3501, PAGES - 1];
+        // Made PROT_NONE after they were written: read all the same, in their place.
+        const PROTECTED: [usize; 4] = [2, 1998, 3502, PAGES - 2];
         let page = sys::page_size() as usize;
         let region = sys::AnonMapping::new(PAGES * page, 0).unwrap();
         let tag = |i: usize| 0x5a5a_0000_0000_0000u64 | i as u64;
@@ -1179,6 +1198,10 @@ mod tests {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 for h in HOLES {
                     libc::munmap((region.addr() as usize + h * page) as *mut _, page);
+                }
+                for p in PROTECTED {
+                    let at = (region.addr() as usize + p * page) as *mut _;
+                    libc::mprotect(at, page, libc::PROT_NONE);
                 }
                 libc::write(done[1], [1u8].as_ptr().cast(), 1);
                 loop {
