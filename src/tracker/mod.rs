@@ -157,9 +157,12 @@ impl Attached {
 
 /// How a mapping changed between two harvests.
 ///
-/// A copier of the target's memory treats an added or moved span as new contents: the harvest
-/// reports the pages of it written before it was armed, but not those still as they were
-/// mapped (a file's pages, never written through this mapping), so it copies the whole span.
+/// A copier of the target's memory treats an added, moved or replaced span as new contents.
+/// Of private anonymous memory, the harvest that finds it reports every page holding data
+/// (whatever its write-protect bit says: `mremap` may carry one along). Of file and shared
+/// memory it reports the pages written before it was armed, but not those still as they
+/// were mapped (a file's pages, never written through this mapping), so a copier copies
+/// those whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Change {
@@ -733,37 +736,6 @@ impl Tracker {
             }
             lift(e)
         })
-    }
-
-    /// The pages of `spans` that hold data now (present in memory or swapped out), as the
-    /// target's page tables say; memory never touched is not among them, and is not touched
-    /// by asking. A checkpointer copies these of a mapping a harvest reports
-    /// [`Change::Added`], [`Change::Moved`] or [`Change::Replaced`]: its contents are new at
-    /// that address, and pages that `mremap` brought there need not read as written.
-    pub fn populated(&mut self, spans: &SpanSet) -> Result<SpanSet> {
-        let mut out = Vec::new();
-        let r = match &mut self.source {
-            Source::Uffd(mm) => mm.scanner.populated(spans.as_slice(), &mut out),
-            Source::Soft(soft) => {
-                let mut ignored = Vec::new();
-                spans
-                    .iter()
-                    .try_for_each(|&span| soft.sd.dirty(span, &mut ignored, &mut out))
-            }
-        };
-        r.map_err(|e| {
-            if self.process.has_exited() {
-                return Error::Gone {
-                    pid: self.process.pid,
-                    why: Gone::Exited,
-                };
-            }
-            lift(anyhow::Error::from(e).context(format!(
-                "reading which pages of PID {} hold data",
-                self.process.pid
-            )))
-        })?;
-        Ok(SpanSet::from(out))
     }
 
     fn read_pages_inner(&self, spans: &SpanSet, out: &mut dyn Write) -> anyhow::Result<SpanSet> {

@@ -350,7 +350,7 @@ impl Taker<'_> {
         let since = started.duration_since(self.last_harvest);
         self.last_harvest = started;
         crate::track::warn_skipped(self.tracker.pid(), harvest.skipped());
-        let (reset, whole, fresh) = if kind == RoundKind::Full {
+        let (reset, whole) = if kind == RoundKind::Full {
             // Round 0: a file's or shared memory's pages hold data never written here.
             let objects: SpanSet = self
                 .tracker
@@ -360,20 +360,14 @@ impl Taker<'_> {
                 .filter(|m| backed_by_object(Some(m.kind)))
                 .map(|m| m.span)
                 .collect();
-            let (_, whole, fresh) = catch_up(&harvest);
-            (SpanSet::default(), objects.union(&whole), fresh)
+            let (_, whole) = catch_up(&harvest);
+            (SpanSet::default(), objects.union(&whole))
         } else {
             catch_up(&harvest)
         };
-        // New anonymous memory: what holds data of it, written or not (a page `mremap`
-        // brought along need not read as written). Never-touched pages are left unread.
-        let fresh = self
-            .tracker
-            .populated(&fresh.intersection(harvest.tracked()))?;
         let copy = harvest
             .dirty()
             .union(&whole)
-            .union(&fresh)
             .intersection(harvest.tracked());
         let copied_pages = copy.pages(self.page);
 
@@ -584,14 +578,11 @@ fn exits_soon(target: &Target) -> bool {
     exited.contains(crate::os::PollFlags::POLLIN)
 }
 
-/// What a harvest's mapping changes void of the earlier rounds, what must be copied whole
-/// (file and shared memory), and the new anonymous memory, of which every page holding data
-/// must be copied.
-fn catch_up(harvest: &Harvest) -> (SpanSet, SpanSet, SpanSet) {
+/// What a harvest's mapping changes void of the earlier rounds, and what must be copied whole.
+fn catch_up(harvest: &Harvest) -> (SpanSet, SpanSet) {
     let mut gone = Vec::new();
     let mut new = Vec::new();
     let mut whole = Vec::new();
-    let mut fresh = Vec::new();
     for change in harvest.changes() {
         let span = change.span;
         if let Change::Moved { from } = change.change {
@@ -599,14 +590,13 @@ fn catch_up(harvest: &Harvest) -> (SpanSet, SpanSet, SpanSet) {
         }
         match change.change {
             Change::Removed => gone.push(span),
-            // New anonymous memory: its pages that hold data are copied, not all (reading the
-            // rest would populate it). Not only the ones the harvest reports: `mremap` moves
-            // pages into memory tracked before, and they need not read as written.
+            // New anonymous memory: the harvest that finds it reports every page of it that
+            // holds data (written or not: see `Change`), and only those are copied (reading
+            // the rest would populate it).
             Change::Added | Change::Moved { .. } | Change::Replaced
                 if !backed_by_object(change.kind) =>
             {
-                new.push(span);
-                fresh.push(span);
+                new.push(span)
             }
             // New file or shared memory (and any change this version does not know): its
             // pages hold data never written here.
@@ -618,11 +608,7 @@ fn catch_up(harvest: &Harvest) -> (SpanSet, SpanSet, SpanSet) {
     }
     // A span still tracked (no longer armed but still mapped) keeps its pages.
     let gone = SpanSet::from(gone).difference(harvest.tracked());
-    (
-        gone.union(&SpanSet::from(new)),
-        SpanSet::from(whole),
-        SpanSet::from(fresh),
-    )
+    (gone.union(&SpanSet::from(new)), SpanSet::from(whole))
 }
 
 /// Whether memory of this kind holds data without the process having written it: a file's
