@@ -55,26 +55,27 @@ impl UffdSpace {
         }
         let replaced =
             replaced_in_place(&old_vmas, &self.vmas, &before, &self.registry.armed, &stale);
-        // New private anonymous memory (added, moved in, replaced) is reported dirty wherever
-        // it holds data, once: a page mremap brought along may keep its write-protect bit
-        // and not read as written (seen under load: a thread's realloc'd buffer moved into
-        // memory tracked before, reported `replaced` with most of its pages clean).
-        let fresh: Vec<Span> =
-            by_mapping(&self.vmas, maps::union([&added[..], &replaced].concat()))
-                .into_iter()
-                .filter(|s| {
-                    maps::mapping_at(&self.vmas, s.start).is_some_and(|v| {
-                        !v.shared
-                            && matches!(
-                                v.kind(),
-                                crate::MappingKind::Anon
-                                    | crate::MappingKind::Heap
-                                    | crate::MappingKind::Stack
-                            )
-                    })
+        // Private anonymous memory replaced in place is reported dirty wherever it holds
+        // data, once: a page mremap brought into memory tracked before may keep its
+        // write-protect bit and not read as written (seen under load: a thread's realloc'd
+        // buffer, reported `replaced` with most of its pages clean).
+        let fresh: Vec<Span> = by_mapping(&self.vmas, replaced.clone())
+            .into_iter()
+            .filter(|s| {
+                maps::mapping_at(&self.vmas, s.start).is_some_and(|v| {
+                    !v.shared
+                        && matches!(
+                            v.kind(),
+                            crate::MappingKind::Anon
+                                | crate::MappingKind::Heap
+                                | crate::MappingKind::Stack
+                        )
                 })
-                .collect();
-        self.scanner.populated(&fresh, &mut self.populated)?;
+            })
+            .collect();
+        // Present, not populated: an armed empty slot reads as swapped (markers are swap
+        // entries). (A page swapped out while it moved is not covered.)
+        self.scanner.present(&fresh, &mut self.populated)?;
         into.changes = mapping_changes(&old_vmas, &self.vmas, added, removed);
         into.changes.extend(replaced.into_iter().map(|span| {
             let vma = maps::mapping_at(&self.vmas, span.start);
