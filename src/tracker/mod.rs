@@ -159,7 +159,8 @@ impl Attached {
 ///
 /// A copier of the target's memory treats an added, moved or replaced span as new contents.
 /// Of private anonymous memory, the harvest that finds it reports every page holding data
-/// (whatever its write-protect bit says: `mremap` may carry one along). Of file and shared
+/// (of replaced memory, every present page, whatever its write-protect bit says: `mremap`
+/// may carry one along). Of file and shared
 /// memory it reports the pages written before it was armed, but not those still as they
 /// were mapped (a file's pages, never written through this mapping), so a copier copies
 /// those whole.
