@@ -52,6 +52,7 @@ fn bench_smoke_prints_every_table_for_every_method() {
         text.contains("\nMachine: ") && text.contains(" CPUs ("),
         "{text}"
     );
+    assert!(text.contains("\nLoad average: "), "{text}");
     let harvest = rows(&text, "Harvest");
     // 2 sizes × 2 methods × 2 fractions, then the ratio table's 2 sizes × 2 fractions.
     assert_eq!(harvest.len(), 8 + 4, "{text}");

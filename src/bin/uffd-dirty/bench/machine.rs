@@ -14,6 +14,15 @@ pub struct Machine {
     /// Transparent huge pages mode: with `always`, the bench buffer is huge pages, which
     /// soft-dirty reports 512 pages at a time while a uffd-wp write splits them.
     pub thp: String,
+    /// The load average (1, 5 and 15 minutes) when the bench began.
+    pub load_at_start: [f64; 3],
+}
+
+/// `/proc/loadavg`'s three averages (zeros if unreadable).
+pub fn load_average() -> [f64; 3] {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut fields = text.split_whitespace().map(|f| f.parse().unwrap_or(0.0));
+    [(); 3].map(|()| fields.next().unwrap_or(0.0))
 }
 
 impl Machine {
@@ -54,6 +63,7 @@ impl Machine {
                     Some(rest.split_once(']')?.0.to_string())
                 })
                 .unwrap_or_else(|| "unknown".into()),
+            load_at_start: load_average(),
             virtualized: under_hypervisor.then(|| {
                 let vendor = dmi("sys_vendor").unwrap_or_default();
                 let product = dmi("product_name").unwrap_or_default();

@@ -251,6 +251,77 @@ pub struct Results {
     pub footprint: Vec<FootprintRow>,
     pub snapshot: snapshot::SnapshotRows,
     pub pauses: Vec<pauses::PauseRow>,
+    /// The load average when the bench ended.
+    pub load_at_end: Option<[f64; 3]>,
+    /// Why these numbers may not be the machine's own: it was busy (see [`busy`]).
+    pub warnings: Vec<String>,
+}
+
+/// A harvest whose slowest round took this many times its fastest was disturbed.
+const SPREAD_BUSY: f64 = 4.0;
+
+/// What says the machine was busy while `r` was measured: a load average of half its CPUs or
+/// more at the start or the end, or harvests spread far wider than an idle machine's (whose
+/// slowest round is within 1.5-2x of its fastest), or ours more than twice the bare ioctl
+/// measured beside it (an idle machine gives 0.9-1.3).
+fn busy(r: &Results) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let cpus = r.machine.as_ref().map_or(1, |m| m.cpus.max(1)) as f64;
+    let loads = [
+        ("start", r.machine.as_ref().map(|m| m.load_at_start)),
+        ("end", r.load_at_end),
+    ];
+    for (when, load) in loads {
+        if let Some([one, ..]) = load
+            && one >= cpus / 2.0
+        {
+            warnings.push(format!(
+                "the load average was {one:.2} at the {when} (on {cpus} CPUs): something else was running"
+            ));
+        }
+    }
+    let spread: Vec<String> = r
+        .harvest
+        .iter()
+        .filter(|h| r.rounds >= 3 && h.harvest_ms_max > SPREAD_BUSY * h.harvest_ms_min.max(1e-6))
+        .map(|h| {
+            format!(
+                "{} {} {}: {:.2}-{:.2} ms",
+                table::size(h.case.size_bytes),
+                h.method,
+                table::percent(h.dirty_fraction),
+                h.harvest_ms_min,
+                h.harvest_ms_max
+            )
+        })
+        .collect();
+    if !spread.is_empty() {
+        warnings.push(format!(
+            "harvests spread over more than {SPREAD_BUSY}x between rounds ({})",
+            spread.join("; ")
+        ));
+    }
+    let lopsided: Vec<String> = r
+        .harvest
+        .iter()
+        .filter_map(|h| {
+            let ratio = h.harvest_ms_median / h.bare_ioctl_ms_median?;
+            (!(0.5..=2.0).contains(&ratio)).then(|| {
+                format!(
+                    "{} {}: {ratio:.2}",
+                    table::size(h.case.size_bytes),
+                    table::percent(h.dirty_fraction)
+                )
+            })
+        })
+        .collect();
+    if !lopsided.is_empty() {
+        warnings.push(format!(
+            "the harvest and the bare ioctl beside it disagree (ours / bare outside 0.5-2: {})",
+            lopsided.join("; ")
+        ));
+    }
+    warnings
 }
 
 fn vm_pte_kib(pid: i32) -> u64 {
@@ -435,6 +506,11 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
                 )?
             }
         }
+    }
+    bench.results.load_at_end = Some(machine::load_average());
+    bench.results.warnings = busy(&bench.results);
+    for w in &bench.results.warnings {
+        eprintln!("uffd-dirty: warning: {w}; run again on an idle machine");
     }
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -676,5 +752,49 @@ mod tests {
         assert_eq!((l.pages, l.every), (4 << 20, 100));
         assert_eq!(parse_case("1G").unwrap().layout(4096).every, 1);
         assert_eq!(parse_case("1G@0").unwrap().layout(4096).every, 0);
+    }
+
+    /// A quiet run is not warned about; load, a wide spread and ours far from the bare ioctl
+    /// each are, by name.
+    #[test]
+    fn a_busy_machine_is_warned_about() {
+        let row = |min: f64, max: f64, ours: f64, bare: f64| HarvestRow {
+            case: Case {
+                size_bytes: 1 << 30,
+                populated: 1.0,
+            },
+            method: "pagemap-scan".into(),
+            populated_pages: 1 << 18,
+            dirty_fraction: 0.01,
+            dirty_pages: 2621,
+            harvest_ms_median: ours,
+            harvest_ms_min: min,
+            harvest_ms_max: max,
+            ms_per_gib: ours,
+            us_per_dirty_page: None,
+            bare_ioctl_ms_median: Some(bare),
+            watch_us_median: None,
+            without_watch_ms_median: None,
+            first_write_extra_us: None,
+        };
+        let mut machine = Machine::read();
+        machine.cpus = 2;
+        machine.load_at_start = [0.3, 0.5, 0.5];
+        let mut r = Results {
+            machine: Some(machine),
+            rounds: 5,
+            harvest: vec![row(0.5, 0.8, 0.6, 0.55)],
+            load_at_end: Some([0.4, 0.5, 0.5]),
+            ..Default::default()
+        };
+        assert_eq!(busy(&r), Vec::<String>::new());
+        r.load_at_end = Some([1.2, 0.5, 0.5]);
+        r.harvest.push(row(0.5, 2.5, 0.6, 0.55));
+        r.harvest.push(row(0.5, 0.8, 0.6, 2.2));
+        let w = busy(&r);
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(w[0].contains("1.20 at the end"), "{w:?}");
+        assert!(w[1].contains("0.50-2.50 ms"), "{w:?}");
+        assert!(w[2].contains("0.27"), "{w:?}");
     }
 }

@@ -34,7 +34,19 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 pub fn print(out: &mut impl Write, r: &Results) -> io::Result<()> {
     writeln!(out, "Command: `{}`  ", r.command)?;
     if let Some(m) = &r.machine {
-        writeln!(out, "Machine: {}", m.describe())?;
+        writeln!(out, "Machine: {}  ", m.describe())?;
+        let [one, five, fifteen] = m.load_at_start;
+        write!(
+            out,
+            "Load average: {one:.2} {five:.2} {fifteen:.2} at the start"
+        )?;
+        if let Some([one, five, fifteen]) = r.load_at_end {
+            write!(out, ", {one:.2} {five:.2} {fifteen:.2} at the end")?;
+        }
+        writeln!(out)?;
+    }
+    for w in &r.warnings {
+        writeln!(out, "\n**Warning**: {w}; run again on an idle machine.")?;
     }
     if !r.harvest.is_empty() {
         harvest(out, r)?;
