@@ -118,15 +118,17 @@ complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l run-time
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l snapshot-size -d 'Buffer of the snapshot section (all populated): its copy and final-round measurements use the whole, its convergence runs a quarter' -r -f
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l snapshot-rates -d 'Page-writes per second of the snapshot section\'s convergence runs, one `uffd-dirty snapshot` each' -r -f
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l pause-sizes -d 'Sizes of the pauses section, as --sizes' -r -f
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l mapping-counts -d 'Mappings of the target in the mappings section (up to the kernel\'s vm.max_map_count, 65530 by default)' -r -f
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l methods -d 'Methods to measure (default: every one this kernel supports)' -r -f -a "pagemap-scan\t'userfaultfd async write-protect, harvested by PAGEMAP_SCAN with atomic re-protect'
 pagemap-read\t'The same arming, harvested by plain reads of /proc/PID/pagemap (bit 57 clear = written) and re-protected with UFFDIO_WRITEPROTECT'
 soft-dirty\t'clear_refs soft-dirty (pagemap bit 55), no userfaultfd; the target is frozen while its bits are read and cleared (see --no-freeze). Needs CONFIG_MEM_SOFT_DIRTY'"
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l sections -d 'Which measurements to run (snapshot and pauses only when asked for)' -r -f -a "harvest\t''
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l sections -d 'Which measurements to run (snapshot, pauses and mappings only when asked for)' -r -f -a "harvest\t''
 attach\t''
 slowdown\t''
 footprint\t''
 snapshot\t''
-pauses\t''"
+pauses\t''
+mappings\t''"
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l json -d 'Print JSON instead of Markdown tables'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s i -l interval -d 'Time between harvests, from 1ms to 100y' -r -f

@@ -152,20 +152,21 @@ fn bench_of_soft_dirty_without_it_is_exit_69() {
 }
 
 /// The sections run only when asked for: the snapshot's copy, stop and convergence tables,
-/// and the pauses the target feels (from the kernel's mmap_lock tracepoints), at small sizes.
+/// the pauses the target feels (from the kernel's mmap_lock tracepoints), and the harvest of
+/// many mappings, at small sizes.
 #[test]
-fn bench_smoke_snapshot_and_pauses_sections() {
+fn bench_smoke_snapshot_pauses_and_mappings_sections() {
     if !kernel_can_track() {
         return;
     }
-    let mut sections = "snapshot,pauses";
+    let mut sections = "snapshot,pauses,mappings";
     // SAFETY: geteuid cannot fail and touches no memory.
     if !std::path::Path::new("/sys/kernel/tracing/events/mmap_lock").exists()
         && !std::path::Path::new("/sys/kernel/debug/tracing/events/mmap_lock").exists()
         && unsafe { libc::geteuid() } != 0
     {
         skipped("the pauses section needs tracefs with mmap_lock tracepoints (root mounts it)");
-        sections = "snapshot";
+        sections = "snapshot,mappings";
     }
     let text = bench(&[
         "--sections",
@@ -176,9 +177,19 @@ fn bench_smoke_snapshot_and_pauses_sections() {
         "2000",
         "--pause-sizes",
         "16M",
+        "--mapping-counts",
+        "400",
         "--rounds",
         "1",
     ]);
+    // Steady and flipping: the target's 400 pages are about 400 mappings of its ~440.
+    let mappings = rows(&text, "Mappings");
+    let counts: Vec<u64> = mappings
+        .iter()
+        .filter_map(|r| r.split('|').nth(1)?.trim().parse().ok())
+        .collect();
+    assert_eq!(counts.len(), 2, "{text}");
+    assert!(counts.iter().all(|&c| c > 400), "{text}");
     let snapshot = rows(&text, "Snapshot");
     let starting = |prefixes: &[&str]| {
         snapshot

@@ -21,6 +21,7 @@
 
 mod footprint;
 mod machine;
+mod mappings;
 mod pauses;
 mod snapshot;
 mod table;
@@ -61,6 +62,7 @@ pub enum Section {
     Footprint,
     Snapshot,
     Pauses,
+    Mappings,
 }
 
 /// `--rounds`: a whole number, at least 1.
@@ -108,10 +110,14 @@ pub struct BenchArgs {
     /// Sizes of the pauses section, as --sizes.
     #[arg(long, value_delimiter = ',', default_value = "1G,4G,16G@1%", value_parser = parse_case, allow_negative_numbers = true, value_hint = clap::ValueHint::Other)]
     pub pause_sizes: Vec<Case>,
+    /// Mappings of the target in the mappings section (up to the kernel's
+    /// vm.max_map_count, 65530 by default).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,50000", value_parser = clap::value_parser!(u64).range(2..65000), value_hint = clap::ValueHint::Other)]
+    pub mapping_counts: Vec<u64>,
     /// Methods to measure (default: every one this kernel supports).
     #[arg(long, value_delimiter = ',', value_enum)]
     pub methods: Vec<Method>,
-    /// Which measurements to run (snapshot and pauses only when asked for).
+    /// Which measurements to run (snapshot, pauses and mappings only when asked for).
     #[arg(
         long,
         value_delimiter = ',',
@@ -251,6 +257,7 @@ pub struct Results {
     pub footprint: Vec<FootprintRow>,
     pub snapshot: snapshot::SnapshotRows,
     pub pauses: Vec<pauses::PauseRow>,
+    pub mappings: Vec<mappings::MappingsRow>,
     /// The load average when the bench ended.
     pub load_at_end: Option<[f64; 3]>,
     /// Why these numbers may not be the machine's own: it was busy (see [`busy`]).
@@ -487,6 +494,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         Section::Footprint,
         Section::Snapshot,
         Section::Pauses,
+        Section::Mappings,
     ] {
         if !args.sections.contains(&section) {
             continue;
@@ -497,6 +505,10 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             Section::Slowdown => bench.slowdown()?,
             Section::Footprint => bench.footprint()?,
             Section::Pauses => bench.results.pauses = pauses::measure(&args.pause_sizes)?,
+            Section::Mappings => {
+                bench.results.mappings =
+                    mappings::measure(&args.mapping_counts, bench.results.rounds, bench.page)?
+            }
             Section::Snapshot => {
                 bench.results.snapshot = snapshot::measure(
                     args.snapshot_size,

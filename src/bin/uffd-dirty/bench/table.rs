@@ -68,6 +68,13 @@ pub fn print(out: &mut impl Write, r: &Results) -> io::Result<()> {
             super::pauses::table(&r.pauses)
         )?;
     }
+    if !r.mappings.is_empty() {
+        writeln!(
+            out,
+            "\n## Mappings\n\nA target whose pages alternate writable and read-only, a mapping each, writing 64 pages before each harvest (pagemap-scan); *flipped*: read-only pages made writable or back between harvests, one per 200 mappings (each merges three mappings into one or splits one into three: about 1.5 % of the mappings change). Beside each harvest, one bare `PAGEMAP_SCAN` get + re-protect over the whole address space. Medians of the rounds.\n\n{}",
+            super::mappings::table(&r.mappings)
+        )?;
+    }
     Ok(())
 }
 
