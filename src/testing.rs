@@ -29,3 +29,16 @@ pub fn skipped(reason: impl std::fmt::Display) {
         libc::atexit(summary);
     });
 }
+
+/// A child process, killed and reaped when dropped, the test failing or not.
+pub struct Reap(pub i32);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        // SAFETY: our own child.
+        unsafe {
+            libc::kill(self.0, libc::SIGKILL);
+            libc::waitpid(self.0, std::ptr::null_mut(), 0);
+        }
+    }
+}

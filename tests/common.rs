@@ -21,7 +21,7 @@ pub fn uffd_dirty() -> Command {
 
 #[path = "../src/testing.rs"]
 mod testing;
-pub use testing::skipped;
+pub use testing::{Reap, skipped};
 
 /// Skip (with a printed reason) unless this kernel can track: returns false to skip.
 pub fn kernel_can_track() -> bool {

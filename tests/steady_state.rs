@@ -63,19 +63,6 @@ fn map(len: usize, flags: i32) -> *mut u8 {
     p.cast()
 }
 
-/// Kills and reaps the child when dropped, the test failing or not.
-struct Reap(i32);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        // SAFETY: our own child.
-        unsafe {
-            libc::kill(self.0, libc::SIGKILL);
-            libc::waitpid(self.0, std::ptr::null_mut(), 0);
-        }
-    }
-}
-
 #[test]
 fn a_steady_state_harvest_allocates_nothing() {
     if !kernel_can_track() {

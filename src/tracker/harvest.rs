@@ -265,20 +265,8 @@ mod tests {
     use std::time::Duration;
 
     use crate::scan::pagemap_scan::tests::FAIL_AFTER_HARVEST;
+    use crate::testing::Reap;
     use crate::{Error, Harvest, Target, TrackerBuilder};
-
-    /// Kills and reaps the child when dropped, the test failing or not.
-    struct Reap(i32);
-
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            // SAFETY: our own child.
-            unsafe {
-                libc::kill(self.0, libc::SIGKILL);
-                libc::waitpid(self.0, std::ptr::null_mut(), 0);
-            }
-        }
-    }
 
     /// A harvest that fails after its calls re-protected the pages it found loses none of
     /// them: the next harvest reports them.

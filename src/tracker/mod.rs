@@ -1103,6 +1103,7 @@ fn check_scope(target: &Process, scope: &Scope, vmas: &[Vma], at_exec: bool) -> 
 mod tests {
     use super::*;
     use crate::TrackerBuilder;
+    use crate::testing::Reap;
 
     #[test]
     fn a_cursor_walks_pieces_across_spans() {
@@ -1122,19 +1123,6 @@ mod tests {
         assert_eq!(d.take(0x8000), Some((0x8800, 0x800)));
         assert_eq!((d.at(), d.take(1)), (None, None));
         assert_eq!(Cursor::new(&[]).at(), None);
-    }
-
-    /// Kills and reaps the child when dropped, the test failing or not.
-    struct Reap(i32);
-
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            // SAFETY: our own child.
-            unsafe {
-                libc::kill(self.0, libc::SIGKILL);
-                libc::waitpid(self.0, std::ptr::null_mut(), 0);
-            }
-        }
     }
 
     /// Pages that cannot be read come as zeros, in their place, and are returned, wherever
