@@ -599,8 +599,11 @@ fn check_exact(dir: &Path, pid: i32, work: &Path) {
     );
 }
 
-fn spawn_writer(dir: &Path, args: &[&str]) -> Writer {
-    Writer::spawn(dir, args, None)
+/// A writer that writes until stopped (`--bursts 0`; killed by the test, `--run-for` only a
+/// backstop), with `args` added.
+fn endless_writer(dir: &Path, args: &[&str]) -> Writer {
+    let endless = ["--bursts", "0", "--run-for", "600s"];
+    Writer::spawn(dir, &[&endless[..], args].concat(), None)
 }
 
 fn writer_snapshot_is_exact(threads: &str) {
@@ -608,20 +611,9 @@ fn writer_snapshot_is_exact(threads: &str) {
         return;
     }
     let work = scratch();
-    let w = spawn_writer(
+    let w = endless_writer(
         work.path(),
-        &[
-            "--pages",
-            "8192",
-            "--bursts",
-            "0",
-            "--gap",
-            "2ms",
-            "--run-for",
-            "600s",
-            "--threads",
-            threads,
-        ],
+        &["--pages", "8192", "--gap", "2ms", "--threads", threads],
     );
     let _resume = Resume(w.pid);
     std::thread::sleep(Duration::from_millis(100));
@@ -796,20 +788,9 @@ fn round_n_is_the_memory_as_it_was_then() {
         return;
     }
     let work = scratch();
-    let w = spawn_writer(
+    let w = endless_writer(
         work.path(),
-        &[
-            "--pages",
-            "2048",
-            "--threads",
-            "2",
-            "--bursts",
-            "0",
-            "--gap",
-            "2ms",
-            "--run-for",
-            "600s",
-        ],
+        &["--pages", "2048", "--threads", "2", "--gap", "2ms"],
     );
     let _resume = Resume(w.pid);
     let dir = work.path().join("snap");
@@ -1025,20 +1006,9 @@ fn snapshotter_killed_mid_round_leaves_the_rounds_before_and_the_target_running(
         return;
     }
     let work = scratch();
-    let w = spawn_writer(
+    let w = endless_writer(
         work.path(),
-        &[
-            "--pages",
-            "100000",
-            "--bursts",
-            "0",
-            "--burst-pages",
-            "1024",
-            "--gap",
-            "1ms",
-            "--run-for",
-            "600s",
-        ],
+        &["--pages", "100000", "--burst-pages", "1024", "--gap", "1ms"],
     );
     let _resume = Resume(w.pid);
     std::thread::sleep(Duration::from_millis(300));
@@ -1131,20 +1101,9 @@ fn a_full_disk_ends_the_snapshot_with_the_rounds_before_intact() {
     }
     let _mount = Mount(disk.clone());
     // 10 MiB, every page rewritten within a round or two.
-    let w = spawn_writer(
+    let w = endless_writer(
         work.path(),
-        &[
-            "--pages",
-            "2560",
-            "--bursts",
-            "0",
-            "--burst-pages",
-            "64",
-            "--gap",
-            "1ms",
-            "--run-for",
-            "600s",
-        ],
+        &["--pages", "2560", "--burst-pages", "64", "--gap", "1ms"],
     );
     let _resume = Resume(w.pid);
     std::thread::sleep(Duration::from_millis(300));
@@ -1215,19 +1174,7 @@ fn a_writer_faster_than_the_threshold_does_not_converge() {
     }
     let work = scratch();
     // About 1600 page writes per 200 ms over 1024 pages: some 800 pages each round, never 16.
-    let w = spawn_writer(
-        work.path(),
-        &[
-            "--pages",
-            "1024",
-            "--bursts",
-            "0",
-            "--gap",
-            "2ms",
-            "--run-for",
-            "600s",
-        ],
-    );
+    let w = endless_writer(work.path(), &["--pages", "1024", "--gap", "2ms"]);
     let _resume = Resume(w.pid);
     let dir = work.path().join("snap");
     let o = snapshot(&[
@@ -1274,19 +1221,7 @@ fn a_precopy_round_per_line_then_the_final_round_at_the_end_of_input() {
         return;
     }
     let work = scratch();
-    let w = spawn_writer(
-        work.path(),
-        &[
-            "--pages",
-            "256",
-            "--bursts",
-            "0",
-            "--gap",
-            "2ms",
-            "--run-for",
-            "600s",
-        ],
-    );
+    let w = endless_writer(work.path(), &["--pages", "256", "--gap", "2ms"]);
     let _resume = Resume(w.pid);
     let dir = work.path().join("snap");
     let mut snap = Snapshotter::spawn(
@@ -1333,19 +1268,7 @@ fn a_precopy_round_per_sigusr1_and_sigint_stops_without_a_final_round() {
         return;
     }
     let work = scratch();
-    let w = spawn_writer(
-        work.path(),
-        &[
-            "--pages",
-            "256",
-            "--bursts",
-            "0",
-            "--gap",
-            "2ms",
-            "--run-for",
-            "600s",
-        ],
-    );
+    let w = endless_writer(work.path(), &["--pages", "256", "--gap", "2ms"]);
     let _resume = Resume(w.pid);
     let dir = work.path().join("snap");
     let mut snap = Snapshotter::spawn(
