@@ -143,6 +143,16 @@ impl Vma {
     pub(crate) fn is_private_file(&self) -> bool {
         !self.shared && self.kind() == MappingKind::File
     }
+
+    /// Private anonymous memory (heap, stack, anonymous mappings): what it holds the
+    /// process wrote, or zeros.
+    pub(crate) fn is_private_anon(&self) -> bool {
+        !self.shared
+            && matches!(
+                self.kind(),
+                MappingKind::Anon | MappingKind::Heap | MappingKind::Stack
+            )
+    }
 }
 
 impl std::str::FromStr for Vma {

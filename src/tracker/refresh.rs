@@ -61,17 +61,7 @@ impl UffdSpace {
         // buffer, reported `replaced` with most of its pages clean).
         let fresh: Vec<Span> = by_mapping(&self.vmas, replaced.clone())
             .into_iter()
-            .filter(|s| {
-                maps::mapping_at(&self.vmas, s.start).is_some_and(|v| {
-                    !v.shared
-                        && matches!(
-                            v.kind(),
-                            crate::MappingKind::Anon
-                                | crate::MappingKind::Heap
-                                | crate::MappingKind::Stack
-                        )
-                })
-            })
+            .filter(|s| maps::mapping_at(&self.vmas, s.start).is_some_and(Vma::is_private_anon))
             .collect();
         // Present, not populated: an armed empty slot reads as swapped (markers are swap
         // entries). (A page swapped out while it moved is not covered.)
