@@ -82,14 +82,12 @@ fn bitmaps_decode_to_exactly_the_delta_ranges() {
                 (span.len() / page).div_ceil(8) * 2,
                 "bitmap length of {b}"
             );
-            // By the documented rule: bit i of byte j is the page at start + (8j + i) pages.
-            for (j, pair) in bits.as_bytes().chunks(2).enumerate() {
-                let byte = u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap();
-                for i in (0..8).filter(|i| byte & (1 << i) != 0) {
-                    let at = span.start + (j as u64 * 8 + i) * page;
-                    decoded.push(Span::new(at, at + page));
-                }
-            }
+            let start = b["start"].as_str().unwrap();
+            decoded.extend(
+                bitmap_pages(start, bits)
+                    .into_iter()
+                    .map(|at| Span::new(at, at + page)),
+            );
         }
         let decoded = SpanSet::from(decoded);
         let ranges: Vec<_> = d["ranges"]
@@ -554,7 +552,8 @@ fn the_summary_is_every_page_written_since_attach() {
     }
 }
 
-/// The pages a bitmap line `... START END HEX` marks.
+/// The pages a bitmap (`START`, `HEX`) marks, by the documented rule: bit i of byte j is the
+/// page at START + (8j + i) pages.
 fn bitmap_pages(start: &str, hex_bits: &str) -> Vec<u64> {
     let start = u64::from_str_radix(start.trim_start_matches("0x"), 16).unwrap();
     let mut pages = Vec::new();
