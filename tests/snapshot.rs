@@ -965,6 +965,61 @@ fn python3_mutating_a_dict() {
 }
 
 #[test]
+fn node_filling_a_map() {
+    if !kernel_can_track() || !installed("node", &["-e", "0"]) {
+        return;
+    }
+    let work = scratch();
+    // Its own PID: `node` may be a wrapper that runs the real one as its child.
+    let script = "console.log(process.pid);\
+                  const m = new Map(); let i = 0;\
+                  setInterval(() => { for (let k = 0; k < 2000; k++) {\
+                  m.set(i++, { v: 'x'.repeat(i % 64) + i });\
+                  if (m.size > 100000) m.delete(i - 100000); } }, 5);";
+    let mut node = Proc::spawn(Command::new("node").args(["-e", script]));
+    let pid: i32 = node
+        .line(PATIENCE)
+        .expect("node printed its PID")
+        .trim()
+        .parse()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    program_snapshot_is_exact(pid, work.path());
+}
+
+#[test]
+fn a_jvm_filling_a_hash_map() {
+    if !kernel_can_track() || !installed("java", &["-version"]) {
+        return;
+    }
+    let work = scratch();
+    let source = work.path().join("Fill.java");
+    std::fs::write(
+        &source,
+        "public class Fill { public static void main(String[] a) throws Exception {\n\
+         System.out.println(ProcessHandle.current().pid());\n\
+         var m = new java.util.HashMap<Integer, String>(); int i = 0;\n\
+         while (true) { for (int k = 0; k < 2000; k++) { m.put(i++, \"x\" + i);\n\
+         if (m.size() > 100000) m.remove(i - 100000); } Thread.sleep(5); } } }\n",
+    )
+    .unwrap();
+    // A small heap and code cache: the JVM reserves far more address space than it uses.
+    let mut jvm = Proc::spawn(Command::new("java").args([
+        "-Xmx64m",
+        "-XX:ReservedCodeCacheSize=32m",
+        source.to_str().unwrap(),
+    ]));
+    let pid: i32 = jvm
+        .line(PATIENCE)
+        .expect("the JVM printed its PID")
+        .trim()
+        .parse()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    program_snapshot_is_exact(pid, work.path());
+}
+
+#[test]
 fn sqlite3_inserting_rows() {
     if !kernel_can_track() || !installed("sqlite3", &["-version"]) {
         return;
