@@ -230,3 +230,77 @@ fn bench_smoke_snapshot_pauses_and_mappings_sections() {
         }
     }
 }
+
+/// The redis section: redis-server under redis-benchmark, untracked and tracked at two rates,
+/// with the server's page faults showing the tracking (skipped where Debian's redis-server and
+/// redis-tools are not installed; `.ci/run` installs them).
+#[test]
+fn bench_smoke_redis_section() {
+    if !kernel_can_track() {
+        return;
+    }
+    for program in ["redis-server", "redis-benchmark"] {
+        if std::process::Command::new(program)
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            skipped(format!(
+                "{program} is not installed (apt-get install redis-server redis-tools)"
+            ));
+            return;
+        }
+    }
+    let text = bench(&[
+        "--sections",
+        "redis",
+        "--methods",
+        "pagemap-scan",
+        "--rates",
+        "10,100",
+        "--redis-requests",
+        "20000",
+        "--rounds",
+        "1",
+    ]);
+    let redis = rows(&text, "Redis");
+    let cells = |row: &str| -> Vec<String> {
+        row.split('|')
+            .skip(1)
+            .map(|c| c.trim().to_string())
+            .collect()
+    };
+    let modes: Vec<(String, String)> = redis
+        .iter()
+        .filter(|r| !r.starts_with("| mode"))
+        .map(|r| {
+            let c = cells(r);
+            (c[0].clone(), c[1].clone())
+        })
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            ("untracked", "–"),
+            ("pagemap-scan", "10 Hz"),
+            ("pagemap-scan", "100 Hz")
+        ]
+        .map(|(m, r)| (m.to_string(), r.to_string())),
+        "{text}"
+    );
+    let faults = |row: &str| -> f64 { cells(row)[11].parse().unwrap() };
+    let rows: Vec<&&str> = redis.iter().filter(|r| !r.starts_with("| mode")).collect();
+    let untracked = faults(rows[0]);
+    for tracked in &rows[1..] {
+        let rps: f64 = cells(tracked)[2]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(rps > 0.0, "{tracked}");
+        // Every SET overwrites a value somewhere in ~100 MB: tracked, the first write to each
+        // page after it was armed or harvested is a write-protect fault.
+        assert!(faults(tracked) > untracked + 0.1, "{text}");
+    }
+}

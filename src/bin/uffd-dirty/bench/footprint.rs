@@ -61,7 +61,7 @@ impl Run {
 }
 
 /// CPU time of a single-threaded process so far, exact (`/proc/PID/schedstat`, ns).
-fn cpu_so_far(pid: i32) -> Result<Duration> {
+pub(super) fn cpu_so_far(pid: i32) -> Result<Duration> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
         .context("reading the tracker's schedstat")?;
     s.split_whitespace()
@@ -72,7 +72,7 @@ fn cpu_so_far(pid: i32) -> Result<Duration> {
 }
 
 /// Deltas written so far, and their summed harvest time (complete lines only).
-fn deltas_so_far(records: &Path) -> (u64, Duration) {
+pub(super) fn deltas_so_far(records: &Path) -> (u64, Duration) {
     let text = std::fs::read_to_string(records).unwrap_or_default();
     let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
     complete
@@ -96,29 +96,8 @@ pub(super) fn measure(proc: &mut BenchTarget, method: Method, time: Duration) ->
     proc.start_rewriting(time + Duration::from_secs(1), k)?;
     // The tracker runs until stopped after the window (its --duration only bounds a run whose
     // stop went astray), so it is alive whenever it is sampled, however slow the machine.
-    let mut tracker = std::process::Command::new(std::env::current_exe()?)
-        .args(["track", "--pid", &proc.pid().to_string()])
-        .args(["--method", &method.to_string()])
-        .args(["--interval", &format!("{}ms", interval.as_millis())])
-        .args(["--duration", &format!("{}ms", (time * 4).as_millis())])
-        .args(["--format", "json", "--output"])
-        .arg(&records)
-        .spawn()
-        .context("starting uffd-dirty track")?;
+    let mut tracker = start_track(proc.pid(), method, interval, time * 4, &records)?;
     let pid = tracker.id() as i32;
-    // The start record is written once attached: the CPU used until then is the attach's.
-    let waiting = Instant::now();
-    while std::fs::metadata(&records).map_or(true, |m| m.len() == 0) {
-        if let Some(status) = tracker.try_wait()? {
-            bail!("uffd-dirty track ended before attaching ({status}); its stderr is above");
-        }
-        if waiting.elapsed() > Duration::from_secs(120) {
-            let _ = tracker.kill();
-            let _ = tracker.wait();
-            bail!("uffd-dirty track wrote no start record in 120 s");
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
     let attached = Instant::now();
     let attach_cpu = cpu_so_far(pid)?;
     // The window: from the first delta to `time` after attach (the last harvest and the
@@ -151,6 +130,40 @@ pub(super) fn measure(proc: &mut BenchTarget, method: Method, time: Duration) ->
         window_harvest: h1 - h0,
         peak_rss_kib,
     })
+}
+
+/// The real `uffd-dirty track --pid PID` at `interval`, its JSON records into `records`,
+/// returned once attached (its start record written). It runs for `limit` at most; stop it
+/// with SIGINT.
+pub(super) fn start_track(
+    pid: i32,
+    method: Method,
+    interval: Duration,
+    limit: Duration,
+    records: &Path,
+) -> Result<std::process::Child> {
+    let mut tracker = std::process::Command::new(std::env::current_exe()?)
+        .args(["track", "--pid", &pid.to_string()])
+        .args(["--method", &method.to_string()])
+        .args(["--interval", &format!("{}us", interval.as_micros())])
+        .args(["--duration", &format!("{}ms", limit.as_millis())])
+        .args(["--format", "json", "--output"])
+        .arg(records)
+        .spawn()
+        .context("starting uffd-dirty track")?;
+    let waiting = Instant::now();
+    while std::fs::metadata(records).map_or(true, |m| m.len() == 0) {
+        if let Some(status) = tracker.try_wait()? {
+            bail!("uffd-dirty track ended before attaching ({status}); its stderr is above");
+        }
+        if waiting.elapsed() > Duration::from_secs(120) {
+            let _ = tracker.kill();
+            let _ = tracker.wait();
+            bail!("uffd-dirty track wrote no start record in 120 s");
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(tracker)
 }
 
 /// A fresh private directory (mkdtemp: not a guessable name another user could plant).

@@ -14,7 +14,12 @@
 //!   writer at a fixed rate (in [`snapshot`]);
 //! - **pauses** (not run by default; root): how long the tracker holds the target's mmap
 //!   lock at attach, harvests and detach, from the kernel's `mmap_lock` tracepoints, with
-//!   holds bounded and as they were, and the target's longest mmap+munmap (in [`pauses`]).
+//!   holds bounded and as they were, and the target's longest mmap+munmap (in [`pauses`]);
+//! - **mappings** (not run by default): the harvest of a target with many mappings beside
+//!   the bare ioctl (in [`mappings`]);
+//! - **redis** (not run by default): `redis-server` under `redis-benchmark`, untracked and
+//!   tracked at each rate: throughput, latency percentiles and where the cost goes (in
+//!   [`redis`]).
 //!
 //! The target is a built-in process (`bench-target`, in [`target`]) that writes exactly the
 //! pages it is told to.
@@ -23,6 +28,7 @@ mod footprint;
 mod machine;
 mod mappings;
 mod pauses;
+mod redis;
 mod snapshot;
 mod table;
 mod tracefs;
@@ -63,6 +69,7 @@ pub enum Section {
     Snapshot,
     Pauses,
     Mappings,
+    Redis,
 }
 
 /// `--rounds`: a whole number, at least 1.
@@ -114,10 +121,14 @@ pub struct BenchArgs {
     /// vm.max_map_count, 65530 by default).
     #[arg(long, value_delimiter = ',', default_value = "1000,10000,50000", value_parser = clap::value_parser!(u64).range(2..65000), value_hint = clap::ValueHint::Other)]
     pub mapping_counts: Vec<u64>,
+    /// Requests of each redis-benchmark run in the redis section (SET, 256-byte values, 50
+    /// clients, over 300 k keys).
+    #[arg(long, default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1000..), value_hint = clap::ValueHint::Other)]
+    pub redis_requests: u64,
     /// Methods to measure (default: every one this kernel supports).
     #[arg(long, value_delimiter = ',', value_enum)]
     pub methods: Vec<Method>,
-    /// Which measurements to run (snapshot, pauses and mappings only when asked for).
+    /// Which measurements to run (snapshot, pauses, mappings and redis only when asked for).
     #[arg(
         long,
         value_delimiter = ',',
@@ -258,6 +269,7 @@ pub struct Results {
     pub snapshot: snapshot::SnapshotRows,
     pub pauses: Vec<pauses::PauseRow>,
     pub mappings: Vec<mappings::MappingsRow>,
+    pub redis: Vec<redis::RedisRow>,
     /// The load average when the bench ended.
     pub load_at_end: Option<[f64; 3]>,
     /// Why these numbers may not be the machine's own: it was busy (see [`busy`]).
@@ -500,6 +512,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         Section::Snapshot,
         Section::Pauses,
         Section::Mappings,
+        Section::Redis,
     ] {
         if !args.sections.contains(&section) {
             continue;
@@ -513,6 +526,14 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             Section::Mappings => {
                 bench.results.mappings =
                     mappings::measure(&args.mapping_counts, bench.results.rounds, bench.page)?
+            }
+            Section::Redis => {
+                bench.results.redis = redis::measure(
+                    &methods(&args.methods),
+                    &args.rates,
+                    args.redis_requests,
+                    bench.results.rounds,
+                )?
             }
             Section::Snapshot => {
                 bench.results.snapshot = snapshot::measure(

@@ -75,6 +75,14 @@ pub fn print(out: &mut impl Write, r: &Results) -> io::Result<()> {
             super::mappings::table(&r.mappings)
         )?;
     }
+    if !r.redis.is_empty() {
+        writeln!(
+            out,
+            "\n## Redis\n\n`redis-server` on loopback TCP driven by `redis-benchmark` (SET, 256-byte values, 50 clients, keys drawn from 300 k filled before the rounds), untracked and under the real `uffd-dirty track --pid` at each rate, in an order rotating every round; medians of {} rounds. *Faults/request*: the server's page faults per request, write-protect faults among them; *preempted*: how often its main thread was taken off its CPU while runnable, per 1000 requests.\n\n{}",
+            r.rounds,
+            super::redis::table(&r.redis)
+        )?;
+    }
     Ok(())
 }
 
