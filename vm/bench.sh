@@ -28,6 +28,8 @@ BENCH_ARGS go to `uffd-dirty bench` as they are. Defaults, each used unless
 that flag is among BENCH_ARGS: --sizes 256M,2G,4G --fractions 0,0.01,0.1 --rounds 5
 --slowdown-size 256M.
 Example: vm/bench.sh -- --sizes 256M --rounds 5
+With the redis section (--sections redis), Debian's redis-server and
+redis-benchmark are installed here if missing and copied into the guest.
 
 Environment: UFFD_DIRTY_STATIC_BIN names a prebuilt static binary (no build).
 EOF
@@ -89,8 +91,25 @@ trap 'rm -rf "$work"' EXIT
     cat vm/tests/bench.sh
 } >"$work/test.sh"
 
+# The redis section runs Debian's redis-server and redis-benchmark in the guest: installed here
+# if missing, and carried into the initramfs with the shared libraries they load.
+adds=()
+if [[ " ${bench_args[*]} " =~ [[:space:]=,]redis[[:space:],] ]]; then
+    if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+        apt-get update -qq >&2
+        apt-get install -y -qq -o DPkg::Lock::Timeout=600 redis-server redis-tools >&2
+    fi
+    for program in redis-server redis-benchmark; do
+        path=$(command -v "$program")
+        adds+=(--add "$path:/bin/$program")
+        while read -r lib; do
+            adds+=(--add "$lib:$lib")
+        done < <(ldd "$path" | grep -o '/[^ ]*' | sort -u)
+    done
+fi
+
 start=$SECONDS
-vm/run.sh --kernel "$kernel" --mem "$mem" --smp 2 --timeout "$timeout_s" --accel "$accel" \
+vm/run.sh ${adds[@]+"${adds[@]}"} --kernel "$kernel" --mem "$mem" --smp 2 --timeout "$timeout_s" --accel "$accel" \
     --append "transparent_hugepage=$thp" --bin "$bin" -- "$work/test.sh" >"$work/bench.md"
 took=$((SECONDS - start))
 
