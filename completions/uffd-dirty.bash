@@ -118,7 +118,7 @@ _uffd__dirty() {
             return 0
             ;;
         uffd__dirty__subcmd__bench)
-            opts="-h --sizes --fractions --rounds --slowdown-size --slowdown-dirty --rates --run-time --snapshot-size --snapshot-rates --pause-sizes --mapping-counts --methods --sections --json --help"
+            opts="-h --sizes --fractions --rounds --slowdown-size --slowdown-dirty --rates --run-time --snapshot-size --snapshot-rates --pause-sizes --mapping-counts --redis-requests --methods --sections --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -201,12 +201,19 @@ _uffd__dirty() {
                     fi
                     return 0
                     ;;
+                --redis-requests)
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
+                    return 0
+                    ;;
                 --methods)
                     COMPREPLY=($(compgen -W "pagemap-scan pagemap-read soft-dirty" -- "${cur}"))
                     return 0
                     ;;
                 --sections)
-                    COMPREPLY=($(compgen -W "harvest attach slowdown footprint snapshot pauses mappings" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "harvest attach slowdown footprint snapshot pauses mappings redis" -- "${cur}"))
                     return 0
                     ;;
                 *)

@@ -119,16 +119,18 @@ complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l snapshot
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l snapshot-rates -d 'Page-writes per second of the snapshot section\'s convergence runs, one `uffd-dirty snapshot` each' -r -f
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l pause-sizes -d 'Sizes of the pauses section, as --sizes' -r -f
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l mapping-counts -d 'Mappings of the target in the mappings section (up to the kernel\'s vm.max_map_count, 65530 by default)' -r -f
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l redis-requests -d 'Requests of each redis-benchmark run in the redis section (SET, 256-byte values, 50 clients, over 300 k keys)' -r -f
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l methods -d 'Methods to measure (default: every one this kernel supports)' -r -f -a "pagemap-scan\t'userfaultfd async write-protect, harvested by PAGEMAP_SCAN with atomic re-protect'
 pagemap-read\t'The same arming, harvested by plain reads of /proc/PID/pagemap (bit 57 clear = written) and re-protected with UFFDIO_WRITEPROTECT'
 soft-dirty\t'clear_refs soft-dirty (pagemap bit 55), no userfaultfd; the target is frozen while its bits are read and cleared (see --no-freeze). Needs CONFIG_MEM_SOFT_DIRTY'"
-complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l sections -d 'Which measurements to run (snapshot, pauses and mappings only when asked for)' -r -f -a "harvest\t''
+complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l sections -d 'Which measurements to run (snapshot, pauses, mappings and redis only when asked for)' -r -f -a "harvest\t''
 attach\t''
 slowdown\t''
 footprint\t''
 snapshot\t''
 pauses\t''
-mappings\t''"
+mappings\t''
+redis\t''"
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -l json -d 'Print JSON instead of Markdown tables'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand bench" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c uffd-dirty -n "__fish_uffd_dirty_using_subcommand demo" -s i -l interval -d 'Time between harvests, from 1ms to 100y' -r -f
