@@ -450,6 +450,32 @@ impl MapsReader {
         }
     }
 
+    /// Whether each of `vmas` (from the last listing) is still there as it was, by one
+    /// `PROCMAP_QUERY` each. `Ok(false)` too without `PROCMAP_QUERY`: only a full listing
+    /// can tell then.
+    pub(crate) fn same(&self, vmas: &[Vma]) -> io::Result<bool> {
+        use std::os::fd::AsFd;
+        let Some(maps) = &self.query else {
+            return Ok(false);
+        };
+        for v in vmas {
+            let Some(shape) = shape_of(v) else { continue };
+            let q = match crate::sys::procmap_query(
+                maps.as_fd(),
+                crate::sys::abi::PROCMAP_QUERY_COVERING_OR_NEXT_VMA,
+                v.start,
+            ) {
+                Ok(q) => q,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            if [q.vma_start, q.vma_end, q.vma_flags, q.vma_offset, q.inode] != shape {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// The VMAs now.
     pub fn read(&mut self) -> io::Result<Vec<Vma>> {
         self.read_text()?;

@@ -22,6 +22,8 @@ mod completions;
 mod conventions;
 // A living address space: churn, mremap, zaps, THP, shared memory, brk, fork.
 mod living;
+// The cheap watch of the mappings between full listings: what it sees at once, what late.
+mod watch;
 // Stock Debian kernels under QEMU: soft-dirty and a kernel without async write-protect.
 mod vm;
 // Memory written while briefly writable: real dlopen() and ld.so's RELRO, against /proc/PID/mem.

@@ -220,9 +220,10 @@ impl UffdSpace {
         into.instant = Some(Instant::now());
         let t0 = Instant::now();
         // An exec or an exit leaves our fds on a dead mm, where PAGEMAP_SCAN just finds nothing:
-        // check, unless the refresh starts with a PROCMAP_QUERY pass, which fails with ESRCH
-        // there.
-        let queries_first = self.maps.queries() && !self.registry.retry;
+        // check, unless the refresh starts with a full PROCMAP_QUERY pass, which fails with
+        // ESRCH there.
+        let queries_first =
+            self.maps.queries() && !self.registry.retry && self.watch.full_pass_due();
         if !queries_first && self.scanner.mm_is_gone() {
             return Ok(Err(why_gone(target)));
         }
@@ -232,8 +233,8 @@ impl UffdSpace {
                 None => Err(e).context("refreshing the target's mappings"),
             };
         }
-        self.watch = t0.elapsed();
-        into.watch = Some(self.watch);
+        self.watch_cost = t0.elapsed();
+        into.watch = Some(self.watch_cost);
         self.runs.clear();
         self.runs.append(&mut self.carried);
         if let Err(e) = self.harvest_all(&scope.spans) {

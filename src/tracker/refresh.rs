@@ -19,21 +19,40 @@ impl UffdSpace {
         scope: &Scope,
         into: &mut Harvest,
     ) -> io::Result<()> {
-        // After a piece was dropped as unmapped meanwhile, list afresh: it may be back, and
-        // the listing that had it is stale either way.
-        let listed = match self.registry.retry {
-            true => Some(self.maps.read()?),
-            false => self.maps.changed()?,
-        };
-        // Memory we believe registered that is not (a VMA replaced in place): the kernel skips
-        // registered VMAs without walking them, so this costs little.
+        // Read before the listing: a change in between reads as a change next time.
+        let size = self.watch.size_pages(target.pid)?;
         let mut stale = Vec::new();
-        self.scanner
-            .unarmed(&self.registry.armed, &self.vmas, &mut stale)?;
+        let listed = if self.registry.retry {
+            // After a piece was dropped as unmapped meanwhile, list afresh: it may be back,
+            // and the listing that had it is stale either way.
+            Some(self.maps.read()?)
+        } else if !self.watch.full_pass_due() {
+            // The cheap watch (see `watch`): unregistered memory anywhere but where the
+            // listing has unregistered mappings, then those mappings and the size.
+            self.scanner
+                .unarmed(&self.watch.walked, &self.vmas, &mut stale)?;
+            if stale.is_empty() && self.watch.unchanged(&self.maps, size)? {
+                return Ok(());
+            }
+            // Something changed: compare the listing whole. What was found in tracked
+            // memory was replaced in place; what was found elsewhere is new, and listed.
+            stale = maps::intersect(&stale, &self.registry.armed);
+            self.maps.changed()?
+        } else {
+            let listed = self.maps.changed()?;
+            // Memory we believe registered that is not (a VMA replaced in place): the kernel
+            // skips registered VMAs without walking them, so this costs little.
+            self.scanner
+                .unarmed(&self.registry.armed, &self.vmas, &mut stale)?;
+            listed
+        };
         let vmas = match listed {
             Some(vmas) => vmas,
             // The steady state: nothing to register, nothing to report.
-            None if stale.is_empty() => return Ok(()),
+            None if stale.is_empty() => {
+                self.watch.steady(&self.vmas, &self.registry.armed, size);
+                return Ok(());
+            }
             None => self.vmas.clone(),
         };
         self.coverage_stale = true;
@@ -76,6 +95,7 @@ impl UffdSpace {
                 kind: vma.map(Vma::kind),
             }
         }));
+        self.watch.listed(&self.vmas, &self.registry.armed, size);
         Ok(())
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, anyhow};
 
 use super::registry::{Registry, Skip};
+use super::watch::Watch;
 use super::{ArmedBy, Arming, Attachment, Method, SETTLE, Source, exits_within};
 use crate::attach;
 use crate::maps::{self, Vma};
@@ -120,7 +121,9 @@ pub(crate) struct UffdSpace {
     /// Buffers a harvest works in, kept so that a steady-state harvest allocates nothing.
     pub(super) scratch: Scratch,
     /// How long the last harvest spent watching the mappings (see `refresh_mappings`).
-    pub(crate) watch: Duration,
+    pub(crate) watch_cost: Duration,
+    /// What the cheap watch compares against (see `watch`).
+    pub(crate) watch: Watch,
     /// Hold the target's mmap lock a bounded time per call: arm and write-protect in pieces
     /// of HOLD_SPAN, and unregister in quarter pieces before the close (see `Drop`).
     pub(crate) bounded_holds: bool,
@@ -236,7 +239,8 @@ pub(crate) fn attach_uffd(
             coverage: Coverage::default(),
             coverage_stale: true,
             scratch: Scratch::default(),
-            watch: Duration::ZERO,
+            watch_cost: Duration::ZERO,
+            watch: Watch::default(),
         };
         let skipped = mm
             .arm(target, scope, arming, progress)

@@ -71,7 +71,7 @@ pub fn print(out: &mut impl Write, r: &Results) -> io::Result<()> {
     if !r.mappings.is_empty() {
         writeln!(
             out,
-            "\n## Mappings\n\nA target whose pages alternate writable and read-only, a mapping each, writing 64 pages before each harvest (pagemap-scan); *flipped*: read-only pages made writable or back between harvests, one per 200 mappings (each merges three mappings into one or splits one into three: about 1.5 % of the mappings change). Beside each harvest, one bare `PAGEMAP_SCAN` get + re-protect over the whole address space. Medians of the rounds.\n\n{}",
+            "\n## Mappings\n\nA target whose pages alternate writable and read-only, a mapping each, writing 64 pages before each harvest (pagemap-scan); *flipped*: read-only pages made writable or back between harvests, one per 200 mappings (each merges three mappings into one or splits one into three: about 1.5 % of the mappings change). Beside each harvest, one bare `PAGEMAP_SCAN` get + re-protect over the whole address space. Medians of the rounds. The harvest lists the mappings whole once in 10 s (and for each snapshot round) and watches them cheaply in between: *with the full listing* is one such harvest, and *at 1 Hz* weighs it in as `track`'s default interval does (one in ten).\n\n{}",
             super::mappings::table(&r.mappings)
         )?;
     }

@@ -345,6 +345,8 @@ impl Taker<'_> {
 
     fn take_round(&mut self, n: u32, kind: RoundKind) -> Result<()> {
         let started = Instant::now();
+        // A round records the mappings, which must match the target's to the split.
+        self.tracker.relist_mappings();
         let harvest = self.tracker.harvest()?;
         let time = SystemTime::now();
         let since = started.duration_since(self.last_harvest);

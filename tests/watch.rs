@@ -1,0 +1,359 @@
+//! The cheap watch between full listings of the mappings (src/tracker/watch.rs): what it
+//! must see at the next harvest, what it may see late (and that this loses no write), and
+//! `Tracker::relist_mappings`. The target is a forked child that performs one step per byte
+//! written to its pipe and answers with a byte once done, so that every step lies between
+//! two known harvests.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use uffd_dirty::{Change, Harvest, Span, Target, Tracker, TrackerBuilder};
+
+use crate::common::*;
+
+const PAGE: usize = 4096;
+
+/// A forked child running `step(n)` for the n-th byte it reads, acknowledging each.
+struct Stepped {
+    pid: i32,
+    to_child: OwnedFd,
+    from_child: OwnedFd,
+    _reap: Reap,
+}
+
+impl Stepped {
+    /// Fork; the child runs `setup` once, then waits for steps.
+    fn spawn(setup: unsafe fn(), step: unsafe fn(u8)) -> Stepped {
+        let (mut down, mut up) = ([0i32; 2], [0i32; 2]);
+        // SAFETY: pipe(2) fills the arrays it is given.
+        assert_eq!(unsafe { libc::pipe(down.as_mut_ptr()) }, 0);
+        assert_eq!(unsafe { libc::pipe(up.as_mut_ptr()) }, 0);
+        // SAFETY: the child uses only async-signal-safe calls (read, write, mmap, mremap,
+        // munmap, mprotect, prctl, _exit) and writes only memory it mapped itself, so forking
+        // from this multi-threaded test binary is sound.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                setup();
+                let mut n = 0u8;
+                let mut b = 0u8;
+                libc::write(up[1], (&raw const b).cast(), 1);
+                while libc::read(down[0], (&raw mut b).cast(), 1) == 1 {
+                    step(n);
+                    n += 1;
+                    libc::write(up[1], (&raw const b).cast(), 1);
+                }
+                libc::_exit(0);
+            }
+        }
+        // SAFETY: the fds were just made by pipe(2) and are ours alone.
+        let (to_child, from_child) =
+            unsafe { (OwnedFd::from_raw_fd(down[1]), OwnedFd::from_raw_fd(up[0])) };
+        unsafe {
+            libc::close(down[0]);
+            libc::close(up[1]);
+        }
+        let s = Stepped {
+            pid,
+            to_child,
+            from_child,
+            _reap: Reap(pid),
+        };
+        s.wait_ack();
+        s
+    }
+
+    fn wait_ack(&self) {
+        let mut b = 0u8;
+        // SAFETY: reading one byte into a local.
+        let n = unsafe { libc::read(self.from_child.as_raw_fd(), (&raw mut b).cast(), 1) };
+        assert_eq!(n, 1, "the child died");
+    }
+
+    /// Run the child's next step and wait until it is done.
+    fn step(&self) {
+        let b = 0u8;
+        // SAFETY: writing one byte from a local.
+        let n = unsafe { libc::write(self.to_child.as_raw_fd(), (&raw const b).cast(), 1) };
+        assert_eq!(n, 1);
+        self.wait_ack();
+    }
+}
+
+/// Addresses the child's setup chose, shared with the parent by being fixed: a region of the
+/// address space that nothing else of a small test binary uses.
+const BASE: usize = 0x5a00_0000_0000;
+
+unsafe fn map_fixed(addr: usize, pages: usize, prot: i32, flags: i32, fd: i32) {
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            pages * PAGE,
+            prot,
+            flags | libc::MAP_FIXED_NOREPLACE,
+            fd,
+            0,
+        )
+    };
+    if p as usize != addr {
+        unsafe { libc::_exit(90) };
+    }
+}
+
+unsafe fn write_pages(addr: usize, pages: std::ops::Range<usize>) {
+    for i in pages {
+        unsafe { ((addr + i * PAGE) as *mut u8).write_volatile(0x5a) };
+    }
+}
+
+fn attach(pid: i32) -> (Target, Tracker) {
+    let target = Target::open(pid).unwrap();
+    let tracker = TrackerBuilder::new().attach(&target).unwrap();
+    (target, tracker)
+}
+
+fn harvest(tracker: &mut Tracker) -> Harvest {
+    let mut h = Harvest::new();
+    tracker.harvest_into(&mut h).unwrap();
+    h
+}
+
+/// The child's mappings at or above `BASE`, from /proc/PID/maps: (start, end, perms).
+fn ours_in_maps(pid: i32) -> Vec<(u64, u64, String)> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (range, perms) = (f.next()?, f.next()?);
+            let (s, e) = range.split_once('-')?;
+            let (s, e) = (
+                u64::from_str_radix(s, 16).ok()?,
+                u64::from_str_radix(e, 16).ok()?,
+            );
+            (s >= BASE as u64 && s < BASE as u64 + (1 << 32)).then(|| (s, e, perms.to_string()))
+        })
+        .collect()
+}
+
+/// The same, as the tracker last listed them.
+fn ours_in_tracker(tracker: &Tracker) -> Vec<(u64, u64, String)> {
+    tracker
+        .mappings()
+        .iter()
+        .filter(|v| v.start >= BASE as u64 && v.start < BASE as u64 + (1 << 32))
+        .map(|v| {
+            let perms = format!(
+                "{}{}{}{}",
+                if v.read { 'r' } else { '-' },
+                if v.write { 'w' } else { '-' },
+                if v.exec { 'x' } else { '-' },
+                if v.shared { 's' } else { 'p' }
+            );
+            (v.start, v.end, perms)
+        })
+        .collect()
+}
+
+// R: 8 pages at BASE with room to grow to 16; X: 8 pages at BASE + 1 GiB.
+const R: usize = BASE;
+const X: usize = BASE + (1 << 30);
+const RW: i32 = libc::PROT_READ | libc::PROT_WRITE;
+const ANON: i32 = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+
+unsafe fn grow_setup() {
+    unsafe {
+        map_fixed(R, 8, RW, ANON, -1);
+        map_fixed(X, 8, RW, ANON, -1);
+        write_pages(R, 0..8);
+        write_pages(X, 0..8);
+    }
+}
+
+/// Step 0: unmap X and grow R in place by as much (the address space keeps its size, and no
+/// mapping appears: the one change the cheap watch cannot see), then write the grown part
+/// and R's first page.
+unsafe fn grow_step(n: u8) {
+    if n == 0 {
+        unsafe {
+            libc::munmap(X as *mut libc::c_void, 8 * PAGE);
+            let p = libc::mremap(R as *mut libc::c_void, 8 * PAGE, 16 * PAGE, 0);
+            if p as usize != R {
+                libc::_exit(91);
+            }
+            write_pages(R, 8..16);
+            write_pages(R, 0..1);
+        }
+    }
+}
+
+/// The blind case of the cheap watch loses no write: memory grown in place keeps the
+/// registration, and the harvest walks every registered mapping, armed or not. After
+/// `relist_mappings`, the listing is exact again.
+#[test]
+fn a_growth_in_place_balanced_by_an_unmap_loses_no_write() {
+    if !kernel_can_track() {
+        return;
+    }
+    let child = Stepped::spawn(grow_setup, grow_step);
+    let (_target, mut tracker) = attach(child.pid);
+    harvest(&mut tracker);
+    harvest(&mut tracker);
+    child.step();
+    let h = harvest(&mut tracker);
+    let page = PAGE as u64;
+    let written: Vec<u64> = (8..16).chain(0..1).map(|i| R as u64 + i * page).collect();
+    let lost: Vec<String> = written
+        .iter()
+        .filter(|&&a| !h.dirty().contains(a))
+        .map(|a| format!("{a:#x}"))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "LOST writes at {lost:?}; reported {:?}",
+        h.dirty()
+    );
+    // The case this test is about: the listing did not see it (X still listed, R short).
+    assert_ne!(
+        ours_in_tracker(&tracker),
+        ours_in_maps(child.pid),
+        "the watch saw the balanced change: this test no longer covers the blind case"
+    );
+    tracker.relist_mappings();
+    let h = harvest(&mut tracker);
+    assert_eq!(ours_in_tracker(&tracker), ours_in_maps(child.pid));
+    assert!(
+        h.changes()
+            .iter()
+            .any(|c| c.change == Change::Removed
+                && c.span == Span::new(X as u64, X as u64 + 8 * page)),
+        "X's unmapping is reported by the relisting harvest: {:?}",
+        h.changes()
+    );
+    // Tracked from here on like the rest of R.
+    child.step();
+    harvest(&mut tracker);
+}
+
+unsafe fn split_setup() {
+    unsafe {
+        map_fixed(R, 8, RW, ANON, -1);
+        write_pages(R, 0..8);
+    }
+}
+
+/// Step 0: make R's middle page read-only (one mapping becomes three). Step 1: write
+/// around it.
+unsafe fn split_step(n: u8) {
+    unsafe {
+        match n {
+            0 => {
+                libc::mprotect((R + 4 * PAGE) as *mut libc::c_void, PAGE, libc::PROT_READ);
+            }
+            _ => write_pages(R, 3..4),
+        }
+    }
+}
+
+/// An mprotect split changes nothing tracked: the harvest after it needs no listing, and
+/// `relist_mappings` brings the listing up to the split.
+#[test]
+fn a_split_by_mprotect_is_listed_after_relist_mappings() {
+    if !kernel_can_track() {
+        return;
+    }
+    let child = Stepped::spawn(split_setup, split_step);
+    let (_target, mut tracker) = attach(child.pid);
+    harvest(&mut tracker);
+    child.step();
+    let h = harvest(&mut tracker);
+    assert!(h.changes().is_empty(), "{:?}", h.changes());
+    tracker.relist_mappings();
+    child.step();
+    let h = harvest(&mut tracker);
+    assert!(h.dirty().contains(R as u64 + 3 * PAGE as u64));
+    let listed = ours_in_tracker(&tracker);
+    assert_eq!(listed, ours_in_maps(child.pid));
+    assert_eq!(listed.len(), 3, "{listed:?}");
+}
+
+/// A file opened read-only here, so that the child's shared mapping of it can never be
+/// written: the kernel refuses to register it (EPERM) and it stays unregistered.
+fn read_only_file() -> (tempfile::TempDir, std::fs::File) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ro");
+    std::fs::write(&path, vec![7u8; 8 * PAGE]).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    (dir, file)
+}
+
+static mut RO_FD: i32 = -1;
+
+unsafe fn replace_setup() {
+    unsafe {
+        map_fixed(R, 8, libc::PROT_READ, libc::MAP_SHARED, RO_FD);
+    }
+}
+
+/// Step 0: private anonymous memory of the same size over the unregistered shared mapping
+/// (the address space keeps its size, and the cheap pass does not walk known-unregistered
+/// mappings), written. Step 1: written again.
+unsafe fn replace_step(n: u8) {
+    unsafe {
+        if n == 0 {
+            let p = libc::mmap(
+                R as *mut libc::c_void,
+                8 * PAGE,
+                RW,
+                ANON | libc::MAP_FIXED,
+                -1,
+                0,
+            );
+            if p as usize != R {
+                libc::_exit(92);
+            }
+        }
+        write_pages(R, 2..3);
+    }
+}
+
+/// A mapping left unregistered and replaced in place by trackable memory is found by the
+/// next harvest, registered, and its later writes reported.
+#[test]
+fn an_untracked_mapping_replaced_in_place_is_tracked_at_the_next_harvest() {
+    if !kernel_can_track() {
+        return;
+    }
+    let (_dir, file) = read_only_file();
+    // SAFETY: set before the fork, read only by the child.
+    unsafe { RO_FD = file.as_raw_fd() };
+    let child = Stepped::spawn(replace_setup, replace_step);
+    let (_target, mut tracker) = attach(child.pid);
+    assert!(
+        !tracker
+            .attached()
+            .tracked
+            .iter()
+            .any(|m| m.span.contains(R as u64)),
+        "the read-only shared mapping was not tracked"
+    );
+    harvest(&mut tracker);
+    child.step();
+    let h = harvest(&mut tracker);
+    assert!(
+        h.changes()
+            .iter()
+            .any(|c| c.span.contains(R as u64)
+                && matches!(c.change, Change::Added | Change::Replaced)),
+        "the new memory is reported: {:?}",
+        h.changes()
+    );
+    child.step();
+    let h = harvest(&mut tracker);
+    assert!(
+        h.dirty().contains(R as u64 + 2 * PAGE as u64),
+        "a write to it after it was armed: {:?}",
+        h.dirty()
+    );
+}
