@@ -522,6 +522,19 @@ pid_t uffd_dirty_tracker_pid(const struct uffd_dirty_tracker *tracker);
 uint64_t uffd_dirty_tracker_page_size(const struct uffd_dirty_tracker *tracker);
 
 /**
+ * Have the next `uffd_dirty_harvest()` list the target's mappings whole, so that every
+ * mapping change since the last listing is in its changes. Without it a harvest lists them
+ * whole once in 10 seconds and watches them by cheaper means in between, which see at once
+ * every change but one: a mapping grown in place by `mremap` while as much is unmapped or
+ * shrunk elsewhere (its writes are reported all the same). Call it before a checkpoint's
+ * final harvest. 0, or `-UFFD_DIRTY_ERROR_BAD_INPUT` if `tracker` is NULL.
+ *
+ * # Safety
+ * `tracker` is NULL or a live tracker, used by no other thread meanwhile.
+ */
+int uffd_dirty_relist_mappings(struct uffd_dirty_tracker *tracker);
+
+/**
  * Detach and free a tracker (NULL: nothing): its userfaultfd is closed, the kernel drops every
  * protection, and the target is left exactly as it was.
  *

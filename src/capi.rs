@@ -841,6 +841,24 @@ pub unsafe extern "C" fn uffd_dirty_tracker_page_size(tracker: *const UffdDirtyT
     })
 }
 
+/// Have the next `uffd_dirty_harvest()` list the target's mappings whole, so that every
+/// mapping change since the last listing is in its changes. Without it a harvest lists them
+/// whole once in 10 seconds and watches them by cheaper means in between, which see at once
+/// every change but one: a mapping grown in place by `mremap` while as much is unmapped or
+/// shrunk elsewhere (its writes are reported all the same). Call it before a checkpoint's
+/// final harvest. 0, or `-UFFD_DIRTY_ERROR_BAD_INPUT` if `tracker` is NULL.
+///
+/// # Safety
+/// `tracker` is NULL or a live tracker, used by no other thread meanwhile.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn uffd_dirty_relist_mappings(tracker: *mut UffdDirtyTracker) -> c_int {
+    int_call(|| {
+        // SAFETY: the caller's contract.
+        unsafe { arg_mut(tracker, "tracker") }?.0.relist_mappings();
+        Ok(0)
+    })
+}
+
 /// Detach and free a tracker (NULL: nothing): its userfaultfd is closed, the kernel drops every
 /// protection, and the target is left exactly as it was.
 ///

@@ -426,6 +426,10 @@ static void freeze_round(int method, struct uffd_dirty_target *t, struct uffd_di
 		       uffd_dirty_last_error());
 
 	uint64_t dirty = 0, read_checked = 0;
+	/* The final round of a pre-copy: every mapping change in its changes. */
+	CHECK(uffd_dirty_relist_mappings(tr) == 0, "relist_mappings: %s", uffd_dirty_last_error());
+	expect_error("relist_mappings NULL tracker", uffd_dirty_relist_mappings(NULL),
+		     UFFD_DIRTY_ERROR_BAD_INPUT);
 	int ret = uffd_dirty_harvest(tr, h);
 	if (method == UFFD_DIRTY_METHOD_SOFT_DIRTY) {
 		/* Its harvest stops the target itself: not while the caller holds it. */
