@@ -250,6 +250,24 @@ impl PagemapScan {
         Ok(())
     }
 
+    /// Whether any of `spans` holds mapped memory now, registered or not: one call per span,
+    /// stopped at the first page found, costing nothing where no VMA is.
+    pub fn any_mapped(&mut self, spans: &[Span]) -> io::Result<bool> {
+        let query = Scan::pages().max_pages(1);
+        for span in spans {
+            let got = query.run(
+                self.pagemap.as_fd(),
+                span.start..span.end,
+                &mut self.vec[..1],
+            )?;
+            // Stopped short without a page: at a huge page the span's edge splits.
+            if !got.regions.is_empty() || got.walk_end < span.end {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Run `query` over `span`, resuming at `walk_end` until the span is done, and hand each
     /// batch of at most `cap` output regions to `sink`.
     fn walk(

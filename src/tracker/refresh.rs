@@ -27,16 +27,14 @@ impl UffdSpace {
             // and the listing that had it is stale either way.
             Some(self.maps.read()?)
         } else if !self.watch.full_pass_due() {
-            // The cheap watch (see `watch`): unregistered memory anywhere but where the
-            // listing has unregistered mappings, then those mappings and the size.
+            // The cheap watch (see `watch`): memory where the listing had none, tracked
+            // memory replaced in place, then the unregistered mappings and the size.
+            let appeared = self.scanner.any_mapped(&self.watch.gaps)?;
             self.scanner
-                .unarmed(&self.watch.walked, &self.vmas, &mut stale)?;
-            if stale.is_empty() && self.watch.unchanged(&self.maps, size)? {
+                .unarmed(&self.registry.armed, &self.vmas, &mut stale)?;
+            if !appeared && stale.is_empty() && self.watch.unchanged(&self.maps, size)? {
                 return Ok(());
             }
-            // Something changed: compare the listing whole. What was found in tracked
-            // memory was replaced in place; what was found elsewhere is new, and listed.
-            stale = maps::intersect(&stale, &self.registry.armed);
             self.maps.changed()?
         } else {
             let listed = self.maps.changed()?;
@@ -50,7 +48,8 @@ impl UffdSpace {
             Some(vmas) => vmas,
             // The steady state: nothing to register, nothing to report.
             None if stale.is_empty() => {
-                self.watch.steady(&self.vmas, &self.registry.armed, size);
+                self.watch
+                    .steady(target.pid, &self.vmas, &self.registry.armed, size);
                 return Ok(());
             }
             None => self.vmas.clone(),
@@ -95,7 +94,8 @@ impl UffdSpace {
                 kind: vma.map(Vma::kind),
             }
         }));
-        self.watch.listed(&self.vmas, &self.registry.armed, size);
+        self.watch
+            .listed(target.pid, &self.vmas, &self.registry.armed, size);
         Ok(())
     }
 }
@@ -111,8 +111,15 @@ fn replaced_in_place(
     armed_now: &[Span],
     stale: &[Span],
 ) -> Vec<Span> {
+    // What an address maps: a file and the offset in it. Private anonymous memory has no
+    // offset to compare (the kernel shows 0 for each part of it, so the parts of a mapping
+    // that mprotect split would all look like the start of another): `stale` finds it
+    // replaced.
     let source = |vmas: &[Vma], at: u64| {
-        maps::mapping_at(vmas, at).map(|v| (v.inode, v.offset.wrapping_add(at - v.start)))
+        maps::mapping_at(vmas, at).map(|v| match v.inode {
+            0 => (0, 0),
+            inode => (inode, v.offset.wrapping_add(at - v.start)),
+        })
     };
     let mut replaced = stale.to_vec();
     for v in new {

@@ -2,26 +2,28 @@
 //! told without visiting every mapping from userspace (a `PROCMAP_QUERY` per mapping costs
 //! about 1 µs: 20 ms a harvest at 20 k mappings, more than the harvest proper).
 //!
-//! Every mapping the target creates is unregistered with our userfaultfd when it appears
-//! (mmap, brk past a registered heap, an mremap move, MAP_FIXED over tracked memory: none of
-//! them inherits a registration). So the mappings are unchanged, as far as what is tracked
-//! goes, when:
+//! A mapping can change, as far as tracking goes, in four ways, each seen by one check:
 //!
-//! 1. one `PAGEMAP_SCAN` pass over every address outside the mappings known to be
-//!    unregistered finds no unregistered memory (the kernel skips registered VMAs at the VMA
-//!    level, and an address with no VMA costs nothing);
-//! 2. those known-unregistered mappings (the vDSO, what the scope leaves out or the kernel
-//!    refused: few, usually) are each as they were, by `PROCMAP_QUERY`;
-//! 3. the address space's size (`/proc/PID/statm`) is as it was: an munmap, or a
-//!    registered mapping that mremap shrank or grew in place (which keeps its registration),
-//!    changes it.
+//! 1. Memory appears where the last listing had none (mmap, brk, an mremap move, a mapping
+//!    grown in place by mremap, which keeps its registration): one `PAGEMAP_SCAN` call per gap
+//!    of the listing finds any mapping there, registered or not (an address with no VMA costs
+//!    nothing).
+//! 2. Tracked memory is replaced in place (MAP_FIXED, munmap + mmap of the same range): the
+//!    new mapping is unregistered, and a `PAGEMAP_SCAN` pass over the tracked memory for
+//!    unregistered memory finds it (the kernel skips registered VMAs without walking them).
+//!    This check ran every harvest before the cheap watch, too.
+//! 3. A mapping left unregistered (the vDSO, what the scope leaves out, what the kernel
+//!    refused: few, usually) is replaced, grown or gone: a `PROCMAP_QUERY` each.
+//! 4. Memory goes (munmap, mremap shrinking it): the address space's size
+//!    (`/proc/PID/statm`) changes.
 //!
-//! What this cannot see: permission changes (mprotect keeps registrations, so nothing
-//! tracked changes; the listing's permissions go stale until the next one), and an in-place
-//! mremap growth balanced to the page by an unmap or shrink elsewhere in the same interval.
-//! Neither loses a write: the harvest walks every registered VMA in scope, armed or not, so
-//! a page written in a grown part reads as written. What they delay is the listing, and so
-//! the `mapping` records: a full pass every [`FULL_EVERY`] bounds that.
+//! What none of them sees is a change of permissions alone (mprotect splits and merges
+//! mappings, keeping their registration: nothing tracked changes; the listing's permissions
+//! and splits go stale until the next full one, at most [`FULL_EVERY`] later), and tracked
+//! memory replaced in place by memory registered with *another* userfaultfd before our next
+//! harvest (the program's own write tracking): check 2 cannot tell that registration from
+//! ours. A target that holds a userfaultfd of its own, when attached to or at a full listing,
+//! is therefore listed whole at every harvest, as before the cheap watch.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -39,12 +41,14 @@ pub(crate) const FULL_EVERY: Duration = Duration::from_secs(10);
 pub(crate) struct Watch {
     /// Made from a listing (none before the first full pass).
     ready: bool,
-    /// Every user address outside the known-unregistered mappings, for check 1.
-    pub(crate) walked: Vec<Span>,
-    /// The mappings of the last listing that are not wholly registered, for check 2.
+    /// The user addresses the last listing had no mapping at, for check 1.
+    pub(crate) gaps: Vec<Span>,
+    /// The mappings of the last listing that are not wholly registered, for check 3.
     unregistered: Vec<Vma>,
-    /// The address space's size in pages at the last listing, for check 3.
+    /// The address space's size in pages at the last listing, for check 4.
     size_pages: u64,
+    /// The target holds a userfaultfd of its own: every pass is a full one.
+    own_userfaultfd: bool,
     /// When the last full pass ran.
     full_at: Option<Instant>,
     /// `/proc/PID/statm`, kept open.
@@ -54,7 +58,9 @@ pub(crate) struct Watch {
 impl Watch {
     /// A full pass is due: never made, stale, or too old.
     pub(crate) fn full_pass_due(&self) -> bool {
-        !self.ready || self.full_at.is_none_or(|t| t.elapsed() >= FULL_EVERY)
+        !self.ready
+            || self.own_userfaultfd
+            || self.full_at.is_none_or(|t| t.elapsed() >= FULL_EVERY)
     }
 
     /// Make the next harvest's pass a full one.
@@ -80,7 +86,8 @@ impl Watch {
 
     /// Note that a full pass (the listing compared whole) was just made, over `vmas` with
     /// `armed` registered, with the address space at `size_pages`.
-    pub(crate) fn listed(&mut self, vmas: &[Vma], armed: &[Span], size_pages: u64) {
+    pub(crate) fn listed(&mut self, pid: i32, vmas: &[Vma], armed: &[Span], size_pages: u64) {
+        self.own_userfaultfd = has_userfaultfd(pid);
         let mapped = maps::union(
             vmas.iter()
                 .filter(|v| v.start < abi::TASK_SIZE)
@@ -88,7 +95,7 @@ impl Watch {
                 .collect(),
         );
         let outside = maps::subtract(&mapped, armed);
-        self.walked = maps::subtract(&[Span::new(0, abi::TASK_SIZE)], &outside);
+        self.gaps = maps::subtract(&[Span::new(0, abi::TASK_SIZE)], &mapped);
         self.unregistered = vmas
             .iter()
             .filter(|v| {
@@ -105,17 +112,33 @@ impl Watch {
     /// Note that a full pass found `vmas` as they were, with `armed` registered and the
     /// address space at `size_pages`: as [`Watch::listed`], without deriving anything again
     /// (nor allocating) when that was done for them already.
-    pub(crate) fn steady(&mut self, vmas: &[Vma], armed: &[Span], size_pages: u64) {
+    pub(crate) fn steady(&mut self, pid: i32, vmas: &[Vma], armed: &[Span], size_pages: u64) {
         if !self.ready {
-            return self.listed(vmas, armed, size_pages);
+            return self.listed(pid, vmas, armed, size_pages);
+        }
+        if !self.own_userfaultfd && self.full_at.is_some_and(|t| t.elapsed() >= FULL_EVERY) {
+            self.own_userfaultfd = has_userfaultfd(pid);
         }
         self.size_pages = size_pages;
         self.full_at = Some(Instant::now());
     }
 
-    /// Checks 2 and 3: the known-unregistered mappings and the size are as they were.
-    /// (Check 1 is the caller's unarmed-memory pass over [`Watch::walked`].)
+    /// Checks 3 and 4: the known-unregistered mappings and the size are as they were.
+    /// (Checks 1 and 2 are the caller's `PAGEMAP_SCAN` passes over [`Watch::gaps`] and the
+    /// tracked memory.)
     pub(crate) fn unchanged(&self, maps: &MapsReader, size_pages: u64) -> io::Result<bool> {
         Ok(self.ready && size_pages == self.size_pages && maps.same(&self.unregistered)?)
     }
+}
+
+/// Whether `pid` holds a userfaultfd (ours, made in it to attach, is closed there by then).
+/// Unknown (fds unreadable) counts as yes: the full listing is always right.
+fn has_userfaultfd(pid: i32) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return true;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| target.as_os_str() == "anon_inode:[userfaultfd]")
+    })
 }
