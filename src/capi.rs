@@ -841,12 +841,12 @@ pub unsafe extern "C" fn uffd_dirty_tracker_page_size(tracker: *const UffdDirtyT
     })
 }
 
-/// Have the next `uffd_dirty_harvest()` list the target's mappings whole, so that every
-/// mapping change since the last listing is in its changes. Without it a harvest lists them
-/// whole once in 10 seconds and watches them by cheaper means in between, which see at once
-/// every change but one: a mapping grown in place by `mremap` while as much is unmapped or
-/// shrunk elsewhere (its writes are reported all the same). Call it before a checkpoint's
-/// final harvest. 0, or `-UFFD_DIRTY_ERROR_BAD_INPUT` if `tracker` is NULL.
+/// Have the next `uffd_dirty_harvest()` list the target's mappings whole. Without it a
+/// harvest lists them whole once in 10 seconds and watches them by cheaper means in between,
+/// which see at once every change to what is tracked (memory mapped, unmapped, moved, grown,
+/// shrunk or replaced) but not a change of permissions alone. Call it before a checkpoint's
+/// final harvest, so that the mappings it records are the target's to the permission.
+/// 0, or `-UFFD_DIRTY_ERROR_BAD_INPUT` if `tracker` is NULL.
 ///
 /// # Safety
 /// `tracker` is NULL or a live tracker, used by no other thread meanwhile.
