@@ -315,6 +315,82 @@ fn shared_memory_grown_in_place_then_punched_is_reported() {
     );
 }
 
+unsafe fn shared_over_neighbour_setup() {
+    unsafe {
+        let fd = libc::memfd_create(c"neighbour".as_ptr(), 0);
+        if fd < 0 || libc::ftruncate(fd, (32 * PAGE) as i64) != 0 {
+            libc::_exit(93);
+        }
+        MEMFD = fd;
+        map_fixed(R, 8, RW, libc::MAP_SHARED, fd);
+        map_fixed(R + 8 * PAGE, 8, RW, ANON, -1);
+        write_pages(R, 0..16);
+    }
+}
+
+/// Step 0: the anonymous neighbour unmapped and the shared mapping grown in place over its
+/// range (the address space keeps its size, and no gap of the listing changes), the grown
+/// part written. Step 1: holes punched under both parts.
+unsafe fn shared_over_neighbour_step(n: u8) -> u8 {
+    unsafe {
+        if n == 0 {
+            libc::munmap((R + 8 * PAGE) as *mut libc::c_void, 8 * PAGE);
+            if libc::mremap(R as *mut libc::c_void, 8 * PAGE, 16 * PAGE, 0) as usize != R {
+                libc::_exit(91);
+            }
+            write_pages(R, 8..16);
+        } else {
+            let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+            if libc::fallocate(MEMFD, punch, 0, (2 * PAGE) as i64) != 0
+                || libc::fallocate(MEMFD, punch, (8 * PAGE) as i64, (4 * PAGE) as i64) != 0
+            {
+                libc::_exit(94);
+            }
+        }
+    }
+    0
+}
+
+/// Shared memory grown in place over the range its anonymous neighbour left: seen at once
+/// (the neighbour's memory replaced), and the holes punched in it afterwards reported (found
+/// by a reviewer's second attack on the cheap watch, which saw it only at the next full
+/// listing and lost the punched pages).
+#[test]
+fn shared_memory_grown_over_its_neighbour_is_seen_at_once() {
+    if !kernel_can_track() {
+        return;
+    }
+    let child = Stepped::spawn(shared_over_neighbour_setup, shared_over_neighbour_step);
+    let (_target, mut tracker) = attach(child.pid);
+    harvest(&mut tracker);
+    harvest(&mut tracker);
+    child.step();
+    let h = harvest(&mut tracker);
+    let page = PAGE as u64;
+    let grown = Span::new(R as u64 + 8 * page, R as u64 + 16 * page);
+    assert!(
+        h.changes()
+            .iter()
+            .any(|c| c.change == Change::Replaced && c.span == grown),
+        "{:?}",
+        h.changes()
+    );
+    assert_eq!(ours_in_tracker(&tracker), ours_in_maps(child.pid));
+    child.step();
+    let h = harvest(&mut tracker);
+    let lost: Vec<String> = (0..2)
+        .chain(8..12)
+        .map(|i| R as u64 + i * page)
+        .filter(|&a| !h.dirty().contains(a))
+        .map(|a| format!("{a:#x}"))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "LOST punched pages at {lost:?}; reported {:?}",
+        h.dirty()
+    );
+}
+
 unsafe fn split_setup() {
     unsafe {
         map_fixed(R, 8, RW, ANON, -1);

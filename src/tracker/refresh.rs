@@ -111,16 +111,7 @@ fn replaced_in_place(
     armed_now: &[Span],
     stale: &[Span],
 ) -> Vec<Span> {
-    // What an address maps: a file and the offset in it. Private anonymous memory has no
-    // offset to compare (the kernel shows 0 for each part of it, so the parts of a mapping
-    // that mprotect split would all look like the start of another): `stale` finds it
-    // replaced.
-    let source = |vmas: &[Vma], at: u64| {
-        maps::mapping_at(vmas, at).map(|v| match v.inode {
-            0 => (0, 0),
-            inode => (inode, v.offset.wrapping_add(at - v.start)),
-        })
-    };
+    let source = |vmas: &[Vma], at: u64| maps::mapping_at(vmas, at).map(|v| source(v, at));
     let mut replaced = stale.to_vec();
     for v in new {
         let here = Span::new(v.start, v.end);
@@ -138,6 +129,17 @@ fn replaced_in_place(
         }
     }
     maps::intersect(&maps::union(replaced), armed_now)
+}
+
+/// What `v` maps at `at`: a file and the offset in it. Private anonymous memory has no
+/// offset to compare (the kernel shows 0 for each part of it, so the parts of a mapping that
+/// mprotect split would all look like the start of another): the unarmed-memory query finds
+/// it replaced.
+pub(super) fn source(v: &Vma, at: u64) -> (u64, u64) {
+    match v.inode {
+        0 => (0, 0),
+        inode => (inode, v.offset.wrapping_add(at - v.start)),
+    }
 }
 
 /// `spans` cut where the mappings of `vmas` begin and end, so that each piece is one mapping's

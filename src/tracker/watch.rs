@@ -13,7 +13,10 @@
 //!    unregistered memory finds it (the kernel skips registered VMAs without walking them).
 //!    This check ran every harvest before the cheap watch, too.
 //! 3. A mapping left unregistered (the vDSO, what the scope leaves out, what the kernel
-//!    refused: few, usually) is replaced, grown or gone: a `PROCMAP_QUERY` each.
+//!    refused: few, usually) is replaced, grown or gone, or a tracked mapping grows in place
+//!    over the range its neighbour left (munmap, then mremap), where the two map different
+//!    things (another file, or shared and private memory: where they map the same, a listing
+//!    would see no change either): a `PROCMAP_QUERY` for each such mapping and neighbour.
 //! 4. Memory goes (munmap, mremap shrinking it): the address space's size
 //!    (`/proc/PID/statm`) changes.
 //!
@@ -29,6 +32,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
+use super::refresh::source;
 use crate::maps::{self, MapsReader, Vma};
 use crate::span::Span;
 use crate::sys::abi;
@@ -43,8 +47,9 @@ pub(crate) struct Watch {
     ready: bool,
     /// The user addresses the last listing had no mapping at, for check 1.
     pub(crate) gaps: Vec<Span>,
-    /// The mappings of the last listing that are not wholly registered, for check 3.
-    unregistered: Vec<Vma>,
+    /// The mappings of the last listing that are not wholly registered, and the tracked
+    /// ones a neighbour mapping something else could grow over, for check 3.
+    queried: Vec<Vma>,
     /// The address space's size in pages at the last listing, for check 4.
     size_pages: u64,
     /// The target holds a userfaultfd of its own: every pass is a full one.
@@ -96,7 +101,7 @@ impl Watch {
         );
         let outside = maps::subtract(&mapped, armed);
         self.gaps = maps::subtract(&[Span::new(0, abi::TASK_SIZE)], &mapped);
-        self.unregistered = vmas
+        self.queried = vmas
             .iter()
             .filter(|v| {
                 v.start < abi::TASK_SIZE
@@ -104,6 +109,19 @@ impl Watch {
             })
             .cloned()
             .collect();
+        // Seams: a tracked mapping right after one that maps something else there.
+        self.queried.extend(
+            vmas.windows(2)
+                .filter(|w| {
+                    let (left, right) = (&w[0], &w[1]);
+                    left.end == right.start
+                        && right.start < abi::TASK_SIZE
+                        && source(left, right.start) != source(right, right.start)
+                        && maps::intersect(&[Span::new(right.start, right.end)], &outside)
+                            .is_empty()
+                })
+                .map(|w| w[1].clone()),
+        );
         self.size_pages = size_pages;
         self.full_at = Some(Instant::now());
         self.ready = true;
@@ -127,7 +145,7 @@ impl Watch {
     /// (Checks 1 and 2 are the caller's `PAGEMAP_SCAN` passes over [`Watch::gaps`] and the
     /// tracked memory.)
     pub(crate) fn unchanged(&self, maps: &MapsReader, size_pages: u64) -> io::Result<bool> {
-        Ok(self.ready && size_pages == self.size_pages && maps.same(&self.unregistered)?)
+        Ok(self.ready && size_pages == self.size_pages && maps.same(&self.queried)?)
     }
 }
 
