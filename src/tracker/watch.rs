@@ -15,8 +15,9 @@
 //! 3. A mapping left unregistered (the vDSO, what the scope leaves out, what the kernel
 //!    refused: few, usually) is replaced, grown or gone, or a tracked mapping grows in place
 //!    over the range its neighbour left (munmap, then mremap), where the two map different
-//!    things (another file, or shared and private memory: where they map the same, a listing
-//!    would see no change either): a `PROCMAP_QUERY` for each such mapping and neighbour.
+//!    things or share differently (another file, another part of one, or one shared and the
+//!    other private: where they map the same, a listing would see no change either): a
+//!    `PROCMAP_QUERY` for each such mapping and neighbour.
 //! 4. Memory goes (munmap, mremap shrinking it): the address space's size
 //!    (`/proc/PID/statm`) changes.
 //!
@@ -109,14 +110,16 @@ impl Watch {
             })
             .cloned()
             .collect();
-        // Seams: a tracked mapping right after one that maps something else there.
+        // Seams: a tracked mapping right after one that maps something else there, or
+        // shares it differently (shared memory's zapped pages are watched apart).
         self.queried.extend(
             vmas.windows(2)
                 .filter(|w| {
                     let (left, right) = (&w[0], &w[1]);
                     left.end == right.start
                         && right.start < abi::TASK_SIZE
-                        && source(left, right.start) != source(right, right.start)
+                        && (source(left, right.start), left.shared)
+                            != (source(right, right.start), right.shared)
                         && maps::intersect(&[Span::new(right.start, right.end)], &outside)
                             .is_empty()
                 })
