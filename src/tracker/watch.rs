@@ -57,8 +57,9 @@ pub(crate) struct Watch {
     own_userfaultfd: bool,
     /// When the last full pass ran.
     full_at: Option<Instant>,
-    /// `/proc/PID/statm`, kept open.
+    /// `/proc/PID/statm` and `/proc/PID/fd`, kept open.
     statm: Option<std::fs::File>,
+    fds: Option<std::fs::File>,
 }
 
 impl Watch {
@@ -93,7 +94,7 @@ impl Watch {
     /// Note that a full pass (the listing compared whole) was just made, over `vmas` with
     /// `armed` registered, with the address space at `size_pages`.
     pub(crate) fn listed(&mut self, pid: i32, vmas: &[Vma], armed: &[Span], size_pages: u64) {
-        self.own_userfaultfd = has_userfaultfd(pid);
+        self.own_userfaultfd = self.holds_userfaultfd(pid);
         let mapped = maps::union(
             vmas.iter()
                 .filter(|v| v.start < abi::TASK_SIZE)
@@ -137,11 +138,19 @@ impl Watch {
         if !self.ready {
             return self.listed(pid, vmas, armed, size_pages);
         }
-        if !self.own_userfaultfd && self.full_at.is_some_and(|t| t.elapsed() >= FULL_EVERY) {
-            self.own_userfaultfd = has_userfaultfd(pid);
+        if !self.own_userfaultfd {
+            self.own_userfaultfd = self.holds_userfaultfd(pid);
         }
         self.size_pages = size_pages;
         self.full_at = Some(Instant::now());
+    }
+
+    /// Whether the target holds a userfaultfd of its own now.
+    fn holds_userfaultfd(&mut self, pid: i32) -> bool {
+        if self.fds.is_none() {
+            self.fds = std::fs::File::open(format!("/proc/{pid}/fd")).ok();
+        }
+        self.fds.as_ref().is_none_or(has_userfaultfd)
     }
 
     /// Checks 3 and 4: the known-unregistered mappings and the size are as they were.
@@ -152,14 +161,58 @@ impl Watch {
     }
 }
 
-/// Whether `pid` holds a userfaultfd (ours, made in it to attach, is closed there by then).
-/// Unknown (fds unreadable) counts as yes: the full listing is always right.
-fn has_userfaultfd(pid: i32) -> bool {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+/// Whether the process whose `/proc/PID/fd` directory `fds` is holds a userfaultfd (ours,
+/// made in it to attach, is closed there by then). Unknown (unreadable) counts as yes: the
+/// full listing is always right. Into buffers on the stack: a steady-state harvest
+/// allocates nothing, its full passes included.
+fn has_userfaultfd(fds: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    const UFFD: &[u8] = b"anon_inode:[userfaultfd]";
+    let dir = fds.as_raw_fd();
+    // SAFETY: lseek on our own directory fd, to read it from the start again.
+    if unsafe { libc::lseek(dir, 0, libc::SEEK_SET) } != 0 {
         return true;
-    };
-    fds.flatten().any(|fd| {
-        std::fs::read_link(fd.path())
-            .is_ok_and(|target| target.as_os_str() == "anon_inode:[userfaultfd]")
-    })
+    }
+    let mut entries = [0u8; 4096];
+    loop {
+        // SAFETY: getdents64 writes at most `entries.len()` bytes into `entries`.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                dir,
+                entries.as_mut_ptr(),
+                entries.len(),
+            )
+        };
+        if n < 0 {
+            return true;
+        }
+        if n == 0 {
+            return false;
+        }
+        let mut at = 0usize;
+        while at + 19 < n as usize {
+            // struct linux_dirent64: ino u64, off i64, reclen u16, type u8, name (NUL-ended).
+            let reclen = u16::from_ne_bytes([entries[at + 16], entries[at + 17]]) as usize;
+            if reclen == 0 {
+                return true;
+            }
+            let name = &entries[at + 19..at + reclen];
+            let mut target = [0u8; 64];
+            // SAFETY: `name` holds a NUL-ended file name inside `entries`; readlinkat writes
+            // at most `target.len()` bytes into `target`.
+            let len = unsafe {
+                libc::readlinkat(
+                    dir,
+                    name.as_ptr().cast(),
+                    target.as_mut_ptr().cast(),
+                    target.len(),
+                )
+            };
+            if len > 0 && target[..len as usize] == *UFFD {
+                return true;
+            }
+            at += reclen;
+        }
+    }
 }
