@@ -234,6 +234,12 @@ impl Taker<'_> {
             )
             .context("stopping the target (--leave-stopped)")?;
         }
+        if left_stopped && !wait_group_stopped(target.pid(), Duration::from_secs(2)) {
+            eprintln!(
+                "uffd-dirty: warning: not every thread of PID {} had stopped 2 s after SIGSTOP",
+                target.pid()
+            );
+        }
         let message = self.message(reason, downtime);
         let state = if reason.final_round_possible() {
             State::Finished
@@ -677,4 +683,38 @@ fn mib(bytes: u64) -> f64 {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+/// Wait until every thread of `pid` is stopped (state `T`), as `--leave-stopped` promises
+/// on exit: the SIGSTOP is pending in each thread let go, which takes a moment to act on it
+/// (a thread seen running meanwhile would make `snapshot verify` refuse the target). False
+/// after `limit`, or if the threads cannot be read.
+fn wait_group_stopped(pid: i32, limit: Duration) -> bool {
+    let stopped = || -> Option<bool> {
+        let mut any = false;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+            // A thread gone meanwhile has nothing left to stop.
+            let Some(stat) = task
+                .ok()
+                .and_then(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+            else {
+                continue;
+            };
+            let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+            if !matches!(state, 'T' | 't') {
+                return Some(false);
+            }
+            any = true;
+        }
+        Some(any)
+    };
+    let start = Instant::now();
+    loop {
+        match stopped() {
+            Some(true) => return true,
+            None => return false,
+            Some(false) if start.elapsed() >= limit => return false,
+            Some(false) => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
 }
