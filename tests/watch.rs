@@ -115,6 +115,50 @@ unsafe fn write_pages(addr: usize, pages: std::ops::Range<usize>) {
     }
 }
 
+/// A memfd of 32 pages, kept in `MEMFD` for the steps.
+unsafe fn memfd(name: &std::ffi::CStr) -> i32 {
+    unsafe {
+        let fd = libc::memfd_create(name.as_ptr(), 0);
+        if fd < 0 || libc::ftruncate(fd, (32 * PAGE) as i64) != 0 {
+            libc::_exit(93);
+        }
+        MEMFD = fd;
+        fd
+    }
+}
+
+/// Unmap 8 pages at `gone`, then grow R in place from 8 pages to 16 (the address space
+/// keeps its size).
+unsafe fn unmap_and_grow_r(gone: usize) {
+    unsafe {
+        libc::munmap(gone as *mut libc::c_void, 8 * PAGE);
+        if libc::mremap(R as *mut libc::c_void, 8 * PAGE, 16 * PAGE, 0) as usize != R {
+            libc::_exit(91);
+        }
+    }
+}
+
+/// Punch holes in `MEMFD`, each `(first page, pages)`.
+unsafe fn punch(holes: &[(usize, usize)]) {
+    let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    for &(first, pages) in holes {
+        let (offset, len) = ((first * PAGE) as i64, (pages * PAGE) as i64);
+        if unsafe { libc::fallocate(MEMFD, punch, offset, len) } != 0 {
+            unsafe { libc::_exit(94) };
+        }
+    }
+}
+
+/// The pages of R (by index) that `h` did not report, as addresses.
+fn unreported(h: &Harvest, pages: impl IntoIterator<Item = usize>) -> Vec<String> {
+    pages
+        .into_iter()
+        .map(|i| (R + i * PAGE) as u64)
+        .filter(|&a| !h.dirty().contains(a))
+        .map(|a| format!("{a:#x}"))
+        .collect()
+}
+
 fn attach(pid: i32) -> (Target, Tracker) {
     let target = Target::open(pid).unwrap();
     let tracker = TrackerBuilder::new().attach(&target).unwrap();
@@ -184,11 +228,7 @@ unsafe fn grow_setup() {
 unsafe fn grow_step(n: u8) -> u8 {
     if n == 0 {
         unsafe {
-            libc::munmap(X as *mut libc::c_void, 8 * PAGE);
-            let p = libc::mremap(R as *mut libc::c_void, 8 * PAGE, 16 * PAGE, 0);
-            if p as usize != R {
-                libc::_exit(91);
-            }
+            unmap_and_grow_r(X);
             write_pages(R, 8..16);
             write_pages(R, 0..1);
         }
@@ -213,12 +253,7 @@ fn a_growth_in_place_balanced_by_an_unmap_is_seen_at_once() {
     child.step();
     let h = harvest(&mut tracker);
     let page = PAGE as u64;
-    let lost: Vec<String> = (8..16)
-        .chain(0..1)
-        .map(|i| R as u64 + i * page)
-        .filter(|&a| !h.dirty().contains(a))
-        .map(|a| format!("{a:#x}"))
-        .collect();
+    let lost = unreported(&h, (8..16).chain(0..1));
     assert!(
         lost.is_empty(),
         "LOST writes at {lost:?}; reported {:?}",
@@ -249,11 +284,7 @@ static mut MEMFD: i32 = -1;
 
 unsafe fn shared_grow_setup() {
     unsafe {
-        let fd = libc::memfd_create(c"grown".as_ptr(), 0);
-        if fd < 0 || libc::ftruncate(fd, (32 * PAGE) as i64) != 0 {
-            libc::_exit(93);
-        }
-        MEMFD = fd;
+        let fd = memfd(c"grown");
         map_fixed(R, 8, RW, libc::MAP_SHARED, fd);
         map_fixed(X, 8, RW, ANON, -1);
         write_pages(R, 0..8);
@@ -267,19 +298,11 @@ unsafe fn shared_grow_setup() {
 unsafe fn shared_grow_step(n: u8) -> u8 {
     unsafe {
         if n == 0 {
-            libc::munmap(X as *mut libc::c_void, 8 * PAGE);
-            if libc::mremap(R as *mut libc::c_void, 8 * PAGE, 16 * PAGE, 0) as usize != R {
-                libc::_exit(91);
-            }
+            unmap_and_grow_r(X);
             write_pages(R, 8..16);
             write_pages(R, 0..2);
         } else {
-            let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-            if libc::fallocate(MEMFD, punch, 0, (2 * PAGE) as i64) != 0
-                || libc::fallocate(MEMFD, punch, (8 * PAGE) as i64, (4 * PAGE) as i64) != 0
-            {
-                libc::_exit(94);
-            }
+            punch(&[(0, 2), (8, 4)]);
         }
     }
     0
@@ -301,13 +324,7 @@ fn shared_memory_grown_in_place_then_punched_is_reported() {
     harvest(&mut tracker);
     child.step();
     let h = harvest(&mut tracker);
-    let page = PAGE as u64;
-    let lost: Vec<String> = (0..2)
-        .chain(8..12)
-        .map(|i| R as u64 + i * page)
-        .filter(|&a| !h.dirty().contains(a))
-        .map(|a| format!("{a:#x}"))
-        .collect();
+    let lost = unreported(&h, (0..2).chain(8..12));
     assert!(
         lost.is_empty(),
         "LOST punched pages at {lost:?}; reported {:?}",
@@ -317,11 +334,7 @@ fn shared_memory_grown_in_place_then_punched_is_reported() {
 
 unsafe fn shared_over_neighbour_setup() {
     unsafe {
-        let fd = libc::memfd_create(c"neighbour".as_ptr(), 0);
-        if fd < 0 || libc::ftruncate(fd, (32 * PAGE) as i64) != 0 {
-            libc::_exit(93);
-        }
-        MEMFD = fd;
+        let fd = memfd(c"neighbour");
         map_fixed(R, 8, RW, libc::MAP_SHARED, fd);
         map_fixed(R + 8 * PAGE, 8, RW, ANON, -1);
         write_pages(R, 0..16);
@@ -334,18 +347,10 @@ unsafe fn shared_over_neighbour_setup() {
 unsafe fn shared_over_neighbour_step(n: u8) -> u8 {
     unsafe {
         if n == 0 {
-            libc::munmap((R + 8 * PAGE) as *mut libc::c_void, 8 * PAGE);
-            if libc::mremap(R as *mut libc::c_void, 8 * PAGE, 16 * PAGE, 0) as usize != R {
-                libc::_exit(91);
-            }
+            unmap_and_grow_r(R + 8 * PAGE);
             write_pages(R, 8..16);
         } else {
-            let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-            if libc::fallocate(MEMFD, punch, 0, (2 * PAGE) as i64) != 0
-                || libc::fallocate(MEMFD, punch, (8 * PAGE) as i64, (4 * PAGE) as i64) != 0
-            {
-                libc::_exit(94);
-            }
+            punch(&[(0, 2), (8, 4)]);
         }
     }
     0
@@ -378,12 +383,7 @@ fn shared_memory_grown_over_its_neighbour_is_seen_at_once() {
     assert_eq!(ours_in_tracker(&tracker), ours_in_maps(child.pid));
     child.step();
     let h = harvest(&mut tracker);
-    let lost: Vec<String> = (0..2)
-        .chain(8..12)
-        .map(|i| R as u64 + i * page)
-        .filter(|&a| !h.dirty().contains(a))
-        .map(|a| format!("{a:#x}"))
-        .collect();
+    let lost = unreported(&h, (0..2).chain(8..12));
     assert!(
         lost.is_empty(),
         "LOST punched pages at {lost:?}; reported {:?}",
@@ -393,11 +393,7 @@ fn shared_memory_grown_over_its_neighbour_is_seen_at_once() {
 
 unsafe fn shared_over_private_setup() {
     unsafe {
-        let fd = libc::memfd_create(c"samefile".as_ptr(), 0);
-        if fd < 0 || libc::ftruncate(fd, (32 * PAGE) as i64) != 0 {
-            libc::_exit(93);
-        }
-        MEMFD = fd;
+        let fd = memfd(c"samefile");
         // One file, contiguous offsets: shared pages 0..8 at R, private pages 8..16 after.
         map_fixed(R, 8, RW, libc::MAP_SHARED, fd);
         let private = libc::mmap(
@@ -420,15 +416,9 @@ unsafe fn shared_over_private_setup() {
 unsafe fn shared_over_private_step(n: u8) -> u8 {
     unsafe {
         if n == 0 {
-            libc::munmap((R + 8 * PAGE) as *mut libc::c_void, 8 * PAGE);
-            if libc::mremap(R as *mut libc::c_void, 8 * PAGE, 16 * PAGE, 0) as usize != R {
-                libc::_exit(91);
-            }
+            unmap_and_grow_r(R + 8 * PAGE);
         } else {
-            let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-            if libc::fallocate(MEMFD, punch, (8 * PAGE) as i64, (4 * PAGE) as i64) != 0 {
-                libc::_exit(94);
-            }
+            punch(&[(8, 4)]);
         }
     }
     0
@@ -451,12 +441,7 @@ fn shared_memory_grown_over_a_private_mapping_of_its_file_is_seen_at_once() {
     assert_eq!(ours_in_tracker(&tracker), ours_in_maps(child.pid));
     child.step();
     let h = harvest(&mut tracker);
-    let page = PAGE as u64;
-    let lost: Vec<String> = (8..12)
-        .map(|i| R as u64 + i * page)
-        .filter(|&a| !h.dirty().contains(a))
-        .map(|a| format!("{a:#x}"))
-        .collect();
+    let lost = unreported(&h, 8..12);
     assert!(
         lost.is_empty(),
         "LOST punched pages at {lost:?}; reported {:?}",
