@@ -964,6 +964,19 @@ fn python3_mutating_a_dict() {
     program_snapshot_is_exact(pid, work.path());
 }
 
+/// `program_snapshot_is_exact` for the PID a program printed as its first line (not its
+/// own: /usr/bin/node here is a wrapper script around the real node), after it ran 500 ms.
+fn snapshot_of_printed_pid(program: &mut Proc, work: &Path) {
+    let pid: i32 = program
+        .line(PATIENCE)
+        .expect("the program printed its PID")
+        .trim()
+        .parse()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    program_snapshot_is_exact(pid, work);
+}
+
 #[test]
 fn node_filling_a_map() {
     if !kernel_can_track() || !installed("node", &["-e", "0"]) {
@@ -977,14 +990,7 @@ fn node_filling_a_map() {
                   m.set(i++, { v: 'x'.repeat(i % 64) + i });\
                   if (m.size > 100000) m.delete(i - 100000); } }, 5);";
     let mut node = Proc::spawn(Command::new("node").args(["-e", script]));
-    let pid: i32 = node
-        .line(PATIENCE)
-        .expect("node printed its PID")
-        .trim()
-        .parse()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    program_snapshot_is_exact(pid, work.path());
+    snapshot_of_printed_pid(&mut node, work.path());
 }
 
 #[test]
@@ -1009,14 +1015,7 @@ fn a_jvm_filling_a_hash_map() {
         "-XX:ReservedCodeCacheSize=32m",
         source.to_str().unwrap(),
     ]));
-    let pid: i32 = jvm
-        .line(PATIENCE)
-        .expect("the JVM printed its PID")
-        .trim()
-        .parse()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    program_snapshot_is_exact(pid, work.path());
+    snapshot_of_printed_pid(&mut jvm, work.path());
 }
 
 #[test]

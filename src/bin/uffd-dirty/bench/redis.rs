@@ -17,6 +17,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use super::footprint::{cpu_so_far, deltas_so_far, start_track, tempfile_dir};
+use super::table::opt;
 use super::{median, ms};
 use crate::cli::Method;
 
@@ -377,7 +378,6 @@ pub(super) fn table(rows: &[RedisRow]) -> String {
     let mut t = String::from(
         "| mode | rate | requests/s (min–max) | ÷ untracked | p50 ms | p99 ms (min–max) | ÷ untracked | p99.9 ms | harvests/s | harvest ms/s | tracker CPU ms/s | server faults/request | server preempted /1k requests |\n|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    let opt = |v: Option<f64>, digits: usize| v.map_or("–".into(), |v| format!("{v:.digits$}"));
     for r in rows {
         t += &format!(
             "| {} | {} | {:.0} ({:.0}–{:.0}) | {:.2} | {:.3} | {:.3} ({:.3}–{:.3}) | {:.2} | {:.3} | {} | {} | {} | {:.3} | {:.2} |\n",
