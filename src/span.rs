@@ -284,6 +284,13 @@ pub fn subtract_into(a: &[Span], b: &[Span], out: &mut Vec<Span>) {
     }
 }
 
+/// Whether `span` shares an address with any of `sorted` (a sorted union of spans): a binary
+/// search, for a query per mapping against a long list.
+pub(crate) fn overlaps(sorted: &[Span], span: Span) -> bool {
+    let i = sorted.partition_point(|s| s.end <= span.start);
+    sorted.get(i).is_some_and(|s| s.start < span.end)
+}
+
 /// Append `a ∩ b` to `out` (sorted unions of spans).
 pub fn intersect_into(a: &[Span], b: &[Span], out: &mut Vec<Span>) {
     let (mut i, mut j) = (0, 0);
@@ -302,6 +309,16 @@ pub fn intersect_into(a: &[Span], b: &[Span], out: &mut Vec<Span>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overlaps_finds_a_shared_address_only() {
+        let sorted = [Span::new(0x1000, 0x3000), Span::new(0x5000, 0x6000)];
+        assert!(overlaps(&sorted, Span::new(0x2000, 0x2800)));
+        assert!(overlaps(&sorted, Span::new(0x4000, 0x5001)));
+        assert!(!overlaps(&sorted, Span::new(0x3000, 0x5000)));
+        assert!(!overlaps(&sorted, Span::new(0x6000, 0x7000)));
+        assert!(!overlaps(&[], Span::new(0, 1)));
+    }
 
     #[test]
     fn union_merges_touching_and_overlapping() {

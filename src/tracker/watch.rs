@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use super::refresh::source;
 use crate::maps::{self, MapsReader, Vma};
-use crate::span::Span;
+use crate::span::{Span, overlaps};
 use crate::sys::abi;
 
 /// The longest the listing is trusted without a full `PROCMAP_QUERY` pass.
@@ -105,10 +105,7 @@ impl Watch {
         self.gaps = maps::subtract(&[Span::new(0, abi::TASK_SIZE)], &mapped);
         self.queried = vmas
             .iter()
-            .filter(|v| {
-                v.start < abi::TASK_SIZE
-                    && !maps::intersect(&[Span::new(v.start, v.end)], &outside).is_empty()
-            })
+            .filter(|v| v.start < abi::TASK_SIZE && overlaps(&outside, Span::new(v.start, v.end)))
             .cloned()
             .collect();
         // Seams: a tracked mapping right after one that maps something else there, or
@@ -121,8 +118,7 @@ impl Watch {
                         && right.start < abi::TASK_SIZE
                         && (source(left, right.start), left.shared)
                             != (source(right, right.start), right.shared)
-                        && maps::intersect(&[Span::new(right.start, right.end)], &outside)
-                            .is_empty()
+                        && !overlaps(&outside, Span::new(right.start, right.end))
                 })
                 .map(|w| w[1].clone()),
         );
